@@ -1,0 +1,220 @@
+//! A multimodal classifier over two frozen encoders: MoPE and the baselines it is compared with,
+//! selected by [`FusionMethod`].
+//!
+//! | method | main encoder prompts | head input |
+//! |---|---|---|
+//! | [`FusionMethod::Mope`] | static + routed experts + mapped | main pooled |
+//! | [`FusionMethod::Sequential`] | static + mapped (no experts) | main pooled |
+//! | [`FusionMethod::PromptTuning`] | static only (vanilla deep prompt tuning) | `[main pooled ; complementary]` |
+//! | [`FusionMethod::LateFusion`] | none (linear probe on frozen features) | `[main pooled ; complementary]` |
+//!
+//! The complementary encoder is frozen; its pooled representation is computed without prompts
+//! (and can then be cached across epochs) unless `complementary_prompt_len > 0`, in which case it
+//! is itself deep-prompt-tuned (the official code's `--train_instructor`).
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{Tensor, backend::Backend};
+use serde::{Deserialize, Serialize};
+
+use crate::deep_prompt::forward_prompted;
+use crate::encoder::PromptableEncoder;
+use crate::prompts::{MopePrompts, MopePromptsConfig};
+use crate::regularizer::importance_loss;
+use crate::router::RoutingOutput;
+
+/// How the two modalities are fused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FusionMethod {
+    /// Mixture of prompt experts (the method of the paper).
+    Mope,
+    /// Static and mapped prompts, no experts ("conditional prompt" / sequential fusion).
+    Sequential,
+    /// Static deep prompts in the main encoder, features concatenated at the head.
+    PromptTuning,
+    /// No prompts: a linear head on the concatenated frozen features.
+    LateFusion,
+}
+
+impl FusionMethod {
+    /// Name used in adapter files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mope => "mope",
+            Self::Sequential => "sequential",
+            Self::PromptTuning => "prompt-tuning",
+            Self::LateFusion => "late-fusion",
+        }
+    }
+
+    fn concatenates_features(self) -> bool {
+        matches!(self, Self::PromptTuning | Self::LateFusion)
+    }
+}
+
+/// Configuration of a [`MultimodalClassifier`].
+#[derive(Config, Debug)]
+pub struct MultimodalClassifierConfig {
+    /// Fusion method.
+    pub method: FusionMethod,
+    /// Number of output classes (labels, for multi-label tasks).
+    pub num_classes: usize,
+    /// Prompts of the main encoder. `num_layers`, `d_model` and `d_complementary` are taken from
+    /// the encoders at [`init`](Self::init); the method switches parts off as in the table above.
+    pub prompts: MopePromptsConfig,
+    /// Deep static prompt tokens per layer in the complementary encoder [`t_prompt_length`];
+    /// 0 keeps it frozen without prompts.
+    #[config(default = 0)]
+    pub complementary_prompt_len: usize,
+    /// Weight of the importance loss [`w_imp`].
+    #[config(default = 0.01)]
+    pub importance_weight: f64,
+    /// Importance values at or below this are zeroed (official code: 0.1).
+    #[config(default = 0.1)]
+    pub importance_threshold: f64,
+}
+
+/// Two frozen encoders, the trainable prompts of the chosen method, and a linear head.
+#[derive(Module, Debug)]
+pub struct MultimodalClassifier<B: Backend, M, C> {
+    /// Frozen main encoder (prompted).
+    pub main: M,
+    /// Frozen complementary encoder.
+    pub complementary: C,
+    /// Prompts of the main encoder (`None` for late fusion).
+    pub prompts: Option<MopePrompts<B>>,
+    /// Static deep prompts of the complementary encoder.
+    pub complementary_prompts: Option<MopePrompts<B>>,
+    /// Classification head.
+    pub head: Linear<B>,
+    concatenate_features: bool,
+    importance_threshold: f64,
+}
+
+/// Output of [`MultimodalClassifier::forward`].
+#[derive(Debug, Clone)]
+pub struct ClassifierOutput<B: Backend> {
+    /// Class scores. Shape `[batch, num_classes]`.
+    pub logits: Tensor<B, 2>,
+    /// Routing of every routed layer of the main encoder, as `(layer, routing)`.
+    pub routing: Vec<(usize, RoutingOutput<B>)>,
+    /// Importance loss averaged over routed layers (0 without routing). Shape `[1]`.
+    pub importance_loss: Tensor<B, 1>,
+}
+
+impl MultimodalClassifierConfig {
+    /// The prompt configuration actually used with these encoders and this method.
+    pub fn resolved_prompts(&self, num_layers: usize, d_model: usize, d_complementary: usize) -> MopePromptsConfig {
+        let mut p = self.prompts.clone();
+        p.num_layers = num_layers;
+        p.d_model = d_model;
+        p.d_complementary = d_complementary;
+        match self.method {
+            FusionMethod::Mope | FusionMethod::LateFusion => {}
+            FusionMethod::Sequential => p.num_experts = 0,
+            FusionMethod::PromptTuning => {
+                p.num_experts = 0;
+                p.mapped_len = 0;
+            }
+        }
+        p
+    }
+
+    /// Builds the classifier around two pretrained encoders, which are frozen.
+    ///
+    /// # Panics
+    /// If `num_classes` is 0.
+    pub fn init<B: Backend, M: PromptableEncoder<B>, C: PromptableEncoder<B>>(
+        &self,
+        main: M,
+        complementary: C,
+        device: &B::Device,
+    ) -> MultimodalClassifier<B, M, C> {
+        assert!(self.num_classes > 0, "num_classes must be at least 1");
+        let (d_main, d_comp) = (main.d_model(), complementary.d_model());
+        let prompts = (self.method != FusionMethod::LateFusion)
+            .then(|| self.resolved_prompts(main.num_layers(), d_main, d_comp).init(device));
+        let complementary_prompts = (self.complementary_prompt_len > 0).then(|| {
+            MopePromptsConfig::new(complementary.num_layers(), d_comp, 0)
+                .with_static_len(self.complementary_prompt_len)
+                .with_num_experts(0)
+                .with_mapped_len(0)
+                .with_init_range(Some(0.3))
+                .init(device)
+        });
+        let d_head = if self.method.concatenates_features() { d_main + d_comp } else { d_main };
+        MultimodalClassifier {
+            main: main.no_grad(),
+            complementary: complementary.no_grad(),
+            prompts,
+            complementary_prompts,
+            head: LinearConfig::new(d_head, self.num_classes).init(device),
+            concatenate_features: self.method.concatenates_features(),
+            importance_threshold: self.importance_threshold,
+        }
+    }
+}
+
+impl<B: Backend, M: PromptableEncoder<B>, C: PromptableEncoder<B>> MultimodalClassifier<B, M, C> {
+    /// Pooled representation of the complementary modality (the router's pairing prior).
+    /// Without complementary prompts it carries no gradient, so it can be cached.
+    ///
+    /// # Shapes
+    /// - output: `[batch, d_complementary]`
+    pub fn complementary_feature(&self, input: &C::Input) -> Tensor<B, 2> {
+        let embedded = self.complementary.embed(input);
+        match &self.complementary_prompts {
+            Some(prompts) => forward_prompted(&self.complementary, embedded, &mut prompts.run(None)).pooled,
+            None => forward_prompted(&self.complementary, embedded, &mut ()).pooled.detach(),
+        }
+    }
+
+    /// Classifies a batch of paired inputs.
+    ///
+    /// # Shapes
+    /// - output logits: `[batch, num_classes]`
+    pub fn forward(&self, main: &M::Input, complementary: &C::Input) -> ClassifierOutput<B> {
+        let feature = self.complementary_feature(complementary);
+        self.forward_with_feature(main, feature)
+    }
+
+    /// Classifies with a precomputed complementary representation (see
+    /// [`complementary_feature`](Self::complementary_feature)).
+    ///
+    /// # Shapes
+    /// - `complementary`: `[batch, d_complementary]`
+    /// - output logits: `[batch, num_classes]`
+    ///
+    /// # Panics
+    /// If `complementary` is not `d_complementary` wide.
+    pub fn forward_with_feature(&self, main: &M::Input, complementary: Tensor<B, 2>) -> ClassifierOutput<B> {
+        let [_, width] = complementary.dims();
+        let expected = self.complementary.d_model();
+        assert_eq!(width, expected, "complementary feature has width {width}, the complementary encoder's is {expected}");
+        let embedded = self.main.embed(main);
+        let device = embedded.tokens.device();
+        let (pooled, routing) = match &self.prompts {
+            Some(prompts) => {
+                let mut run = prompts.run(Some(complementary.clone()));
+                let out = forward_prompted(&self.main, embedded, &mut run);
+                (out.pooled, run.routing)
+            }
+            None => (forward_prompted(&self.main, embedded, &mut ()).pooled, Vec::new()),
+        };
+        let head_input = if self.concatenate_features { Tensor::cat(vec![pooled, complementary], 1) } else { pooled };
+        let importance = if routing.is_empty() {
+            Tensor::zeros([1], &device)
+        } else {
+            let n = routing.len() as f64;
+            routing
+                .iter()
+                .map(|(_, r)| importance_loss(r.weights.clone(), self.importance_threshold))
+                .reduce(|a, b| a + b)
+                .expect("routing is not empty")
+                / n
+        };
+        ClassifierOutput { logits: self.head.forward(head_input), routing, importance_loss: importance }
+    }
+}

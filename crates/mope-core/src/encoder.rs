@@ -1,0 +1,68 @@
+//! The contract between mope-core and a frozen encoder: what a backbone exposes so that prompt
+//! tokens can be inserted before each of its layers.
+
+use burn::module::Module;
+use burn::tensor::{Bool, Tensor, backend::Backend};
+
+/// Embedded input of an encoder, before its first layer.
+#[derive(Debug, Clone)]
+pub struct EncoderTokens<B: Backend> {
+    /// Token embeddings, prefix tokens (such as `[CLS]`) first.
+    ///
+    /// Shape `[batch, seq_len, d_model]`.
+    pub tokens: Tensor<B, 3>,
+    /// Padding mask, `true` where a token is padding and must not be attended to.
+    /// `None` when no token is padding (images).
+    ///
+    /// Shape `[batch, seq_len]`.
+    pub mask_pad: Option<Tensor<B, 2, Bool>>,
+}
+
+/// A transformer encoder whose layers can be driven one at a time, so that deep prompts can be
+/// inserted before each layer (see [`forward_prompted`](crate::forward_prompted)).
+///
+/// Implementors are frozen backbones; they own embeddings, layers, the final norm and pooling.
+pub trait PromptableEncoder<B: Backend>: Module<B> {
+    /// What the encoder reads: token ids and mask for text, pixels for images, samples for audio.
+    type Input;
+
+    /// Width of the hidden states and of every prompt token.
+    fn d_model(&self) -> usize;
+
+    /// Number of transformer layers (prompt insertion points).
+    fn num_layers(&self) -> usize;
+
+    /// Number of leading tokens that prompts are inserted *after* (1 for a `[CLS]` token, 0 if none).
+    fn num_prefix_tokens(&self) -> usize;
+
+    /// Embeds the input.
+    ///
+    /// # Shapes
+    /// - output tokens: `[batch, seq_len, d_model]`, mask `[batch, seq_len]`
+    fn embed(&self, input: &Self::Input) -> EncoderTokens<B>;
+
+    /// Runs layer `index` (0-based).
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch, seq_len, d_model]`, `mask_pad`: `[batch, seq_len]`
+    /// - output: `[batch, seq_len, d_model]`
+    fn layer(
+        &self,
+        index: usize,
+        tokens: Tensor<B, 3>,
+        mask_pad: Option<Tensor<B, 2, Bool>>,
+    ) -> Tensor<B, 3>;
+
+    /// Final normalisation and pooling to one vector per sample. `num_prompts` prompt tokens sit
+    /// right after the prefix tokens; the encoder's pooling decides whether they are included.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch, seq_len, d_model]`, `mask_pad`: `[batch, seq_len]`
+    /// - output: `[batch, d_model]`
+    fn pool(
+        &self,
+        tokens: Tensor<B, 3>,
+        mask_pad: Option<Tensor<B, 2, Bool>>,
+        num_prompts: usize,
+    ) -> Tensor<B, 2>;
+}

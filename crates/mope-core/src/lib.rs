@@ -1,0 +1,58 @@
+//! Mixture of Prompt Experts (MoPE, Jiang et al., arXiv 2403.10568) for burn.
+//!
+//! MoPE adapts a frozen *main* encoder (e.g. an image transformer) to a multimodal task by inserting
+//! prompt tokens at every layer. The prompt of each layer is the concatenation of
+//!
+//! - a **static prompt**, shared by all instances ([`MopePrompts`], `static_len` tokens),
+//! - a **dynamic prompt**, a per-instance mixture of [`PromptExperts`] whose weights come from a
+//!   [`Router`] that reads the *complementary* modality's representation (the multimodal pairing
+//!   prior) together with the main encoder's current hidden state,
+//! - **mapped prompts**, projected from the complementary representation by a [`PromptMapper`].
+//!
+//! The routers are trained with an importance loss ([`importance_loss`]) that keeps the experts in use.
+//!
+//! # Crate map
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`encoder`] | [`PromptableEncoder`], the contract a frozen backbone implements so prompts can reach its layers |
+//! | [`deep_prompt`] | [`forward_prompted`], deep prompt insertion (VPT-deep style) through any encoder |
+//! | [`experts`] | [`PromptExperts`] `[num_experts, prompt_len, d_model]` and their mixture |
+//! | [`router`] | [`Router`]: pairing-prior routing with frozen orthogonal keys, temperature, noise, top-k |
+//! | [`orthogonal`] | deterministic orthogonal matrices (the router keys) |
+//! | [`mapper`] | [`PromptMapper`]: complementary feature to mapped prompt tokens |
+//! | [`prompts`] | [`MopePrompts`]: per-layer static + dynamic + mapped prompts; vanilla prompt tuning is its static-only case |
+//! | [`regularizer`] | [`importance_loss`], [`load_balance_loss`], [`RoutingStats`] |
+//! | [`classifier`] | [`MultimodalClassifier`]: MoPE and its baselines (prompt tuning, sequential and late fusion) |
+//! | [`params`] | [`ParamSummary`]: the `trainable params: N \|\| all params: M \|\| trainable%: P` line |
+//! | [`adapter`] | saving and loading only the trainable parameters (`adapter_model.safetensors` + `adapter_config.json`) |
+//! | [`strict`] | deserialisation that rejects unknown configuration keys |
+//!
+//! Every model type is generic over a burn [`Backend`](burn::tensor::backend::Backend); training
+//! functions take an [`AutodiffBackend`](burn::tensor::backend::AutodiffBackend).
+
+pub mod adapter;
+pub mod classifier;
+pub mod deep_prompt;
+pub mod encoder;
+pub mod experts;
+pub mod mapper;
+pub mod orthogonal;
+pub mod params;
+pub mod prompts;
+pub mod regularizer;
+pub mod router;
+pub mod strict;
+
+pub use adapter::{AdapterConfig, AdapterError, AdapterSaveReport, load_adapter, save_adapter};
+pub use classifier::{
+    ClassifierOutput, FusionMethod, MultimodalClassifier, MultimodalClassifierConfig,
+};
+pub use deep_prompt::{LayerPromptSource, PromptedTokens, forward_prompted};
+pub use encoder::{EncoderTokens, PromptableEncoder};
+pub use experts::{PromptExperts, PromptExpertsConfig};
+pub use mapper::{PromptMapper, PromptMapperConfig};
+pub use params::{ModuleParams, ParamSummary};
+pub use prompts::{MopePrompts, MopePromptsConfig, MopeRun};
+pub use regularizer::{RoutingStats, importance_loss, load_balance_loss};
+pub use router::{Router, RouterConfig, RoutingOutput};
