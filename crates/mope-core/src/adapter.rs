@@ -293,7 +293,10 @@ pub fn load_adapter<B: Backend, M: Module<B>>(model: M, dir: &Path) -> Result<(M
     let params = float_params::<B, M>(&model, |_, _| false);
     let autodiff = params.iter().any(|p| p.trainable);
     let mut tensors: BTreeMap<String, TensorData> = BTreeMap::new();
-    for (key, view) in file.tensors() {
+    // Sorted, so that a bad file always reports the same first problem.
+    let mut entries = file.tensors();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (key, view) in entries {
         if !config.tensors.contains_key(&key) {
             return Err(AdapterError::ForeignKey { path, key, why: "is not listed in adapter_config.json" });
         }

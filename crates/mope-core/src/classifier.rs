@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::deep_prompt::forward_prompted;
 use crate::encoder::PromptableEncoder;
+use crate::params::materialize;
 use crate::prompts::{MopePrompts, MopePromptsConfig};
 use crate::regularizer::importance_loss;
 use crate::router::RoutingOutput;
@@ -134,8 +135,9 @@ impl MultimodalClassifierConfig {
     ) -> MultimodalClassifier<B, M, C> {
         assert!(self.num_classes > 0, "num_classes must be at least 1");
         let (d_main, d_comp) = (main.d_model(), complementary.d_model());
+        // Trainable parts are materialised in declaration order, so a seed alone fixes their values.
         let prompts = (self.method != FusionMethod::LateFusion)
-            .then(|| self.resolved_prompts(main.num_layers(), d_main, d_comp).init(device));
+            .then(|| materialize(self.resolved_prompts(main.num_layers(), d_main, d_comp).init(device)));
         let complementary_prompts = (self.complementary_prompt_len > 0).then(|| {
             MopePromptsConfig::new(complementary.num_layers(), d_comp, 0)
                 .with_static_len(self.complementary_prompt_len)
@@ -143,14 +145,15 @@ impl MultimodalClassifierConfig {
                 .with_mapped_len(0)
                 .with_init_range(Some(0.3))
                 .init(device)
-        });
+        })
+        .map(materialize);
         let d_head = if self.method.concatenates_features() { d_main + d_comp } else { d_main };
         MultimodalClassifier {
             main: main.no_grad(),
             complementary: complementary.no_grad(),
             prompts,
             complementary_prompts,
-            head: LinearConfig::new(d_head, self.num_classes).init(device),
+            head: materialize(LinearConfig::new(d_head, self.num_classes).init(device)),
             concatenate_features: self.method.concatenates_features(),
             importance_threshold: self.importance_threshold,
         }

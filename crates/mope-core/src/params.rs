@@ -61,6 +61,49 @@ pub fn float_params<B: Backend, M: Module<B>>(
     walker.out
 }
 
+/// Draws every lazily initialised parameter of `module` now, in declaration order.
+///
+/// burn initialises parameters on first access, so without this the random values of a module
+/// depend on the order in which its parameters are first used, not on the seed alone.
+pub fn materialize<B: Backend, M: Module<B>>(module: M) -> M {
+    struct Touch;
+    impl<B: Backend> ModuleVisitor<B> for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Touch);
+    module
+}
+
+/// For every float parameter of `module`, its path and whether `grads` holds a gradient for it:
+/// the check behind "gradients reach exactly the trainable parameters".
+pub fn params_with_gradient<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &B::Gradients,
+) -> Vec<(String, bool)> {
+    struct Walker<'a, B: AutodiffBackend> {
+        path: Vec<String>,
+        grads: &'a B::Gradients,
+        out: Vec<(String, bool)>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Walker<'_, B> {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let has_grad = param.val().grad(self.grads).is_some();
+            self.out.push((self.path.join("."), has_grad));
+        }
+    }
+    let mut walker = Walker::<B> { path: Vec::new(), grads, out: Vec::new() };
+    module.visit(&mut walker);
+    walker.out
+}
+
 /// Parameter counts of one top-level module.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModuleParams {

@@ -1,0 +1,289 @@
+//! The adapter contract of parameter-efficient tuning, end to end on small transformer encoders:
+//! frozen backbones stay bit-identical, gradients reach exactly the trainable parameters, the
+//! trainable count is what the configuration implies, and an adapter saved from a trained model
+//! and loaded onto a freshly built one reproduces its logits exactly. Bad adapters are refused
+//! with an error naming the file and the key.
+
+use std::path::Path;
+
+use backbones::{TokenBatch, TokenEncoder, TokenEncoderConfig};
+use burn::backend::{Autodiff, Flex};
+use burn::module::{AutodiffModule, Module};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use mope_core::adapter::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
+use mope_core::{
+    FusionMethod, MopePromptsConfig, materialize, MultimodalClassifier, MultimodalClassifierConfig, ParamSummary, float_params,
+    load_adapter, params_with_gradient, save_adapter,
+};
+
+type AB = Autodiff<Flex>;
+type Model<B> = MultimodalClassifier<B, TokenEncoder<B>, TokenEncoder<B>>;
+
+const NUM_CLASSES: usize = 3;
+
+/// The "pretrained" encoders: always the same weights (seed 7), as if loaded from a file.
+fn encoders<B: Backend>(device: &B::Device) -> (TokenEncoder<B>, TokenEncoder<B>) {
+    B::seed(device, 7);
+    // Materialised at once, as loaded weights would be (burn initialises lazily otherwise).
+    let main = materialize(TokenEncoderConfig::new(40, 16, 2, 32, 3).with_max_position(16).init(device));
+    let complementary = materialize(TokenEncoderConfig::new(40, 12, 2, 24, 2).with_max_position(16).init(device));
+    (main, complementary)
+}
+
+fn config(method: FusionMethod, num_classes: usize) -> MultimodalClassifierConfig {
+    let prompts = MopePromptsConfig::new(0, 0, 0)
+        .with_static_len(2)
+        .with_num_experts(4)
+        .with_expert_len(2)
+        .with_mapped_len(1)
+        .with_mapper_hidden(8);
+    MultimodalClassifierConfig::new(method, num_classes, prompts).with_importance_threshold(0.0)
+}
+
+/// burn's seeded generator is global to the process and tests run on parallel threads: building
+/// a model from seeds must not interleave with another test's draws.
+static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A model whose trainable parts are initialised from `prompt_seed`.
+fn model<B: Backend>(method: FusionMethod, num_classes: usize, prompt_seed: u64) -> Model<B> {
+    let _guard = SEEDED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let device = Default::default();
+    let (main, complementary) = encoders::<B>(&device);
+    B::seed(&device, prompt_seed);
+    config(method, num_classes).init(main, complementary, &device)
+}
+
+/// A batch of 4 samples: token ids, padding, labels.
+fn batch<B: Backend>() -> (TokenBatch<B>, TokenBatch<B>, Tensor<B, 1, Int>) {
+    let device = Default::default();
+    let tokens = |ids: Vec<i64>, lens: [usize; 4], width: usize| {
+        let pad: Vec<bool> = lens.iter().flat_map(|&n| (0..width).map(move |i| i >= n)).collect();
+        TokenBatch {
+            ids: Tensor::from_data(TensorData::new(ids, [4, width]), &device),
+            mask_pad: Tensor::from_data(TensorData::new(pad, [4, width]), &device),
+        }
+    };
+    let main = tokens((0..24).map(|i| 1 + (i * 7) % 39).collect(), [6, 4, 5, 3], 6);
+    let complementary = tokens((0..20).map(|i| 1 + (i * 11) % 39).collect(), [5, 5, 2, 4], 5);
+    let labels = Tensor::from_data(TensorData::new(vec![0i64, 2, 1, 2], [4]), &device);
+    (main, complementary, labels)
+}
+
+fn train_step(model: Model<AB>) -> Model<AB> {
+    let (main, complementary, labels) = batch::<AB>();
+    let out = model.forward(&main, &complementary);
+    let loss = CrossEntropyLossConfig::new().init(&labels.device()).forward(out.logits, labels)
+        + out.importance_loss * 0.01;
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let mut optimizer = AdamWConfig::new().init::<AB, Model<AB>>();
+    optimizer.step(1e-2, model, grads)
+}
+
+fn values<B: Backend, M: Module<B>>(model: &M) -> Vec<(String, bool, Vec<f32>)> {
+    float_params::<B, M>(model, |_, _| true)
+        .into_iter()
+        .map(|p| (p.path, p.trainable, p.data.unwrap().to_vec::<f32>().unwrap()))
+        .collect()
+}
+
+fn logits(model: &Model<Flex>) -> Vec<f32> {
+    let (main, complementary, _) = batch::<Flex>();
+    model.forward(&main, &complementary).logits.to_data().to_vec().unwrap()
+}
+
+#[test]
+fn trainable_count_is_what_the_config_implies() {
+    let model = model::<AB>(FusionMethod::Mope, NUM_CLASSES, 1);
+    let summary = ParamSummary::of(&model);
+    println!("{summary}\n{}", summary.table());
+    // Per layer (d=16, d_comp=12): static 2x16 + experts 4x2x16 + router self 16x2+2 + cross 12x8+8.
+    let per_layer = 32 + 128 + 34 + 104;
+    // Mapper 12→8→16, head 16→3.
+    let trainable = 3 * per_layer + (12 * 8 + 8) + (8 * 16 + 16) + (16 * 3 + 3);
+    assert_eq!(summary.trainable, trainable);
+    let keys = 3 * 10 * 4; // frozen orthogonal router keys
+    let (main, complementary) = {
+        let _guard = SEEDED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        encoders::<AB>(&Default::default())
+    };
+    assert_eq!(summary.total, trainable + keys + main.num_params() + complementary.num_params());
+    assert_eq!(
+        summary.to_string(),
+        format!(
+            "trainable params: {} || all params: {} || trainable%: {:.4}",
+            mope_core::params::thousands(trainable),
+            mope_core::params::thousands(summary.total),
+            100.0 * trainable as f64 / summary.total as f64
+        )
+    );
+    let frozen: Vec<&str> = summary.modules.iter().filter(|m| m.trainable == 0).map(|m| m.name.as_str()).collect();
+    assert_eq!(frozen, ["main", "complementary"]);
+}
+
+#[test]
+fn gradients_reach_exactly_the_trainable_parameters() {
+    for method in [FusionMethod::Mope, FusionMethod::Sequential, FusionMethod::PromptTuning, FusionMethod::LateFusion] {
+        let model = model::<AB>(method, NUM_CLASSES, 1);
+        let (main, complementary, labels) = batch::<AB>();
+        let out = model.forward(&main, &complementary);
+        let loss = CrossEntropyLossConfig::new().init(&labels.device()).forward(out.logits, labels)
+            + out.importance_loss * 0.01;
+        let grads = loss.backward();
+        let trainable: Vec<(String, bool)> =
+            float_params::<AB, _>(&model, |_, _| false).into_iter().map(|p| (p.path, p.trainable)).collect();
+        let reached = params_with_gradient(&model, &grads);
+        assert_eq!(reached, trainable, "{method:?}: gradient presence must equal trainability");
+        assert!(reached.iter().any(|(p, g)| *g && p.starts_with("head.")));
+        assert!(reached.iter().all(|(p, g)| !*g || !(p.starts_with("main.") || p.starts_with("complementary."))));
+        if method == FusionMethod::Mope {
+            for needle in ["experts.experts", "router.self_proj.weight", "router.cross_proj.weight", "static_prompt", "mapped.hidden.weight"] {
+                assert!(reached.iter().any(|(p, g)| *g && p.contains(needle)), "{needle} gets a gradient");
+            }
+            assert!(reached.iter().all(|(p, g)| !(p.ends_with("router.keys") && *g)), "router keys are frozen");
+        }
+    }
+}
+
+#[test]
+fn a_training_step_leaves_backbones_bit_identical_and_moves_every_trainable_tensor() {
+    let model = model::<AB>(FusionMethod::Mope, NUM_CLASSES, 1);
+    let before = values::<AB, _>(&model);
+    let after = values::<AB, _>(&train_step(model));
+    assert_eq!(before.len(), after.len());
+    for ((path, trainable, a), (_, _, b)) in before.iter().zip(&after) {
+        if *trainable {
+            assert_ne!(a, b, "{path} is trainable and must move");
+        } else {
+            assert_eq!(a, b, "{path} is frozen and must stay bit-identical");
+        }
+    }
+}
+
+#[test]
+fn adapter_round_trip_reproduces_logits_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let trained = train_step(model::<AB>(FusionMethod::Mope, NUM_CLASSES, 1));
+    let summary = ParamSummary::of(&trained);
+    let report = save_adapter(
+        &trained,
+        dir.path(),
+        FusionMethod::Mope.name(),
+        serde_json::json!({"main": "test-encoder", "complementary": "test-encoder"}),
+        serde_json::to_value(config(FusionMethod::Mope, NUM_CLASSES)).unwrap(),
+    )
+    .unwrap();
+    println!("{report}");
+    assert_eq!(report.params, summary.trainable);
+    // The file holds the trainable tensors and nothing else: 4 bytes each plus a small header.
+    let payload = 4 * summary.trainable as u64;
+    assert!(report.bytes >= payload && report.bytes < payload + 8 * 1024, "{} bytes for {payload}", report.bytes);
+    let saved: Vec<String> = safetensors::SafeTensors::deserialize(&std::fs::read(dir.path().join(ADAPTER_WEIGHTS_FILE)).unwrap())
+        .unwrap()
+        .names()
+        .into_iter()
+        .map(String::from)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let expected: Vec<String> = float_params::<AB, _>(&trained, |_, _| false)
+        .into_iter()
+        .filter(|p| p.trainable)
+        .map(|p| p.path)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(saved, expected);
+
+    let reference = logits(&trained.valid());
+    let fresh = model::<Flex>(FusionMethod::Mope, NUM_CLASSES, 99);
+    assert_ne!(logits(&fresh), reference, "a fresh model differs before loading");
+    let (loaded, config) = load_adapter(fresh, dir.path()).unwrap();
+    assert_eq!(config.method, "mope");
+    assert_eq!(logits(&loaded), reference, "logits are identical after the round trip");
+
+    // Loading onto a trainable model keeps what is frozen frozen and what trains trainable.
+    let (loaded, _) = load_adapter(model::<AB>(FusionMethod::Mope, NUM_CLASSES, 99), dir.path()).unwrap();
+    assert_eq!(ParamSummary::of(&loaded), summary);
+}
+
+fn saved_adapter(dir: &Path) {
+    let model = model::<AB>(FusionMethod::Mope, NUM_CLASSES, 1);
+    save_adapter(&model, dir, "mope", serde_json::Value::Null, serde_json::Value::Null).unwrap();
+}
+
+fn load_error(model: Model<Flex>, dir: &Path) -> String {
+    load_adapter(model, dir).map(|_| ()).expect_err("loading must fail").to_string()
+}
+
+#[test]
+fn bad_adapters_are_refused_with_the_file_and_key_named() {
+    let fresh = || model::<Flex>(FusionMethod::Mope, NUM_CLASSES, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join(ADAPTER_WEIGHTS_FILE);
+    let config = dir.path().join(ADAPTER_CONFIG_FILE);
+
+    // A tensor missing from the weights file.
+    saved_adapter(dir.path());
+    let bytes = std::fs::read(&weights).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<_> = file.tensors().into_iter().filter(|(name, _)| name != "head.bias").collect();
+    safetensors::serialize_to_file(kept, None, &weights).unwrap();
+    let msg = load_error(fresh(), dir.path());
+    assert!(msg.contains("adapter_model.safetensors") && msg.contains("missing tensor `head.bias`"), "{msg}");
+
+    // A tensor the model does not have: a MoPE adapter onto a model without experts.
+    saved_adapter(dir.path());
+    let msg = load_error(model::<Flex>(FusionMethod::Sequential, NUM_CLASSES, 5), dir.path());
+    assert!(msg.contains("is not a parameter of this model"), "{msg}");
+    assert!(msg.contains(".experts.experts`") || msg.contains(".router."), "an expert or router tensor: {msg}");
+
+    // A shape that differs: another number of classes.
+    let msg = load_error(model::<Flex>(FusionMethod::Mope, 5, 5), dir.path());
+    assert!(msg.contains("tensor `head.bias` has shape [3], the model expects [5]"), "{msg}");
+
+    // An unknown key in the configuration.
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    json["lora_rank"] = serde_json::json!(8);
+    std::fs::write(&config, json.to_string()).unwrap();
+    let msg = load_error(fresh(), dir.path());
+    assert!(msg.contains("adapter_config.json") && msg.contains("unknown field `lora_rank`"), "{msg}");
+
+    // Malformed JSON: the line and column are named.
+    std::fs::write(&config, "{\n  \"format_version\": 1,\n  oops\n}").unwrap();
+    let msg = load_error(fresh(), dir.path());
+    assert!(msg.contains("adapter_config.json: invalid adapter config") && msg.contains("line 3"), "{msg}");
+
+    // A truncated weights file.
+    saved_adapter(dir.path());
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let msg = load_error(fresh(), dir.path());
+    assert!(msg.contains("adapter_model.safetensors: not a valid safetensors file"), "{msg}");
+
+    // No adapter at all.
+    std::fs::remove_file(&config).unwrap();
+    let msg = load_error(fresh(), dir.path());
+    assert!(msg.contains("adapter_config.json"), "{msg}");
+
+    // A model with nothing to train has nothing to save.
+    let frozen = model::<AB>(FusionMethod::Mope, NUM_CLASSES, 1).no_grad();
+    let err = save_adapter(&frozen, dir.path(), "mope", serde_json::Value::Null, serde_json::Value::Null).unwrap_err();
+    assert_eq!(err.to_string(), "the model has no trainable parameter: nothing to save");
+}
+
+#[test]
+fn predictions_do_not_depend_on_batch_mates() {
+    let model = model::<Flex>(FusionMethod::Mope, NUM_CLASSES, 1);
+    let (main, complementary, _) = batch::<Flex>();
+    let all = model.forward(&main, &complementary).logits;
+    for i in 0..4 {
+        let one = |b: &TokenBatch<Flex>| TokenBatch { ids: b.ids.clone().narrow(0, i, 1), mask_pad: b.mask_pad.clone().narrow(0, i, 1) };
+        let alone = model.forward(&one(&main), &one(&complementary)).logits;
+        alone
+            .to_data()
+            .assert_approx_eq::<f32>(&all.clone().narrow(0, i, 1).to_data(), burn::tensor::Tolerance::default());
+    }
+}
+
