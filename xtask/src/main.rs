@@ -1,1 +1,40 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <command>`.
+//!
+//! - `tidy`: checks the conventions of the tree (module docs, no ignored tests).
+
+mod tidy;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("tidy") => {
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+            match tidy::check(&root) {
+                Ok(files) => {
+                    println!("tidy: {files} Rust files checked, no problem");
+                    ExitCode::SUCCESS
+                }
+                Err(problems) => {
+                    for p in &problems {
+                        eprintln!("{p}");
+                    }
+                    eprintln!("tidy: {} problem(s)", problems.len());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some(other) => {
+            eprintln!("unknown command `{other}`\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+        None => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+const USAGE: &str = "usage: cargo xtask <command>\n\ncommands:\n  tidy    check module docs and test hygiene";
