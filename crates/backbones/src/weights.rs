@@ -1,0 +1,276 @@
+//! Loading pretrained weights from a safetensors file into a burn module, tensor by tensor, through
+//! a key map (burn module path → checkpoint key). Every problem is reported with the file and the
+//! key: a missing tensor, a shape that differs, an unsupported dtype, a truncated file.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, ModuleMapper, Param, ParamId};
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use safetensors::{Dtype, SafeTensors};
+
+/// How a checkpoint tensor becomes a burn parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Copy the tensor as it is.
+    Copy(String),
+    /// Transpose a 2-D tensor: PyTorch `Linear` weights are `[out, in]`, burn's are `[in, out]`.
+    Transpose(String),
+}
+
+impl Source {
+    /// The checkpoint key.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Copy(k) | Self::Transpose(k) => k,
+        }
+    }
+}
+
+/// Errors of [`load_safetensors`]; each names the file and, where there is one, the key.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// File concerned.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// Not a valid safetensors file (truncated or corrupted).
+    #[error("{path}: not a valid safetensors file: {source}")]
+    Invalid {
+        /// File concerned.
+        path: PathBuf,
+        /// Underlying error.
+        source: safetensors::SafeTensorError,
+    },
+    /// A parameter of the model has no tensor in the file.
+    #[error("{path}: missing tensor `{key}` (for parameter `{param}`)")]
+    MissingKey {
+        /// File concerned.
+        path: PathBuf,
+        /// Checkpoint key looked for.
+        key: String,
+        /// Module path of the parameter.
+        param: String,
+    },
+    /// The tensor's shape differs from the parameter's.
+    #[error("{path}: tensor `{key}` has shape {found:?}, parameter `{param}` expects {expected:?}{transposed}")]
+    ShapeMismatch {
+        /// File concerned.
+        path: PathBuf,
+        /// Checkpoint key.
+        key: String,
+        /// Module path of the parameter.
+        param: String,
+        /// Expected shape, in the checkpoint's layout.
+        expected: Vec<usize>,
+        /// Shape in the file.
+        found: Vec<usize>,
+        /// Note that the expected shape is given in the checkpoint's (transposed) layout.
+        transposed: &'static str,
+    },
+    /// The tensor is stored in a type other than F32, F16 or BF16.
+    #[error("{path}: tensor `{key}` is {dtype:?}; F32, F16 or BF16 expected")]
+    Dtype {
+        /// File concerned.
+        path: PathBuf,
+        /// Checkpoint key.
+        key: String,
+        /// Stored type.
+        dtype: Dtype,
+    },
+    /// A parameter that the key map does not cover.
+    #[error("{path}: no checkpoint key is known for parameter `{param}`")]
+    Unmapped {
+        /// File concerned.
+        path: PathBuf,
+        /// Module path of the parameter.
+        param: String,
+    },
+}
+
+/// What [`load_safetensors`] did.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    /// Parameters loaded.
+    pub loaded: usize,
+    /// Keys of the file that no parameter used (e.g. a pooler or a pre-training head).
+    pub unused: Vec<String>,
+}
+
+/// The tensor `key` of `file` as f32 values and its shape.
+pub fn read_f32(file: &SafeTensors<'_>, path: &Path, key: &str) -> Result<(Vec<f32>, Vec<usize>), WeightsError> {
+    let view = file.tensor(key).map_err(|_| WeightsError::MissingKey {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        param: key.to_string(),
+    })?;
+    let bytes = view.data();
+    let values = match view.dtype() {
+        Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F16 => bytes.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
+        Dtype::BF16 => bytes.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)).collect(),
+        dtype => return Err(WeightsError::Dtype { path: path.to_path_buf(), key: key.to_string(), dtype }),
+    };
+    Ok((values, view.shape().to_vec()))
+}
+
+/// IEEE half to single precision.
+pub fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let frac = (h & 0x3ff) as u32;
+    let bits = match (exp, frac) {
+        (0, 0) => sign,
+        (0, f) => {
+            // Subnormal: renormalise.
+            let shift = f.leading_zeros() - 21;
+            sign | ((127 - 15 + 1 - shift) << 23) | ((f << shift) & 0x3ff) << 13
+        }
+        (0x1f, f) => sign | 0x7f80_0000 | (f << 13),
+        (e, f) => sign | ((e + 127 - 15) << 23) | (f << 13),
+    };
+    f32::from_bits(bits)
+}
+
+/// Names of the tensors in a safetensors file, read from its header alone.
+pub fn tensor_names(path: &Path) -> Result<Vec<String>, WeightsError> {
+    use std::io::Read;
+    let io = |source| WeightsError::Io { path: path.to_path_buf(), source };
+    let invalid = || WeightsError::Invalid { path: path.to_path_buf(), source: safetensors::SafeTensorError::InvalidHeaderLength };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|_| invalid())?;
+    let len = u64::from_le_bytes(len);
+    if len > 100 * 1024 * 1024 {
+        return Err(invalid());
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header).map_err(|_| invalid())?;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header).map_err(|_| invalid())?;
+    Ok(header.into_iter().map(|(k, _)| k).filter(|k| k != "__metadata__").collect())
+}
+
+/// Reads `path` and loads every float parameter of `module` from it, using `key_map` to find the
+/// checkpoint key of each parameter (`None`: the parameter is not covered, an error). Loaded
+/// parameters require gradients, as freshly built ones do; freeze the module afterwards if needed.
+pub fn load_safetensors<B: Backend, M: Module<B>>(
+    module: M,
+    path: &Path,
+    key_map: impl Fn(&str) -> Option<Source>,
+) -> Result<(M, LoadReport), WeightsError> {
+    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.to_path_buf(), source })?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|source| WeightsError::Invalid { path: path.to_path_buf(), source })?;
+
+    struct Loader<'a, F> {
+        file: &'a SafeTensors<'a>,
+        path: &'a Path,
+        key_map: F,
+        module_path: Vec<String>,
+        used: BTreeSet<String>,
+        error: Option<WeightsError>,
+        loaded: usize,
+    }
+    impl<F: Fn(&str) -> Option<Source>> Loader<'_, F> {
+        fn fetch(&mut self, param: &str, expected: &[usize]) -> Result<TensorData, WeightsError> {
+            let path = self.path.to_path_buf();
+            let source = (self.key_map)(param).ok_or_else(|| WeightsError::Unmapped { path: path.clone(), param: param.to_string() })?;
+            let key = source.key().to_string();
+            let (values, shape) = read_f32(self.file, self.path, &key).map_err(|e| match e {
+                WeightsError::MissingKey { path, key, .. } => WeightsError::MissingKey { path, key, param: param.to_string() },
+                other => other,
+            })?;
+            let (stored_expected, transposed) = match &source {
+                Source::Copy(_) => (expected.to_vec(), ""),
+                Source::Transpose(_) => (expected.iter().rev().copied().collect(), " (PyTorch layout, transposed on load)"),
+            };
+            if shape != stored_expected {
+                return Err(WeightsError::ShapeMismatch {
+                    path,
+                    key,
+                    param: param.to_string(),
+                    expected: stored_expected,
+                    found: shape,
+                    transposed,
+                });
+            }
+            self.used.insert(key);
+            let values = match source {
+                Source::Copy(_) => values,
+                Source::Transpose(_) => {
+                    let (rows, cols) = (shape[0], shape[1]);
+                    let mut out = vec![0f32; values.len()];
+                    for r in 0..rows {
+                        for c in 0..cols {
+                            out[c * rows + r] = values[r * cols + c];
+                        }
+                    }
+                    out
+                }
+            };
+            Ok(TensorData::new(values, expected.to_vec()))
+        }
+    }
+    impl<B: Backend, F: Fn(&str) -> Option<Source>> ModuleMapper<B> for Loader<'_, F> {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.module_path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.module_path.pop();
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            if self.error.is_some() {
+                return param;
+            }
+            let name = self.module_path.join(".");
+            let shape = param.shape().dims::<D>().to_vec();
+            match self.fetch(&name, &shape) {
+                Ok(data) => {
+                    self.loaded += 1;
+                    let device = param.lazy_device();
+                    // The random initial value is never drawn: the parameter is replaced whole.
+                    Param::initialized(ParamId::new(), Tensor::<B, D>::from_data(data, &device).require_grad())
+                }
+                Err(e) => {
+                    self.error = Some(e);
+                    param
+                }
+            }
+        }
+    }
+
+    let mut loader = Loader {
+        file: &file,
+        path,
+        key_map,
+        module_path: Vec::new(),
+        used: BTreeSet::new(),
+        error: None,
+        loaded: 0,
+    };
+    let module = module.map(&mut loader);
+    if let Some(e) = loader.error {
+        return Err(e);
+    }
+    let mut unused: Vec<String> = file.names().into_iter().filter(|k| !loader.used.contains(*k)).map(str::to_string).collect();
+    unused.sort();
+    Ok((module, LoadReport { loaded: loader.loaded, unused }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_precision_conversion() {
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xc000), -2.0);
+        assert_eq!(f16_to_f32(0x3555), 0.333_251_95);
+        assert_eq!(f16_to_f32(0x0001), 5.960_464_5e-8); // smallest subnormal
+        assert_eq!(f16_to_f32(0x7c00), f32::INFINITY);
+        assert_eq!(f16_to_f32(0x8000), -0.0);
+    }
+}
