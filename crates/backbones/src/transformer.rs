@@ -53,7 +53,7 @@ impl TransformerLayerConfig {
     /// If `d_model` is not a multiple of `n_heads`.
     pub fn init<B: Backend>(&self, device: &B::Device) -> TransformerLayer<B> {
         assert!(
-            self.d_model % self.n_heads == 0,
+            self.d_model.is_multiple_of(self.n_heads),
             "d_model = {} is not a multiple of n_heads = {}",
             self.d_model,
             self.n_heads
