@@ -11,6 +11,7 @@
 //! | [`pooling`] | [`Pooling`]: `[CLS]`, mean over tokens, or mean including prompt tokens |
 //! | [`weights`] | loading safetensors checkpoints through a key map, with errors naming file and key |
 //! | [`bert`] | BERT-family encoders (BERT, MiniLM) from a Hugging Face snapshot |
+//! | [`vit`] | [`ViT`]: Vision Transformer from Hugging Face ViT/DeiT snapshots |
 //! | [`tokenizer`] | [`TextTokenizer`]: `tokenizer.json` or `vocab.txt` to [`TokenBatch`] |
 //! | [`presets`] | backbones by name from a local weights directory |
 //! | [`error`] | [`BackboneError`] |
@@ -22,11 +23,13 @@ pub mod presets;
 pub mod token_encoder;
 pub mod tokenizer;
 pub mod transformer;
+pub mod vit;
 pub mod weights;
 
 pub use bert::{HfBertConfig, load_bert};
 pub use error::BackboneError;
 pub use pooling::Pooling;
 pub use tokenizer::TextTokenizer;
+pub use vit::{ViT, ViTConfig, load_vit};
 pub use token_encoder::{TokenBatch, TokenEncoder, TokenEncoderConfig};
 pub use transformer::{TransformerLayer, TransformerLayerConfig};

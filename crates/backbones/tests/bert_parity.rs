@@ -3,7 +3,11 @@
 //! all-MiniLM-L6-v2 weights (run when `cargo xtask fetch-assets` has fetched them; CI does).
 //! Also: broken weight files are refused with the file and key named.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
+
+use common::{fixtures, reference, relative_error, weights_dir};
 
 use backbones::presets::by_name;
 use backbones::{Pooling, TextTokenizer, TokenBatch, load_bert};
@@ -12,36 +16,6 @@ use burn::tensor::{Tensor, TensorData};
 use mope_core::{PromptableEncoder, forward_prompted};
 
 type B = Flex;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn weights_dir() -> PathBuf {
-    std::env::var_os("MOPE_WEIGHTS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.assets/models"))
-}
-
-/// Reads a tensor of the reference file as f32 or i64 values.
-fn reference(file: &Path, key: &str) -> (Vec<f64>, Vec<usize>) {
-    let bytes = std::fs::read(file).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let view = st.tensor(key).unwrap();
-    let values = match view.dtype() {
-        safetensors::Dtype::F32 => view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
-        safetensors::Dtype::I64 => view.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
-        other => panic!("unexpected dtype {other:?}"),
-    };
-    (values, view.shape().to_vec())
-}
-
-/// `max |ours - theirs| / max |theirs|`.
-fn relative_error(ours: &[f32], theirs: &[f64]) -> f64 {
-    assert_eq!(ours.len(), theirs.len());
-    let scale = theirs.iter().fold(0f64, |m, v| m.max(v.abs()));
-    ours.iter().zip(theirs).fold(0f64, |m, (a, b)| m.max((*a as f64 - b).abs())) / scale
-}
 
 fn sentences(dir: &Path) -> Vec<String> {
     serde_json::from_str(&std::fs::read_to_string(dir.join("sentences.json")).unwrap()).unwrap()
