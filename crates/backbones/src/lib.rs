@@ -12,13 +12,19 @@
 //! | [`weights`] | loading safetensors checkpoints through a key map, with errors naming file and key |
 //! | [`bert`] | BERT-family encoders (BERT, MiniLM) from a Hugging Face snapshot |
 //! | [`vit`] | [`ViT`]: Vision Transformer from Hugging Face ViT/DeiT snapshots |
+//! | [`mobilenet_v2`] | [`MobileNetV2`]: torchvision's ImageNet CNN, features and feature maps |
+//! | [`frozen_batch_norm`] | batch norm with fixed statistics |
+//! | [`preprocess`] | [`ImagePreprocess`]: resize, centre-crop, normalise |
 //! | [`tokenizer`] | [`TextTokenizer`]: `tokenizer.json` or `vocab.txt` to [`TokenBatch`] |
 //! | [`presets`] | backbones by name from a local weights directory |
 //! | [`error`] | [`BackboneError`] |
 
 pub mod bert;
 pub mod error;
+pub mod frozen_batch_norm;
+pub mod mobilenet_v2;
 pub mod pooling;
+pub mod preprocess;
 pub mod presets;
 pub mod token_encoder;
 pub mod tokenizer;
@@ -28,7 +34,9 @@ pub mod weights;
 
 pub use bert::{HfBertConfig, load_bert};
 pub use error::BackboneError;
+pub use mobilenet_v2::{MobileNetV2, MobileNetV2Config, load_mobilenet_v2};
 pub use pooling::Pooling;
+pub use preprocess::ImagePreprocess;
 pub use tokenizer::TextTokenizer;
 pub use vit::{ViT, ViTConfig, load_vit};
 pub use token_encoder::{TokenBatch, TokenEncoder, TokenEncoderConfig};

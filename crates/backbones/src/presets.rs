@@ -13,6 +13,8 @@ use crate::error::BackboneError;
 use crate::pooling::Pooling;
 use crate::token_encoder::TokenEncoder;
 use crate::tokenizer::TextTokenizer;
+use crate::mobilenet_v2::{MobileNetV2, MobileNetV2Config, load_mobilenet_v2};
+use crate::preprocess::{IMAGENET_MEAN, IMAGENET_STD, ImagePreprocess};
 use crate::vit::{ViT, load_vit};
 
 /// Environment variable naming the weights directory.
@@ -25,6 +27,8 @@ pub enum Family {
     Bert,
     /// Vision Transformer ([`ViT`]).
     ViT,
+    /// torchvision MobileNetV2 ([`MobileNetV2`]), a CNN: features and feature maps, no prompts.
+    MobileNetV2,
 }
 
 /// What a preset reads, and how raw input is prepared for it (preprocessing travels with the model).
@@ -35,15 +39,8 @@ pub enum InputSpec {
         /// Longest tokenised text, special tokens included.
         max_len: usize,
     },
-    /// RGB images resized to `size × size`, scaled to `[0, 1]`, then normalised per channel.
-    Image {
-        /// Side in pixels.
-        size: usize,
-        /// Per-channel mean subtracted.
-        mean: [f32; 3],
-        /// Per-channel standard deviation divided by.
-        std: [f32; 3],
-    },
+    /// RGB images, prepared as described.
+    Image(ImagePreprocess),
 }
 
 /// A named pretrained backbone.
@@ -86,7 +83,7 @@ pub const PRESETS: &[Preset] = &[
         hf_id: "google/vit-base-patch16-224",
         family: Family::ViT,
         pooling: Pooling::Cls,
-        input: InputSpec::Image { size: 224, mean: [0.5; 3], std: [0.5; 3] },
+        input: InputSpec::Image(ImagePreprocess { resize: 224, size: 224, mean: [0.5; 3], std: [0.5; 3] }),
         fetchable: false,
     },
     Preset {
@@ -94,7 +91,7 @@ pub const PRESETS: &[Preset] = &[
         hf_id: "google/vit-base-patch16-224-in21k",
         family: Family::ViT,
         pooling: Pooling::Cls,
-        input: InputSpec::Image { size: 224, mean: [0.5; 3], std: [0.5; 3] },
+        input: InputSpec::Image(ImagePreprocess { resize: 224, size: 224, mean: [0.5; 3], std: [0.5; 3] }),
         fetchable: false,
     },
     Preset {
@@ -102,8 +99,16 @@ pub const PRESETS: &[Preset] = &[
         hf_id: "facebook/deit-base-patch16-224",
         family: Family::ViT,
         pooling: Pooling::Cls,
-        input: InputSpec::Image { size: 224, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
+        input: InputSpec::Image(ImagePreprocess { resize: 256, size: 224, mean: IMAGENET_MEAN, std: IMAGENET_STD }),
         fetchable: false,
+    },
+    Preset {
+        name: "mobilenet-v2",
+        hf_id: "torchvision mobilenet_v2 IMAGENET1K_V1 (mobilenet_v2-b0353104.pth)",
+        family: Family::MobileNetV2,
+        pooling: Pooling::Mean,
+        input: InputSpec::Image(ImagePreprocess { resize: 256, size: 224, mean: IMAGENET_MEAN, std: IMAGENET_STD }),
+        fetchable: true,
     },
 ];
 
@@ -124,7 +129,10 @@ impl Preset {
     /// Directory of this preset under `weights_dir`, checked to hold the files the family needs.
     pub fn dir(&self, weights_dir: &Path) -> Result<PathBuf, BackboneError> {
         let dir = weights_dir.join(self.name);
-        let required: &[&str] = &["config.json", "model.safetensors"];
+        let required: &[&str] = match self.family {
+            Family::Bert | Family::ViT => &["config.json", "model.safetensors"],
+            Family::MobileNetV2 => &["model.safetensors"],
+        };
         for file in required {
             let path = dir.join(file);
             if !path.exists() {
@@ -145,6 +153,7 @@ impl Preset {
             let files = match self.family {
                 Family::Bert => "config.json, model.safetensors, tokenizer.json or vocab.txt",
                 Family::ViT => "config.json, model.safetensors",
+                Family::MobileNetV2 => "model.safetensors",
             };
             format!("Place a Hugging Face snapshot of {} ({files}) in {}.", self.hf_id, weights_dir.join(self.name).display())
         }
@@ -164,6 +173,16 @@ impl Preset {
         let (encoder, _) = load_bert(&dir, self.pooling, device)?;
         let tokenizer = TextTokenizer::from_dir(&dir, max_len)?;
         Ok((encoder, tokenizer))
+    }
+
+    /// Loads the MobileNetV2 preset (ImageNet classifier included).
+    ///
+    /// # Panics
+    /// If the preset is not a MobileNetV2.
+    pub fn load_mobilenet_v2<B: Backend>(&self, weights_dir: &Path, device: &B::Device) -> Result<MobileNetV2<B>, BackboneError> {
+        assert_eq!(self.family, Family::MobileNetV2, "{} is not a MobileNetV2", self.name);
+        let dir = self.dir(weights_dir)?;
+        Ok(load_mobilenet_v2(&dir.join("model.safetensors"), &MobileNetV2Config::new(), device)?.0)
     }
 
     /// Loads a ViT preset.
@@ -186,7 +205,7 @@ mod tests {
         assert_eq!(
             err,
             "unknown backbone `vit-huge`; known: all-minilm-l6-v2, bert-base-uncased, vit-base-patch16-224, \
-             vit-base-patch16-224-in21k, deit-base-patch16-224"
+             vit-base-patch16-224-in21k, deit-base-patch16-224, mobilenet-v2"
         );
     }
 
