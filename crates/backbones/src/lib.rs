@@ -15,11 +15,15 @@
 //! | [`mobilenet_v2`] | [`MobileNetV2`]: torchvision's ImageNet CNN, features and feature maps |
 //! | [`frozen_batch_norm`] | batch norm with fixed statistics |
 //! | [`preprocess`] | [`ImagePreprocess`]: resize, centre-crop, normalise |
+//! | [`audio`] | Whisper's log-mel front end and encoder |
+//! | [`ct2`] | reader of CTranslate2 model files |
 //! | [`tokenizer`] | [`TextTokenizer`]: `tokenizer.json` or `vocab.txt` to [`TokenBatch`] |
 //! | [`presets`] | backbones by name from a local weights directory |
 //! | [`error`] | [`BackboneError`] |
 
+pub mod audio;
 pub mod bert;
+pub mod ct2;
 pub mod error;
 pub mod frozen_batch_norm;
 pub mod mobilenet_v2;
@@ -32,6 +36,8 @@ pub mod transformer;
 pub mod vit;
 pub mod weights;
 
+pub use audio::log_mel::LogMel;
+pub use audio::whisper::{WhisperEncoder, WhisperEncoderConfig, load_whisper_encoder};
 pub use bert::{HfBertConfig, load_bert};
 pub use error::BackboneError;
 pub use mobilenet_v2::{MobileNetV2, MobileNetV2Config, load_mobilenet_v2};

@@ -13,6 +13,7 @@ use crate::error::BackboneError;
 use crate::pooling::Pooling;
 use crate::token_encoder::TokenEncoder;
 use crate::tokenizer::TextTokenizer;
+use crate::audio::whisper::{WhisperEncoder, load_whisper_encoder};
 use crate::mobilenet_v2::{MobileNetV2, MobileNetV2Config, load_mobilenet_v2};
 use crate::preprocess::{IMAGENET_MEAN, IMAGENET_STD, ImagePreprocess};
 use crate::vit::{ViT, load_vit};
@@ -29,6 +30,8 @@ pub enum Family {
     ViT,
     /// torchvision MobileNetV2 ([`MobileNetV2`]), a CNN: features and feature maps, no prompts.
     MobileNetV2,
+    /// Whisper's audio encoder ([`WhisperEncoder`]) from a CTranslate2 `model.bin`.
+    Whisper,
 }
 
 /// What a preset reads, and how raw input is prepared for it (preprocessing travels with the model).
@@ -41,6 +44,8 @@ pub enum InputSpec {
     },
     /// RGB images, prepared as described.
     Image(ImagePreprocess),
+    /// 16 kHz mono audio, turned into Whisper's 80-bin log-mel spectrogram.
+    Audio,
 }
 
 /// A named pretrained backbone.
@@ -110,6 +115,14 @@ pub const PRESETS: &[Preset] = &[
         input: InputSpec::Image(ImagePreprocess { resize: 256, size: 224, mean: IMAGENET_MEAN, std: IMAGENET_STD }),
         fetchable: true,
     },
+    Preset {
+        name: "whisper-base",
+        hf_id: "openai/whisper-base (CTranslate2 conversion, encoder only)",
+        family: Family::Whisper,
+        pooling: Pooling::Mean,
+        input: InputSpec::Audio,
+        fetchable: true,
+    },
 ];
 
 /// The preset called `name`.
@@ -132,6 +145,7 @@ impl Preset {
         let required: &[&str] = match self.family {
             Family::Bert | Family::ViT => &["config.json", "model.safetensors"],
             Family::MobileNetV2 => &["model.safetensors"],
+            Family::Whisper => &["model.bin"],
         };
         for file in required {
             let path = dir.join(file);
@@ -154,6 +168,7 @@ impl Preset {
                 Family::Bert => "config.json, model.safetensors, tokenizer.json or vocab.txt",
                 Family::ViT => "config.json, model.safetensors",
                 Family::MobileNetV2 => "model.safetensors",
+                Family::Whisper => "a CTranslate2 model.bin",
             };
             format!("Place a Hugging Face snapshot of {} ({files}) in {}.", self.hf_id, weights_dir.join(self.name).display())
         }
@@ -185,6 +200,15 @@ impl Preset {
         Ok(load_mobilenet_v2(&dir.join("model.safetensors"), &MobileNetV2Config::new(), device)?.0)
     }
 
+    /// Loads the Whisper encoder preset.
+    ///
+    /// # Panics
+    /// If the preset is not a Whisper encoder.
+    pub fn load_whisper<B: Backend>(&self, weights_dir: &Path, device: &B::Device) -> Result<WhisperEncoder<B>, BackboneError> {
+        assert_eq!(self.family, Family::Whisper, "{} is not a Whisper encoder", self.name);
+        Ok(load_whisper_encoder(&self.dir(weights_dir)?.join("model.bin"), self.pooling, device)?.0)
+    }
+
     /// Loads a ViT preset.
     ///
     /// # Panics
@@ -205,7 +229,7 @@ mod tests {
         assert_eq!(
             err,
             "unknown backbone `vit-huge`; known: all-minilm-l6-v2, bert-base-uncased, vit-base-patch16-224, \
-             vit-base-patch16-224-in21k, deit-base-patch16-224, mobilenet-v2"
+             vit-base-patch16-224-in21k, deit-base-patch16-224, mobilenet-v2, whisper-base"
         );
     }
 

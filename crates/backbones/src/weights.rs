@@ -16,14 +16,88 @@ pub enum Source {
     Copy(String),
     /// Transpose a 2-D tensor: PyTorch `Linear` weights are `[out, in]`, burn's are `[in, out]`.
     Transpose(String),
+    /// Rows `start..start + len` of the tensor (first dimension), e.g. the key part of a fused
+    /// query-key-value projection; transposed afterwards if `transpose`.
+    Rows {
+        /// Checkpoint key.
+        key: String,
+        /// First row.
+        start: usize,
+        /// Number of rows.
+        len: usize,
+        /// Transpose the 2-D slice.
+        transpose: bool,
+    },
 }
 
 impl Source {
     /// The checkpoint key.
     pub fn key(&self) -> &str {
         match self {
-            Self::Copy(k) | Self::Transpose(k) => k,
+            Self::Copy(k) | Self::Transpose(k) | Self::Rows { key: k, .. } => k,
         }
+    }
+
+    /// Shape of the checkpoint tensor this source expects for a parameter of shape `param`.
+    fn stored_shape(&self, param: &[usize], stored: &[usize]) -> Vec<usize> {
+        match self {
+            Self::Copy(_) => param.to_vec(),
+            Self::Transpose(_) => param.iter().rev().copied().collect(),
+            Self::Rows { transpose, .. } => {
+                let mut shape: Vec<usize> = if *transpose { param.iter().rev().copied().collect() } else { param.to_vec() };
+                if let (Some(first), Some(&rows)) = (shape.first_mut(), stored.first()) {
+                    *first = rows;
+                }
+                shape
+            }
+        }
+    }
+}
+
+/// Where checkpoint tensors are read from: a safetensors file, a CTranslate2 model, …
+pub trait TensorSource {
+    /// The tensor `key` as f32 values and its shape, or `None` if absent.
+    fn tensor(&self, key: &str) -> Result<Option<(Vec<f32>, Vec<usize>)>, WeightsError>;
+    /// Every key.
+    fn keys(&self) -> Vec<String>;
+    /// The file, for error messages.
+    fn path(&self) -> &Path;
+}
+
+/// A safetensors file held in memory.
+pub struct SafetensorsFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl SafetensorsFile {
+    /// Reads and validates `path`.
+    pub fn open(path: &Path) -> Result<Self, WeightsError> {
+        let bytes = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.to_path_buf(), source })?;
+        SafeTensors::deserialize(&bytes).map_err(|source| WeightsError::Invalid { path: path.to_path_buf(), source })?;
+        Ok(Self { path: path.to_path_buf(), bytes })
+    }
+
+    fn view(&self) -> SafeTensors<'_> {
+        SafeTensors::deserialize(&self.bytes).expect("validated at open")
+    }
+}
+
+impl TensorSource for SafetensorsFile {
+    fn tensor(&self, key: &str) -> Result<Option<(Vec<f32>, Vec<usize>)>, WeightsError> {
+        let file = self.view();
+        if file.tensor(key).is_err() {
+            return Ok(None);
+        }
+        read_f32(&file, &self.path, key).map(Some)
+    }
+
+    fn keys(&self) -> Vec<String> {
+        self.view().names().into_iter().map(str::to_string).collect()
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
     }
 }
 
@@ -81,6 +155,14 @@ pub enum WeightsError {
         key: String,
         /// Stored type.
         dtype: Dtype,
+    },
+    /// A file that is not in the expected format.
+    #[error("{path}: {message}")]
+    Format {
+        /// File concerned.
+        path: PathBuf,
+        /// What is wrong, with the byte offset where known.
+        message: String,
     },
     /// A parameter that the key map does not cover.
     #[error("{path}: no checkpoint key is known for parameter `{param}`")]
@@ -162,12 +244,17 @@ pub fn load_safetensors<B: Backend, M: Module<B>>(
     path: &Path,
     key_map: impl Fn(&str) -> Option<Source>,
 ) -> Result<(M, LoadReport), WeightsError> {
-    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.to_path_buf(), source })?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|source| WeightsError::Invalid { path: path.to_path_buf(), source })?;
+    load_tensors(module, &SafetensorsFile::open(path)?, key_map)
+}
 
+/// Loads every float parameter of `module` from `source` through `key_map`.
+pub fn load_tensors<B: Backend, M: Module<B>>(
+    module: M,
+    source: &dyn TensorSource,
+    key_map: impl Fn(&str) -> Option<Source>,
+) -> Result<(M, LoadReport), WeightsError> {
     struct Loader<'a, F> {
-        file: &'a SafeTensors<'a>,
-        path: &'a Path,
+        source: &'a dyn TensorSource,
         key_map: F,
         module_path: Vec<String>,
         used: BTreeSet<String>,
@@ -176,18 +263,31 @@ pub fn load_safetensors<B: Backend, M: Module<B>>(
     }
     impl<F: Fn(&str) -> Option<Source>> Loader<'_, F> {
         fn fetch(&mut self, param: &str, expected: &[usize]) -> Result<TensorData, WeightsError> {
-            let path = self.path.to_path_buf();
+            let path = self.source.path().to_path_buf();
             let source = (self.key_map)(param).ok_or_else(|| WeightsError::Unmapped { path: path.clone(), param: param.to_string() })?;
             let key = source.key().to_string();
-            let (values, shape) = read_f32(self.file, self.path, &key).map_err(|e| match e {
-                WeightsError::MissingKey { path, key, .. } => WeightsError::MissingKey { path, key, param: param.to_string() },
-                other => other,
+            let (values, shape) = self.source.tensor(&key)?.ok_or_else(|| WeightsError::MissingKey {
+                path: path.clone(),
+                key: key.clone(),
+                param: param.to_string(),
             })?;
-            let (stored_expected, transposed) = match &source {
-                Source::Copy(_) => (expected.to_vec(), ""),
-                Source::Transpose(_) => (expected.iter().rev().copied().collect(), " (PyTorch layout, transposed on load)"),
+            let stored_expected = source.stored_shape(expected, &shape);
+            let transposed = match &source {
+                Source::Transpose(_) | Source::Rows { transpose: true, .. } => " (PyTorch layout, transposed on load)",
+                _ => "",
             };
-            if shape != stored_expected {
+            let rows_fit = match &source {
+                Source::Rows { start, len, .. } => shape.first().is_some_and(|&rows| start + len <= rows) && expected.len() == shape.len(),
+                _ => true,
+            };
+            let slice_ok = match &source {
+                Source::Rows { len, transpose, .. } => {
+                    let rows_dim = if *transpose { expected.last() } else { expected.first() };
+                    rows_dim == Some(len)
+                }
+                _ => true,
+            };
+            if shape != stored_expected || !rows_fit || !slice_ok {
                 return Err(WeightsError::ShapeMismatch {
                     path,
                     key,
@@ -198,18 +298,16 @@ pub fn load_safetensors<B: Backend, M: Module<B>>(
                 });
             }
             self.used.insert(key);
-            let values = match source {
-                Source::Copy(_) => values,
-                Source::Transpose(_) => {
-                    let (rows, cols) = (shape[0], shape[1]);
-                    let mut out = vec![0f32; values.len()];
-                    for r in 0..rows {
-                        for c in 0..cols {
-                            out[c * rows + r] = values[r * cols + c];
-                        }
-                    }
-                    out
+            let (values, rows, cols) = match &source {
+                Source::Rows { start, len, .. } => {
+                    let row_len: usize = shape[1..].iter().product();
+                    (values[start * row_len..(start + len) * row_len].to_vec(), *len, row_len)
                 }
+                _ => (values, shape.first().copied().unwrap_or(1), shape.iter().skip(1).product()),
+            };
+            let values = match source {
+                Source::Transpose(_) | Source::Rows { transpose: true, .. } => transpose(&values, rows, cols),
+                _ => values,
             };
             Ok(TensorData::new(values, expected.to_vec()))
         }
@@ -242,22 +340,25 @@ pub fn load_safetensors<B: Backend, M: Module<B>>(
         }
     }
 
-    let mut loader = Loader {
-        file: &file,
-        path,
-        key_map,
-        module_path: Vec::new(),
-        used: BTreeSet::new(),
-        error: None,
-        loaded: 0,
-    };
+    let mut loader = Loader { source, key_map, module_path: Vec::new(), used: BTreeSet::new(), error: None, loaded: 0 };
     let module = module.map(&mut loader);
     if let Some(e) = loader.error {
         return Err(e);
     }
-    let mut unused: Vec<String> = file.names().into_iter().filter(|k| !loader.used.contains(*k)).map(str::to_string).collect();
+    let mut unused: Vec<String> = source.keys().into_iter().filter(|k| !loader.used.contains(k)).collect();
     unused.sort();
     Ok((module, LoadReport { loaded: loader.loaded, unused }))
+}
+
+/// Transposes a row-major `rows × cols` matrix.
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; values.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = values[r * cols + c];
+        }
+    }
+    out
 }
 
 #[cfg(test)]
