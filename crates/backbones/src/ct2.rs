@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::weights::{TensorSource, WeightsError, f16_to_f32};
+use crate::weights::{HostTensor, TensorSource, WeightsError, f16_to_f32};
 
 /// A variable of the file: where its bytes are and how to read them.
 #[derive(Debug, Clone)]
@@ -138,7 +138,7 @@ impl Ct2Model {
 }
 
 impl TensorSource for Ct2Model {
-    fn tensor(&self, key: &str) -> Result<Option<(Vec<f32>, Vec<usize>)>, WeightsError> {
+    fn tensor(&self, key: &str) -> Result<Option<HostTensor>, WeightsError> {
         let Some(v) = self.variables.get(key) else { return Ok(None) };
         let b = &self.bytes[v.offset..v.offset + v.len];
         let values = match v.dtype {

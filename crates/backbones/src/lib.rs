@@ -17,6 +17,7 @@
 //! | [`preprocess`] | [`ImagePreprocess`]: resize, centre-crop, normalise |
 //! | [`audio`] | Whisper's log-mel front end and encoder |
 //! | [`ct2`] | reader of CTranslate2 model files |
+//! | [`hybrid`] | [`CnnTokenEncoder`]: MobileNetV2 feature-map tokens into a frozen pretrained transformer |
 //! | [`tokenizer`] | [`TextTokenizer`]: `tokenizer.json` or `vocab.txt` to [`TokenBatch`] |
 //! | [`presets`] | backbones by name from a local weights directory |
 //! | [`error`] | [`BackboneError`] |
@@ -26,6 +27,7 @@ pub mod bert;
 pub mod ct2;
 pub mod error;
 pub mod frozen_batch_norm;
+pub mod hybrid;
 pub mod mobilenet_v2;
 pub mod pooling;
 pub mod preprocess;
@@ -40,6 +42,7 @@ pub use audio::log_mel::LogMel;
 pub use audio::whisper::{WhisperEncoder, WhisperEncoderConfig, load_whisper_encoder};
 pub use bert::{HfBertConfig, load_bert};
 pub use error::BackboneError;
+pub use hybrid::{CnnTokenEncoder, load_cnn_token_encoder};
 pub use mobilenet_v2::{MobileNetV2, MobileNetV2Config, load_mobilenet_v2};
 pub use pooling::Pooling;
 pub use preprocess::ImagePreprocess;

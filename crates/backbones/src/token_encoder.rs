@@ -93,6 +93,26 @@ impl<B: Backend> TokenEncoder<B> {
     pub fn max_position(&self) -> usize {
         self.position_embeddings.weight.dims()[0]
     }
+
+    /// Embeds vectors that stand in for word embeddings (e.g. projected image features): adds
+    /// position and token-type embeddings and applies the embedding norm, as for token ids.
+    ///
+    /// # Shapes
+    /// - `vectors`: `[batch, seq_len, d_model]`; output tokens the same, no mask
+    ///
+    /// # Panics
+    /// If the sequence is longer than the position embeddings.
+    pub fn embed_vectors(&self, vectors: Tensor<B, 3>) -> EncoderTokens<B> {
+        let [batch, seq_len, _] = vectors.dims();
+        assert!(seq_len <= self.max_position(), "sequence of {seq_len} tokens exceeds max_position = {}", self.max_position());
+        let device = vectors.device();
+        let positions = Tensor::<B, 1, Int>::arange(0..seq_len as i64, &device).unsqueeze_dim::<2>(0).repeat_dim(0, batch);
+        let mut x = vectors + self.position_embeddings.forward(positions);
+        if let Some(types) = &self.token_type_embeddings {
+            x = x + types.forward(Tensor::zeros([batch, seq_len], &device));
+        }
+        EncoderTokens { tokens: self.dropout.forward(self.embedding_norm.forward(x)), mask_pad: None }
+    }
 }
 
 impl<B: Backend> PromptableEncoder<B> for TokenEncoder<B> {
@@ -123,18 +143,8 @@ impl<B: Backend> PromptableEncoder<B> for TokenEncoder<B> {
             self.max_position()
         );
         assert_eq!(input.mask_pad.dims(), [batch, seq_len], "mask_pad must have the shape of ids [batch, seq_len]");
-        let device = input.ids.device();
-        let positions = Tensor::<B, 1, Int>::arange(0..seq_len as i64, &device)
-            .unsqueeze_dim::<2>(0)
-            .repeat_dim(0, batch);
-        let mut x = self.word_embeddings.forward(input.ids.clone()) + self.position_embeddings.forward(positions);
-        if let Some(types) = &self.token_type_embeddings {
-            x = x + types.forward(Tensor::zeros([batch, seq_len], &device));
-        }
-        EncoderTokens {
-            tokens: self.dropout.forward(self.embedding_norm.forward(x)),
-            mask_pad: Some(input.mask_pad.clone()),
-        }
+        let embedded = self.embed_vectors(self.word_embeddings.forward(input.ids.clone()));
+        EncoderTokens { tokens: embedded.tokens, mask_pad: Some(input.mask_pad.clone()) }
     }
 
     fn layer(&self, index: usize, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>) -> Tensor<B, 3> {

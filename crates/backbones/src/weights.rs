@@ -54,10 +54,13 @@ impl Source {
     }
 }
 
+/// A tensor read into host memory: its values as f32 and its shape.
+pub type HostTensor = (Vec<f32>, Vec<usize>);
+
 /// Where checkpoint tensors are read from: a safetensors file, a CTranslate2 model, …
 pub trait TensorSource {
     /// The tensor `key` as f32 values and its shape, or `None` if absent.
-    fn tensor(&self, key: &str) -> Result<Option<(Vec<f32>, Vec<usize>)>, WeightsError>;
+    fn tensor(&self, key: &str) -> Result<Option<HostTensor>, WeightsError>;
     /// Every key.
     fn keys(&self) -> Vec<String>;
     /// The file, for error messages.
@@ -84,7 +87,7 @@ impl SafetensorsFile {
 }
 
 impl TensorSource for SafetensorsFile {
-    fn tensor(&self, key: &str) -> Result<Option<(Vec<f32>, Vec<usize>)>, WeightsError> {
+    fn tensor(&self, key: &str) -> Result<Option<HostTensor>, WeightsError> {
         let file = self.view();
         if file.tensor(key).is_err() {
             return Ok(None);
@@ -184,7 +187,7 @@ pub struct LoadReport {
 }
 
 /// The tensor `key` of `file` as f32 values and its shape.
-pub fn read_f32(file: &SafeTensors<'_>, path: &Path, key: &str) -> Result<(Vec<f32>, Vec<usize>), WeightsError> {
+pub fn read_f32(file: &SafeTensors<'_>, path: &Path, key: &str) -> Result<HostTensor, WeightsError> {
     let view = file.tensor(key).map_err(|_| WeightsError::MissingKey {
         path: path.to_path_buf(),
         key: key.to_string(),

@@ -50,9 +50,11 @@ fn tiny_bert_matches_transformers() {
     let (hidden, hidden_shape) = reference(&expected, "last_hidden_state");
     assert_eq!(out.tokens.dims().to_vec(), hidden_shape);
     let err = relative_error(&out.tokens.to_data().to_vec::<f32>().unwrap(), &hidden);
+    println!("bert_parity: last hidden state relative error {err:.2e}");
     assert!(err < 1e-4, "last hidden state relative error {err:e}");
     let (pooled, _) = reference(&expected, "mean_pooled");
     let err = relative_error(&out.pooled.to_data().to_vec::<f32>().unwrap(), &pooled);
+    println!("bert_parity: mean-pooled relative error {err:.2e}");
     assert!(err < 1e-4, "mean-pooled relative error {err:e}");
 }
 
@@ -148,6 +150,7 @@ fn minilm_real_weights_match_transformers() {
     let (expected, _) = reference(&dir.join("expected.safetensors"), "mean_pooled");
     let ours = pooled.to_data().to_vec::<f32>().unwrap();
     let err = relative_error(&ours, &expected);
+    println!("bert_parity: sentence embedding relative error {err:.2e}");
     assert!(err < 1e-4, "sentence embedding relative error {err:e}");
 
     // Sentence similarity, as sentence-transformers users see it (cosine of mean-pooled states).

@@ -39,11 +39,13 @@ fn tiny_mobilenet_v2_matches_torchvision() {
     let expected = dir.join("expected.safetensors");
     let (logits, _) = reference(&expected, "logits");
     let err = relative_error(&net.forward(pixels.clone()).to_data().to_vec::<f32>().unwrap(), &logits);
+    println!("mobilenet_parity: logits relative error {err:.2e}");
     assert!(err < 1e-4, "logits relative error {err:e}");
     let (features, shape) = reference(&expected, "features13");
     let ours = net.feature_map(pixels, 13);
     assert_eq!(ours.dims().to_vec(), shape);
     let err = relative_error(&ours.to_data().to_vec::<f32>().unwrap(), &features);
+    println!("mobilenet_parity: features.13 relative error {err:.2e}");
     assert!(err < 1e-4, "features.13 relative error {err:e}");
 }
 
@@ -63,6 +65,7 @@ fn real_mobilenet_v2_matches_torchvision() {
     let Some(net) = real_network() else { return };
     let (logits, _) = reference(&fixtures().join("mobilenet-v2/expected.safetensors"), "logits");
     let err = relative_error(&net.forward(formula_image(1, 224)).to_data().to_vec::<f32>().unwrap(), &logits);
+    println!("mobilenet_parity: logits relative error {err:.2e}");
     assert!(err < 1e-4, "logits relative error {err:e}");
 }
 

@@ -29,10 +29,12 @@ fn tiny_vit_matches_transformers() {
     let (theirs, theirs_shape) = reference(&expected, "last_hidden_state");
     assert_eq!(hidden.dims().to_vec(), theirs_shape);
     let err = relative_error(&hidden.to_data().to_vec::<f32>().unwrap(), &theirs);
+    println!("vit_parity: last hidden state relative error {err:.2e}");
     assert!(err < 1e-4, "last hidden state relative error {err:e}");
     // Pooling: the normalised [CLS] token.
     let cls: Vec<f64> = (0..2).flat_map(|b| theirs[b * 17 * 32..b * 17 * 32 + 32].to_vec()).collect();
     let err = relative_error(&out.pooled.to_data().to_vec::<f32>().unwrap(), &cls);
+    println!("vit_parity: pooled [CLS] relative error {err:.2e}");
     assert!(err < 1e-4, "pooled [CLS] relative error {err:e}");
 }
 

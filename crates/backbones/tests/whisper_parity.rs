@@ -35,6 +35,7 @@ fn log_mel_matches_whisper_feature_extractor() {
     assert_eq!(shape, [80, 200]);
     let ours = LogMel::whisper().compute(&pad_or_trim(&formula_audio(1.5), 32_000));
     let err = relative_error(&ours, &theirs);
+    println!("whisper_parity: log-mel relative error {err:.2e}");
     assert!(err < 1e-4, "log-mel relative error {err:e}");
 }
 
@@ -50,6 +51,7 @@ fn tiny_whisper_encoder_matches_transformers() {
     let (theirs, shape) = reference(&expected, "last_hidden_state");
     assert_eq!(hidden.dims().to_vec(), shape);
     let err = relative_error(&hidden.to_data().to_vec::<f32>().unwrap(), &theirs);
+    println!("whisper_parity: last hidden state relative error {err:.2e}");
     assert!(err < 1e-4, "last hidden state relative error {err:e}");
 }
 
@@ -80,9 +82,11 @@ fn real_whisper_base_matches_transformers() {
     let expected = fixtures().join("whisper-base/expected.safetensors");
     let (mean, _) = reference(&expected, "mean");
     let err = relative_error(&out.pooled.to_data().to_vec::<f32>().unwrap(), &mean);
+    println!("whisper_parity: mean-pooled relative error {err:.2e}");
     assert!(err < 1e-4, "mean-pooled relative error {err:e}");
     let (first, _) = reference(&expected, "first_frames");
     let hidden = encoder.final_norm.forward(out.tokens).narrow(1, 0, 8);
     let err = relative_error(&hidden.to_data().to_vec::<f32>().unwrap(), &first);
+    println!("whisper_parity: first frames relative error {err:.2e}");
     assert!(err < 1e-4, "first frames relative error {err:e}");
 }

@@ -123,7 +123,8 @@ impl MultimodalClassifierConfig {
         p
     }
 
-    /// Builds the classifier around two pretrained encoders, which are frozen.
+    /// Builds the classifier around two pretrained encoders, which are frozen
+    /// ([`PromptableEncoder::freeze`]).
     ///
     /// # Panics
     /// If `num_classes` is 0.
@@ -149,8 +150,8 @@ impl MultimodalClassifierConfig {
         .map(materialize);
         let d_head = if self.method.concatenates_features() { d_main + d_comp } else { d_main };
         MultimodalClassifier {
-            main: main.no_grad(),
-            complementary: complementary.no_grad(),
+            main: main.freeze(),
+            complementary: complementary.freeze(),
             prompts,
             complementary_prompts,
             head: materialize(LinearConfig::new(d_head, self.num_classes).init(device)),

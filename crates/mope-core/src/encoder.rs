@@ -53,6 +53,16 @@ pub trait PromptableEncoder<B: Backend>: Module<B> {
         mask_pad: Option<Tensor<B, 2, Bool>>,
     ) -> Tensor<B, 3>;
 
+    /// Freezes the pretrained parts. The default freezes every parameter; an encoder with a part
+    /// that must be learned (such as a projection of foreign features into a pretrained
+    /// transformer) keeps that part trainable, and it then belongs to the adapter.
+    fn freeze(self) -> Self
+    where
+        Self: Sized,
+    {
+        self.no_grad()
+    }
+
     /// Final normalisation and pooling to one vector per sample. `num_prompts` prompt tokens sit
     /// right after the prefix tokens; the encoder's pooling decides whether they are included.
     ///
