@@ -18,6 +18,7 @@
 //! | [`audio`] | Whisper's log-mel front end and encoder |
 //! | [`ct2`] | reader of CTranslate2 model files |
 //! | [`hybrid`] | [`CnnTokenEncoder`]: MobileNetV2 feature-map tokens into a frozen pretrained transformer |
+//! | [`swin`] | [`Swin`]: Swin Transformer from Hugging Face snapshots, prompts inside shifted windows |
 //! | [`tokenizer`] | [`TextTokenizer`]: `tokenizer.json` or `vocab.txt` to [`TokenBatch`] |
 //! | [`presets`] | backbones by name from a local weights directory |
 //! | [`error`] | [`BackboneError`] |
@@ -32,6 +33,7 @@ pub mod mobilenet_v2;
 pub mod pooling;
 pub mod preprocess;
 pub mod presets;
+pub mod swin;
 pub mod token_encoder;
 pub mod tokenizer;
 pub mod transformer;
@@ -46,6 +48,7 @@ pub use hybrid::{CnnTokenEncoder, load_cnn_token_encoder};
 pub use mobilenet_v2::{MobileNetV2, MobileNetV2Config, load_mobilenet_v2};
 pub use pooling::Pooling;
 pub use preprocess::ImagePreprocess;
+pub use swin::{PromptLayout, Swin, SwinConfig, load_swin};
 pub use tokenizer::TextTokenizer;
 pub use vit::{ViT, ViTConfig, load_vit};
 pub use token_encoder::{TokenBatch, TokenEncoder, TokenEncoderConfig};

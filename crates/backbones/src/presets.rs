@@ -16,6 +16,7 @@ use crate::tokenizer::TextTokenizer;
 use crate::audio::whisper::{WhisperEncoder, load_whisper_encoder};
 use crate::mobilenet_v2::{MobileNetV2, MobileNetV2Config, load_mobilenet_v2};
 use crate::preprocess::{IMAGENET_MEAN, IMAGENET_STD, ImagePreprocess};
+use crate::swin::{PromptLayout, Swin, load_swin};
 use crate::vit::{ViT, load_vit};
 
 /// Environment variable naming the weights directory.
@@ -28,6 +29,8 @@ pub enum Family {
     Bert,
     /// Vision Transformer ([`ViT`]).
     ViT,
+    /// Swin Transformer ([`Swin`]).
+    Swin,
     /// torchvision MobileNetV2 ([`MobileNetV2`]), a CNN: features and feature maps, no prompts.
     MobileNetV2,
     /// Whisper's audio encoder ([`WhisperEncoder`]) from a CTranslate2 `model.bin`.
@@ -108,6 +111,22 @@ pub const PRESETS: &[Preset] = &[
         fetchable: false,
     },
     Preset {
+        name: "swin-base-patch4-window7-224",
+        hf_id: "microsoft/swin-base-patch4-window7-224",
+        family: Family::Swin,
+        pooling: Pooling::MeanWithPrompts,
+        input: InputSpec::Image(ImagePreprocess { resize: 256, size: 224, mean: IMAGENET_MEAN, std: IMAGENET_STD }),
+        fetchable: false,
+    },
+    Preset {
+        name: "swin-base-patch4-window7-224-in22k",
+        hf_id: "microsoft/swin-base-patch4-window7-224-in22k (the official MoPE backbone)",
+        family: Family::Swin,
+        pooling: Pooling::MeanWithPrompts,
+        input: InputSpec::Image(ImagePreprocess { resize: 256, size: 224, mean: IMAGENET_MEAN, std: IMAGENET_STD }),
+        fetchable: false,
+    },
+    Preset {
         name: "mobilenet-v2",
         hf_id: "torchvision mobilenet_v2 IMAGENET1K_V1 (mobilenet_v2-b0353104.pth)",
         family: Family::MobileNetV2,
@@ -143,7 +162,7 @@ impl Preset {
     pub fn dir(&self, weights_dir: &Path) -> Result<PathBuf, BackboneError> {
         let dir = weights_dir.join(self.name);
         let required: &[&str] = match self.family {
-            Family::Bert | Family::ViT => &["config.json", "model.safetensors"],
+            Family::Bert | Family::ViT | Family::Swin => &["config.json", "model.safetensors"],
             Family::MobileNetV2 => &["model.safetensors"],
             Family::Whisper => &["model.bin"],
         };
@@ -166,7 +185,7 @@ impl Preset {
         } else {
             let files = match self.family {
                 Family::Bert => "config.json, model.safetensors, tokenizer.json or vocab.txt",
-                Family::ViT => "config.json, model.safetensors",
+                Family::ViT | Family::Swin => "config.json, model.safetensors",
                 Family::MobileNetV2 => "model.safetensors",
                 Family::Whisper => "a CTranslate2 model.bin",
             };
@@ -209,6 +228,15 @@ impl Preset {
         Ok(load_whisper_encoder(&self.dir(weights_dir)?.join("model.bin"), self.pooling, device)?.0)
     }
 
+    /// Loads a Swin preset with the given prompt layout across windows.
+    ///
+    /// # Panics
+    /// If the preset is not a Swin.
+    pub fn load_swin<B: Backend>(&self, weights_dir: &Path, layout: PromptLayout, device: &B::Device) -> Result<Swin<B>, BackboneError> {
+        assert_eq!(self.family, Family::Swin, "{} is not a Swin", self.name);
+        Ok(load_swin(&self.dir(weights_dir)?, self.pooling, layout, device)?.0)
+    }
+
     /// Loads a ViT preset.
     ///
     /// # Panics
@@ -229,7 +257,8 @@ mod tests {
         assert_eq!(
             err,
             "unknown backbone `vit-huge`; known: all-minilm-l6-v2, bert-base-uncased, vit-base-patch16-224, \
-             vit-base-patch16-224-in21k, deit-base-patch16-224, mobilenet-v2, whisper-base"
+             vit-base-patch16-224-in21k, deit-base-patch16-224, swin-base-patch4-window7-224, \
+             swin-base-patch4-window7-224-in22k, mobilenet-v2, whisper-base"
         );
     }
 

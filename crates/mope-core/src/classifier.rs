@@ -106,12 +106,18 @@ pub struct ClassifierOutput<B: Backend> {
 }
 
 impl MultimodalClassifierConfig {
-    /// The prompt configuration actually used with these encoders and this method.
-    pub fn resolved_prompts(&self, num_layers: usize, d_model: usize, d_complementary: usize) -> MopePromptsConfig {
+    /// The prompt configuration actually used with this main encoder, a complementary
+    /// representation of width `d_complementary`, and this method.
+    pub fn resolved_prompts<B: Backend, M: PromptableEncoder<B>>(&self, main: &M, d_complementary: usize) -> MopePromptsConfig {
         let mut p = self.prompts.clone();
-        p.num_layers = num_layers;
-        p.d_model = d_model;
+        p.num_layers = main.num_layers();
+        p.d_model = main.d_model();
         p.d_complementary = d_complementary;
+        let widths: Vec<usize> = (0..p.num_layers).map(|l| main.layer_width(l)).collect();
+        p.layer_widths = widths.iter().any(|&w| w != p.d_model).then_some(widths);
+        if p.prompted_layers.is_none() {
+            p.prompted_layers = main.default_prompted_layers();
+        }
         match self.method {
             FusionMethod::Mope | FusionMethod::LateFusion => {}
             FusionMethod::Sequential => p.num_experts = 0,
@@ -138,7 +144,7 @@ impl MultimodalClassifierConfig {
         let (d_main, d_comp) = (main.d_model(), complementary.d_model());
         // Trainable parts are materialised in declaration order, so a seed alone fixes their values.
         let prompts = (self.method != FusionMethod::LateFusion)
-            .then(|| materialize(self.resolved_prompts(main.num_layers(), d_main, d_comp).init(device)));
+            .then(|| materialize(self.resolved_prompts(&main, d_comp).init(device)));
         let complementary_prompts = (self.complementary_prompt_len > 0).then(|| {
             MopePromptsConfig::new(complementary.num_layers(), d_comp, 0)
                 .with_static_len(self.complementary_prompt_len)

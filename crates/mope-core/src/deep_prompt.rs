@@ -48,6 +48,23 @@ pub struct PromptedTokens<B: Backend> {
     pub pooled: Tensor<B, 2>,
 }
 
+/// `[x[:, ..prefix] ; inserted ; x[:, rest..]]` along dimension 1, skipping empty pieces.
+fn splice<B: Backend, const D: usize, K>(x: Tensor<B, D, K>, prefix: usize, rest: usize, inserted: Tensor<B, D, K>) -> Tensor<B, D, K>
+where
+    K: burn::tensor::BasicOps<B>,
+{
+    let len = x.dims()[1];
+    let mut parts = Vec::with_capacity(3);
+    if prefix > 0 {
+        parts.push(x.clone().narrow(1, 0, prefix));
+    }
+    parts.push(inserted);
+    if rest < len {
+        parts.push(x.narrow(1, rest, len - rest));
+    }
+    Tensor::cat(parts, 1)
+}
+
 /// Runs `encoder` on `embedded`, inserting the prompts of `source` before every layer.
 ///
 /// # Shapes
@@ -69,7 +86,7 @@ pub fn forward_prompted<B: Backend, E: PromptableEncoder<B>>(
     let mut num_prompts = 0;
     for layer in 0..encoder.num_layers() {
         if let Some(prompt) = source.prompts(layer, &x, mask.as_ref()) {
-            let [batch, seq_len, d_model] = x.dims();
+            let [batch, _, d_model] = x.dims();
             let [p_batch, p_len, p_width] = prompt.dims();
             assert!(
                 p_batch == batch && p_width == d_model,
@@ -77,21 +94,11 @@ pub fn forward_prompted<B: Backend, E: PromptableEncoder<B>>(
                  expected [{batch}, _, {d_model}] to match the hidden states"
             );
             let rest = prefix + num_prompts;
-            x = Tensor::cat(
-                vec![
-                    x.clone().narrow(1, 0, prefix),
-                    prompt,
-                    x.narrow(1, rest, seq_len - rest),
-                ],
-                1,
-            );
+            x = splice(x, prefix, rest, prompt);
             mask = mask.map(|m| {
                 // Prompt tokens are never padding.
                 let visible = Tensor::<B, 2, Int>::zeros([batch, p_len], &m.device()).bool();
-                Tensor::cat(
-                    vec![m.clone().narrow(1, 0, prefix), visible, m.narrow(1, rest, seq_len - rest)],
-                    1,
-                )
+                splice(m, prefix, rest, visible)
             });
             num_prompts = p_len;
         }

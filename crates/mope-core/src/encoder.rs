@@ -26,11 +26,24 @@ pub trait PromptableEncoder<B: Backend>: Module<B> {
     /// What the encoder reads: token ids and mask for text, pixels for images, samples for audio.
     type Input;
 
-    /// Width of the hidden states and of every prompt token.
+    /// Width of the pooled output (and of the hidden states when it does not change).
     fn d_model(&self) -> usize;
+
+    /// Width of the hidden states entering layer `layer`, hence of the prompts inserted there.
+    /// Constant (`d_model`) by default; hierarchical encoders such as Swin widen per stage.
+    fn layer_width(&self, layer: usize) -> usize {
+        let _ = layer;
+        self.d_model()
+    }
 
     /// Number of transformer layers (prompt insertion points).
     fn num_layers(&self) -> usize;
+
+    /// Layers that receive fresh prompts when the configuration does not say; `None`: all.
+    /// Swin returns every block but the first of each stage, as the official MoPE code prompts it.
+    fn default_prompted_layers(&self) -> Option<Vec<usize>> {
+        None
+    }
 
     /// Number of leading tokens that prompts are inserted *after* (1 for a `[CLS]` token, 0 if none).
     fn num_prefix_tokens(&self) -> usize;

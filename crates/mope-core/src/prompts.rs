@@ -21,7 +21,7 @@ use crate::router::{Router, RouterConfig, RoutingOutput};
 pub struct MopePromptsConfig {
     /// Number of layers of the prompted encoder.
     pub num_layers: usize,
-    /// Token width of the prompted encoder.
+    /// Token width of the prompted encoder (of every layer, unless `layer_widths` is set).
     pub d_model: usize,
     /// Width of the complementary representation the router and mapper read (0 when there is none,
     /// as for vanilla prompt tuning).
@@ -42,6 +42,9 @@ pub struct MopePromptsConfig {
     /// previous layer's prompt outputs in the sequence.
     #[config(default = "None")]
     pub prompted_layers: Option<Vec<usize>>,
+    /// Token width of each layer, for encoders that widen (Swin); `None`: `d_model` everywhere.
+    #[config(default = "None")]
+    pub layer_widths: Option<Vec<usize>>,
     /// Router settings shared by all layers (`num_experts`, `d_model` and `d_complementary` are
     /// taken from this configuration; each layer's keys use `key_seed + layer`).
     #[config(default = "RouterSettings::new()")]
@@ -107,6 +110,26 @@ pub struct MopePrompts<B: Backend> {
 }
 
 impl MopePromptsConfig {
+    /// Token width at `layer`.
+    pub fn width(&self, layer: usize) -> usize {
+        self.layer_widths.as_ref().map_or(self.d_model, |w| w[layer])
+    }
+
+    /// The distinct widths, in order of first appearance (one mapper output each).
+    pub fn distinct_widths(&self) -> Vec<usize> {
+        let mut widths = Vec::new();
+        for layer in 0..self.num_layers {
+            let w = self.width(layer);
+            if !widths.contains(&w) {
+                widths.push(w);
+            }
+        }
+        if widths.is_empty() {
+            widths.push(self.d_model);
+        }
+        widths
+    }
+
     /// Number of prompt tokens inserted at a prompted layer.
     pub fn tokens_per_layer(&self) -> usize {
         self.static_len + if self.num_experts > 0 { self.expert_len } else { 0 } + self.mapped_len
@@ -124,6 +147,9 @@ impl MopePromptsConfig {
             !needs_complementary || self.d_complementary > 0,
             "the router and mapper read a complementary representation, but d_complementary is 0"
         );
+        if let Some(widths) = &self.layer_widths {
+            assert_eq!(widths.len(), self.num_layers, "layer_widths has {} entries for {} layers", widths.len(), self.num_layers);
+        }
         let prompted: Vec<bool> = match &self.prompted_layers {
             None => vec![true; self.num_layers],
             Some(list) => {
@@ -135,17 +161,17 @@ impl MopePromptsConfig {
                 mask
             }
         };
-        let range = self.init_range.unwrap_or_else(|| vpt_init_range(4, self.d_model));
-        let init = Initializer::Uniform { min: -range, max: range };
         let layers = prompted
             .iter()
             .enumerate()
             .map(|(layer, &on)| {
+                let width = self.width(layer);
+                let range = self.init_range.unwrap_or_else(|| vpt_init_range(4, width));
+                let init = Initializer::Uniform { min: -range, max: range };
                 on.then(|| LayerPrompts {
-                    static_prompt: (self.static_len > 0)
-                        .then(|| init.init([self.static_len, self.d_model], device)),
+                    static_prompt: (self.static_len > 0).then(|| init.init([self.static_len, width], device)),
                     experts: (self.num_experts > 0).then(|| {
-                        PromptExpertsConfig::new(self.num_experts, self.expert_len, self.d_model)
+                        PromptExpertsConfig::new(self.num_experts, self.expert_len, width)
                             .with_init_range(Some(range))
                             .init(device)
                     }),
@@ -156,7 +182,7 @@ impl MopePromptsConfig {
         MopePrompts {
             layers,
             mapped: (self.mapped_len > 0).then(|| {
-                PromptMapperConfig::new(self.d_complementary, self.d_model)
+                PromptMapperConfig::new(self.d_complementary, self.distinct_widths())
                     .with_num_tokens(self.mapped_len)
                     .with_d_hidden(self.mapper_hidden)
                     .with_dropout(self.mapper_dropout)
@@ -167,7 +193,7 @@ impl MopePromptsConfig {
 
     fn router_config(&self, layer: usize) -> RouterConfig {
         let s = &self.router;
-        RouterConfig::new(self.num_experts, self.d_model, self.d_complementary.max(1))
+        RouterConfig::new(self.num_experts, self.width(layer), self.d_complementary.max(1))
             .with_d_inter(s.d_inter)
             .with_d_cross(if self.d_complementary > 0 { s.d_cross } else { 0 })
             .with_temperature(s.temperature)
@@ -187,9 +213,9 @@ impl<B: Backend> MopePrompts<B> {
     /// - `complementary`: `[batch, d_complementary]`, or `None` when no part reads it
     pub fn run(&self, complementary: Option<Tensor<B, 2>>) -> MopeRun<'_, B> {
         let mapped = match (&self.mapped, &complementary) {
-            (Some(mapper), Some(y)) => Some(mapper.forward(y.clone())),
+            (Some(mapper), Some(y)) => mapper.forward(y.clone()),
             (Some(_), None) => panic!("mapped prompts need the complementary representation"),
-            (None, _) => None,
+            (None, _) => Vec::new(),
         };
         MopeRun {
             prompts: self,
@@ -210,7 +236,8 @@ impl<B: Backend> MopePrompts<B> {
 pub struct MopeRun<'a, B: Backend> {
     prompts: &'a MopePrompts<B>,
     complementary: Option<Tensor<B, 2>>,
-    mapped: Option<Tensor<B, 3>>,
+    /// Mapped tokens of each width.
+    mapped: Vec<Tensor<B, 3>>,
     /// Routing of each routed layer, in layer order, as `(layer, routing)`.
     pub routing: Vec<(usize, RoutingOutput<B>)>,
 }
@@ -252,7 +279,7 @@ impl<B: Backend> LayerPromptSource<B> for MopeRun<'_, B> {
             parts.push(experts.mix(routing.weights.clone()));
             self.routing.push((layer, routing));
         }
-        if let Some(m) = &self.mapped {
+        if let Some(m) = self.mapped.iter().find(|m| m.dims()[2] == d_model) {
             parts.push(m.clone());
         }
         Some(Tensor::cat(parts, 1))
@@ -288,7 +315,7 @@ mod tests {
         let static_part = layer.static_prompt.as_ref().unwrap().val().unsqueeze_dim::<3>(0).repeat_dim(0, 2);
         let routing = layer.router.as_ref().unwrap().forward(hidden.clone().mean_dim(1).squeeze_dim(1), y.clone());
         let dynamic = layer.experts.as_ref().unwrap().mix(routing.weights);
-        let mapped = prompts.mapped.as_ref().unwrap().forward(y);
+        let mapped = prompts.mapped.as_ref().unwrap().forward(y).remove(0);
         let expected = Tensor::cat(vec![static_part, dynamic, mapped], 1);
         p.to_data().assert_approx_eq::<f32>(&expected.to_data(), Tolerance::default());
         assert_eq!(run.routing.len(), 1);
@@ -319,6 +346,25 @@ mod tests {
         let mask = Tensor::<B, 2, Bool>::from_bool([[false, false, true]].into(), &device);
         let mean = masked_mean(hidden, Some(&mask));
         mean.to_data().assert_approx_eq::<f32>(&Tensor::<B, 2>::from_floats([[2.0, 3.0]], &device).to_data(), Tolerance::default());
+    }
+
+    #[test]
+    fn widening_encoders_get_prompts_of_each_layer_width() {
+        let device = Default::default();
+        let cfg = MopePromptsConfig::new(3, 16, 5)
+            .with_layer_widths(Some(vec![8, 8, 16]))
+            .with_static_len(1)
+            .with_num_experts(2)
+            .with_expert_len(2)
+            .with_mapper_hidden(4);
+        assert_eq!(cfg.distinct_widths(), [8, 16]);
+        let prompts = cfg.init::<B>(&device);
+        let y = Tensor::<B, 2>::random([2, 5], Distribution::Normal(0.0, 1.0), &device);
+        let mut run = prompts.run(Some(y));
+        for (layer, width) in [(0, 8), (2, 16)] {
+            let hidden = Tensor::<B, 3>::zeros([2, 4, width], &device);
+            assert_eq!(run.prompts(layer, &hidden, None).unwrap().dims(), [2, 4, width]);
+        }
     }
 
     #[test]
