@@ -1,5 +1,30 @@
-//! Dataset loaders for the six datasets of the MoPE paper (UPMC Food-101, MM-IMDB, SNLI-VE,
-//! MUStARD, NYUDv2, SUN RGB-D) in their official on-disk layouts, and the small real datasets that
-//! can be assembled from package registries, batched for burn.
+//! Dataset loaders for the six datasets of the MoPE paper, in their official on-disk layouts
+//! (described in `datasets/README.md`):
 //!
-//! This crate depends on no model crate. It is filled by the data issue; nothing here is usable yet.
+//! | module | dataset | modalities | task |
+//! |---|---|---|---|
+//! | [`food101`] | UPMC Food-101 | image + text | 101-way classification |
+//! | [`mmimdb`] | MM-IMDB | image + text | 23-genre multi-label |
+//! | [`snli_ve`] | SNLI-VE | image + text | 3-way visual entailment |
+//! | [`mustard`] | MUStARD | text + audio | sarcasm (binary) |
+//! | [`segmentation`] | NYUDv2, SUN RGB-D | RGB + depth | 40- / 37-class segmentation |
+//!
+//! Each loader reads the metadata of one split into a [`Split`] of [`Sample`]s (paths to the media
+//! files, text, target), checking that every referenced file exists. A malformed row, a missing
+//! file or an unknown label is an error naming the file and line ([`DataError`]); with
+//! [`LoadOptions::skip_bad`] such rows are skipped instead and counted in [`Split::skipped`].
+//!
+//! This crate depends on no model crate. Decoding and batching for burn, the small real datasets
+//! and parallel loading are still to come (see the data issue).
+
+pub mod error;
+pub mod food101;
+pub mod mmimdb;
+pub mod mustard;
+pub mod sample;
+pub mod segmentation;
+pub mod snli_ve;
+pub mod stratify;
+
+pub use error::DataError;
+pub use sample::{LoadOptions, Sample, Split, SplitName, Target, Task};

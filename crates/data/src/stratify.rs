@@ -1,0 +1,58 @@
+//! Deterministic stratified hold-out: the same samples go to validation on every machine, and each
+//! class keeps its share.
+
+/// A stable 64-bit hash (FNV-1a) of `key` with `seed`.
+fn hash(key: &str, seed: u64) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
+    for b in key.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Splits items (given by id and class) into `(kept, held_out)` index lists, holding out about
+/// `held_out` items in total, proportionally per class (rounded, at least one per class of two or
+/// more items), chosen by a seeded hash of the id.
+pub fn hold_out(ids: &[&str], classes: &[usize], held_out: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    assert_eq!(ids.len(), classes.len(), "one class per id");
+    let total = ids.len();
+    let fraction = held_out as f64 / total.max(1) as f64;
+    let num_classes = classes.iter().copied().max().map_or(0, |m| m + 1);
+    let mut out = vec![false; total];
+    for class in 0..num_classes {
+        let mut members: Vec<usize> = (0..total).filter(|&i| classes[i] == class).collect();
+        if members.is_empty() {
+            continue;
+        }
+        members.sort_by_key(|&i| (hash(ids[i], seed), i));
+        let mut take = (members.len() as f64 * fraction).round() as usize;
+        if take == 0 && members.len() >= 2 && fraction > 0.0 {
+            take = 1;
+        }
+        for &i in members.iter().take(take.min(members.len() - 1)) {
+            out[i] = true;
+        }
+    }
+    let kept = (0..total).filter(|&i| !out[i]).collect();
+    let held = (0..total).filter(|&i| out[i]).collect();
+    (kept, held)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holds_out_per_class_deterministically() {
+        let ids: Vec<String> = (0..100).map(|i| format!("item{i}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let classes: Vec<usize> = (0..100).map(|i| if i < 80 { 0 } else { 1 }).collect();
+        let (kept, held) = hold_out(&ids, &classes, 10, 42);
+        assert_eq!(held.len(), 10);
+        assert_eq!(held.iter().filter(|&&i| classes[i] == 0).count(), 8, "class shares are kept");
+        assert_eq!(kept.len() + held.len(), 100);
+        assert_eq!(hold_out(&ids, &classes, 10, 42).1, held, "same seed, same split");
+        assert_ne!(hold_out(&ids, &classes, 10, 7).1, held, "another seed, another split");
+    }
+}
