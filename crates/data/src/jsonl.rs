@@ -1,0 +1,48 @@
+//! The JSON-lines layout of MoPE's own preprocessing (and of the datasets this project builds):
+//! ```text
+//! <root>/{train,val,test}.jsonl   {"id": .., "img": "<path relative to root>", "text": .., "label": "<name>"}
+//! <root>/labels.txt               one label per line; the order defines the class ids
+//! ```
+//! `dev.jsonl` is accepted for `val` (the official preprocessing writes `dev.jsonl`, its loader
+//! reads `val.jsonl`).
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::DataError;
+use crate::sample::{Collector, LoadOptions, Sample, Split, SplitName, Target, Task, existing, read};
+
+#[derive(Deserialize)]
+struct Row {
+    id: serde_json::Value,
+    img: String,
+    text: String,
+    label: String,
+}
+
+/// Loads a split of a JSON-lines image-text dataset; `dataset` names it in reports.
+pub fn load(root: &Path, dataset: &'static str, split: SplitName, options: LoadOptions) -> Result<Split, DataError> {
+    let labels_path = root.join("labels.txt");
+    let labels: Vec<String> = read(&labels_path)?.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+    let mut path = root.join(format!("{split}.jsonl"));
+    if split == SplitName::Val && !path.exists() && root.join("dev.jsonl").exists() {
+        path = root.join("dev.jsonl");
+    }
+    let text = read(&path)?;
+    let mut collector = Collector::new(options);
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let line_no = i + 1;
+        collector.take((|| {
+            let row: Row = serde_json::from_str(line).map_err(|e| DataError::malformed(&path, line_no, e.to_string()))?;
+            let class = labels.iter().position(|l| *l == row.label).ok_or_else(|| DataError::unknown_label(&path, line_no, &row.label, &labels))?;
+            let image = existing(root.join(&row.img), "image", &path, line_no)?;
+            let id = match row.id {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            Ok(Some(Sample { id, image: Some(image), depth: None, audio: None, text: Some(row.text), target: Target::Class(class) }))
+        })())?;
+    }
+    Ok(Split { dataset, split, task: Task::Classification { num_classes: labels.len() }, labels, samples: collector.samples, skipped: collector.skipped })
+}
