@@ -14,7 +14,6 @@
 //! | [`vit`] | [`ViT`]: Vision Transformer from Hugging Face ViT/DeiT snapshots |
 //! | [`mobilenet_v2`] | [`MobileNetV2`]: torchvision's ImageNet CNN, features and feature maps |
 //! | [`frozen_batch_norm`] | batch norm with fixed statistics |
-//! | [`preprocess`] | [`ImagePreprocess`]: resize, centre-crop, normalise |
 //! | [`audio`] | Whisper's log-mel front end and encoder |
 //! | [`ct2`] | reader of CTranslate2 model files |
 //! | [`hybrid`] | [`CnnTokenEncoder`]: MobileNetV2 feature-map tokens into a frozen pretrained transformer |
@@ -31,7 +30,6 @@ pub mod frozen_batch_norm;
 pub mod hybrid;
 pub mod mobilenet_v2;
 pub mod pooling;
-pub mod preprocess;
 pub mod presets;
 pub mod swin;
 pub mod token_encoder;
@@ -47,7 +45,8 @@ pub use error::BackboneError;
 pub use hybrid::{CnnTokenEncoder, load_cnn_token_encoder};
 pub use mobilenet_v2::{MobileNetV2, MobileNetV2Config, load_mobilenet_v2};
 pub use pooling::Pooling;
-pub use preprocess::ImagePreprocess;
+/// Image preprocessing of the presets (defined in the `data` crate, which has no model dependency).
+pub use data::image::{IMAGENET_MEAN, IMAGENET_STD, ImagePreprocess};
 pub use swin::{PromptLayout, Swin, SwinConfig, load_swin};
 pub use tokenizer::TextTokenizer;
 pub use vit::{ViT, ViTConfig, load_vit};

@@ -47,6 +47,14 @@ pub enum DataError {
         /// A few known labels.
         known: String,
     },
+    /// A media file that cannot be decoded.
+    #[error("{path}: cannot decode: {message}")]
+    Decode {
+        /// File concerned.
+        path: PathBuf,
+        /// Decoder's message.
+        message: String,
+    },
     /// A split this dataset does not have.
     #[error("{dataset} has no `{split}` split")]
     NoSuchSplit {

@@ -16,19 +16,27 @@
 //! file or an unknown label is an error naming the file and line ([`DataError`]); with
 //! [`LoadOptions::skip_bad`] such rows are skipped instead and counted in [`Split::skipped`].
 //!
-//! This crate depends on no model crate. Decoding and batching for burn, parallel loading and the
-//! audio+image dataset are still to come (see the data issue).
+//! [`ImagePreprocess`] prepares images as a backbone preset says (resize, crop, normalise);
+//! [`pipeline`] prepares batches on worker threads, in a deterministic order; [`image_text`]
+//! prepares image+text samples (with an on-disk cache) and collates them into burn tensors.
+//!
+//! This crate depends on no model crate.
 
 pub mod emoji;
 pub mod error;
 pub mod food101;
+pub mod image;
+pub mod image_text;
 pub mod jsonl;
 pub mod mmimdb;
 pub mod mustard;
+pub mod pipeline;
 pub mod sample;
 pub mod segmentation;
 pub mod snli_ve;
 pub mod stratify;
 
 pub use error::DataError;
+pub use image::ImagePreprocess;
+pub use pipeline::{Batches, LoaderConfig, Prepare, Throughput, batches};
 pub use sample::{LoadOptions, Sample, Split, SplitName, Target, Task};

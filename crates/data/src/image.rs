@@ -9,7 +9,7 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 use image::imageops::FilterType;
 use image::{DynamicImage, RgbImage};
 
-use crate::error::BackboneError;
+use crate::error::DataError;
 
 /// How an image is prepared for an encoder.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,14 +36,17 @@ impl ImagePreprocess {
     }
 
     /// Reads an image file (PNG, JPEG) and prepares it.
-    pub fn load(&self, path: &Path) -> Result<Vec<f32>, BackboneError> {
+    pub fn load(&self, path: &Path) -> Result<Vec<f32>, DataError> {
         let image = image::open(path).map_err(|e| match e {
-            image::ImageError::IoError(io) if io.kind() == std::io::ErrorKind::NotFound => {
-                BackboneError::MissingFile { path: path.to_path_buf(), hint: "The image file does not exist.".into() }
-            }
-            other => BackboneError::Config { path: path.to_path_buf(), message: format!("cannot decode image: {other}") },
+            image::ImageError::IoError(io) => DataError::io(path, io),
+            other => DataError::Decode { path: path.to_path_buf(), message: other.to_string() },
         })?;
         Ok(self.apply(&image))
+    }
+
+    /// A stable description of the transform, for cache keys.
+    pub fn fingerprint(&self) -> String {
+        format!("resize{}-crop{}-mean{:?}-std{:?}", self.resize, self.size, self.mean, self.std)
     }
 
     /// Prepares a decoded image: `3 × size × size` values, channel-major.
@@ -100,6 +103,6 @@ mod tests {
     #[test]
     fn missing_file_is_named() {
         let err = ImagePreprocess::imagenet().load(Path::new("/nonexistent/cat.png")).unwrap_err().to_string();
-        assert!(err.starts_with("/nonexistent/cat.png: not found"), "{err}");
+        assert!(err.starts_with("/nonexistent/cat.png: No such file"), "{err}");
     }
 }
