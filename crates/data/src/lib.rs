@@ -18,10 +18,12 @@
 //!
 //! [`ImagePreprocess`] prepares images as a backbone preset says (resize, crop, normalise);
 //! [`pipeline`] prepares batches on worker threads, in a deterministic order; [`image_text`]
-//! prepares image+text samples (with an on-disk cache) and collates them into burn tensors.
+//! prepares image+text samples (with an on-disk cache) and collates them into burn tensors;
+//! [`audio`] decodes and resamples WAV to 16 kHz; [`rgbd`] prepares RGB, depth and masks.
 //!
 //! This crate depends on no model crate.
 
+pub mod audio;
 pub mod emoji;
 pub mod error;
 pub mod food101;
@@ -31,6 +33,7 @@ pub mod jsonl;
 pub mod mmimdb;
 pub mod mustard;
 pub mod pipeline;
+pub mod rgbd;
 pub mod sample;
 pub mod segmentation;
 pub mod snli_ve;

@@ -1,0 +1,81 @@
+//! RGB-D segmentation samples: the RGB image normalised per the preset, the depth image read as
+//! grey levels and tiled to three channels (as the official loader feeds depth to an RGB encoder),
+//! and the class mask, all resized to the encoder's square input (nearest neighbour for the mask,
+//! whose 255 marks unlabelled pixels).
+
+use image::imageops::FilterType;
+
+use crate::error::DataError;
+use crate::image::ImagePreprocess;
+use crate::pipeline::Prepare;
+use crate::sample::{Sample, Target};
+
+/// A prepared RGB-D sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RgbdItem {
+    /// `3 × size × size` normalised RGB.
+    pub rgb: Vec<f32>,
+    /// `3 × size × size` depth, scaled to `[0, 1]` then normalised like the RGB.
+    pub depth: Vec<f32>,
+    /// `size × size` class ids (255 = unlabelled).
+    pub mask: Vec<u8>,
+}
+
+/// Prepares RGB-D samples at the preset's size.
+#[derive(Debug, Clone)]
+pub struct RgbdPrepare {
+    /// RGB (and depth) preparation; images are resized to `size × size` directly.
+    pub preprocess: ImagePreprocess,
+}
+
+fn open(path: &std::path::Path) -> Result<image::DynamicImage, DataError> {
+    image::open(path).map_err(|e| match e {
+        image::ImageError::IoError(io) => DataError::io(path, io),
+        other => DataError::Decode { path: path.to_path_buf(), message: other.to_string() },
+    })
+}
+
+impl Prepare for RgbdPrepare {
+    type Item = RgbdItem;
+
+    fn prepare(&self, sample: &Sample) -> Result<RgbdItem, DataError> {
+        let missing = |what: &str| DataError::Decode { path: sample.id.clone().into(), message: format!("sample has no {what}") };
+        let size = self.preprocess.size as u32;
+        let square = ImagePreprocess { resize: self.preprocess.size, ..self.preprocess };
+        let rgb = open(sample.image.as_ref().ok_or_else(|| missing("image"))?)?.resize_exact(size, size, FilterType::Triangle);
+        let depth = open(sample.depth.as_ref().ok_or_else(|| missing("depth"))?)?;
+        // 16-bit depth keeps its range: scale by the maximum of its type, then to 8-bit grey.
+        let grey = depth.to_luma16();
+        let grey = image::DynamicImage::ImageLuma16(grey).to_rgb8();
+        let depth = image::DynamicImage::ImageRgb8(grey).resize_exact(size, size, FilterType::Triangle);
+        let Target::Mask(mask_path) = &sample.target else { return Err(missing("mask")) };
+        let mask = open(mask_path)?;
+        if mask.color().channel_count() != 1 {
+            return Err(DataError::Decode { path: mask_path.clone(), message: "masks must be single-channel class ids".into() });
+        }
+        let mask = mask.to_luma8();
+        let mask = image::imageops::resize(&mask, size, size, FilterType::Nearest).into_raw();
+        Ok(RgbdItem { rgb: square.apply(&rgb), depth: square.apply(&depth), mask })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::{LoadOptions, SplitName};
+    use crate::segmentation::{RgbdDataset, load};
+
+    #[test]
+    fn prepares_the_nyudv2_fixture() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/fixtures/nyudv2");
+        let split = load(&root, RgbdDataset::NyuDv2, SplitName::Train, LoadOptions::default()).unwrap();
+        // 8×6 fixture images to 8×8: columns map one to one, so the unlabelled corner survives.
+        let prepare = RgbdPrepare { preprocess: ImagePreprocess { resize: 8, size: 8, mean: [0.0; 3], std: [1.0; 3] } };
+        let item = prepare.prepare(&split.samples[0]).unwrap();
+        assert_eq!((item.rgb.len(), item.depth.len(), item.mask.len()), (192, 192, 64));
+        // Fixture sample 1: depth grey 40, mask class 1 with the top-left pixel unlabelled.
+        assert!(item.depth.iter().all(|&v| (v - 40.0 / 255.0).abs() < 1e-3), "{:?}", &item.depth[..4]);
+        assert_eq!(item.mask[0], 255, "nearest neighbour keeps the ignore label");
+        assert!(item.mask[1..].iter().all(|&c| c == 1 || c == 255), "no interpolated class ids");
+    }
+}
