@@ -219,6 +219,100 @@ fn build_emoji(root: &Path, downloads: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The real spoken digits: Debian's Asterisk prompts (one speaker, CC-BY-SA-3.0).
+const ASTERISK_DEB: (&str, &str, &str) = (
+    "asterisk-core-sounds-en-wav=1.6.1-1",
+    "asterisk-core-sounds-en-wav_1.6.1-1_all.deb",
+    "2be3ea287d83299d143815fa804f11179a75b7affd4a758b98b55f5afc18a35d",
+);
+
+/// Handwritten digits: scikit-learn's bundled `digits.csv.gz` (UCI, BSD-3-Clause).
+const SKLEARN: PipAsset = PipAsset {
+    package: "scikit-learn",
+    version: "1.9.1",
+    wheel: "scikit_learn-1.9.1-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
+    wheel_sha256: "52a0703bbc07ad27f560fa63fa68e4c54dd735bfbbf65b4dd3c225dc7547b6df",
+    pip_args: &["--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", "--platform", "manylinux_2_28_x86_64"],
+    licence: "digits data from UCI, BSD-3-Clause",
+    members: &[member(
+        "sklearn/datasets/data/digits.csv.gz",
+        "downloads/digits.csv.gz",
+        "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22",
+    )],
+};
+
+/// Builds the spoken+handwritten digits dataset into `.assets/datasets/digits` unless it is there.
+fn build_digits(root: &Path, downloads: &Path) -> Result<()> {
+    let out = root.join("datasets/digits");
+    let stamp = out.join("BUILT");
+    if stamp.exists() {
+        println!("datasets/digits: up to date");
+        return Ok(());
+    }
+    fetch_pip(&SKLEARN, root, downloads)?;
+    let csv = downloads.join("digits.csv");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -dc '{}' > '{}'", downloads.join("digits.csv.gz").display(), csv.display()))
+        .status()
+        .context("running gzip")?;
+    if !status.success() {
+        bail!("cannot decompress digits.csv.gz ({status})");
+    }
+
+    let (spec, file, sha) = ASTERISK_DEB;
+    let deb = downloads.join(file);
+    if !sha256_of(&deb).is_ok_and(|h| h == sha) {
+        println!("asterisk-core-sounds-en-wav: downloading {spec} from Debian (CC-BY-SA-3.0)");
+        let status = Command::new("apt-get")
+            .args(["download", "-q", spec])
+            .current_dir(downloads)
+            .status()
+            .context("running `apt-get download` (Debian's apt is needed; run `apt-get update` first)")?;
+        if !status.success() {
+            bail!("`apt-get download {spec}` failed ({status}); run `apt-get update` and retry");
+        }
+        check(&deb, sha)?;
+    }
+    let unpacked = downloads.join("deb/asterisk-core-sounds-en-wav");
+    let recorded = unpacked.join("usr/share/asterisk/sounds/en_US_f_Allison/digits");
+    if !recorded.join("9.wav").exists() {
+        std::fs::create_dir_all(&unpacked)?;
+        let status = Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked).status().context("running dpkg-deb")?;
+        if !status.success() {
+            bail!("{}: cannot unpack ({status})", deb.display());
+        }
+    }
+
+    let rendered = downloads.join("espeak-digits");
+    let voices = data::digits::espeak_voices();
+    println!("datasets/digits: rendering {} digits in {} espeak-ng voices", data::digits::DIGITS.len(), voices.len());
+    for voice in &voices {
+        let dir = rendered.join(voice);
+        std::fs::create_dir_all(&dir)?;
+        for (digit, word) in data::digits::DIGITS.iter().enumerate() {
+            let wav = dir.join(format!("{digit}.wav"));
+            if wav.exists() {
+                continue;
+            }
+            let status = Command::new("espeak-ng")
+                .args(["-v", voice, "-s", "150", "-w"])
+                .arg(&wav)
+                .arg(word)
+                .status()
+                .context("running espeak-ng (install it: `apt-get install espeak-ng`)")?;
+            if !status.success() {
+                bail!("espeak-ng -v {voice} failed ({status})");
+            }
+        }
+    }
+    let report = data::digits::build(&csv, &recorded, &rendered, &out)?;
+    let [train, val, test] = report.sizes;
+    std::fs::write(&stamp, format!("train {train}\nval {val}\ntest {test}\n"))?;
+    println!("datasets/digits: {train} train, {val} val, {test} test");
+    Ok(())
+}
+
 /// Fetches every asset into `root` (`.assets/`).
 pub fn fetch_all(root: &Path) -> Result<()> {
     let downloads = root.join("downloads");
@@ -238,6 +332,7 @@ pub fn fetch_all(root: &Path) -> Result<()> {
         fetch_pip(asset, root, &downloads)?;
     }
     build_emoji(root, &downloads)?;
+    build_digits(root, &downloads)?;
     println!("assets ready in {}", root.display());
     Ok(())
 }

