@@ -92,6 +92,27 @@ impl Prepare for AudioTextPrepare {
     }
 }
 
+/// The clips of a batch, zero-padded to the longest, and their lengths.
+///
+/// # Shapes
+/// - output: `[items.len(), longest]` and `[items.len()]`
+pub fn audio_batch<B: burn::tensor::backend::Backend>(
+    items: &[AudioTextItem],
+    device: &B::Device,
+) -> (burn::tensor::Tensor<B, 2>, burn::tensor::Tensor<B, 1, burn::tensor::Int>) {
+    use burn::tensor::{Tensor, TensorData};
+    let longest = items.iter().map(|i| i.samples.len()).max().unwrap_or(0);
+    let mut flat = vec![0f32; items.len() * longest];
+    for (row, item) in items.iter().enumerate() {
+        flat[row * longest..row * longest + item.samples.len()].copy_from_slice(&item.samples);
+    }
+    let lengths: Vec<i64> = items.iter().map(|i| i.samples.len() as i64).collect();
+    (
+        Tensor::from_data(TensorData::new(flat, [items.len(), longest]), device),
+        Tensor::from_data(TensorData::new(lengths, [items.len()]), device),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +147,14 @@ mod tests {
         let inner = &down[200..down.len() - 200];
         let rms = (inner.iter().map(|v| v * v).sum::<f32>() / inner.len() as f32).sqrt();
         assert!(rms < 0.05, "alias energy {rms}");
+    }
+
+    #[test]
+    fn batches_pad_to_the_longest_clip() {
+        let item = |n: usize| AudioTextItem { samples: vec![1.0; n], text: String::new(), target: Target::Class(0) };
+        let (audio, lengths) = audio_batch::<burn::backend::Flex>(&[item(2), item(3)], &Default::default());
+        assert_eq!(audio.into_data().to_vec::<f32>().unwrap(), [1.0, 1.0, 0.0, 1.0, 1.0, 1.0]);
+        assert_eq!(lengths.into_data().convert::<i64>().to_vec::<i64>().unwrap(), [2, 3]);
     }
 
     #[test]

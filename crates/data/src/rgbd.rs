@@ -59,6 +59,27 @@ impl Prepare for RgbdPrepare {
     }
 }
 
+/// RGB, depth and masks of a batch.
+///
+/// # Shapes
+/// - output: RGB and depth `[items.len(), 3, size, size]`, masks `[items.len(), size, size]`
+pub fn rgbd_batch<B: burn::tensor::backend::Backend>(
+    items: &[RgbdItem],
+    size: usize,
+    device: &B::Device,
+) -> (burn::tensor::Tensor<B, 4>, burn::tensor::Tensor<B, 4>, burn::tensor::Tensor<B, 3, burn::tensor::Int>) {
+    use burn::tensor::{Tensor, TensorData};
+    let n = items.len();
+    let rgb: Vec<f32> = items.iter().flat_map(|i| i.rgb.iter().copied()).collect();
+    let depth: Vec<f32> = items.iter().flat_map(|i| i.depth.iter().copied()).collect();
+    let mask: Vec<i64> = items.iter().flat_map(|i| i.mask.iter().map(|&c| c as i64)).collect();
+    (
+        Tensor::from_data(TensorData::new(rgb, [n, 3, size, size]), device),
+        Tensor::from_data(TensorData::new(depth, [n, 3, size, size]), device),
+        Tensor::from_data(TensorData::new(mask, [n, size, size]), device),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +98,7 @@ mod tests {
         assert!(item.depth.iter().all(|&v| (v - 40.0 / 255.0).abs() < 1e-3), "{:?}", &item.depth[..4]);
         assert_eq!(item.mask[0], 255, "nearest neighbour keeps the ignore label");
         assert!(item.mask[1..].iter().all(|&c| c == 1 || c == 255), "no interpolated class ids");
+        let (rgb, depth, mask) = rgbd_batch::<burn::backend::Flex>(&[item.clone(), item], 8, &Default::default());
+        assert_eq!((rgb.dims(), depth.dims(), mask.dims()), ([2, 3, 8, 8], [2, 3, 8, 8], [2, 8, 8]));
     }
 }
