@@ -26,6 +26,7 @@ use burn::tensor::backend::Backend;
 use serde::Deserialize;
 
 use crate::error::BackboneError;
+use crate::snapshot::{self, check_gelu, check_model_type, read_config, unsupported};
 use crate::pooling::Pooling;
 use crate::token_encoder::{TokenEncoder, TokenEncoderConfig};
 use crate::weights::{LoadReport, Source, load_safetensors};
@@ -79,25 +80,11 @@ fn absolute() -> String {
 impl HfBertConfig {
     /// Reads and checks `config.json`.
     pub fn read(path: &Path) -> Result<Self, BackboneError> {
-        let text = std::fs::read_to_string(path).map_err(|e| missing_or_io(path, e))?;
-        let config: Self = serde_json::from_str(&text)
-            .map_err(|e| BackboneError::Config { path: path.to_path_buf(), message: e.to_string() })?;
-        let unsupported = |key: &str, value: &str, expected: &str| BackboneError::Unsupported {
-            path: path.to_path_buf(),
-            key: key.into(),
-            value: format!("\"{value}\""),
-            expected: expected.into(),
-        };
-        if let Some(kind) = &config.model_type
-            && kind != "bert"
-        {
-            return Err(unsupported("model_type", kind, "expected \"bert\""));
-        }
-        if config.hidden_act != "gelu" {
-            return Err(unsupported("hidden_act", &config.hidden_act, "only the exact \"gelu\" of BERT"));
-        }
+        let config: Self = read_config(path)?;
+        check_model_type(path, config.model_type.as_deref(), &["bert"])?;
+        check_gelu(path, &config.hidden_act)?;
         if config.position_embedding_type != "absolute" {
-            return Err(unsupported("position_embedding_type", &config.position_embedding_type, "only \"absolute\""));
+            return Err(unsupported(path, "position_embedding_type", format!("\"{}\"", config.position_embedding_type), "only \"absolute\""));
         }
         Ok(config)
     }
@@ -115,14 +102,6 @@ impl HfBertConfig {
         .with_type_vocab_size(self.type_vocab_size)
         .with_layer_norm_eps(self.layer_norm_eps)
         .with_pooling(pooling)
-    }
-}
-
-pub(crate) fn missing_or_io(path: &Path, e: std::io::Error) -> BackboneError {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        BackboneError::MissingFile { path: path.to_path_buf(), hint: "The directory must hold a Hugging Face snapshot of the model.".into() }
-    } else {
-        BackboneError::Config { path: path.to_path_buf(), message: e.to_string() }
     }
 }
 
@@ -176,15 +155,8 @@ pub fn load_bert<B: Backend>(
     device: &B::Device,
 ) -> Result<(TokenEncoder<B>, LoadReport), BackboneError> {
     let config = HfBertConfig::read(&dir.join("config.json"))?;
-    let weights = dir.join("model.safetensors");
-    if !weights.exists() {
-        return Err(BackboneError::MissingFile {
-            path: weights,
-            hint: "The directory must hold a Hugging Face snapshot of the model (safetensors weights).".into(),
-        });
-    }
+    let (weights, prefix) = snapshot::weights(dir, &["bert."])?;
     let names = crate::weights::tensor_names(&weights)?;
-    let prefix = if names.iter().any(|n| n.starts_with("bert.embeddings.")) { "bert." } else { "" };
     let norm_names = if names.iter().any(|n| n.ends_with("embeddings.LayerNorm.gamma")) { ("gamma", "beta") } else { ("weight", "bias") };
     let encoder = config.encoder_config(pooling).init::<B>(device);
     let (encoder, report) = load_safetensors(encoder, &weights, |param| bert_key(prefix, param, norm_names))?;

@@ -31,6 +31,7 @@ pub mod hybrid;
 pub mod mobilenet_v2;
 pub mod pooling;
 pub mod presets;
+mod snapshot;
 pub mod swin;
 pub mod token_encoder;
 pub mod tokenizer;

@@ -28,11 +28,11 @@ use burn::tensor::{Bool, Tensor, backend::Backend};
 use mope_core::{EncoderTokens, PromptableEncoder};
 use serde::Deserialize;
 
-use crate::bert::missing_or_io;
 use crate::error::BackboneError;
 use crate::pooling::Pooling;
 use crate::transformer::{TransformerLayer, TransformerLayerConfig};
-use crate::weights::{LoadReport, Source, load_safetensors, tensor_names};
+use crate::snapshot::{self, check_gelu, check_model_type, read_config, unsupported};
+use crate::weights::{LoadReport, Source, load_safetensors};
 
 /// Configuration of a [`ViT`]. Names follow burn; Hugging Face's are in the docs.
 #[derive(Config, Debug)]
@@ -213,26 +213,11 @@ fn yes() -> bool {
 impl HfViTConfig {
     /// Reads and checks `config.json`.
     pub fn read(path: &Path) -> Result<Self, BackboneError> {
-        let text = std::fs::read_to_string(path).map_err(|e| missing_or_io(path, e))?;
-        let config: Self =
-            serde_json::from_str(&text).map_err(|e| BackboneError::Config { path: path.to_path_buf(), message: e.to_string() })?;
-        let unsupported = |key: &str, value: String, expected: &str| BackboneError::Unsupported {
-            path: path.to_path_buf(),
-            key: key.into(),
-            value,
-            expected: expected.into(),
-        };
-        if let Some(kind) = &config.model_type
-            && kind != "vit"
-            && kind != "deit"
-        {
-            return Err(unsupported("model_type", format!("\"{kind}\""), "expected \"vit\" or \"deit\""));
-        }
-        if config.hidden_act != "gelu" {
-            return Err(unsupported("hidden_act", format!("\"{}\"", config.hidden_act), "only the exact \"gelu\""));
-        }
+        let config: Self = read_config(path)?;
+        check_model_type(path, config.model_type.as_deref(), &["vit", "deit"])?;
+        check_gelu(path, &config.hidden_act)?;
         if !config.qkv_bias {
-            return Err(unsupported("qkv_bias", "false".into(), "query/key/value biases are required"));
+            return Err(unsupported(path, "qkv_bias", "false", "query/key/value biases are required"));
         }
         Ok(config)
     }
@@ -291,15 +276,7 @@ pub fn vit_key(prefix: &str, param: &str) -> Option<Source> {
 /// Loads a ViT from a Hugging Face snapshot directory (`config.json`, `model.safetensors`).
 pub fn load_vit<B: Backend>(dir: &Path, pooling: Pooling, device: &B::Device) -> Result<(ViT<B>, LoadReport), BackboneError> {
     let config = HfViTConfig::read(&dir.join("config.json"))?;
-    let weights = dir.join("model.safetensors");
-    if !weights.exists() {
-        return Err(BackboneError::MissingFile {
-            path: weights,
-            hint: "The directory must hold a Hugging Face snapshot of the model (safetensors weights).".into(),
-        });
-    }
-    let names = tensor_names(&weights)?;
-    let prefix = ["vit.", "deit."].into_iter().find(|p| names.iter().any(|n| n.starts_with(&format!("{p}embeddings.")))).unwrap_or("");
+    let (weights, prefix) = snapshot::weights(dir, &["vit.", "deit."])?;
     let vit = config.encoder_config(pooling).init::<B>(device);
     Ok(load_safetensors(vit, &weights, |param| vit_key(prefix, param))?)
 }

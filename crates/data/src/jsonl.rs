@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::error::DataError;
-use crate::sample::{Collector, LoadOptions, Sample, Split, SplitName, Target, Task, existing, read};
+use crate::sample::{Collector, LoadOptions, Sample, Split, SplitName, Target, Task, existing, read, read_labels};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,7 +30,7 @@ struct Row {
 /// Loads a split of a JSON-lines dataset; `dataset` names it in reports.
 pub fn load(root: &Path, dataset: &'static str, split: SplitName, options: LoadOptions) -> Result<Split, DataError> {
     let labels_path = root.join("labels.txt");
-    let labels: Vec<String> = read(&labels_path)?.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+    let labels = read_labels(&labels_path)?;
     let mut path = root.join(format!("{split}.jsonl"));
     if split == SplitName::Val && !path.exists() && root.join("dev.jsonl").exists() {
         path = root.join("dev.jsonl");

@@ -144,3 +144,9 @@ pub(crate) fn existing(path: PathBuf, kind: &'static str, listed_in: &Path, line
 pub(crate) fn read(path: &Path) -> Result<String, DataError> {
     std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))
 }
+
+/// Reads a `labels.txt`: one label per line, trimmed (some official files have trailing spaces),
+/// blank lines ignored.
+pub(crate) fn read_labels(path: &Path) -> Result<Vec<String>, DataError> {
+    Ok(read(path)?.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
+}

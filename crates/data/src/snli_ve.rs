@@ -14,7 +14,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::error::DataError;
-use crate::sample::{Collector, LoadOptions, Sample, Split, SplitName, Target, Task, existing, read};
+use crate::sample::{Collector, LoadOptions, Sample, Split, SplitName, Target, Task, existing, read, read_labels};
 
 /// Label order when no `labels.txt` is given.
 pub const DEFAULT_LABELS: [&str; 3] = ["entailment", "neutral", "contradiction"];
@@ -33,7 +33,7 @@ struct Row {
 pub fn load(root: &Path, split: SplitName, options: LoadOptions) -> Result<Split, DataError> {
     let labels_path = root.join("labels.txt");
     let labels: Vec<String> = if labels_path.exists() {
-        read(&labels_path)?.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
+        read_labels(&labels_path)?
     } else {
         DEFAULT_LABELS.iter().map(|l| l.to_string()).collect()
     };

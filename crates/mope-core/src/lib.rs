@@ -55,4 +55,4 @@ pub use mapper::{PromptMapper, PromptMapperConfig};
 pub use params::{FloatParam, ModuleParams, ParamSummary, float_params, materialize, params_with_gradient};
 pub use prompts::{MopePrompts, MopePromptsConfig, MopeRun};
 pub use regularizer::{RoutingStats, importance_loss, load_balance_loss};
-pub use router::{Router, RouterConfig, RoutingOutput};
+pub use router::{Router, RouterConfig, RouterSettings, RoutingOutput};

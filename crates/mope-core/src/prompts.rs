@@ -13,7 +13,7 @@ use burn::tensor::{Bool, Tensor, backend::Backend};
 use crate::deep_prompt::LayerPromptSource;
 use crate::experts::{PromptExperts, PromptExpertsConfig, vpt_init_range};
 use crate::mapper::{PromptMapper, PromptMapperConfig};
-use crate::router::{Router, RouterConfig, RoutingOutput};
+use crate::router::{Router, RouterConfig, RouterSettings, RoutingOutput};
 
 /// Configuration of [`MopePrompts`]. Field names follow burn; the official MoPE flag names are
 /// given in brackets.
@@ -45,8 +45,7 @@ pub struct MopePromptsConfig {
     /// Token width of each layer, for encoders that widen (Swin); `None`: `d_model` everywhere.
     #[config(default = "None")]
     pub layer_widths: Option<Vec<usize>>,
-    /// Router settings shared by all layers (`num_experts`, `d_model` and `d_complementary` are
-    /// taken from this configuration; each layer's keys use `key_seed + layer`).
+    /// Router settings shared by all layers (each layer's keys use `key_seed + layer`).
     #[config(default = "RouterSettings::new()")]
     pub router: RouterSettings,
     /// Mapper hidden width.
@@ -58,35 +57,6 @@ pub struct MopePromptsConfig {
     /// Half-width of the uniform prompt initialisation; `None` uses VPT's value for the width.
     #[config(default = "None")]
     pub init_range: Option<f64>,
-}
-
-/// The router options of [`RouterConfig`] that do not depend on the encoder.
-#[derive(Config, Debug)]
-pub struct RouterSettings {
-    /// See [`RouterConfig::d_inter`].
-    #[config(default = 2)]
-    pub d_inter: usize,
-    /// See [`RouterConfig::d_cross`].
-    #[config(default = 8)]
-    pub d_cross: usize,
-    /// See [`RouterConfig::temperature`].
-    #[config(default = 0.1)]
-    pub temperature: f64,
-    /// See [`RouterConfig::noise_std`].
-    #[config(default = 0.00390625)]
-    pub noise_std: f64,
-    /// See [`RouterConfig::noise_at_eval`].
-    #[config(default = false)]
-    pub noise_at_eval: bool,
-    /// See [`RouterConfig::top_k`].
-    #[config(default = "None")]
-    pub top_k: Option<usize>,
-    /// See [`RouterConfig::train_keys`].
-    #[config(default = false)]
-    pub train_keys: bool,
-    /// See [`RouterConfig::key_seed`].
-    #[config(default = 0)]
-    pub key_seed: u64,
 }
 
 /// The prompts of one layer.
@@ -193,15 +163,11 @@ impl MopePromptsConfig {
 
     fn router_config(&self, layer: usize) -> RouterConfig {
         let s = &self.router;
-        RouterConfig::new(self.num_experts, self.width(layer), self.d_complementary.max(1))
-            .with_d_inter(s.d_inter)
+        let settings = s
+            .clone()
             .with_d_cross(if self.d_complementary > 0 { s.d_cross } else { 0 })
-            .with_temperature(s.temperature)
-            .with_noise_std(s.noise_std)
-            .with_noise_at_eval(s.noise_at_eval)
-            .with_top_k(s.top_k)
-            .with_train_keys(s.train_keys)
-            .with_key_seed(s.key_seed.wrapping_add(layer as u64))
+            .with_key_seed(s.key_seed.wrapping_add(layer as u64));
+        RouterConfig::new(self.num_experts, self.width(layer), self.d_complementary.max(1)).with_settings(settings)
     }
 }
 

@@ -16,15 +16,10 @@ use burn::tensor::{Distribution, Int, Tensor, TensorData, backend::Backend};
 
 use crate::orthogonal::orthogonal;
 
-/// Configuration of a [`Router`].
+/// The options of a router that do not depend on the encoders it connects (shared by all
+/// layers in [`MopePromptsConfig`](crate::MopePromptsConfig)).
 #[derive(Config, Debug)]
-pub struct RouterConfig {
-    /// Number of experts `E`.
-    pub num_experts: usize,
-    /// Width of the main encoder's hidden states.
-    pub d_model: usize,
-    /// Width of the complementary representation `y`.
-    pub d_complementary: usize,
+pub struct RouterSettings {
     /// Width of the projection of the main hidden state (official `d_inter`); 0 routes on `y` alone,
     /// as the older text-only router of the official code.
     #[config(default = 2)]
@@ -51,6 +46,20 @@ pub struct RouterConfig {
     /// Seed of the orthogonal routing keys.
     #[config(default = 0)]
     pub key_seed: u64,
+}
+
+/// Configuration of a [`Router`].
+#[derive(Config, Debug)]
+pub struct RouterConfig {
+    /// Number of experts `E`.
+    pub num_experts: usize,
+    /// Width of the main encoder's hidden states.
+    pub d_model: usize,
+    /// Width of the complementary representation `y`.
+    pub d_complementary: usize,
+    /// Everything else.
+    #[config(default = "RouterSettings::new()")]
+    pub settings: RouterSettings,
 }
 
 /// Routes instances to prompt experts.
@@ -84,11 +93,12 @@ impl RouterConfig {
     /// If `num_experts` is 0, `d_inter + d_cross` is 0, `top_k` is not in `1..=num_experts`, or the
     /// temperature is not positive.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Router<B> {
+        let s = &self.settings;
         assert!(self.num_experts > 0, "a router needs at least one expert");
-        let d_key = self.d_inter + self.d_cross;
+        let d_key = s.d_inter + s.d_cross;
         assert!(d_key > 0, "d_inter + d_cross must be positive");
-        assert!(self.temperature > 0.0, "temperature must be positive, got {}", self.temperature);
-        if let Some(k) = self.top_k {
+        assert!(s.temperature > 0.0, "temperature must be positive, got {}", s.temperature);
+        if let Some(k) = s.top_k {
             assert!(
                 (1..=self.num_experts).contains(&k),
                 "top_k = {k} must be in 1..={}",
@@ -96,24 +106,22 @@ impl RouterConfig {
             );
         }
         let keys = Tensor::<B, 2>::from_data(
-            TensorData::new(orthogonal(d_key, self.num_experts, self.key_seed), [d_key, self.num_experts]),
+            TensorData::new(orthogonal(d_key, self.num_experts, s.key_seed), [d_key, self.num_experts]),
             device,
         );
-        let keys = if self.train_keys {
+        let keys = if s.train_keys {
             Param::from_tensor(keys)
         } else {
             Param::initialized(ParamId::new(), keys)
         };
         Router {
-            self_proj: (self.d_inter > 0)
-                .then(|| LinearConfig::new(self.d_model, self.d_inter).init(device)),
-            cross_proj: (self.d_cross > 0)
-                .then(|| LinearConfig::new(self.d_complementary, self.d_cross).init(device)),
+            self_proj: (s.d_inter > 0).then(|| LinearConfig::new(self.d_model, s.d_inter).init(device)),
+            cross_proj: (s.d_cross > 0).then(|| LinearConfig::new(self.d_complementary, s.d_cross).init(device)),
             keys,
-            temperature: self.temperature,
-            noise_std: self.noise_std,
-            noise_at_eval: self.noise_at_eval,
-            top_k: self.top_k.unwrap_or(0),
+            temperature: s.temperature,
+            noise_std: s.noise_std,
+            noise_at_eval: s.noise_at_eval,
+            top_k: s.top_k.unwrap_or(0),
         }
     }
 }
@@ -210,7 +218,7 @@ mod tests {
     #[test]
     fn logits_are_query_times_keys_over_temperature() {
         let device = Default::default();
-        let router = RouterConfig::new(3, 16, 12).with_temperature(0.5).init::<B>(&device);
+        let router = RouterConfig::new(3, 16, 12).with_settings(RouterSettings::new().with_temperature(0.5)).init::<B>(&device);
         let (x, y) = inputs();
         let out = router.forward(x.clone(), y.clone());
         let q = Tensor::cat(
@@ -228,8 +236,7 @@ mod tests {
     fn top_k_keeps_exactly_k_experts() {
         let device = Default::default();
         let router = RouterConfig::new(6, 16, 12)
-            .with_d_inter(4)
-            .with_top_k(Some(2))
+            .with_settings(RouterSettings::new().with_d_inter(4).with_top_k(Some(2)))
             .init::<B>(&device);
         let (x, y) = inputs();
         let out = router.forward(x, y);
@@ -250,14 +257,15 @@ mod tests {
     fn noise_only_while_training_unless_asked() {
         type AB = Autodiff<Flex>;
         let device = Default::default();
-        let cfg = RouterConfig::new(4, 16, 12).with_noise_std(0.5);
+        let settings = RouterSettings::new().with_noise_std(0.5);
+        let cfg = RouterConfig::new(4, 16, 12).with_settings(settings.clone());
         let eval_router = cfg.init::<B>(&device);
         let (x, y) = inputs();
         let a = eval_router.forward(x.clone(), y.clone()).logits;
         let b = eval_router.forward(x.clone(), y.clone()).logits;
         a.to_data().assert_eq(&b.to_data(), true);
 
-        let noisy_eval = cfg.clone().with_noise_at_eval(true).init::<B>(&device);
+        let noisy_eval = cfg.clone().with_settings(settings.with_noise_at_eval(true)).init::<B>(&device);
         let a = noisy_eval.forward(x.clone(), y.clone()).logits;
         let b = noisy_eval.forward(x.clone(), y.clone()).logits;
         assert_ne!(a.to_data().to_vec::<f32>().unwrap(), b.to_data().to_vec::<f32>().unwrap());
@@ -279,7 +287,7 @@ mod tests {
         assert!(!r1.keys.val().is_require_grad());
         assert!(r1.cross_proj.as_ref().unwrap().weight.val().is_require_grad());
         r1.keys.val().to_data().assert_eq(&r2.keys.val().to_data(), true);
-        let trained = RouterConfig::new(4, 16, 12).with_train_keys(true).init::<AB>(&device);
+        let trained = RouterConfig::new(4, 16, 12).with_settings(RouterSettings::new().with_train_keys(true)).init::<AB>(&device);
         assert!(trained.keys.val().is_require_grad());
     }
 }

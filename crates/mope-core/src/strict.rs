@@ -66,21 +66,21 @@ mod tests {
 
     fn router_json() -> serde_json::Value {
         // burn's `Config` fills defaults in `new()` only; a serialised config has every field.
-        serde_json::to_value(RouterConfig::new(4, 8, 3).with_temperature(0.5)).unwrap()
+        serde_json::to_value(RouterConfig::new(4, 8, 3).with_settings(crate::router::RouterSettings::new().with_temperature(0.5))).unwrap()
     }
 
     #[test]
     fn accepts_known_keys() {
         let cfg: RouterConfig = from_value_strict(router_json()).unwrap();
-        assert_eq!((cfg.num_experts, cfg.temperature), (4, 0.5));
+        assert_eq!((cfg.num_experts, cfg.settings.temperature), (4, 0.5));
     }
 
     #[test]
     fn names_the_unknown_key() {
         let mut value = router_json();
-        value["temprature"] = serde_json::json!(1.0);
+        value["settings"]["temprature"] = serde_json::json!(1.0);
         let msg = from_value_strict::<RouterConfig>(value).unwrap_err().to_string();
-        assert!(msg.starts_with("unknown key `temprature`"), "{msg}");
+        assert!(msg.starts_with("unknown key `settings.temprature`"), "{msg}");
         assert!(msg.contains("temperature"), "the hint lists the real key: {msg}");
     }
 

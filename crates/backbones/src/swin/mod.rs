@@ -40,10 +40,10 @@ use serde::Deserialize;
 pub use block::{PromptLayout, SwinBlock};
 pub use patch_merging::PatchMerging;
 
-use crate::bert::missing_or_io;
 use crate::error::BackboneError;
 use crate::pooling::Pooling;
-use crate::weights::{LoadReport, Source, load_safetensors, tensor_names};
+use crate::snapshot::{self, check_gelu, check_model_type, read_config, unsupported};
+use crate::weights::{LoadReport, Source, load_safetensors};
 
 /// Configuration of a [`Swin`].
 #[derive(Config, Debug)]
@@ -282,25 +282,11 @@ fn gelu() -> String {
 impl HfSwinConfig {
     /// Reads and checks `config.json`.
     pub fn read(path: &Path) -> Result<Self, BackboneError> {
-        let text = std::fs::read_to_string(path).map_err(|e| missing_or_io(path, e))?;
-        let config: Self =
-            serde_json::from_str(&text).map_err(|e| BackboneError::Config { path: path.to_path_buf(), message: e.to_string() })?;
-        let unsupported = |key: &str, value: String, expected: &str| BackboneError::Unsupported {
-            path: path.to_path_buf(),
-            key: key.into(),
-            value,
-            expected: expected.into(),
-        };
-        if let Some(kind) = &config.model_type
-            && kind != "swin"
-        {
-            return Err(unsupported("model_type", format!("\"{kind}\""), "expected \"swin\""));
-        }
-        if config.hidden_act != "gelu" {
-            return Err(unsupported("hidden_act", format!("\"{}\"", config.hidden_act), "only the exact \"gelu\""));
-        }
+        let config: Self = read_config(path)?;
+        check_model_type(path, config.model_type.as_deref(), &["swin"])?;
+        check_gelu(path, &config.hidden_act)?;
         if config.use_absolute_embeddings {
-            return Err(unsupported("use_absolute_embeddings", "true".into(), "Swin without absolute position embeddings"));
+            return Err(unsupported(path, "use_absolute_embeddings", "true", "Swin without absolute position embeddings"));
         }
         Ok(config)
     }
@@ -366,15 +352,7 @@ pub fn load_swin<B: Backend>(
     device: &B::Device,
 ) -> Result<(Swin<B>, LoadReport), BackboneError> {
     let config = HfSwinConfig::read(&dir.join("config.json"))?;
-    let weights = dir.join("model.safetensors");
-    if !weights.exists() {
-        return Err(BackboneError::MissingFile {
-            path: weights,
-            hint: "The directory must hold a Hugging Face snapshot of the model (safetensors weights).".into(),
-        });
-    }
-    let names = tensor_names(&weights)?;
-    let prefix = if names.iter().any(|n| n.starts_with("swin.embeddings.")) { "swin." } else { "" };
+    let (weights, prefix) = snapshot::weights(dir, &["swin."])?;
     let swin = config.encoder_config(pooling, prompt_layout).init::<B>(device);
     Ok(load_safetensors(swin, &weights, |param| swin_key(prefix, param, &config.depths))?)
 }
