@@ -65,11 +65,11 @@ pub struct MultimodalClassifierConfig {
     /// Prompts of the main encoder. `num_layers`, `d_model` and `d_complementary` are taken from
     /// the encoders at [`init`](Self::init); the method switches parts off as in the table above.
     pub prompts: MopePromptsConfig,
-    /// Deep static prompt tokens per layer in the complementary encoder [`t_prompt_length`];
+    /// Deep static prompt tokens per layer in the complementary encoder (official `--t_prompt_length`);
     /// 0 keeps it frozen without prompts.
     #[config(default = 0)]
     pub complementary_prompt_len: usize,
-    /// Weight of the importance loss [`w_imp`].
+    /// Weight of the importance loss (official `--w_imp`).
     #[config(default = 0.01)]
     pub importance_weight: f64,
     /// Importance values at or below this are zeroed (official code: 0.1).

@@ -16,7 +16,7 @@ use crate::mapper::{PromptMapper, PromptMapperConfig};
 use crate::router::{Router, RouterConfig, RouterSettings, RoutingOutput};
 
 /// Configuration of [`MopePrompts`]. Field names follow burn; the official MoPE flag names are
-/// given in brackets.
+/// given where they exist.
 #[derive(Config, Debug)]
 pub struct MopePromptsConfig {
     /// Number of layers of the prompted encoder.
@@ -26,13 +26,13 @@ pub struct MopePromptsConfig {
     /// Width of the complementary representation the router and mapper read (0 when there is none,
     /// as for vanilla prompt tuning).
     pub d_complementary: usize,
-    /// Static prompt tokens per layer [`prompt_length`]; 0 disables the static prompt.
+    /// Static prompt tokens per layer (official `--prompt_length`); 0 disables the static prompt.
     #[config(default = 6)]
     pub static_len: usize,
-    /// Prompt experts per layer [`moe_n_experts`]; 0 disables the dynamic prompt.
+    /// Prompt experts per layer (official `--moe_n_experts`); 0 disables the dynamic prompt.
     #[config(default = 4)]
     pub num_experts: usize,
-    /// Tokens per expert prompt [`prompt_length`].
+    /// Tokens per expert prompt (official `--prompt_length`).
     #[config(default = 6)]
     pub expert_len: usize,
     /// Mapped prompt tokens (shared by all layers); 0 disables the mapper.
