@@ -5,8 +5,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use burn::module::{Module, ModuleMapper, Param, ParamId};
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::module::Module;
+use burn::tensor::{TensorData, backend::Backend};
+use mope_core::replace_float_params;
 use safetensors::{Dtype, SafeTensors};
 
 /// How a checkpoint tensor becomes a burn parameter.
@@ -250,107 +251,93 @@ pub fn load_safetensors<B: Backend, M: Module<B>>(
     load_tensors(module, &SafetensorsFile::open(path)?, key_map)
 }
 
-/// Loads every float parameter of `module` from `source` through `key_map`.
+/// Loads every float parameter of `module` from `source` through `key_map`. Loaded parameters
+/// require gradients, as freshly built ones do.
 pub fn load_tensors<B: Backend, M: Module<B>>(
     module: M,
     source: &dyn TensorSource,
     key_map: impl Fn(&str) -> Option<Source>,
 ) -> Result<(M, LoadReport), WeightsError> {
-    struct Loader<'a, F> {
-        source: &'a dyn TensorSource,
-        key_map: F,
-        module_path: Vec<String>,
-        used: BTreeSet<String>,
-        error: Option<WeightsError>,
-        loaded: usize,
-    }
-    impl<F: Fn(&str) -> Option<Source>> Loader<'_, F> {
-        fn fetch(&mut self, param: &str, expected: &[usize]) -> Result<TensorData, WeightsError> {
-            let path = self.source.path().to_path_buf();
-            let source = (self.key_map)(param).ok_or_else(|| WeightsError::Unmapped { path: path.clone(), param: param.to_string() })?;
-            let key = source.key().to_string();
-            let (values, shape) = self.source.tensor(&key)?.ok_or_else(|| WeightsError::MissingKey {
-                path: path.clone(),
-                key: key.clone(),
-                param: param.to_string(),
-            })?;
-            let stored_expected = source.stored_shape(expected, &shape);
-            let transposed = match &source {
-                Source::Transpose(_) | Source::Rows { transpose: true, .. } => " (PyTorch layout, transposed on load)",
-                _ => "",
-            };
-            let rows_fit = match &source {
-                Source::Rows { start, len, .. } => shape.first().is_some_and(|&rows| start + len <= rows) && expected.len() == shape.len(),
-                _ => true,
-            };
-            let slice_ok = match &source {
-                Source::Rows { len, transpose, .. } => {
-                    let rows_dim = if *transpose { expected.last() } else { expected.first() };
-                    rows_dim == Some(len)
-                }
-                _ => true,
-            };
-            if shape != stored_expected || !rows_fit || !slice_ok {
-                return Err(WeightsError::ShapeMismatch {
-                    path,
-                    key,
-                    param: param.to_string(),
-                    expected: stored_expected,
-                    found: shape,
-                    transposed,
-                });
+    let mut used = BTreeSet::new();
+    let mut loaded = 0;
+    let mut error = None;
+    let module = replace_float_params(module, |param, shape| {
+        if error.is_some() {
+            return None;
+        }
+        match fetch(source, &key_map, param, shape) {
+            Ok((data, key)) => {
+                used.insert(key);
+                loaded += 1;
+                Some((data, true))
             }
-            self.used.insert(key);
-            let (values, rows, cols) = match &source {
-                Source::Rows { start, len, .. } => {
-                    let row_len: usize = shape[1..].iter().product();
-                    (values[start * row_len..(start + len) * row_len].to_vec(), *len, row_len)
-                }
-                _ => (values, shape.first().copied().unwrap_or(1), shape.iter().skip(1).product()),
-            };
-            let values = match source {
-                Source::Transpose(_) | Source::Rows { transpose: true, .. } => transpose(&values, rows, cols),
-                _ => values,
-            };
-            Ok(TensorData::new(values, expected.to_vec()))
-        }
-    }
-    impl<B: Backend, F: Fn(&str) -> Option<Source>> ModuleMapper<B> for Loader<'_, F> {
-        fn enter_module(&mut self, name: &str, _container_type: &str) {
-            self.module_path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _name: &str, _container_type: &str) {
-            self.module_path.pop();
-        }
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-            if self.error.is_some() {
-                return param;
-            }
-            let name = self.module_path.join(".");
-            let shape = param.shape().dims::<D>().to_vec();
-            match self.fetch(&name, &shape) {
-                Ok(data) => {
-                    self.loaded += 1;
-                    let device = param.lazy_device();
-                    // The random initial value is never drawn: the parameter is replaced whole.
-                    Param::initialized(ParamId::new(), Tensor::<B, D>::from_data(data, &device).require_grad())
-                }
-                Err(e) => {
-                    self.error = Some(e);
-                    param
-                }
+            Err(e) => {
+                error = Some(e);
+                None
             }
         }
-    }
-
-    let mut loader = Loader { source, key_map, module_path: Vec::new(), used: BTreeSet::new(), error: None, loaded: 0 };
-    let module = module.map(&mut loader);
-    if let Some(e) = loader.error {
+    });
+    if let Some(e) = error {
         return Err(e);
     }
-    let mut unused: Vec<String> = source.keys().into_iter().filter(|k| !loader.used.contains(k)).collect();
+    let mut unused: Vec<String> = source.keys().into_iter().filter(|k| !used.contains(k)).collect();
     unused.sort();
-    Ok((module, LoadReport { loaded: loader.loaded, unused }))
+    Ok((module, LoadReport { loaded, unused }))
+}
+
+/// The values of parameter `param` (of shape `expected`) from `source`, and the key they came from.
+fn fetch(
+    source: &dyn TensorSource,
+    key_map: &impl Fn(&str) -> Option<Source>,
+    param: &str,
+    expected: &[usize],
+) -> Result<(TensorData, String), WeightsError> {
+    let path = source.path().to_path_buf();
+    let map = key_map(param).ok_or_else(|| WeightsError::Unmapped { path: path.clone(), param: param.to_string() })?;
+    let key = map.key().to_string();
+    let (values, shape) = source.tensor(&key)?.ok_or_else(|| WeightsError::MissingKey {
+        path: path.clone(),
+        key: key.clone(),
+        param: param.to_string(),
+    })?;
+    let stored_expected = map.stored_shape(expected, &shape);
+    let transposed = match &map {
+        Source::Transpose(_) | Source::Rows { transpose: true, .. } => " (PyTorch layout, transposed on load)",
+        _ => "",
+    };
+    let rows_fit = match &map {
+        Source::Rows { start, len, .. } => shape.first().is_some_and(|&rows| start + len <= rows) && expected.len() == shape.len(),
+        _ => true,
+    };
+    let slice_ok = match &map {
+        Source::Rows { len, transpose, .. } => {
+            let rows_dim = if *transpose { expected.last() } else { expected.first() };
+            rows_dim == Some(len)
+        }
+        _ => true,
+    };
+    if shape != stored_expected || !rows_fit || !slice_ok {
+        return Err(WeightsError::ShapeMismatch {
+            path,
+            key,
+            param: param.to_string(),
+            expected: stored_expected,
+            found: shape,
+            transposed,
+        });
+    }
+    let (values, rows, cols) = match &map {
+        Source::Rows { start, len, .. } => {
+            let row_len: usize = shape[1..].iter().product();
+            (values[start * row_len..(start + len) * row_len].to_vec(), *len, row_len)
+        }
+        _ => (values, shape.first().copied().unwrap_or(1), shape.iter().skip(1).product()),
+    };
+    let values = match map {
+        Source::Transpose(_) | Source::Rows { transpose: true, .. } => transpose(&values, rows, cols),
+        _ => values,
+    };
+    Ok((TensorData::new(values, expected.to_vec()), key))
 }
 
 /// Transposes a row-major `rows × cols` matrix.

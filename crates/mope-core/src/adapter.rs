@@ -16,12 +16,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use burn::module::{Module, ModuleMapper, Param};
-use burn::tensor::{Tensor, TensorData, backend::AutodiffBackend, backend::Backend};
+use burn::module::Module;
+use burn::tensor::{TensorData, backend::AutodiffBackend, backend::Backend};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
-use crate::params::{FloatParam, ParamSummary, float_params, thousands};
+use crate::params::{FloatParam, ParamSummary, float_params, replace_float_params, thousands};
 use crate::strict::{StrictError, from_value_strict};
 
 /// File name of the adapter weights.
@@ -328,29 +328,12 @@ pub fn load_adapter<B: Backend, M: Module<B>>(model: M, dir: &Path) -> Result<(M
         return Err(AdapterError::MissingKey { path, key: missing.path.clone(), why: "the model trains it" });
     }
 
-    struct Loader {
-        path: Vec<String>,
-        tensors: BTreeMap<String, TensorData>,
-    }
-    impl<B: Backend> ModuleMapper<B> for Loader {
-        fn enter_module(&mut self, name: &str, _container_type: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _name: &str, _container_type: &str) {
-            self.path.pop();
-        }
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-            let Some(data) = self.tensors.remove(&self.path.join(".")) else {
-                return param;
-            };
-            let (id, value, mapper) = param.consume();
-            let loaded = Tensor::<B, D>::from_data(data, &value.device()).set_require_grad(value.is_require_grad());
-            Param::from_mapped_value(id, loaded, mapper)
-        }
-    }
-    let mut loader = Loader { path: Vec::new(), tensors };
-    let model = model.map(&mut loader);
-    debug_assert!(loader.tensors.is_empty(), "every checked tensor was applied");
+    let trainable: BTreeMap<&str, bool> = params.iter().map(|p| (p.path.as_str(), p.trainable)).collect();
+    let model = replace_float_params(model, |path, _shape| {
+        // Shapes were checked above; the loaded value keeps the parameter's trainability.
+        tensors.remove(path).map(|data| (data, trainable[path]))
+    });
+    debug_assert!(tensors.is_empty(), "every checked tensor was applied");
     Ok((model, config))
 }
 

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Tensor, TensorData, backend::AutodiffBackend, backend::Backend};
 
 /// One float parameter, found by walking a module.
@@ -74,6 +74,39 @@ pub fn materialize<B: Backend, M: Module<B>>(module: M) -> M {
     }
     module.visit(&mut Touch);
     module
+}
+
+/// Replaces the values of float parameters by module path: `values(path, shape)` returns the new
+/// values of the parameter at `path` and whether it requires gradients, or `None` to keep it.
+/// Replaced parameters keep their id; a lazily initialised one is replaced without drawing its
+/// random initial value. The shared mechanism of adapter loading and pretrained-weight loading.
+pub fn replace_float_params<B: Backend, M: Module<B>>(
+    module: M,
+    values: impl FnMut(&str, &[usize]) -> Option<(TensorData, bool)>,
+) -> M {
+    struct Replacer<F> {
+        path: Vec<String>,
+        values: F,
+    }
+    impl<B: Backend, F: FnMut(&str, &[usize]) -> Option<(TensorData, bool)>> ModuleMapper<B> for Replacer<F> {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let shape = param.shape().dims::<D>().to_vec();
+            match (self.values)(&self.path.join("."), &shape) {
+                None => param,
+                Some((data, trainable)) => {
+                    let device = param.lazy_device();
+                    Param::initialized(param.id, Tensor::<B, D>::from_data(data, &device).set_require_grad(trainable))
+                }
+            }
+        }
+    }
+    module.map(&mut Replacer { path: Vec::new(), values })
 }
 
 /// For every float parameter of `module`, its path and whether `grads` holds a gradient for it:
