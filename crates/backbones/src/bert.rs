@@ -155,8 +155,7 @@ pub fn load_bert<B: Backend>(
     device: &B::Device,
 ) -> Result<(TokenEncoder<B>, LoadReport), BackboneError> {
     let config = HfBertConfig::read(&dir.join("config.json"))?;
-    let (weights, prefix) = snapshot::weights(dir, &["bert."])?;
-    let names = crate::weights::tensor_names(&weights)?;
+    let (weights, prefix, names) = snapshot::weights(dir, &["bert."])?;
     let norm_names = if names.iter().any(|n| n.ends_with("embeddings.LayerNorm.gamma")) { ("gamma", "beta") } else { ("weight", "bias") };
     let encoder = config.encoder_config(pooling).init::<B>(device);
     let (encoder, report) = load_safetensors(encoder, &weights, |param| bert_key(prefix, param, norm_names))?;

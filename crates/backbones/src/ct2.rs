@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::weights::{HostTensor, TensorSource, WeightsError, f16_to_f32};
+use crate::weights::{FloatFormat, HostTensor, TensorSource, WeightsError, decode_floats};
 
 /// A variable of the file: where its bytes are and how to read them.
 #[derive(Debug, Clone)]
@@ -141,13 +141,13 @@ impl TensorSource for Ct2Model {
     fn tensor(&self, key: &str) -> Result<Option<HostTensor>, WeightsError> {
         let Some(v) = self.variables.get(key) else { return Ok(None) };
         let b = &self.bytes[v.offset..v.offset + v.len];
-        let values = match v.dtype {
-            F32 => b.chunks_exact(4).map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]])).collect(),
-            F16 => b.chunks_exact(2).map(|x| f16_to_f32(u16::from_le_bytes([x[0], x[1]]))).collect(),
-            BF16 => b.chunks_exact(2).map(|x| f32::from_bits((u16::from_le_bytes([x[0], x[1]]) as u32) << 16)).collect(),
+        let format = match v.dtype {
+            F32 => FloatFormat::F32,
+            F16 => FloatFormat::F16,
+            BF16 => FloatFormat::BF16,
             _ => return Err(invalid(&self.path, format!("`{key}` is quantised or integer; float weights are needed"))),
         };
-        Ok(Some((values, v.dims.clone())))
+        Ok(Some((decode_floats(b, format), v.dims.clone())))
     }
 
     fn keys(&self) -> Vec<String> {

@@ -45,10 +45,10 @@ pub(crate) fn check_gelu(path: &Path, hidden_act: &str) -> Result<(), BackboneEr
     if hidden_act == "gelu" { Ok(()) } else { Err(unsupported(path, "hidden_act", format!("\"{hidden_act}\""), "only the exact \"gelu\"")) }
 }
 
-/// The snapshot's `model.safetensors` and the key prefix of its tensors: the first of
-/// `prefixes` (e.g. `"bert."` for a task model) under which `<prefix>embeddings.` keys exist,
-/// else `""`.
-pub(crate) fn weights<'a>(dir: &Path, prefixes: &[&'a str]) -> Result<(PathBuf, &'a str), BackboneError> {
+/// The snapshot's `model.safetensors`, the key prefix of its tensors (the first of `prefixes`,
+/// e.g. `"bert."` for a task model, under which `<prefix>embeddings.` keys exist, else `""`), and
+/// the tensor names.
+pub(crate) fn weights<'a>(dir: &Path, prefixes: &[&'a str]) -> Result<(PathBuf, &'a str, Vec<String>), BackboneError> {
     let path = dir.join("model.safetensors");
     if !path.exists() {
         return Err(BackboneError::MissingFile {
@@ -58,5 +58,5 @@ pub(crate) fn weights<'a>(dir: &Path, prefixes: &[&'a str]) -> Result<(PathBuf, 
     }
     let names = tensor_names(&path)?;
     let prefix = prefixes.iter().find(|p| names.iter().any(|n| n.starts_with(&format!("{p}embeddings.")))).copied().unwrap_or("");
-    Ok((path, prefix))
+    Ok((path, prefix, names))
 }

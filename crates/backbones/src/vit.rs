@@ -276,7 +276,7 @@ pub fn vit_key(prefix: &str, param: &str) -> Option<Source> {
 /// Loads a ViT from a Hugging Face snapshot directory (`config.json`, `model.safetensors`).
 pub fn load_vit<B: Backend>(dir: &Path, pooling: Pooling, device: &B::Device) -> Result<(ViT<B>, LoadReport), BackboneError> {
     let config = HfViTConfig::read(&dir.join("config.json"))?;
-    let (weights, prefix) = snapshot::weights(dir, &["vit.", "deit."])?;
+    let (weights, prefix, _) = snapshot::weights(dir, &["vit.", "deit."])?;
     let vit = config.encoder_config(pooling).init::<B>(device);
     Ok(load_safetensors(vit, &weights, |param| vit_key(prefix, param))?)
 }

@@ -194,14 +194,34 @@ pub fn read_f32(file: &SafeTensors<'_>, path: &Path, key: &str) -> Result<HostTe
         key: key.to_string(),
         param: key.to_string(),
     })?;
-    let bytes = view.data();
-    let values = match view.dtype() {
-        Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        Dtype::F16 => bytes.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
-        Dtype::BF16 => bytes.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)).collect(),
+    let float = match view.dtype() {
+        Dtype::F32 => FloatFormat::F32,
+        Dtype::F16 => FloatFormat::F16,
+        Dtype::BF16 => FloatFormat::BF16,
         dtype => return Err(WeightsError::Dtype { path: path.to_path_buf(), key: key.to_string(), dtype }),
     };
-    Ok((values, view.shape().to_vec()))
+    Ok((decode_floats(view.data(), float), view.shape().to_vec()))
+}
+
+/// A little-endian floating-point storage format of checkpoint files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloatFormat {
+    /// IEEE single precision.
+    F32,
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    BF16,
+}
+
+/// Decodes little-endian `bytes` of `format` to f32 (shared by the safetensors and CTranslate2
+/// readers).
+pub fn decode_floats(bytes: &[u8], format: FloatFormat) -> Vec<f32> {
+    match format {
+        FloatFormat::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        FloatFormat::F16 => bytes.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
+        FloatFormat::BF16 => bytes.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)).collect(),
+    }
 }
 
 /// IEEE half to single precision.

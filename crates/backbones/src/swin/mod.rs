@@ -352,7 +352,7 @@ pub fn load_swin<B: Backend>(
     device: &B::Device,
 ) -> Result<(Swin<B>, LoadReport), BackboneError> {
     let config = HfSwinConfig::read(&dir.join("config.json"))?;
-    let (weights, prefix) = snapshot::weights(dir, &["swin."])?;
+    let (weights, prefix, _) = snapshot::weights(dir, &["swin."])?;
     let swin = config.encoder_config(pooling, prompt_layout).init::<B>(device);
     Ok(load_safetensors(swin, &weights, |param| swin_key(prefix, param, &config.depths))?)
 }
