@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::DataError;
 use crate::sample::read;
-use crate::stratify::hold_out;
+use crate::stratify::train_val_test;
 
 /// The digit names, in the order of the class ids (and the words espeak-ng speaks).
 pub const DIGITS: [&str; 10] = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
@@ -76,12 +76,7 @@ pub fn build(digits_csv: &Path, recorded: &Path, rendered: &Path, out: &Path) ->
     let ids: Vec<String> = (0..images.len()).map(|i| format!("{i:04}")).collect();
     let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     let classes: Vec<usize> = images.iter().map(|i| i.1).collect();
-    let fifteen = images.len() * 15 / 100;
-    let (rest, test) = hold_out(&id_refs, &classes, fifteen, 11);
-    let rest_ids: Vec<&str> = rest.iter().map(|&i| id_refs[i]).collect();
-    let rest_classes: Vec<usize> = rest.iter().map(|&i| classes[i]).collect();
-    let (train, val) = hold_out(&rest_ids, &rest_classes, fifteen, 12);
-    let splits = [train.into_iter().map(|i| rest[i]).collect::<Vec<_>>(), val.into_iter().map(|i| rest[i]).collect(), test];
+    let splits = train_val_test(&id_refs, &classes, (11, 12));
     let mut sizes = [0; 3];
     for (s, (name, indices)) in ["train", "val", "test"].iter().zip(&splits).enumerate() {
         let mut clips: Vec<(String, PathBuf)> = split_voices[s].iter().map(|v| (v.clone(), rendered.join(v))).collect();

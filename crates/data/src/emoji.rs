@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::error::DataError;
 use crate::sample::read;
-use crate::stratify::hold_out;
+use crate::stratify::train_val_test;
 
 /// The categories, in the order of the class ids.
 pub const CATEGORIES: [&str; 9] =
@@ -104,12 +104,7 @@ pub fn build(datasource: &Path, emojibase: &Path, out: &Path) -> Result<BuildRep
     rows.sort();
     let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     let classes: Vec<usize> = rows.iter().map(|r| r.3).collect();
-    let (rest, test) = hold_out(&ids, &classes, rows.len() * 15 / 100, 1);
-    let rest_ids: Vec<&str> = rest.iter().map(|&i| ids[i]).collect();
-    let rest_classes: Vec<usize> = rest.iter().map(|&i| classes[i]).collect();
-    let (train, val) = hold_out(&rest_ids, &rest_classes, rows.len() * 15 / 100, 2);
-    let train: Vec<usize> = train.into_iter().map(|i| rest[i]).collect();
-    let val: Vec<usize> = val.into_iter().map(|i| rest[i]).collect();
+    let [train, val, test] = train_val_test(&ids, &classes, (1, 2));
 
     let write = |name: &str, indices: &[usize]| -> Result<(), DataError> {
         let path = out.join(format!("{name}.jsonl"));

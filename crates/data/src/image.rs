@@ -24,6 +24,15 @@ pub struct ImagePreprocess {
     pub std: [f32; 3],
 }
 
+/// Decodes an image file; a missing file is an I/O error and an undecodable one a decode error,
+/// both naming the file.
+pub fn open_image(path: &Path) -> Result<DynamicImage, DataError> {
+    image::open(path).map_err(|e| match e {
+        image::ImageError::IoError(io) => DataError::io(path, io),
+        other => DataError::Decode { path: path.to_path_buf(), message: other.to_string() },
+    })
+}
+
 /// ImageNet's channel statistics.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet's channel statistics.
@@ -37,11 +46,7 @@ impl ImagePreprocess {
 
     /// Reads an image file (PNG, JPEG) and prepares it.
     pub fn load(&self, path: &Path) -> Result<Vec<f32>, DataError> {
-        let image = image::open(path).map_err(|e| match e {
-            image::ImageError::IoError(io) => DataError::io(path, io),
-            other => DataError::Decode { path: path.to_path_buf(), message: other.to_string() },
-        })?;
-        Ok(self.apply(&image))
+        Ok(self.apply(&open_image(path)?))
     }
 
     /// A stable description of the transform, for cache keys.

@@ -6,7 +6,7 @@
 use image::imageops::FilterType;
 
 use crate::error::DataError;
-use crate::image::ImagePreprocess;
+use crate::image::{ImagePreprocess, open_image};
 use crate::pipeline::Prepare;
 use crate::sample::{Sample, Target};
 
@@ -28,13 +28,6 @@ pub struct RgbdPrepare {
     pub preprocess: ImagePreprocess,
 }
 
-fn open(path: &std::path::Path) -> Result<image::DynamicImage, DataError> {
-    image::open(path).map_err(|e| match e {
-        image::ImageError::IoError(io) => DataError::io(path, io),
-        other => DataError::Decode { path: path.to_path_buf(), message: other.to_string() },
-    })
-}
-
 impl Prepare for RgbdPrepare {
     type Item = RgbdItem;
 
@@ -42,14 +35,14 @@ impl Prepare for RgbdPrepare {
         let missing = |what: &str| DataError::Decode { path: sample.id.clone().into(), message: format!("sample has no {what}") };
         let size = self.preprocess.size as u32;
         let square = ImagePreprocess { resize: self.preprocess.size, ..self.preprocess };
-        let rgb = open(sample.image.as_ref().ok_or_else(|| missing("image"))?)?.resize_exact(size, size, FilterType::Triangle);
-        let depth = open(sample.depth.as_ref().ok_or_else(|| missing("depth"))?)?;
+        let rgb = open_image(sample.image.as_ref().ok_or_else(|| missing("image"))?)?.resize_exact(size, size, FilterType::Triangle);
+        let depth = open_image(sample.depth.as_ref().ok_or_else(|| missing("depth"))?)?;
         // 16-bit depth keeps its range: scale by the maximum of its type, then to 8-bit grey.
         let grey = depth.to_luma16();
         let grey = image::DynamicImage::ImageLuma16(grey).to_rgb8();
         let depth = image::DynamicImage::ImageRgb8(grey).resize_exact(size, size, FilterType::Triangle);
         let Target::Mask(mask_path) = &sample.target else { return Err(missing("mask")) };
-        let mask = open(mask_path)?;
+        let mask = open_image(mask_path)?;
         if mask.color().channel_count() != 1 {
             return Err(DataError::Decode { path: mask_path.clone(), message: "masks must be single-channel class ids".into() });
         }

@@ -39,6 +39,18 @@ pub fn hold_out(ids: &[&str], classes: &[usize], held_out: usize, seed: u64) -> 
     (kept, held)
 }
 
+/// Train, val and test index lists: 15% of `ids.len()` held out for test (stratified, seeded by
+/// `seeds.0`), then as many again for val from the rest (seeded by `seeds.1`); train keeps the
+/// remaining ~70%.
+pub fn train_val_test(ids: &[&str], classes: &[usize], seeds: (u64, u64)) -> [Vec<usize>; 3] {
+    let fifteen = ids.len() * 15 / 100;
+    let (rest, test) = hold_out(ids, classes, fifteen, seeds.0);
+    let rest_ids: Vec<&str> = rest.iter().map(|&i| ids[i]).collect();
+    let rest_classes: Vec<usize> = rest.iter().map(|&i| classes[i]).collect();
+    let (train, val) = hold_out(&rest_ids, &rest_classes, fifteen, seeds.1);
+    [train.into_iter().map(|i| rest[i]).collect(), val.into_iter().map(|i| rest[i]).collect(), test]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
