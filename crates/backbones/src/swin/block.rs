@@ -35,6 +35,9 @@ pub struct SwinBlock<B: Backend> {
     /// Feed-forward output projection.
     pub ffn_out: Linear<B>,
     activation: Gelu,
+    /// Shift mask of the shifted windows `[windows, window², window²]` (a constant, built once);
+    /// `None` for unshifted blocks.
+    shift_mask: Option<Tensor<B, 3>>,
     #[module(skip)]
     resolution: [usize; 2],
     #[module(skip)]
@@ -111,6 +114,10 @@ impl<B: Backend> SwinBlock<B> {
             ffn_in: LinearConfig::new(d_model, d_ff).init(device),
             ffn_out: LinearConfig::new(d_ff, d_model).init(device),
             activation: Gelu::new(),
+            shift_mask: (shift > 0).then(|| {
+                let (values, shape) = shift_mask(resolution, window, shift);
+                Tensor::from_data(TensorData::new(values, shape), device)
+            }),
             resolution,
             window,
             shift,
@@ -133,7 +140,6 @@ impl<B: Backend> SwinBlock<B> {
         let prompts_len = len - h * w;
         let (ws, shift) = (self.window, self.shift as i64);
         let per_sample = (h / ws) * (w / ws);
-        let device = x.device();
 
         let shortcut = x.clone();
         let x = self.layernorm_before.forward(x);
@@ -156,11 +162,7 @@ impl<B: Backend> SwinBlock<B> {
         } else {
             windows
         };
-        let mask = (shift > 0).then(|| {
-            let (values, shape) = shift_mask(self.resolution, ws, self.shift);
-            Tensor::<B, 3>::from_data(TensorData::new(values, shape), &device)
-        });
-        let out = self.attention.forward(sequence, mask, prompts_len);
+        let out = self.attention.forward(sequence, self.shift_mask.clone(), prompts_len);
 
         let mut patches = out
             .clone()

@@ -22,6 +22,9 @@ pub struct WindowAttention<B: Backend> {
     pub output: Linear<B>,
     /// Relative position bias table `[(2·window − 1)², n_heads]`.
     pub relative_position_bias_table: Param<Tensor<B, 2>>,
+    /// Row of the bias table for each pair of positions of a window `[window⁴]` (a constant,
+    /// built once).
+    relative_index: Tensor<B, 1, Int>,
     #[module(skip)]
     n_heads: usize,
     #[module(skip)]
@@ -48,12 +51,14 @@ impl<B: Backend> WindowAttention<B> {
     pub fn new(d_model: usize, n_heads: usize, window: usize, device: &B::Device) -> Self {
         let linear = || LinearConfig::new(d_model, d_model).init(device);
         let side = 2 * window - 1;
+        let n = window * window;
         Self {
             query: linear(),
             key: linear(),
             value: linear(),
             output: linear(),
             relative_position_bias_table: Initializer::Normal { mean: 0.0, std: 0.02 }.init([side * side, n_heads], device),
+            relative_index: Tensor::from_data(TensorData::new(relative_position_index(window), [n * n]), device),
             n_heads,
             window,
         }
@@ -62,10 +67,7 @@ impl<B: Backend> WindowAttention<B> {
     /// The relative position bias of one window, `[n_heads, N, N]` with `N = window²`.
     fn bias(&self) -> Tensor<B, 3> {
         let n = self.window * self.window;
-        let device = self.relative_position_bias_table.device();
-        let index = relative_position_index(self.window);
-        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [n * n]), &device);
-        self.relative_position_bias_table.val().select(0, index).reshape([n, n, self.n_heads]).permute([2, 0, 1])
+        self.relative_position_bias_table.val().select(0, self.relative_index.clone()).reshape([n, n, self.n_heads]).permute([2, 0, 1])
     }
 
     /// Attention over windows, each preceded by its sample's `num_prompts` prompt tokens.
