@@ -48,8 +48,7 @@ impl<B: Backend> CnnTokenEncoder<B> {
     /// `features` index whose output becomes the tokens (13: 14×14×96 for 224×224 images;
     /// 18: 7×7×1280); `cls_id` is the transformer vocabulary's `[CLS]` id (101 for BERT's).
     pub fn new(cnn: MobileNetV2<B>, transformer: TokenEncoder<B>, feature_index: usize, cls_id: usize, device: &B::Device) -> Self {
-        let probe = cnn.feature_map(Tensor::zeros([1, 3, 32, 32], device), feature_index);
-        let channels = probe.dims()[1];
+        let channels = cnn.feature_channels(feature_index);
         let d_model = transformer.d_model();
         Self {
             cnn,

@@ -176,6 +176,20 @@ impl<B: Backend> MobileNetV2<B> {
         if index == self.blocks.len() + 1 { self.head.forward(x) } else { x }
     }
 
+    /// Channels of [`feature_map`](Self::feature_map)`(_, index)`, read from the weights' shapes.
+    ///
+    /// # Panics
+    /// If `index > 18`.
+    pub fn feature_channels(&self, index: usize) -> usize {
+        let conv = match index {
+            0 => &self.stem.conv,
+            i if i <= self.blocks.len() => &self.blocks[i - 1].project.conv,
+            i if i == self.blocks.len() + 1 => &self.head.conv,
+            i => panic!("feature index {i} out of range 0..={}", self.blocks.len() + 1),
+        };
+        conv.weight.dims()[0]
+    }
+
     /// Globally averaged final features.
     ///
     /// # Shapes
@@ -283,6 +297,9 @@ mod tests {
         assert_eq!(net.blocks.len(), 17);
         let x = Tensor::<Flex, 4>::zeros([2, 3, 64, 64], &device);
         assert_eq!(net.feature_map(x.clone(), 13).dims(), [2, 24, 4, 4]);
+        for index in [0, 1, 13, 17, 18] {
+            assert_eq!(net.feature_channels(index), net.feature_map(x.clone(), index).dims()[1], "features.{index}");
+        }
         assert_eq!(net.forward(x).dims(), [2, 10]);
     }
 }
