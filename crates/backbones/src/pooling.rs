@@ -1,6 +1,7 @@
 //! How an encoder turns its final token sequence into one vector per sample.
 
-use burn::tensor::{Bool, Tensor, backend::Backend};
+use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
+use mope_core::prompts::masked_mean;
 use serde::{Deserialize, Serialize};
 
 /// Pooling of the final hidden states.
@@ -33,20 +34,20 @@ impl Pooling {
         let device = tokens.device();
         match self {
             Self::Cls => tokens.narrow(1, 0, 1).squeeze_dim(1),
-            Self::Mean | Self::MeanWithPrompts => {
-                let mut keep = match mask_pad {
-                    Some(mask) => mask.bool_not().float(),
-                    None => Tensor::ones([batch, seq_len], &device),
+            Self::MeanWithPrompts => masked_mean(tokens, mask_pad.as_ref()),
+            Self::Mean if num_prompts == 0 => masked_mean(tokens, mask_pad.as_ref()),
+            Self::Mean => {
+                // Prompt positions are left out of the mean as padding is.
+                let mut column = vec![false; seq_len];
+                column[prefix..prefix + num_prompts].iter_mut().for_each(|v| *v = true);
+                let prompts = Tensor::<B, 1, Bool>::from_data(TensorData::new(column, [seq_len]), &device)
+                    .unsqueeze_dim::<2>(0)
+                    .expand([batch, seq_len]);
+                let mask = match mask_pad {
+                    Some(mask) => mask.bool_or(prompts),
+                    None => prompts,
                 };
-                if self == Self::Mean && num_prompts > 0 {
-                    let mut column = vec![1f32; seq_len];
-                    column[prefix..prefix + num_prompts].iter_mut().for_each(|v| *v = 0.0);
-                    let column = Tensor::<B, 1>::from_floats(column.as_slice(), &device).unsqueeze_dim::<2>(0);
-                    keep = keep * column;
-                }
-                let keep = keep.unsqueeze_dim::<3>(2); // [batch, seq_len, 1]
-                let count = keep.clone().sum_dim(1).clamp_min(1e-9);
-                (tokens * keep).sum_dim(1).div(count).squeeze_dim(1)
+                masked_mean(tokens, Some(&mask))
             }
         }
     }
