@@ -46,6 +46,17 @@ pub enum BackboneError {
         /// Underlying error.
         message: String,
     },
+    /// A backbone name that names presets that cannot be combined or prompted.
+    #[error("backbone `{name}`: {reason}")]
+    InvalidName {
+        /// Name asked for.
+        name: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// A sample lacks the input the encoder reads, or its file cannot be prepared.
+    #[error(transparent)]
+    Data(#[from] data::DataError),
     /// An unknown preset name.
     #[error("unknown backbone `{name}`; known: {known}")]
     UnknownPreset {

@@ -56,9 +56,18 @@ impl<B: Backend> FrozenBatchNorm2d<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let channels = self.weight.dims()[0];
         let per_channel = |t: Tensor<B, 1>| t.reshape([1, channels, 1, 1]);
+        let (scale, shift) = self.scale_shift();
+        x * per_channel(scale) + per_channel(shift)
+    }
+
+    /// The affine map this normalisation is: `y = scale · x + shift`, per channel.
+    ///
+    /// # Shapes
+    /// - outputs: `[channels]` each
+    pub fn scale_shift(&self) -> (Tensor<B, 1>, Tensor<B, 1>) {
         let scale = self.weight.val() / (self.running_var.val() + self.epsilon).sqrt();
         let shift = self.bias.val() - self.running_mean.val() * scale.clone();
-        x * per_channel(scale) + per_channel(shift)
+        (scale, shift)
     }
 }
 

@@ -6,6 +6,7 @@
 //!
 //! | module | owns |
 //! |---|---|
+//! | [`any`] | [`AnyEncoder`]: any backbone chosen by name at run time, with its input preparation |
 //! | [`transformer`] | [`TransformerLayer`]: self-attention + GELU feed-forward, post-norm (BERT) or pre-norm (ViT) |
 //! | [`token_encoder`] | [`TokenEncoder`]: a BERT-shaped text encoder (word, position and token-type embeddings) |
 //! | [`pooling`] | [`Pooling`]: `[CLS]`, mean over tokens, or mean including prompt tokens |
@@ -22,6 +23,7 @@
 //! | [`presets`] | backbones by name from a local weights directory |
 //! | [`error`] | [`BackboneError`] |
 
+pub mod any;
 pub mod audio;
 pub mod bert;
 pub mod ct2;
@@ -39,6 +41,7 @@ pub mod transformer;
 pub mod vit;
 pub mod weights;
 
+pub use any::{AnyEncoder, AnyInput, EncoderOptions, InputPreparer, LoadedEncoder, Modality, PreparedInput, load_encoder};
 pub use audio::log_mel::LogMel;
 pub use audio::whisper::{WhisperEncoder, WhisperEncoderConfig, load_whisper_encoder};
 pub use bert::{HfBertConfig, load_bert};

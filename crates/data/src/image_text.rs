@@ -48,7 +48,8 @@ impl ImageTextPrepare {
         Some(dir.join(format!("{:016x}", fnv(&self.preprocess.fingerprint()))).join(format!("{:016x}.f32", fnv(&image.to_string_lossy()))))
     }
 
-    fn pixels(&self, image: &Path) -> Result<Vec<f32>, DataError> {
+    /// The prepared pixels of `image` (`3 × size × size`, channel-major), from the cache if there.
+    pub fn pixels(&self, image: &Path) -> Result<Vec<f32>, DataError> {
         let expected = 3 * self.preprocess.size * self.preprocess.size;
         let cached = self.cache_path(image);
         if let Some(path) = &cached

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Tensor, TensorData, backend::AutodiffBackend, backend::Backend};
 
 /// One float parameter, found by walking a module.
@@ -13,6 +13,8 @@ pub struct FloatParam {
     /// Dot-separated module path, e.g. `prompts.layers.3.experts.experts`; this is the key under
     /// which the parameter is saved.
     pub path: String,
+    /// Parameter id (the key of optimiser state).
+    pub id: ParamId,
     /// Shape of the tensor.
     pub shape: Vec<usize>,
     /// Whether the parameter requires gradients (always `false` on a backend without autodiff).
@@ -46,6 +48,7 @@ pub fn float_params<B: Backend, M: Module<B>>(
             let data = (self.want_data)(&path, trainable).then(|| value.to_data());
             self.out.push(FloatParam {
                 path,
+                id: param.id,
                 shape: value.dims().to_vec(),
                 trainable,
                 data,

@@ -1,0 +1,391 @@
+//! Any promptable backbone behind one type, chosen by name at run time: what a command line or
+//! an experiment file needs, where the encoder pair is not known at compile time.
+//!
+//! A name is a preset ([`crate::presets`]) or `<cnn>+<transformer>`, the CNN-token hybrid
+//! ([`CnnTokenEncoder`]) made of a MobileNetV2 preset and a BERT-family preset, e.g.
+//! `mobilenet-v2+all-minilm-l6-v2`, the real frozen image transformer that the package
+//! registries provide. A bare CNN preset (`mobilenet-v2`) is a zero-layer encoder: its pooled
+//! features route the experts, but it has no layer to prompt.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::tensor::{Bool, Tensor, backend::Backend};
+use mope_core::{EncoderTokens, PromptableEncoder};
+
+use crate::audio::whisper::WhisperEncoder;
+use crate::error::BackboneError;
+use crate::hybrid::CnnTokenEncoder;
+use crate::mobilenet_v2::{MobileNetV2, MobileNetV2Config, load_mobilenet_v2};
+use crate::presets::{Family, InputSpec, Preset, by_name};
+use crate::swin::{PromptLayout, Swin};
+use crate::token_encoder::{TokenBatch, TokenEncoder};
+use crate::tokenizer::TextTokenizer;
+use crate::vit::ViT;
+use data::image::ImagePreprocess;
+
+/// The input modality an encoder reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modality {
+    /// Text (a sample's `text`).
+    Text,
+    /// An RGB image (a sample's `image`).
+    Image,
+    /// A depth image tiled to three channels (a sample's `depth`).
+    Depth,
+    /// 16 kHz audio (a sample's `audio`).
+    Audio,
+}
+
+impl std::fmt::Display for Modality {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Text => "text",
+            Self::Image => "image",
+            Self::Depth => "depth",
+            Self::Audio => "audio",
+        })
+    }
+}
+
+/// A prepared batch for an [`AnyEncoder`].
+#[derive(Debug, Clone)]
+pub enum AnyInput<B: Backend> {
+    /// Token ids and padding mask.
+    Tokens(TokenBatch<B>),
+    /// Normalised pixels. Shape `[batch, 3, height, width]`.
+    Pixels(Tensor<B, 4>),
+    /// Log-mel spectrograms. Shape `[batch, n_mels, frames]`.
+    Mel(Tensor<B, 3>),
+}
+
+impl<B: Backend> AnyInput<B> {
+    /// Number of samples in the batch.
+    pub fn batch_size(&self) -> usize {
+        match self {
+            Self::Tokens(t) => t.ids.dims()[0],
+            Self::Pixels(p) => p.dims()[0],
+            Self::Mel(m) => m.dims()[0],
+        }
+    }
+}
+
+/// One of the promptable backbones.
+#[derive(Module, Debug)]
+pub enum AnyEncoder<B: Backend> {
+    /// BERT-family text encoder.
+    Text(TokenEncoder<B>),
+    /// Vision Transformer.
+    ViT(ViT<B>),
+    /// Swin Transformer.
+    Swin(Swin<B>),
+    /// MobileNetV2 tokens into a pretrained transformer.
+    Hybrid(CnnTokenEncoder<B>),
+    /// Whisper's audio encoder.
+    Whisper(WhisperEncoder<B>),
+    /// MobileNetV2's pooled features as a zero-layer encoder (complementary side only).
+    Cnn(MobileNetV2<B>),
+}
+
+/// Dispatches `$body` on the encoder inside an [`AnyEncoder`].
+macro_rules! each {
+    ($self:expr, $e:ident => $body:expr) => {
+        match $self {
+            AnyEncoder::Text($e) => $body,
+            AnyEncoder::ViT($e) => $body,
+            AnyEncoder::Swin($e) => $body,
+            AnyEncoder::Hybrid($e) => $body,
+            AnyEncoder::Whisper($e) => $body,
+            AnyEncoder::Cnn($e) => $body,
+        }
+    };
+}
+
+impl<B: Backend> AnyEncoder<B> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Text(_) => "text encoder",
+            Self::ViT(_) => "ViT",
+            Self::Swin(_) => "Swin",
+            Self::Hybrid(_) => "CNN-token hybrid",
+            Self::Whisper(_) => "Whisper encoder",
+            Self::Cnn(_) => "CNN",
+        }
+    }
+}
+
+fn wrong_input(encoder: &str, expected: &str) -> ! {
+    panic!("the {encoder} reads {expected}; prepare inputs with the encoder's own InputPreparer")
+}
+
+impl<B: Backend> PromptableEncoder<B> for AnyEncoder<B> {
+    type Input = AnyInput<B>;
+
+    fn d_model(&self) -> usize {
+        each!(self, e => e.d_model())
+    }
+
+    fn layer_width(&self, layer: usize) -> usize {
+        each!(self, e => e.layer_width(layer))
+    }
+
+    fn num_layers(&self) -> usize {
+        each!(self, e => e.num_layers())
+    }
+
+    fn default_prompted_layers(&self) -> Option<Vec<usize>> {
+        each!(self, e => e.default_prompted_layers())
+    }
+
+    fn num_prefix_tokens(&self) -> usize {
+        each!(self, e => e.num_prefix_tokens())
+    }
+
+    /// # Shapes
+    /// - output tokens: `[batch, seq_len, d_model]`, mask `[batch, seq_len]`
+    ///
+    /// # Panics
+    /// If the input is not the kind the encoder reads.
+    fn embed(&self, input: &AnyInput<B>) -> EncoderTokens<B> {
+        match (self, input) {
+            (Self::Text(e), AnyInput::Tokens(t)) => e.embed(t),
+            (Self::ViT(e), AnyInput::Pixels(p)) => e.embed(p),
+            (Self::Swin(e), AnyInput::Pixels(p)) => e.embed(p),
+            (Self::Hybrid(e), AnyInput::Pixels(p)) => e.embed(p),
+            (Self::Whisper(e), AnyInput::Mel(m)) => e.embed(m),
+            (Self::Cnn(e), AnyInput::Pixels(p)) => e.embed(p),
+            (Self::Text(_), _) => wrong_input(self.kind(), "tokens"),
+            (Self::Whisper(_), _) => wrong_input(self.kind(), "log-mel spectrograms"),
+            _ => wrong_input(self.kind(), "pixels"),
+        }
+    }
+
+    /// # Shapes
+    /// - `tokens`: `[batch, seq_len, width]`, output the same
+    fn layer(&self, index: usize, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>) -> Tensor<B, 3> {
+        each!(self, e => e.layer(index, tokens, mask_pad))
+    }
+
+    fn freeze(self) -> Self {
+        match self {
+            Self::Text(e) => Self::Text(e.freeze()),
+            Self::ViT(e) => Self::ViT(e.freeze()),
+            Self::Swin(e) => Self::Swin(e.freeze()),
+            Self::Hybrid(e) => Self::Hybrid(e.freeze()),
+            Self::Whisper(e) => Self::Whisper(e.freeze()),
+            Self::Cnn(e) => Self::Cnn(e.freeze()),
+        }
+    }
+
+    /// # Shapes
+    /// - `tokens`: `[batch, seq_len, width]`, output `[batch, d_model]`
+    fn pool(&self, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>, num_prompts: usize) -> Tensor<B, 2> {
+        each!(self, e => e.pool(tokens, mask_pad, num_prompts))
+    }
+}
+
+/// How raw samples become an [`AnyInput`] for one encoder: its modality and preprocessing.
+#[derive(Debug, Clone)]
+pub enum InputPreparer {
+    /// Tokenisation.
+    Text(TextTokenizer),
+    /// Image decoding, resizing and normalisation, for RGB or depth.
+    Image(Modality, ImagePreprocess),
+    /// 16 kHz audio, zero-padded or trimmed to `seconds`, then Whisper's log-mel spectrogram.
+    Audio {
+        /// Clip length every clip is padded or trimmed to (Whisper was trained on 30 s).
+        seconds: f64,
+        /// The spectrogram front end.
+        mel: crate::LogMel,
+    },
+}
+
+impl InputPreparer {
+    /// The sample field this reads.
+    pub fn modality(&self) -> Modality {
+        match self {
+            Self::Text(_) => Modality::Text,
+            Self::Image(m, _) => *m,
+            Self::Audio { .. } => Modality::Audio,
+        }
+    }
+}
+
+/// A loaded encoder, its preparer and the name it was loaded by.
+#[derive(Debug)]
+pub struct LoadedEncoder<B: Backend> {
+    /// The encoder (not yet frozen).
+    pub encoder: AnyEncoder<B>,
+    /// How to prepare its input.
+    pub preparer: InputPreparer,
+    /// The name it was loaded by.
+    pub name: String,
+}
+
+/// Options of [`load_encoder`].
+#[derive(Debug, Clone, Copy)]
+pub struct EncoderOptions {
+    /// Read depth images instead of RGB (image encoders only).
+    pub depth: bool,
+    /// Clip length for audio encoders, in seconds.
+    pub audio_seconds: f64,
+    /// Prompt layout of Swin models.
+    pub swin_layout: PromptLayout,
+    /// torchvision `features` index whose output the hybrid reads as tokens.
+    pub hybrid_feature_index: usize,
+    /// Side of the square image crop, overriding the preset's (the resize keeps the preset's
+    /// resize-to-crop ratio); 0: the preset's. Smaller crops give fewer tokens: faster, coarser.
+    pub image_size: usize,
+}
+
+impl Default for EncoderOptions {
+    fn default() -> Self {
+        Self { depth: false, audio_seconds: 30.0, swin_layout: PromptLayout::PerSample, hybrid_feature_index: 13, image_size: 0 }
+    }
+}
+
+/// Loads the encoder called `name` (a preset, or `<cnn>+<transformer>`) from `weights_dir`.
+pub fn load_encoder<B: Backend>(
+    name: &str,
+    weights_dir: &Path,
+    options: EncoderOptions,
+    device: &B::Device,
+) -> Result<LoadedEncoder<B>, BackboneError> {
+    let image = |preset: &Preset| match preset.input {
+        InputSpec::Image(mut pre) => {
+            if options.image_size > 0 {
+                pre.resize = (options.image_size * pre.resize).div_ceil(pre.size);
+                pre.size = options.image_size;
+            }
+            InputPreparer::Image(if options.depth { Modality::Depth } else { Modality::Image }, pre)
+        }
+        _ => unreachable!("image families have image input"),
+    };
+    if let Some((cnn, transformer)) = name.split_once('+') {
+        let (cnn, transformer) = (by_name(cnn)?, by_name(transformer)?);
+        for (preset, family) in [(cnn, Family::MobileNetV2), (transformer, Family::Bert)] {
+            if preset.family != family {
+                return Err(BackboneError::InvalidName {
+                    name: name.to_string(),
+                    reason: "a hybrid `<cnn>+<transformer>` needs a MobileNetV2 preset then a BERT-family preset".into(),
+                });
+            }
+        }
+        let encoder = crate::hybrid::load_cnn_token_encoder(
+            &cnn.dir(weights_dir)?.join("model.safetensors"),
+            &transformer.dir(weights_dir)?,
+            options.hybrid_feature_index,
+            device,
+        )?;
+        return Ok(LoadedEncoder { encoder: AnyEncoder::Hybrid(encoder), preparer: image(cnn), name: name.to_string() });
+    }
+    let preset = by_name(name)?;
+    let (encoder, preparer) = match preset.family {
+        Family::Bert => {
+            let (encoder, tokenizer) = preset.load_text(weights_dir, device)?;
+            (AnyEncoder::Text(encoder), InputPreparer::Text(tokenizer))
+        }
+        Family::ViT => (AnyEncoder::ViT(preset.load_vit(weights_dir, device)?), image(preset)),
+        Family::Swin => (AnyEncoder::Swin(preset.load_swin(weights_dir, options.swin_layout, device)?), image(preset)),
+        Family::Whisper => {
+            (AnyEncoder::Whisper(preset.load_whisper(weights_dir, device)?), InputPreparer::Audio { seconds: options.audio_seconds, mel: crate::LogMel::whisper() })
+        }
+        Family::MobileNetV2 => {
+            let dir = preset.dir(weights_dir)?;
+            let (cnn, _) = load_mobilenet_v2(&dir.join("model.safetensors"), &MobileNetV2Config::new().with_num_classes(None), device)?;
+            (AnyEncoder::Cnn(cnn), image(preset))
+        }
+    };
+    Ok(LoadedEncoder { encoder, preparer, name: name.to_string() })
+}
+
+/// One sample's input prepared on the host (in a loader worker), ready to be collated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PreparedInput {
+    /// Raw text; tokenised at collation, where the batch's longest sequence is known.
+    Text(String),
+    /// `3 × size × size` normalised pixels, channel-major.
+    Pixels(Vec<f32>),
+    /// A `n_mels × frames` log-mel spectrogram, row-major.
+    Mel(Vec<f32>),
+}
+
+fn missing(sample: &data::Sample, modality: Modality) -> BackboneError {
+    BackboneError::Data(data::DataError::Decode {
+        path: std::path::PathBuf::from(&sample.id),
+        message: format!("sample has no {modality}, which the encoder reads"),
+    })
+}
+
+impl InputPreparer {
+    /// Prepares the part of `sample` this encoder reads. `images` decodes (and caches) images
+    /// with this preparer's preprocessing.
+    pub fn prepare(&self, sample: &data::Sample, images: Option<&data::image_text::ImageTextPrepare>) -> Result<PreparedInput, BackboneError> {
+        match self {
+            Self::Text(_) => Ok(PreparedInput::Text(sample.text.clone().ok_or_else(|| missing(sample, Modality::Text))?)),
+            Self::Image(modality, pre) => {
+                let path = match modality {
+                    Modality::Depth => sample.depth.as_ref(),
+                    _ => sample.image.as_ref(),
+                }
+                .ok_or_else(|| missing(sample, *modality))?;
+                Ok(PreparedInput::Pixels(match images {
+                    Some(cached) => cached.pixels(path)?,
+                    None => pre.load(path)?,
+                }))
+            }
+            Self::Audio { seconds, mel } => {
+                let path = sample.audio.as_ref().ok_or_else(|| missing(sample, Modality::Audio))?;
+                let (samples, rate) = data::audio::read_wav(path)?;
+                let samples = data::audio::resample(&samples, rate, crate::audio::log_mel::SAMPLE_RATE as u32);
+                let len = (seconds * crate::audio::log_mel::SAMPLE_RATE as f64).round() as usize;
+                Ok(PreparedInput::Mel(mel.compute(&crate::audio::log_mel::pad_or_trim(&samples, len))))
+            }
+        }
+    }
+
+    /// Collates prepared inputs into one batch.
+    ///
+    /// # Shapes
+    /// - output: tokens `[n, longest]`, pixels `[n, 3, size, size]` or mel `[n, n_mels, frames]`
+    ///
+    /// # Panics
+    /// If an item was not prepared by this preparer.
+    pub fn collate<B: Backend>(&self, items: &[&PreparedInput], device: &B::Device) -> Result<AnyInput<B>, BackboneError> {
+        let n = items.len();
+        match self {
+            Self::Text(tokenizer) => {
+                let texts: Vec<&str> = items
+                    .iter()
+                    .map(|i| match i {
+                        PreparedInput::Text(t) => t.as_str(),
+                        other => panic!("expected text, got {other:?}"),
+                    })
+                    .collect();
+                Ok(AnyInput::Tokens(tokenizer.encode(&texts, device)?))
+            }
+            Self::Image(_, pre) => {
+                let flat = flatten(items, |i| matches!(i, PreparedInput::Pixels(_)));
+                Ok(AnyInput::Pixels(Tensor::from_data(burn::tensor::TensorData::new(flat, [n, 3, pre.size, pre.size]), device)))
+            }
+            Self::Audio { mel, .. } => {
+                let flat = flatten(items, |i| matches!(i, PreparedInput::Mel(_)));
+                let n_mels = mel.n_mels();
+                let frames = flat.len() / (n * n_mels).max(1);
+                Ok(AnyInput::Mel(Tensor::from_data(burn::tensor::TensorData::new(flat, [n, n_mels, frames]), device)))
+            }
+        }
+    }
+}
+
+fn flatten(items: &[&PreparedInput], expected: impl Fn(&PreparedInput) -> bool) -> Vec<f32> {
+    let mut flat = Vec::new();
+    for item in items {
+        assert!(expected(item), "item prepared for another encoder: {item:?}");
+        match item {
+            PreparedInput::Pixels(v) | PreparedInput::Mel(v) => flat.extend_from_slice(v),
+            PreparedInput::Text(_) => unreachable!(),
+        }
+    }
+    flat
+}
