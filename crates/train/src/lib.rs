@@ -1,11 +1,40 @@
-//! Training and evaluation of MoPE and its baselines, metrics, run directories, and the `mope`
-//! command line. This is the only crate that picks a burn backend: `flex` (CPU, default), `wgpu`
-//! or `cuda`, as cargo features.
+//! Training and evaluation of MoPE and its baselines, run directories, plots, and the `mope`
+//! command line (`src/bin/mope.rs`). This is the only crate that picks a burn backend: `flex`
+//! (CPU, default), `wgpu` or `cuda`, as cargo features, chosen with `--device`.
 //!
-//! Present so far: [`metrics`], the task metrics of the paper, and [`schedule`], the learning-rate
-//! schedules. The training loop, the CLI and
-//! `cargo xtask reproduce` come with the training issue; the quick start example
-//! (`examples/quickstart.rs`) trains with a plain loop meanwhile.
+//! | module | owns |
+//! |---|---|
+//! | [`spec`] | [`ExperimentSpec`]: the TOML experiment file, official flag names as aliases, `--set` |
+//! | [`dataset`] | loading the splits a spec names |
+//! | [`pair`] | preparing each sample for both encoders in loader workers, and collating |
+//! | [`evaluation`] | the loss of a task, its metrics and routing statistics per layer and class |
+//! | [`metrics`] | accuracy, multi-label F1, segmentation scores |
+//! | [`schedule`] | learning-rate schedules |
+//! | [`optim`] | global-norm gradient clipping |
+//! | [`trainer`] | the training loop and evaluation |
+//! | [`feature_cache`] | frozen complementary features kept across epochs and runs |
+//! | [`checkpoint`] | resumable checkpoints (adapter + optimiser state) |
+//! | [`run_dir`] | the files a run writes, and its result |
+//! | [`progress`] | progress bars or plain lines |
+//! | [`plot`] | training curves, expert-usage and per-class routing heatmaps (PNG and SVG) |
+//! | [`device`] | the backends and devices `--device` selects |
 
+pub mod checkpoint;
+pub mod dataset;
+pub mod device;
+pub mod evaluation;
+pub mod feature_cache;
 pub mod metrics;
+pub mod optim;
+pub mod pair;
+pub mod plot;
+pub mod progress;
+pub mod run_dir;
 pub mod schedule;
+pub mod spec;
+pub mod trainer;
+
+pub use evaluation::{EvalReport, Objective};
+pub use run_dir::{RunDir, RunResult};
+pub use spec::ExperimentSpec;
+pub use trainer::{Model, Setup, Splits, TrainOptions, evaluate, train};

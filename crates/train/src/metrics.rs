@@ -79,6 +79,11 @@ impl MultiLabelF1 {
         }
     }
 
+    /// Samples seen.
+    pub fn count(&self) -> usize {
+        self.samples
+    }
+
     /// Adds one sample: `predicted[l]` and `truth[l]` say whether label `l` applies.
     ///
     /// # Panics

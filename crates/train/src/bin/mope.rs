@@ -1,0 +1,294 @@
+//! `mope`: train, evaluate, predict with and plot MoPE and its baselines.
+//!
+//! ```text
+//! mope train experiments/emoji/mope/experiment.toml [--set train.epochs=3] [--dry-run] [--resume]
+//! mope eval runs/emoji/mope [--split test]
+//! mope predict runs/emoji/mope --image cat.png --text "a cat"
+//! mope plot runs/emoji/mope
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::activation::{sigmoid, softmax};
+use burn::tensor::backend::AutodiffBackend;
+use clap::{Parser, Subcommand};
+use data::{Sample, SplitName, Target};
+use mope_core::{ParamSummary, load_adapter};
+use train::dataset::load_split;
+use train::device::{BackendJob, DeviceChoice, run_on};
+use train::progress::ProgressMode;
+use train::feature_cache::FeatureCache;
+use train::{ExperimentSpec, Objective, RunDir, Setup, Splits, TrainOptions, evaluate};
+
+#[derive(Parser)]
+#[command(name = "mope", version, about = "Mixture of Prompt Experts: parameter-efficient multimodal fusion on frozen encoders")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Backend: cpu, wgpu or cuda.
+    #[arg(long, global = true, default_value = "cpu")]
+    device: DeviceChoice,
+    /// Loader worker threads (0: one per core).
+    #[arg(long, global = true, default_value_t = 0)]
+    workers: usize,
+    /// Progress as plain lines even on a terminal.
+    #[arg(long, global = true)]
+    plain: bool,
+    /// No progress output.
+    #[arg(long, global = true, conflicts_with = "plain")]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train an experiment; writes the run directory (config, metrics.jsonl, best/ and last/ adapters, result.json).
+    Train {
+        /// Experiment file (TOML).
+        experiment: PathBuf,
+        /// Override a value, `section.key=value` (repeatable; official flag names accepted).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Run directory (default `runs/<experiment name>`).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// Continue from the run directory's last checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// Print the resolved experiment and the trainable-parameter table, and stop.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Evaluate a run's best adapter on a split.
+    Eval {
+        /// Run directory.
+        run: PathBuf,
+        /// Split: train, val or test.
+        #[arg(long, default_value = "test")]
+        split: String,
+    },
+    /// Classify one sample with a run's best adapter; prints the label and the routing.
+    Predict {
+        /// Run directory.
+        run: PathBuf,
+        /// Image file.
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// Depth image file.
+        #[arg(long)]
+        depth: Option<PathBuf>,
+        /// Audio file (WAV).
+        #[arg(long)]
+        audio: Option<PathBuf>,
+        /// Text.
+        #[arg(long)]
+        text: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Draw training curves, expert usage per layer and per-class routing (PNG and SVG).
+    Plot {
+        /// Run directory.
+        run: PathBuf,
+        /// Output directory (default `<run>/plots`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let progress = if cli.quiet {
+        ProgressMode::Quiet
+    } else if cli.plain {
+        ProgressMode::Lines
+    } else {
+        ProgressMode::Auto
+    };
+    let common = Common { workers: cli.workers, progress };
+    match cli.command {
+        Command::Train { experiment, overrides, run_dir, resume, dry_run } => {
+            let spec = ExperimentSpec::load(&experiment, &overrides)?;
+            let run_dir = run_dir.unwrap_or_else(|| Path::new("runs").join(&spec.name));
+            run_on(cli.device, TrainJob { spec, run_dir, resume, dry_run, common })
+        }
+        Command::Eval { run, split } => {
+            let split = match split.as_str() {
+                "train" => SplitName::Train,
+                "val" => SplitName::Val,
+                "test" => SplitName::Test,
+                other => bail!("unknown split `{other}`; expected train, val or test"),
+            };
+            run_on(cli.device, EvalJob { run, split, common })
+        }
+        Command::Predict { run, image, depth, audio, text, json } => {
+            let sample = Sample { id: "input".into(), image, depth, audio, text, target: Target::Class(0) };
+            run_on(cli.device, PredictJob { run, sample, json })
+        }
+        Command::Plot { run, out } => {
+            let out = out.unwrap_or_else(|| run.join("plots"));
+            for file in train::plot::plot_run(&run, &out)? {
+                println!("{}", file.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Common {
+    workers: usize,
+    progress: ProgressMode,
+}
+
+/// Loads the splits and labels of an experiment.
+fn load_splits(spec: &ExperimentSpec) -> Result<(Splits, Objective, Vec<String>)> {
+    let train = load_split(&spec.data, SplitName::Train, spec.train.seed)?;
+    let val = load_split(&spec.data, SplitName::Val, spec.train.seed)?;
+    let test = match load_split(&spec.data, SplitName::Test, spec.train.seed) {
+        Ok(test) => Some(test),
+        Err(data::DataError::NoSuchSplit { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    for split in [Some(&train), Some(&val), test.as_ref()].into_iter().flatten() {
+        eprintln!("{}", split.summary());
+    }
+    let objective = Objective::of(train.task).with_context(|| {
+        format!("{} is a segmentation dataset; the classifier trains classification and multi-label tasks", train.dataset)
+    })?;
+    let labels = train.labels.clone();
+    Ok((Splits { train, val, test }, objective, labels))
+}
+
+struct TrainJob {
+    spec: ExperimentSpec,
+    run_dir: PathBuf,
+    resume: bool,
+    dry_run: bool,
+    common: Common,
+}
+
+impl BackendJob for TrainJob {
+    type Output = ();
+
+    fn run<B: AutodiffBackend>(self) -> Result<()> {
+        let device = Default::default();
+        let (splits, objective, labels) = load_splits(&self.spec)?;
+        let setup = Setup::<B>::load(&self.spec, labels, objective, &device)?;
+        let summary = ParamSummary::of(&setup.model);
+        if self.dry_run {
+            println!("# resolved experiment\n{}", self.spec.to_toml());
+            println!("{}\n{summary}", summary.table());
+            return Ok(());
+        }
+        eprintln!("{summary}");
+        let run = RunDir::open(&self.run_dir)?;
+        let options = TrainOptions { resume: self.resume, progress: self.common.progress, workers: self.common.workers };
+        let result = train::train(&self.spec, setup, &splits, &run, &options)?;
+        println!(
+            "{}: {} {} {:.2} (best epoch {}, val {:.2}); {} trainable of {} params; adapter {} in {}",
+            result.name,
+            result.split,
+            result.metric,
+            result.value,
+            result.best_epoch,
+            result.best_val,
+            mope_core::params::thousands(result.trainable_params),
+            mope_core::params::thousands(result.total_params),
+            mope_core::adapter::human_bytes(result.adapter_bytes),
+            run.best().display()
+        );
+        Ok(())
+    }
+}
+
+/// A trained run: its experiment, labels and the model with the best adapter.
+fn open_run<B: AutodiffBackend>(run: &Path) -> Result<(ExperimentSpec, Setup<B::InnerBackend>)> {
+    let spec = ExperimentSpec::load(&run.join("config.toml"), &[])?;
+    let task = train::run_dir::RunTask::read(run)?;
+    let device = Default::default();
+    let setup = Setup::<B::InnerBackend>::load(&spec, task.labels, task.objective, &device)?;
+    let (model, _) = load_adapter(setup.model, &run.join("best"))?;
+    Ok((spec, Setup { model, ..setup }))
+}
+
+struct EvalJob {
+    run: PathBuf,
+    split: SplitName,
+    common: Common,
+}
+
+impl BackendJob for EvalJob {
+    type Output = ();
+
+    fn run<B: AutodiffBackend>(self) -> Result<()> {
+        let (spec, setup) = open_run::<B>(&self.run)?;
+        let split = load_split(&spec.data, self.split, spec.train.seed)?;
+        eprintln!("{}", split.summary());
+        let mut cache = FeatureCache::for_model(&setup.model, setup.feature_store.clone());
+        let samples = Arc::new(split.samples);
+        let report = evaluate(
+            &setup.model,
+            &setup.prepare,
+            setup.objective,
+            &mut cache,
+            &self.split.to_string(),
+            &samples,
+            spec.train.eval_batch_size,
+            self.common.workers,
+            self.common.progress,
+        )?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        Ok(())
+    }
+}
+
+struct PredictJob {
+    run: PathBuf,
+    sample: Sample,
+    json: bool,
+}
+
+impl BackendJob for PredictJob {
+    type Output = ();
+
+    fn run<B: AutodiffBackend>(self) -> Result<()> {
+        let (_, setup) = open_run::<B>(&self.run)?;
+        let device = Default::default();
+        let pair = setup.prepare.prepare_one(&self.sample)?;
+        let items = [pair];
+        let main = setup.prepare.main_batch::<B::InnerBackend>(&items, &device)?;
+        let feature = FeatureCache::default().features(&setup.model, &setup.prepare, "predict", &items, &device)?;
+        let out = setup.model.forward_with_feature(&main, feature);
+        let probabilities = match setup.objective {
+            Objective::Classification { .. } => softmax(out.logits, 1),
+            Objective::MultiLabel { .. } => sigmoid(out.logits),
+        };
+        let p: Vec<f32> = probabilities.into_data().convert::<f32>().to_vec().expect("floats");
+        let mut ranked: Vec<(usize, f32)> = p.iter().copied().enumerate().collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let routing: Vec<(usize, Vec<f32>)> = out
+            .routing
+            .iter()
+            .map(|(layer, r)| (*layer, r.weights.to_data().convert::<f32>().to_vec().expect("floats")))
+            .collect();
+        if self.json {
+            let top: Vec<_> = ranked.iter().take(5).map(|(c, p)| serde_json::json!({"label": setup.labels[*c], "probability": p})).collect();
+            let routing: Vec<_> = routing.iter().map(|(l, w)| serde_json::json!({"layer": l, "weights": w})).collect();
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({"top": top, "routing": routing}))?);
+        } else {
+            let (best, probability) = ranked[0];
+            println!("{} ({:.1}%)", setup.labels[best], 100.0 * probability);
+            for (c, p) in ranked.iter().skip(1).take(4) {
+                println!("  {} ({:.1}%)", setup.labels[*c], 100.0 * p);
+            }
+            for (layer, weights) in &routing {
+                let w: Vec<String> = weights.iter().map(|v| format!("{v:.2}")).collect();
+                println!("layer {layer:>2} experts [{}]", w.join(" "));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,101 @@
+//! Resumable checkpoints: the adapter of the last completed epoch, the optimiser's state and the
+//! loop's counters, in `<run>/last/`.
+//!
+//! burn keys optimiser state by parameter id, and ids are drawn afresh whenever a model is built,
+//! so the state is saved with the module path of each id and re-keyed to the new model's ids on
+//! resume. The best checkpoint (`<run>/best/`) is an adapter only.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::module::{AutodiffModule, ParamId};
+use burn::optim::{AdamW, Optimizer, adaptor::OptimizerAdaptor};
+use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use mope_core::{float_params, load_adapter, save_adapter};
+use serde::{Deserialize, Serialize};
+
+const STATE_FILE: &str = "state.json";
+const OPTIMIZER_FILE: &str = "optimizer";
+
+/// Counters of the training loop at the end of an epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoopState {
+    /// Epochs completed.
+    pub epochs_done: usize,
+    /// Optimisation steps taken.
+    pub step: usize,
+    /// Best validation value of the primary metric so far, and its epoch (1-based).
+    pub best: Option<(f64, usize)>,
+    /// Training seconds so far.
+    pub seconds: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedState {
+    #[serde(flatten)]
+    state: LoopState,
+    /// Module path of each trainable parameter → its id in the saved optimiser record.
+    param_ids: BTreeMap<String, u64>,
+}
+
+fn trainable_ids<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M) -> BTreeMap<String, ParamId> {
+    float_params::<B, M>(model, |_, _| false).into_iter().filter(|p| p.trainable).map(|p| (p.path, p.id)).collect()
+}
+
+/// The optimiser of the training loop.
+pub type TrainOptimizer<M, B> = OptimizerAdaptor<AdamW, M, B>;
+
+/// Saves the model's adapter, the optimiser state and `state` under `dir`.
+pub fn save<B: AutodiffBackend, M: AutodiffModule<B>>(
+    dir: &Path,
+    model: &M,
+    optimizer: &TrainOptimizer<M, B>,
+    state: &LoopState,
+    base_model: serde_json::Value,
+    model_config: serde_json::Value,
+    method: &str,
+) -> Result<()> {
+    save_adapter(model, dir, method, base_model, model_config)?;
+    BinFileRecorder::<FullPrecisionSettings>::new()
+        .record(optimizer.to_record(), dir.join(OPTIMIZER_FILE))
+        .with_context(|| format!("{}: cannot write the optimiser state", dir.display()))?;
+    let saved = SavedState {
+        state: state.clone(),
+        param_ids: trainable_ids::<B, M>(model).into_iter().map(|(k, v)| (k, v.val())).collect(),
+    };
+    let path = dir.join(STATE_FILE);
+    std::fs::write(&path, serde_json::to_string_pretty(&saved)?).with_context(|| format!("{}: cannot write", path.display()))?;
+    Ok(())
+}
+
+/// Whether `dir` holds a checkpoint to resume from.
+pub fn exists(dir: &Path) -> bool {
+    dir.join(STATE_FILE).is_file()
+}
+
+/// Loads the checkpoint in `dir` into `model` and `optimizer`.
+pub fn load<B: AutodiffBackend, M: AutodiffModule<B>>(
+    dir: &Path,
+    model: M,
+    optimizer: TrainOptimizer<M, B>,
+) -> Result<(M, TrainOptimizer<M, B>, LoopState)> {
+    let path: PathBuf = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let saved: SavedState = serde_json::from_str(&text).with_context(|| format!("{}: not a checkpoint state", path.display()))?;
+    let (model, _) = load_adapter(model, dir)?;
+    let now = trainable_ids::<B, M>(&model);
+    let mut rekey: HashMap<ParamId, ParamId> = HashMap::new();
+    for (path_key, old) in &saved.param_ids {
+        let Some(new) = now.get(path_key) else {
+            bail!("{}: parameter `{path_key}` is not trainable in this model", path.display())
+        };
+        rekey.insert(ParamId::from(*old), *new);
+    }
+    let record: <TrainOptimizer<M, B> as Optimizer<M, B>>::Record = BinFileRecorder::<FullPrecisionSettings>::new()
+        .load(dir.join(OPTIMIZER_FILE), &Default::default())
+        .with_context(|| format!("{}: cannot read the optimiser state", dir.display()))?;
+    let record = record.into_iter().map(|(id, state)| (rekey.get(&id).copied().unwrap_or(id), state)).collect();
+    Ok((model, optimizer.load_record(record), saved.state))
+}

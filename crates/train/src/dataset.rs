@@ -1,0 +1,48 @@
+//! Loading the splits an experiment names, with the size limits it sets.
+
+use data::mustard::MustardSplit;
+use data::segmentation::RgbdDataset;
+use data::{LoadOptions, Split, SplitName};
+
+use crate::spec::{DataSpec, DatasetKind, MustardSplitKind};
+
+/// Loads `split` of the dataset `spec` names, cut to the spec's size limit (training samples:
+/// the first of a seeded shuffle, so a small cut still covers the classes; evaluation samples:
+/// the first in file order).
+pub fn load_split(spec: &DataSpec, split: SplitName, seed: u64) -> Result<Split, data::DataError> {
+    let options = LoadOptions { skip_bad: spec.skip_bad };
+    let root = spec.root.as_path();
+    let mut loaded = match spec.dataset {
+        DatasetKind::Jsonl => {
+            let name: &'static str = Box::leak(
+                root.file_name().map_or_else(|| "jsonl".to_string(), |n| n.to_string_lossy().into_owned()).into_boxed_str(),
+            );
+            data::jsonl::load(root, name, split, options)?
+        }
+        DatasetKind::Food101 => data::food101::load(root, split, spec.food101_val_size, options)?,
+        DatasetKind::Mmimdb => data::mmimdb::load(root, split, options)?,
+        DatasetKind::SnliVe => data::snli_ve::load(root, split, options)?,
+        DatasetKind::Mustard => {
+            let which = match spec.mustard_split {
+                MustardSplitKind::Mope => MustardSplit::MoPE,
+                MustardSplitKind::SpeakerIndependent => MustardSplit::SpeakerIndependent,
+            };
+            data::mustard::load(root, split, which, spec.mustard_train_items, options)?
+        }
+        DatasetKind::Nyudv2 => data::segmentation::load(root, RgbdDataset::NyuDv2, split, options)?,
+        DatasetKind::Sunrgbd => data::segmentation::load(root, RgbdDataset::SunRgbd, split, options)?,
+    };
+    let limit = if split == SplitName::Train { spec.max_train_samples } else { spec.max_eval_samples };
+    if limit > 0 && loaded.samples.len() > limit {
+        if split == SplitName::Train {
+            let config = data::LoaderConfig { shuffle: Some(seed), ..data::LoaderConfig::new(loaded.samples.len()) };
+            let order = data::pipeline::batch_indices(loaded.samples.len(), &config, u64::MAX).concat();
+            let mut kept: Vec<usize> = order.into_iter().take(limit).collect();
+            kept.sort_unstable();
+            loaded.samples = kept.into_iter().map(|i| loaded.samples[i].clone()).collect();
+        } else {
+            loaded.samples.truncate(limit);
+        }
+    }
+    Ok(loaded)
+}

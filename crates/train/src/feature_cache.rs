@@ -1,0 +1,127 @@
+//! Complementary features kept across epochs, and across runs on disk, when they cannot change:
+//! the complementary encoder is frozen and unprompted, so its pooled representation of a sample
+//! is a constant. Every method of an experiment family then encodes each sample once.
+//!
+//! On disk: `<dir>/<key>.json` (`{"width": w, "ids": [...]}`) and `<dir>/<key>.f32` (rows of
+//! little-endian `f32` in the order of `ids`), where the key hashes the encoder, its input options
+//! and the dataset root. Both are written atomically; a file that does not match is ignored and
+//! rebuilt.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use serde::{Deserialize, Serialize};
+
+use crate::pair::{PairPrepare, PreparedPair};
+use crate::trainer::Model;
+
+/// Complementary features by `split/id`.
+#[derive(Debug, Default)]
+pub struct FeatureCache {
+    enabled: bool,
+    rows: HashMap<String, Vec<f32>>,
+    store: Option<PathBuf>,
+    dirty: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Index {
+    width: usize,
+    ids: Vec<String>,
+}
+
+/// FNV-1a, for cache keys.
+pub fn fingerprint(text: &str) -> String {
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+    format!("{hash:016x}")
+}
+
+impl FeatureCache {
+    /// A cache for `model`, active only when its complementary features are constant; kept on
+    /// disk under `store` (a path without extension) if given.
+    pub fn for_model<B: Backend>(model: &Model<B>, store: Option<PathBuf>) -> Self {
+        let enabled = model.complementary_prompts.is_none();
+        let mut cache = Self { enabled, rows: HashMap::new(), store: store.filter(|_| enabled), dirty: false };
+        if let Some(store) = &cache.store {
+            cache.rows = read_store(store).unwrap_or_default();
+        }
+        cache
+    }
+
+    /// Samples whose features are known.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether no feature is known.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Features of `items` (of split `split`).
+    ///
+    /// # Shapes
+    /// - output: `[items.len(), d_complementary]`
+    pub fn features<B: Backend>(
+        &mut self,
+        model: &Model<B>,
+        prepare: &PairPrepare,
+        split: &str,
+        items: &[PreparedPair],
+        device: &B::Device,
+    ) -> Result<Tensor<B, 2>> {
+        if !self.enabled {
+            let all: Vec<&PreparedPair> = items.iter().collect();
+            return Ok(model.complementary_feature(&prepare.complementary_batch(&all, device)?));
+        }
+        let key = |item: &PreparedPair| format!("{split}/{}", item.id);
+        let missing: Vec<&PreparedPair> = items.iter().filter(|i| !self.rows.contains_key(&key(i))).collect();
+        if !missing.is_empty() {
+            let features = model.complementary_feature(&prepare.complementary_batch(&missing, device)?);
+            let [_, width] = features.dims();
+            let values: Vec<f32> = features.into_data().convert::<f32>().to_vec().expect("features are floats");
+            for (row, item) in values.chunks(width).zip(&missing) {
+                self.rows.insert(key(item), row.to_vec());
+            }
+            self.dirty = true;
+        }
+        let width = self.rows[&key(&items[0])].len();
+        let flat: Vec<f32> = items.iter().flat_map(|i| self.rows[&key(i)].iter().copied()).collect();
+        Ok(Tensor::from_data(TensorData::new(flat, [items.len(), width]), device))
+    }
+
+    /// Writes new rows to the store, if there is one.
+    pub fn flush(&mut self) -> Result<()> {
+        let Some(store) = self.store.as_ref().filter(|_| self.dirty) else { return Ok(()) };
+        let mut ids: Vec<&String> = self.rows.keys().collect();
+        ids.sort();
+        let width = ids.first().map_or(0, |id| self.rows[*id].len());
+        let bytes: Vec<u8> = ids.iter().flat_map(|id| self.rows[*id].iter().flat_map(|v| v.to_le_bytes())).collect();
+        let index = Index { width, ids: ids.into_iter().cloned().collect() };
+        if let Some(dir) = store.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+        }
+        atomic_write(&store.with_extension("f32"), &bytes)?;
+        atomic_write(&store.with_extension("json"), serde_json::to_string(&index)?.as_bytes())?;
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("{}: cannot write", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))
+}
+
+fn read_store(store: &Path) -> Option<HashMap<String, Vec<f32>>> {
+    let index: Index = serde_json::from_slice(&std::fs::read(store.with_extension("json")).ok()?).ok()?;
+    let bytes = std::fs::read(store.with_extension("f32")).ok()?;
+    if index.width == 0 || bytes.len() != 4 * index.width * index.ids.len() {
+        return None;
+    }
+    let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    Some(index.ids.into_iter().zip(values.chunks(index.width)).map(|(id, row)| (id, row.to_vec())).collect())
+}

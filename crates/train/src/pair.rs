@@ -1,0 +1,120 @@
+//! Paired samples: each sample prepared for the main and the complementary encoder in loader
+//! workers, then collated into a [`PairBatch`] on the training thread.
+
+use std::path::PathBuf;
+
+use backbones::{AnyInput, BackboneError, InputPreparer, PreparedInput};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use data::image_text::ImageTextPrepare;
+use data::{DataError, Prepare, Sample, Target};
+
+/// One sample prepared for both encoders.
+#[derive(Debug, Clone)]
+pub struct PreparedPair {
+    /// Sample id (the key of the complementary-feature cache).
+    pub id: String,
+    /// Input of the main encoder.
+    pub main: PreparedInput,
+    /// Input of the complementary encoder.
+    pub complementary: PreparedInput,
+    /// Target.
+    pub target: Target,
+}
+
+/// Prepares samples for an encoder pair (a [`Prepare`] for the data pipeline).
+#[derive(Debug, Clone)]
+pub struct PairPrepare {
+    /// Preparation for the main encoder.
+    pub main: InputPreparer,
+    /// Preparation for the complementary encoder.
+    pub complementary: InputPreparer,
+    main_images: Option<ImageTextPrepare>,
+    complementary_images: Option<ImageTextPrepare>,
+}
+
+impl PairPrepare {
+    /// Prepares for these two encoders; images are cached under `cache` if given.
+    pub fn new(main: InputPreparer, complementary: InputPreparer, cache: Option<PathBuf>) -> Self {
+        let images = |p: &InputPreparer| match p {
+            InputPreparer::Image(_, pre) => Some(ImageTextPrepare::new(*pre, cache.clone())),
+            _ => None,
+        };
+        Self { main_images: images(&main), complementary_images: images(&complementary), main, complementary }
+    }
+
+    /// Prepares one sample without the pipeline (for `mope predict`).
+    pub fn prepare_one(&self, sample: &Sample) -> Result<PreparedPair, BackboneError> {
+        Ok(PreparedPair {
+            id: sample.id.clone(),
+            main: self.main.prepare(sample, self.main_images.as_ref())?,
+            complementary: self.complementary.prepare(sample, self.complementary_images.as_ref())?,
+            target: sample.target.clone(),
+        })
+    }
+
+    /// Collates the main encoder's inputs of a batch.
+    pub fn main_batch<B: Backend>(&self, items: &[PreparedPair], device: &B::Device) -> Result<AnyInput<B>, BackboneError> {
+        self.main.collate(&items.iter().map(|i| &i.main).collect::<Vec<_>>(), device)
+    }
+
+    /// Collates the complementary encoder's inputs of a batch.
+    pub fn complementary_batch<B: Backend>(&self, items: &[&PreparedPair], device: &B::Device) -> Result<AnyInput<B>, BackboneError> {
+        self.complementary.collate(&items.iter().map(|i| &i.complementary).collect::<Vec<_>>(), device)
+    }
+}
+
+impl Prepare for PairPrepare {
+    type Item = PreparedPair;
+
+    fn prepare(&self, sample: &Sample) -> Result<PreparedPair, DataError> {
+        self.prepare_one(sample).map_err(|e| match e {
+            BackboneError::Data(e) => e,
+            other => DataError::Decode { path: PathBuf::from(&sample.id), message: other.to_string() },
+        })
+    }
+}
+
+/// Class targets of a batch.
+///
+/// # Shapes
+/// - output: `[items.len()]`
+///
+/// # Panics
+/// If a target is not a single class.
+pub fn class_targets<B: Backend>(items: &[PreparedPair], device: &B::Device) -> Tensor<B, 1, Int> {
+    let classes: Vec<i64> = items.iter().map(|i| class_of(&i.target) as i64).collect();
+    Tensor::from_data(TensorData::new(classes, [items.len()]), device)
+}
+
+/// Multi-hot targets of a batch.
+///
+/// # Shapes
+/// - output: `[items.len(), num_labels]`
+pub fn multi_hot_targets<B: Backend>(items: &[PreparedPair], num_labels: usize, device: &B::Device) -> Tensor<B, 2> {
+    let hot: Vec<f32> = items.iter().flat_map(|i| multi_hot(&i.target, num_labels)).collect();
+    Tensor::from_data(TensorData::new(hot, [items.len(), num_labels]), device)
+}
+
+/// The class of a single-label target.
+///
+/// # Panics
+/// If the target is not a single class.
+pub fn class_of(target: &Target) -> usize {
+    match target {
+        Target::Class(c) => *c,
+        other => panic!("expected a class target, got {other:?}"),
+    }
+}
+
+/// A multi-label target as `num_labels` zeros and ones.
+///
+/// # Panics
+/// If the target is not multi-label.
+pub fn multi_hot(target: &Target, num_labels: usize) -> Vec<f32> {
+    let Target::MultiLabel(labels) = target else { panic!("expected a multi-label target, got {target:?}") };
+    let mut hot = vec![0.0; num_labels];
+    for &l in labels {
+        hot[l] = 1.0;
+    }
+    hot
+}

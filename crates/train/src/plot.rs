@@ -1,0 +1,319 @@
+//! Pictures of a run, from its `metrics.jsonl` alone, each as PNG and SVG:
+//!
+//! - `curves`: training and validation loss, and the validation metric, per epoch;
+//! - `experts`: expert usage per layer (mean routing weight, layers × experts) of the evaluated
+//!   adapter, with the routing entropy per layer;
+//! - `routing_per_class`: mean routing weight per class and expert at the deepest routed layer.
+//!
+//! Text is drawn with a TrueType font found on the system (DejaVu Sans, Liberation Sans, Arial)
+//! or named by `$MOPE_FONT`.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result, bail};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use crate::evaluation::{EvalReport, LayerRouting};
+use crate::run_dir::RunTask;
+
+/// Environment variable naming a TrueType font for plots.
+pub const FONT_ENV: &str = "MOPE_FONT";
+
+const FONT_CANDIDATES: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/Library/Fonts/Arial.ttf",
+    "/System/Library/Fonts/Supplemental/Arial.ttf",
+    "C:\\Windows\\Fonts\\arial.ttf",
+];
+
+/// Registers the plot font once per process.
+fn register_font() -> Result<()> {
+    static FONT: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    FONT.get_or_init(|| {
+        let candidates: Vec<PathBuf> =
+            std::env::var_os(FONT_ENV).map(PathBuf::from).into_iter().chain(FONT_CANDIDATES.iter().map(PathBuf::from)).collect();
+        let path = candidates.iter().find(|p| p.is_file()).ok_or_else(|| {
+            format!("no font for plots: set {FONT_ENV} to a .ttf file, or install one (Debian: `apt-get install fonts-dejavu-core`)")
+        })?;
+        let bytes: &'static [u8] = Box::leak(std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?.into_boxed_slice());
+        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).map_err(|_| format!("{}: not a TrueType font", path.display()))
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+/// What the plots read from `metrics.jsonl`.
+#[derive(Debug, Default)]
+struct History {
+    epochs: Vec<f64>,
+    train_loss: Vec<f64>,
+    val_loss: Vec<f64>,
+    val_metric: Vec<f64>,
+    metric: String,
+    /// Routing of the evaluated adapter (the test event), else of the last epoch.
+    routing: Vec<LayerRouting>,
+    routing_source: String,
+}
+
+fn read_history(run: &Path, metric: &str) -> Result<History> {
+    let path = run.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let mut h = History { metric: metric.to_string(), ..History::default() };
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let event: serde_json::Value = serde_json::from_str(line).with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
+        let report = |key: &str| -> Result<EvalReport> {
+            serde_json::from_value(event[key].clone()).with_context(|| format!("{}:{}: `{key}` is not an evaluation report", path.display(), i + 1))
+        };
+        match event["event"].as_str() {
+            Some("epoch") => {
+                let val = report("val")?;
+                h.epochs.push(event["epoch"].as_f64().unwrap_or(h.epochs.len() as f64 + 1.0));
+                h.train_loss.push(event["train_loss"].as_f64().unwrap_or(f64::NAN));
+                h.val_loss.push(val.loss);
+                h.val_metric.push(val.metric(metric).unwrap_or(f64::NAN));
+                if h.routing_source.is_empty() || h.routing_source.starts_with("validation") {
+                    h.routing = val.routing;
+                    h.routing_source = format!("validation, epoch {}", h.epochs.len());
+                }
+            }
+            Some("test") => {
+                h.routing = report("report")?.routing;
+                h.routing_source = format!("{} split, best adapter", event["split"].as_str().unwrap_or("test"));
+            }
+            _ => {}
+        }
+    }
+    if h.epochs.is_empty() {
+        bail!("{}: no completed epoch to plot", path.display());
+    }
+    Ok(h)
+}
+
+/// Draws every plot of the run in `run` into `out`; returns the files written.
+pub fn plot_run(run: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+    register_font()?;
+    let task = RunTask::read(run)?;
+    let history = read_history(run, task.objective.primary_metric())?;
+    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
+    let mut written = Vec::new();
+    written.extend(render(out, "curves", (1000, 420), &Curves(&history))?);
+    if history.routing.is_empty() {
+        eprintln!("no routing in this run (the method has no experts): routing plots skipped");
+        return Ok(written);
+    }
+    let rows = history.routing.len();
+    written.extend(render(out, "experts", (760, 140 + 28 * rows as u32), &Experts(&history))?);
+    let classes = task.labels.len();
+    written.extend(render(out, "routing_per_class", (760, 140 + 24 * classes.min(60) as u32), &PerClass(&history, &task.labels))?);
+    Ok(written)
+}
+
+/// A picture that can be drawn on any plotters backend.
+trait Figure {
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<()>
+    where
+        DB::ErrorType: 'static;
+}
+
+struct Curves<'a>(&'a History);
+struct Experts<'a>(&'a History);
+struct PerClass<'a>(&'a History, &'a [String]);
+
+impl Figure for Curves<'_> {
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        curves(area, self.0)
+    }
+}
+
+impl Figure for Experts<'_> {
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        experts(area, self.0)
+    }
+}
+
+impl Figure for PerClass<'_> {
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        routing_per_class(area, self.0, self.1)
+    }
+}
+
+/// Draws `figure` into `<out>/<name>.svg` and `<out>/<name>.png`.
+fn render(out: &Path, name: &str, size: (u32, u32), figure: &impl Figure) -> Result<Vec<PathBuf>> {
+    let svg = out.join(format!("{name}.svg"));
+    {
+        let area = SVGBackend::new(&svg, size).into_drawing_area();
+        area.fill(&WHITE).map_err(plot_error)?;
+        figure.draw(&area)?;
+        area.present().map_err(plot_error)?;
+    }
+    let png = out.join(format!("{name}.png"));
+    let mut buffer = vec![0u8; (size.0 * size.1 * 3) as usize];
+    {
+        let area = BitMapBackend::with_buffer(&mut buffer, size).into_drawing_area();
+        area.fill(&WHITE).map_err(plot_error)?;
+        figure.draw(&area)?;
+        area.present().map_err(plot_error)?;
+    }
+    image::RgbImage::from_raw(size.0, size.1, buffer)
+        .expect("the buffer has width × height × 3 bytes")
+        .save(&png)
+        .with_context(|| format!("{}: cannot write", png.display()))?;
+    Ok(vec![png, svg])
+}
+
+fn plot_error<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> anyhow::Error {
+    anyhow::anyhow!("drawing failed: {e}")
+}
+
+fn range(values: &[f64]) -> (f64, f64) {
+    let finite = values.iter().copied().filter(|v| v.is_finite());
+    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let pad = ((hi - lo) * 0.08).max(1e-3);
+    (lo - pad, hi + pad)
+}
+
+fn curves<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, h: &History) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let (left, right) = area.split_horizontally(area.dim_in_pixel().0 / 2);
+    let last = h.epochs.last().copied().unwrap_or(1.0).max(1.0);
+    let (lo, hi) = range(&[h.train_loss.clone(), h.val_loss.clone()].concat());
+    let mut chart = ChartBuilder::on(&left)
+        .caption("loss", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.5..last + 0.5, lo..hi)
+        .map_err(plot_error)?;
+    chart.configure_mesh().x_desc("epoch").light_line_style(WHITE).draw().map_err(plot_error)?;
+    for (values, name, colour) in [(&h.train_loss, "train", BLUE), (&h.val_loss, "validation", RED)] {
+        let points: Vec<(f64, f64)> = h.epochs.iter().copied().zip(values.iter().copied()).filter(|(_, v)| v.is_finite()).collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+            .map_err(plot_error)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2)));
+        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, colour.filled()))).map_err(plot_error)?;
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(plot_error)?;
+
+    let (lo, hi) = range(&h.val_metric);
+    let mut chart = ChartBuilder::on(&right)
+        .caption(format!("validation {} (%)", h.metric), ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.5..last + 0.5, lo..hi)
+        .map_err(plot_error)?;
+    chart.configure_mesh().x_desc("epoch").light_line_style(WHITE).draw().map_err(plot_error)?;
+    let points: Vec<(f64, f64)> = h.epochs.iter().copied().zip(h.val_metric.iter().copied()).collect();
+    chart.draw_series(LineSeries::new(points.clone(), GREEN.stroke_width(2))).map_err(plot_error)?;
+    chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, GREEN.filled()))).map_err(plot_error)?;
+    Ok(())
+}
+
+/// White (0) to dark blue (1).
+fn heat(value: f64) -> RGBColor {
+    let v = value.clamp(0.0, 1.0);
+    let mix = |from: f64, to: f64| (from + (to - from) * v).round() as u8;
+    RGBColor(mix(255.0, 8.0), mix(255.0, 48.0), mix(255.0, 107.0))
+}
+
+/// A heatmap of `rows × columns` values in [0, 1], each cell labelled with its value.
+fn heatmap<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    row_names: &[String],
+    column_name: &str,
+    values: &[Vec<f32>],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let columns = values.iter().map(Vec::len).max().unwrap_or(0);
+    let rows = row_names.len();
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(140)
+        .build_cartesian_2d(0f64..columns as f64, 0f64..rows as f64)
+        .map_err(plot_error)?;
+    let names = row_names.to_vec();
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc(column_name)
+        .x_labels(columns)
+        .y_labels(rows)
+        .x_label_formatter(&|x| if x.fract() == 0.0 { String::new() } else { format!("{}", x.floor() as usize) })
+        .y_label_formatter(&|y| {
+            let i = rows as isize - 1 - y.floor() as isize;
+            if y.fract() == 0.0 || i < 0 { String::new() } else { names.get(i as usize).cloned().unwrap_or_default() }
+        })
+        .draw()
+        .map_err(plot_error)?;
+    let max = values.iter().flatten().fold(0f32, |m, &v| m.max(v)).max(1e-6) as f64;
+    for (r, row) in values.iter().enumerate() {
+        let y = (rows - 1 - r) as f64;
+        for (c, &v) in row.iter().enumerate() {
+            let x = c as f64;
+            chart.draw_series(std::iter::once(Rectangle::new([(x, y), (x + 1.0, y + 1.0)], heat(v as f64 / max).filled()))).map_err(plot_error)?;
+            let colour = if v as f64 / max > 0.55 { WHITE } else { BLACK };
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    format!("{v:.2}"),
+                    (x + 0.5, y + 0.5),
+                    ("sans-serif", 13).into_font().color(&colour).pos(plotters::style::text_anchor::Pos::new(
+                        plotters::style::text_anchor::HPos::Center,
+                        plotters::style::text_anchor::VPos::Center,
+                    )),
+                )))
+                .map_err(plot_error)?;
+        }
+    }
+    Ok(())
+}
+
+fn experts<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, h: &History) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let names: Vec<String> = h.routing.iter().map(|r| format!("layer {} (H {:.2})", r.layer, r.stats.entropy)).collect();
+    let values: Vec<Vec<f32>> = h.routing.iter().map(|r| r.stats.share.clone()).collect();
+    heatmap(area, &format!("expert usage per layer ({})", h.routing_source), &names, "expert", &values)
+}
+
+fn routing_per_class<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, h: &History, labels: &[String]) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let deepest = h.routing.last().expect("checked by the caller");
+    let (names, values): (Vec<String>, Vec<Vec<f32>>) = labels
+        .iter()
+        .zip(&deepest.per_class)
+        .filter(|(_, row)| !row.is_empty())
+        .take(60)
+        .map(|(name, row)| (name.chars().take(18).collect(), row.clone()))
+        .unzip();
+    heatmap(area, &format!("routing per class, layer {} ({})", deepest.layer, h.routing_source), &names, "expert", &values)
+}

@@ -1,0 +1,261 @@
+//! A run directory: everything one training run leaves behind.
+//!
+//! ```text
+//! <run>/config.toml     the resolved experiment (every default written out)
+//! <run>/task.json       the objective and the class names, indexed by class id
+//! <run>/metrics.jsonl   one JSON object per line: "step", "epoch" (with validation and
+//!                       routing statistics) and "test" events
+//! <run>/best/           adapter of the best validation epoch (adapter contract)
+//! <run>/last/           adapter, optimiser state and counters of the last epoch (resume)
+//! <run>/result.json     the result: metrics, trainable params, adapter bytes, times, environment
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use burn::tensor::backend::Backend;
+use mope_core::ParamSummary;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::LoopState;
+use crate::evaluation::{EvalReport, Objective};
+use crate::spec::{ExperimentSpec, PaperResult};
+
+const TASK_FILE: &str = "task.json";
+
+/// What a run's model predicts: the objective and the names of its outputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunTask {
+    /// Loss and metrics.
+    pub objective: Objective,
+    /// Class (label) names, indexed by output.
+    pub labels: Vec<String>,
+}
+
+impl RunTask {
+    /// Reads `<run>/task.json`.
+    pub fn read(run: &Path) -> Result<Self> {
+        let path = run.join(TASK_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read (is this a run directory?)", path.display()))?;
+        let task: Self = serde_json::from_str(&text).with_context(|| format!("{}: not a task description", path.display()))?;
+        anyhow::ensure!(
+            task.labels.len() == task.objective.num_outputs(),
+            "{}: {} labels for {} outputs",
+            path.display(),
+            task.labels.len(),
+            task.objective.num_outputs()
+        );
+        Ok(task)
+    }
+}
+
+/// Paths and writers of a run directory.
+#[derive(Debug)]
+pub struct RunDir {
+    path: PathBuf,
+    opened: Instant,
+}
+
+impl RunDir {
+    /// The run directory at `path` (created if missing).
+    pub fn open(path: &Path) -> Result<Self> {
+        std::fs::create_dir_all(path).with_context(|| format!("{}: cannot create the run directory", path.display()))?;
+        Ok(Self { path: path.to_path_buf(), opened: Instant::now() })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Adapter of the best epoch.
+    pub fn best(&self) -> PathBuf {
+        self.path.join("best")
+    }
+
+    /// Checkpoint of the last epoch.
+    pub fn last(&self) -> PathBuf {
+        self.path.join("last")
+    }
+
+    /// The metrics log.
+    pub fn metrics(&self) -> PathBuf {
+        self.path.join("metrics.jsonl")
+    }
+
+    /// The result file.
+    pub fn result(&self) -> PathBuf {
+        self.path.join("result.json")
+    }
+
+    /// Starts a fresh run: writes the resolved config and labels, empties the metrics log and
+    /// removes checkpoints and results of an earlier run.
+    pub fn start(&self, spec: &ExperimentSpec, task: &RunTask) -> Result<()> {
+        for dir in [self.best(), self.last()] {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).with_context(|| format!("{}: cannot remove", dir.display()))?;
+            }
+        }
+        let _ = std::fs::remove_file(self.result());
+        write(&self.path.join("config.toml"), &spec.to_toml())?;
+        write(&self.path.join(TASK_FILE), &serde_json::to_string_pretty(task)?)?;
+        write(&self.metrics(), "")
+    }
+
+    /// Appends one event to `metrics.jsonl`.
+    pub fn log(&self, event: &serde_json::Value) -> Result<()> {
+        let path = self.metrics();
+        let mut file = std::fs::OpenOptions::new().append(true).create(true).open(&path).with_context(|| format!("{}: cannot open", path.display()))?;
+        writeln!(file, "{event}").with_context(|| format!("{}: cannot write", path.display()))
+    }
+
+    /// Drops the events of epochs after `epochs_done` (a resumed run repeats them).
+    pub fn truncate_metrics_after(&self, epochs_done: usize) -> Result<()> {
+        let path = self.metrics();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let kept: String = text
+            .lines()
+            .filter(|line| {
+                let event: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+                event["event"] != "test" && event["epoch"].as_u64().is_none_or(|e| e as usize <= epochs_done)
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        write(&path, &kept)
+    }
+
+    /// Writes `result.json`.
+    pub fn write_result(&self, result: &RunResult) -> Result<()> {
+        write(&self.result(), &serde_json::to_string_pretty(result)?)
+    }
+
+    /// Seconds since the directory was opened.
+    pub fn elapsed(&self) -> f64 {
+        self.opened.elapsed().as_secs_f64()
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// Where a result was measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Environment {
+    /// burn backend and device.
+    pub backend: String,
+    /// Logical CPUs.
+    pub cpus: usize,
+    /// Operating system and architecture.
+    pub os: String,
+    /// `git rev-parse HEAD` of the working directory, if it is a repository.
+    pub git_commit: Option<String>,
+    /// Version of this crate.
+    pub version: String,
+    /// Seconds since the Unix epoch at which the result was written.
+    pub unix_time: u64,
+}
+
+impl Environment {
+    /// The environment of this process, on `device`.
+    pub fn here<B: Backend>(device: &B::Device) -> Self {
+        let git_commit = std::process::Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        Self {
+            backend: format!("{} {device:?}", B::name(device)),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+            git_commit,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            unix_time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        }
+    }
+}
+
+/// The result of a run, as written to `result.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// Experiment name.
+    pub name: String,
+    /// Fusion method.
+    pub method: String,
+    /// Main and complementary encoders.
+    pub encoders: [String; 2],
+    /// The primary metric.
+    pub metric: String,
+    /// Its value on the evaluated split, in percent.
+    pub value: f64,
+    /// Split the value is measured on (`test`, or `val` where the dataset has no test split).
+    pub split: String,
+    /// Its best validation value, and the epoch of the best adapter.
+    pub best_val: f64,
+    /// Epoch (1-based) whose adapter is evaluated.
+    pub best_epoch: usize,
+    /// What the paper reports.
+    pub paper: Option<PaperResult>,
+    /// Trainable parameters.
+    pub trainable_params: usize,
+    /// All parameters.
+    pub total_params: usize,
+    /// Size of the best adapter's weights file.
+    pub adapter_bytes: u64,
+    /// Epochs and optimisation steps.
+    pub epochs: usize,
+    /// Optimisation steps.
+    pub steps: usize,
+    /// Seconds in training loops (without evaluation).
+    pub train_seconds: f64,
+    /// Seconds of this invocation, loading and evaluation included.
+    pub wall_seconds: f64,
+    /// The full evaluation report.
+    pub report: EvalReport,
+    /// Where it ran.
+    pub environment: Environment,
+}
+
+impl RunResult {
+    /// Assembles the result of a finished run.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new<B: Backend>(
+        spec: &ExperimentSpec,
+        objective: Objective,
+        summary: &ParamSummary,
+        run: &RunDir,
+        best_epoch: usize,
+        best_val: f64,
+        split: &str,
+        report: EvalReport,
+        state: &LoopState,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let metric = objective.primary_metric().to_string();
+        let weights = run.best().join(mope_core::adapter::ADAPTER_WEIGHTS_FILE);
+        let adapter_bytes = std::fs::metadata(&weights).with_context(|| format!("{}: missing", weights.display()))?.len();
+        Ok(Self {
+            name: spec.name.clone(),
+            method: spec.model.method.name().to_string(),
+            encoders: [spec.model.main.clone(), spec.model.complementary.clone()],
+            value: report.metric(&metric).expect("the primary metric is always reported"),
+            metric,
+            split: split.to_string(),
+            best_val,
+            best_epoch,
+            paper: spec.paper.clone(),
+            trainable_params: summary.trainable,
+            total_params: summary.total,
+            adapter_bytes,
+            epochs: spec.train.epochs,
+            steps: state.step,
+            train_seconds: state.seconds,
+            wall_seconds: run.elapsed(),
+            report,
+            environment: Environment::here::<B>(device),
+        })
+    }
+}

@@ -1,0 +1,523 @@
+//! Experiment specifications: one TOML file says which data, which encoders, which fusion
+//! method, its prompts and how to train, and (for the paper's experiments) what the paper reports.
+//!
+//! Unknown keys are errors naming the file and the key. The official MoPE code's flag names are
+//! accepted as aliases of ours ([`ALIASES`]), and `--set section.key=value` overrides any value
+//! after the file is read (aliases apply to overrides too).
+//!
+//! ```toml
+//! [data]
+//! dataset = "jsonl"
+//! root = ".assets/datasets/emoji"
+//!
+//! [model]
+//! method = "mope"
+//! main = "mobilenet-v2+all-minilm-l6-v2"
+//! complementary = "all-minilm-l6-v2"
+//!
+//! [prompts]
+//! moe_n_experts = 4     # alias of num_experts
+//! prompt_length = 6     # alias: static_len and expert_len
+//!
+//! [train]
+//! epochs = 10
+//! w_imp = 0.01          # alias of importance_weight
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use mope_core::FusionMethod;
+use serde::{Deserialize, Serialize};
+
+use crate::schedule::Schedule;
+
+/// A complete experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentSpec {
+    /// Name of the experiment (`<dataset>/<method>` for the shipped ones).
+    #[serde(default)]
+    pub name: String,
+    /// One line on what it shows.
+    #[serde(default)]
+    pub description: String,
+    /// Data.
+    pub data: DataSpec,
+    /// Encoders and fusion method.
+    pub model: ModelSpec,
+    /// Prompts of the main encoder.
+    #[serde(default)]
+    pub prompts: PromptSpec,
+    /// Optimisation.
+    #[serde(default)]
+    pub train: TrainSpec,
+    /// What the paper reports for this experiment, if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paper: Option<PaperResult>,
+}
+
+/// Which dataset, where, and how much of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    /// Loader: `jsonl` (MoPE's layout: emoji, digits, any `{train,val,test}.jsonl` + `labels.txt`),
+    /// `food101`, `mmimdb`, `snli-ve`, `mustard`, `nyudv2`, `sunrgbd`.
+    pub dataset: DatasetKind,
+    /// Dataset root, in the dataset's official layout (see `datasets/README.md`).
+    pub root: PathBuf,
+    /// Use at most this many training samples (the first of a seeded shuffle); 0: all.
+    #[serde(default)]
+    pub max_train_samples: usize,
+    /// Evaluate on at most this many validation/test samples (the first in file order); 0: all.
+    #[serde(default)]
+    pub max_eval_samples: usize,
+    /// Skip malformed rows and missing files (counted and reported) instead of failing.
+    #[serde(default)]
+    pub skip_bad: bool,
+    /// Food-101: size of the stratified validation hold-out from train.
+    #[serde(default = "default_food101_val")]
+    pub food101_val_size: usize,
+    /// MUStARD: `mope` (first `mustard_train_items` keys train) or `speaker-independent`.
+    #[serde(default)]
+    pub mustard_split: MustardSplitKind,
+    /// MUStARD: training items of the `mope` split.
+    #[serde(default = "default_mustard_train")]
+    pub mustard_train_items: usize,
+    /// Loader worker threads; 0: one per core.
+    #[serde(default)]
+    pub workers: usize,
+    /// Cache prepared images (`images/`) and frozen complementary features (`features/`) here,
+    /// between epochs and runs; empty: no cache.
+    #[serde(default = "default_cache")]
+    pub cache_dir: PathBuf,
+}
+
+fn default_food101_val() -> usize {
+    5000
+}
+fn default_mustard_train() -> usize {
+    334
+}
+fn default_cache() -> PathBuf {
+    PathBuf::from(".cache")
+}
+
+/// Dataset loaders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetKind {
+    /// `{train,val,test}.jsonl` + `labels.txt`.
+    Jsonl,
+    /// UPMC Food-101.
+    Food101,
+    /// MM-IMDB.
+    Mmimdb,
+    /// SNLI-VE.
+    SnliVe,
+    /// MUStARD.
+    Mustard,
+    /// NYUDv2.
+    Nyudv2,
+    /// SUN RGB-D.
+    Sunrgbd,
+}
+
+/// MUStARD split.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MustardSplitKind {
+    /// The official MoPE code's split.
+    #[default]
+    Mope,
+    /// Speaker-independent.
+    SpeakerIndependent,
+}
+
+/// Encoders and the fusion method.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// `mope`, `sequential`, `prompt-tuning` or `late-fusion`.
+    pub method: FusionMethod,
+    /// Main (prompted) encoder: a preset name or `<cnn>+<transformer>`.
+    pub main: String,
+    /// Complementary encoder, whose representation routes the experts.
+    pub complementary: String,
+    /// The main encoder reads depth instead of RGB (image encoders only).
+    #[serde(default)]
+    pub main_reads_depth: bool,
+    /// The complementary encoder reads depth instead of RGB (image encoders only).
+    #[serde(default)]
+    pub complementary_reads_depth: bool,
+    /// Audio clips are padded or trimmed to this many seconds.
+    #[serde(default = "default_audio_seconds")]
+    pub audio_seconds: f64,
+    /// Side of the square image crop of image encoders; 0: the preset's (224 for the shipped ones).
+    #[serde(default)]
+    pub image_size: usize,
+    /// Static deep prompt tokens per layer of the complementary encoder (official
+    /// `--t_prompt_length`); 0 keeps it frozen and its features cached.
+    #[serde(default)]
+    pub complementary_prompt_len: usize,
+    /// Weights directory; empty: `$MOPE_WEIGHTS_DIR`, else `.assets/models`.
+    #[serde(default)]
+    pub weights_dir: PathBuf,
+}
+
+fn default_audio_seconds() -> f64 {
+    30.0
+}
+
+/// Prompts of the main encoder (the method switches parts off: see `mope_core::classifier`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromptSpec {
+    /// Static prompt tokens per layer.
+    pub static_len: usize,
+    /// Prompt experts per layer.
+    pub num_experts: usize,
+    /// Tokens per expert.
+    pub expert_len: usize,
+    /// Mapped prompt tokens.
+    pub mapped_len: usize,
+    /// Prompted layers; empty: the encoder's default.
+    pub prompted_layers: Vec<usize>,
+    /// Hidden width of the mapper.
+    pub mapper_hidden: usize,
+    /// Routing temperature.
+    pub temperature: f64,
+    /// Standard deviation of the routing noise in training.
+    pub noise_std: f64,
+    /// Keep only the `top_k` largest routing weights; 0: dense routing.
+    pub top_k: usize,
+    /// Router self-projection width.
+    pub d_inter: usize,
+    /// Router cross-projection width.
+    pub d_cross: usize,
+}
+
+impl Default for PromptSpec {
+    fn default() -> Self {
+        Self {
+            static_len: 6,
+            num_experts: 4,
+            expert_len: 6,
+            mapped_len: 1,
+            prompted_layers: Vec::new(),
+            mapper_hidden: 384,
+            temperature: 0.1,
+            noise_std: 1.0 / 256.0,
+            top_k: 0,
+            d_inter: 2,
+            d_cross: 8,
+        }
+    }
+}
+
+/// Optimisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSpec {
+    /// Epochs.
+    pub epochs: usize,
+    /// Training batch size.
+    pub batch_size: usize,
+    /// Evaluation batch size.
+    pub eval_batch_size: usize,
+    /// Learning rate of the main encoder's prompts, the head and any trainable encoder part.
+    pub lr: f64,
+    /// Learning rate of the complementary encoder's prompts.
+    pub complementary_lr: f64,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// Clip the global gradient norm to this; 0: no clipping.
+    pub grad_clip: f64,
+    /// Seed of initialisation, shuffling and routing noise.
+    pub seed: u64,
+    /// Weight of the importance loss.
+    pub importance_weight: f64,
+    /// Importance values at or below this are zeroed.
+    pub importance_threshold: f64,
+    /// Drop the last incomplete training batch.
+    pub drop_last: bool,
+    /// Write a `step` line to `metrics.jsonl` every this many steps; 0: only per epoch.
+    pub log_every: usize,
+}
+
+impl Default for TrainSpec {
+    fn default() -> Self {
+        Self {
+            epochs: 10,
+            batch_size: 32,
+            eval_batch_size: 64,
+            lr: 4e-4,
+            complementary_lr: 5e-4,
+            weight_decay: 1e-3,
+            schedule: Schedule::official(),
+            grad_clip: 1.0,
+            seed: 42,
+            importance_weight: 0.01,
+            importance_threshold: 0.1,
+            drop_last: true,
+            log_every: 10,
+        }
+    }
+}
+
+/// A number the paper reports, so that results print as ours vs paper.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaperResult {
+    /// Metric name, as our evaluation reports it (`accuracy`, `f1_macro`, …).
+    pub metric: String,
+    /// The paper's value, in percent; absent where it could not be read (see `source`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// Where the number comes from, or why it is missing.
+    pub source: String,
+}
+
+/// Official MoPE flag names and the keys they stand for (`section.alias` → `section.key`s).
+pub const ALIASES: &[(&str, &[&str])] = &[
+    ("prompts.moe_n_experts", &["prompts.num_experts"]),
+    ("prompts.prompt_length", &["prompts.static_len", "prompts.expert_len"]),
+    ("model.t_prompt_length", &["model.complementary_prompt_len"]),
+    ("model.fuse_method", &["model.method"]),
+    ("train.w_imp", &["train.importance_weight"]),
+    ("train.lr_vis", &["train.lr"]),
+    ("train.lr_text", &["train.complementary_lr"]),
+    ("train.max_epoch", &["train.epochs"]),
+    ("train.clip", &["train.grad_clip"]),
+    ("train.batch-size", &["train.batch_size"]),
+];
+
+/// Errors in a specification, naming the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TOML syntax error (the message gives line and column).
+    #[error("{path}: {message}")]
+    Syntax {
+        /// File.
+        path: PathBuf,
+        /// Parser message.
+        message: String,
+    },
+    /// A key that does not exist, a wrong type or value.
+    #[error("{path}: `{key}`: {message}")]
+    Key {
+        /// File (or `--set`).
+        path: PathBuf,
+        /// Dotted key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ExperimentSpec {
+    /// Reads `path`, applies the aliases and the `key=value` overrides, and checks every key.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io { path: path.into(), source })?;
+        let mut spec = Self::parse(&text, path, overrides)?;
+        if spec.name.is_empty() {
+            spec.name = default_name(path);
+        }
+        Ok(spec)
+    }
+
+    /// Parses TOML text (`path` names it in errors).
+    pub fn parse(text: &str, path: &Path, overrides: &[String]) -> Result<Self, SpecError> {
+        let mut table: toml::Table =
+            text.parse().map_err(|e: toml::de::Error| SpecError::Syntax { path: path.into(), message: e.to_string() })?;
+        resolve_aliases(&mut table, path)?;
+        for assignment in overrides {
+            apply_override(&mut table, assignment)?;
+        }
+        let spec: Self = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| SpecError::Key {
+            path: path.into(),
+            key: e.path().to_string(),
+            message: e.inner().to_string(),
+        })?;
+        spec.validate(path)?;
+        Ok(spec)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), SpecError> {
+        let bad = |key: &str, message: &str| Err(SpecError::Key { path: path.into(), key: key.into(), message: message.into() });
+        if self.train.batch_size == 0 {
+            return bad("train.batch_size", "must be at least 1");
+        }
+        if self.train.eval_batch_size == 0 {
+            return bad("train.eval_batch_size", "must be at least 1");
+        }
+        if self.train.epochs == 0 {
+            return bad("train.epochs", "must be at least 1");
+        }
+        if !(self.model.audio_seconds > 0.0) {
+            return bad("model.audio_seconds", "must be positive");
+        }
+        if self.prompts.top_k > self.prompts.num_experts {
+            return bad("prompts.top_k", "is larger than prompts.num_experts");
+        }
+        if self.prompts.temperature <= 0.0 {
+            return bad("prompts.temperature", "must be positive");
+        }
+        Ok(())
+    }
+
+    /// The resolved specification as TOML, every default written out.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a spec always serialises")
+    }
+}
+
+/// `experiments/emoji/mope/experiment.toml` → `emoji/mope`; otherwise the file stem.
+fn default_name(path: &Path) -> String {
+    let parts: Vec<String> = path.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    match parts.as_slice() {
+        [.., dataset, method, file] if file == "experiment.toml" => format!("{dataset}/{method}"),
+        _ => path.file_stem().map_or_else(|| "experiment".into(), |s| s.to_string_lossy().into_owned()),
+    }
+}
+
+fn resolve_aliases(table: &mut toml::Table, path: &Path) -> Result<(), SpecError> {
+    for (alias, targets) in ALIASES {
+        let (section, key) = alias.split_once('.').expect("aliases are dotted");
+        let Some(toml::Value::Table(inner)) = table.get_mut(section) else { continue };
+        let Some(value) = inner.remove(key) else { continue };
+        for target in *targets {
+            let (_, target_key) = target.split_once('.').expect("aliases are dotted");
+            if inner.contains_key(target_key) {
+                return Err(SpecError::Key {
+                    path: path.into(),
+                    key: (*target).into(),
+                    message: format!("set twice: directly and through its alias `{alias}`"),
+                });
+            }
+            inner.insert(target_key.into(), value.clone());
+        }
+    }
+    Ok(())
+}
+
+/// Applies `section.key=value`; the value is read as TOML (`4`, `1e-3`, `true`, `[1, 2]`,
+/// `"text"`), and as a plain string if it is not TOML.
+fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), SpecError> {
+    let set = || PathBuf::from("--set");
+    let (key, raw) = assignment.split_once('=').ok_or_else(|| SpecError::Key {
+        path: set(),
+        key: assignment.into(),
+        message: "expected section.key=value".into(),
+    })?;
+    let key = key.trim();
+    let value: toml::Value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.trim().to_string()));
+    let keys: Vec<String> = match ALIASES.iter().find(|(alias, _)| *alias == key) {
+        Some((_, targets)) => targets.iter().map(|t| t.to_string()).collect(),
+        None => vec![key.to_string()],
+    };
+    for key in keys {
+        let mut node = &mut *table;
+        let mut parts: Vec<&str> = key.split('.').collect();
+        let last = parts.pop().expect("split yields one part");
+        for part in parts {
+            let entry = node.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            node = entry.as_table_mut().ok_or_else(|| SpecError::Key {
+                path: set(),
+                key: key.clone(),
+                message: format!("`{part}` is not a section"),
+            })?;
+        }
+        node.insert(last.to_string(), value.clone());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [data]
+        dataset = "jsonl"
+        root = "data/emoji"
+        [model]
+        method = "mope"
+        main = "mobilenet-v2+all-minilm-l6-v2"
+        complementary = "all-minilm-l6-v2"
+    "#;
+
+    fn parse(text: &str, overrides: &[&str]) -> Result<ExperimentSpec, SpecError> {
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        ExperimentSpec::parse(text, Path::new("exp.toml"), &overrides)
+    }
+
+    #[test]
+    fn defaults_are_the_official_hyperparameters() {
+        let spec = parse(MINIMAL, &[]).unwrap();
+        assert_eq!((spec.prompts.static_len, spec.prompts.num_experts, spec.prompts.expert_len), (6, 4, 6));
+        assert_eq!((spec.train.lr, spec.train.complementary_lr, spec.train.weight_decay), (4e-4, 5e-4, 1e-3));
+        assert_eq!((spec.train.epochs, spec.train.grad_clip, spec.train.seed), (10, 1.0, 42));
+        assert_eq!(spec.train.schedule, Schedule::official());
+        assert_eq!(spec.data.dataset, DatasetKind::Jsonl);
+    }
+
+    #[test]
+    fn official_flag_names_are_aliases() {
+        let text = format!("{MINIMAL}\n[prompts]\nmoe_n_experts = 16\nprompt_length = 3\n[train]\nw_imp = 0.05\nlr_vis = 1e-3\n");
+        let spec = parse(&text, &["model.t_prompt_length=4"]).unwrap();
+        assert_eq!((spec.prompts.num_experts, spec.prompts.static_len, spec.prompts.expert_len), (16, 3, 3));
+        assert_eq!((spec.train.importance_weight, spec.train.lr), (0.05, 1e-3));
+        assert_eq!(spec.model.complementary_prompt_len, 4);
+    }
+
+    #[test]
+    fn overrides_are_typed_and_win() {
+        let spec = parse(MINIMAL, &["train.epochs=3", "prompts.prompted_layers=[1, 2]", "model.method=late-fusion", "data.root=x y"]).unwrap();
+        assert_eq!(spec.train.epochs, 3);
+        assert_eq!(spec.prompts.prompted_layers, [1, 2]);
+        assert_eq!(spec.model.method, FusionMethod::LateFusion);
+        assert_eq!(spec.data.root, Path::new("x y"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_file_and_key() {
+        let err = parse(&format!("{MINIMAL}\n[train]\nlearning_rate = 1\n"), &[]).unwrap_err().to_string();
+        assert!(err.starts_with("exp.toml: `train.learning_rate`: unknown field `learning_rate`"), "{err}");
+        let err = parse(MINIMAL, &["prompts.num_expert=3"]).unwrap_err().to_string();
+        assert!(err.contains("`prompts.num_expert`"), "{err}");
+        let err = parse(MINIMAL, &["train.epochs=many"]).unwrap_err().to_string();
+        assert!(err.contains("`train.epochs`") && err.contains("invalid type"), "{err}");
+        let err = parse(MINIMAL, &["train.batch_size=0"]).unwrap_err().to_string();
+        assert_eq!(err, "exp.toml: `train.batch_size`: must be at least 1");
+        let err = parse(&format!("{MINIMAL}\n[prompts]\nnum_experts = 2\nmoe_n_experts = 3\n"), &[]).unwrap_err().to_string();
+        assert!(err.contains("set twice"), "{err}");
+        let err = parse("[data\n", &[]).unwrap_err().to_string();
+        assert!(err.starts_with("exp.toml: ") && err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn resolved_toml_reads_back_identically() {
+        let spec = parse(MINIMAL, &["train.schedule={kind=\"warmup-cosine\", warmup_steps=5, min_ratio=0.1}"]).unwrap();
+        assert_eq!(parse(&spec.to_toml(), &[]).unwrap(), spec);
+    }
+
+    #[test]
+    fn names_come_from_the_experiment_path() {
+        assert_eq!(default_name(Path::new("experiments/emoji/mope/experiment.toml")), "emoji/mope");
+        assert_eq!(default_name(Path::new("mine.toml")), "mine");
+    }
+}

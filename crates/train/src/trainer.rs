@@ -1,0 +1,305 @@
+//! The training loop: seeded, with AdamW per learning-rate group, the schedule, global gradient
+//! clipping, complementary features cached across epochs when they cannot change, validation
+//! every epoch, the best adapter kept, a resumable checkpoint of the last epoch, and every number
+//! written to the run directory ([`crate::run_dir`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use backbones::presets::default_weights_dir;
+use backbones::{AnyEncoder, EncoderOptions, LoadedEncoder, load_encoder};
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::{ElementConversion, backend::AutodiffBackend, backend::Backend};
+use data::{LoaderConfig, Sample, Split, batches};
+use mope_core::{
+    MopePromptsConfig, MultimodalClassifier, MultimodalClassifierConfig, ParamSummary, RouterSettings,
+    load_adapter, materialize,
+};
+use serde_json::json;
+
+use crate::checkpoint::{self, LoopState, TrainOptimizer};
+use crate::feature_cache::{FeatureCache, fingerprint};
+use crate::evaluation::{EvalReport, Evaluation, Objective};
+use crate::optim::clip_global_norm;
+use crate::pair::PairPrepare;
+use crate::progress::{Progress, ProgressMode};
+use crate::run_dir::{RunDir, RunResult, RunTask};
+use crate::spec::ExperimentSpec;
+
+/// The classifier over two run-time-chosen encoders.
+pub type Model<B> = MultimodalClassifier<B, AnyEncoder<B>, AnyEncoder<B>>;
+
+/// A model ready to train or evaluate, with what it needs around it.
+#[derive(Debug)]
+pub struct Setup<B: Backend> {
+    /// The classifier, encoders frozen.
+    pub model: Model<B>,
+    /// Sample preparation for its two encoders.
+    pub prepare: Arc<PairPrepare>,
+    /// Loss and metrics.
+    pub objective: Objective,
+    /// Class (label) names.
+    pub labels: Vec<String>,
+    /// The classifier's configuration (saved in adapters).
+    pub classifier: MultimodalClassifierConfig,
+    /// Names of the encoders (saved in adapters).
+    pub base_model: serde_json::Value,
+    /// Where complementary features are kept between runs (see [`FeatureCache`]).
+    pub feature_store: Option<std::path::PathBuf>,
+}
+
+/// The classifier configuration an experiment asks for, with `num_outputs` head outputs.
+pub fn classifier_config(spec: &ExperimentSpec, num_outputs: usize) -> MultimodalClassifierConfig {
+    let p = &spec.prompts;
+    let router = RouterSettings::new()
+        .with_d_inter(p.d_inter)
+        .with_d_cross(p.d_cross)
+        .with_temperature(p.temperature)
+        .with_noise_std(p.noise_std)
+        .with_top_k((p.top_k > 0).then_some(p.top_k))
+        .with_key_seed(spec.train.seed);
+    let prompts = MopePromptsConfig::new(0, 0, 0)
+        .with_static_len(p.static_len)
+        .with_num_experts(p.num_experts)
+        .with_expert_len(p.expert_len)
+        .with_mapped_len(p.mapped_len)
+        .with_prompted_layers((!p.prompted_layers.is_empty()).then(|| p.prompted_layers.clone()))
+        .with_mapper_hidden(p.mapper_hidden)
+        .with_router(router);
+    MultimodalClassifierConfig::new(spec.model.method, num_outputs, prompts)
+        .with_complementary_prompt_len(spec.model.complementary_prompt_len)
+        .with_importance_weight(spec.train.importance_weight)
+        .with_importance_threshold(spec.train.importance_threshold)
+}
+
+impl<B: Backend> Setup<B> {
+    /// Loads the two encoders the experiment names and builds the classifier.
+    pub fn load(spec: &ExperimentSpec, labels: Vec<String>, objective: Objective, device: &B::Device) -> Result<Self> {
+        let weights = if spec.model.weights_dir.as_os_str().is_empty() { default_weights_dir() } else { spec.model.weights_dir.clone() };
+        let options = |depth| EncoderOptions {
+            depth,
+            audio_seconds: spec.model.audio_seconds,
+            image_size: spec.model.image_size,
+            ..EncoderOptions::default()
+        };
+        let main = load_encoder(&spec.model.main, &weights, options(spec.model.main_reads_depth), device)
+            .with_context(|| format!("main encoder `{}`", spec.model.main))?;
+        let complementary = load_encoder(&spec.model.complementary, &weights, options(spec.model.complementary_reads_depth), device)
+            .with_context(|| format!("complementary encoder `{}`", spec.model.complementary))?;
+        Self::from_encoders(spec, main, complementary, labels, objective, device)
+    }
+
+    /// Builds the classifier around two loaded encoders.
+    pub fn from_encoders(
+        spec: &ExperimentSpec,
+        main: LoadedEncoder<B>,
+        complementary: LoadedEncoder<B>,
+        labels: Vec<String>,
+        objective: Objective,
+        device: &B::Device,
+    ) -> Result<Self> {
+        use mope_core::PromptableEncoder;
+        if main.encoder.num_layers() == 0 && spec.model.method != mope_core::FusionMethod::LateFusion {
+            anyhow::bail!("main encoder `{}` has no layer to prompt: use it as the complementary encoder, or with method late-fusion", main.name);
+        }
+        if complementary.encoder.num_layers() == 0 && spec.model.complementary_prompt_len > 0 {
+            anyhow::bail!("complementary encoder `{}` has no layer to prompt: set model.complementary_prompt_len = 0", complementary.name);
+        }
+        let feature_store = (!spec.data.cache_dir.as_os_str().is_empty()).then(|| {
+            let m = &spec.model;
+            let key = format!("{}|{}|{}|{}|{}", complementary.name, m.image_size, m.audio_seconds, m.complementary_reads_depth, spec.data.root.display());
+            spec.data.cache_dir.join("features").join(fingerprint(&key))
+        });
+        B::seed(device, spec.train.seed);
+        // Trainable encoder parts (the hybrid's projection) are drawn from the seed first.
+        let main_encoder = materialize(main.encoder);
+        let classifier = classifier_config(spec, objective.num_outputs());
+        let model = classifier.init(main_encoder, complementary.encoder, device);
+        let cache = (!spec.data.cache_dir.as_os_str().is_empty()).then(|| spec.data.cache_dir.clone());
+        Ok(Self {
+            model,
+            prepare: Arc::new(PairPrepare::new(main.preparer, complementary.preparer, cache.map(|c| c.join("images")))),
+            objective,
+            labels,
+            classifier,
+            base_model: json!({ "main": main.name, "complementary": complementary.name }),
+            feature_store,
+        })
+    }
+}
+
+/// How [`train`] runs.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Continue from `<run>/last/` if it exists.
+    pub resume: bool,
+    /// Progress output.
+    pub progress: ProgressMode,
+    /// Loader worker threads (0: one per core).
+    pub workers: usize,
+}
+
+/// The splits of an experiment.
+#[derive(Debug)]
+pub struct Splits {
+    /// Training samples.
+    pub train: Split,
+    /// Validation samples (selects the best epoch).
+    pub val: Split,
+    /// Test samples, where the dataset has them.
+    pub test: Option<Split>,
+}
+
+fn loader(batch_size: usize, workers: usize, shuffle: Option<u64>, drop_last: bool) -> LoaderConfig {
+    let mut config = LoaderConfig::new(batch_size);
+    if workers > 0 {
+        config.workers = workers;
+        config.prefetch = 2 * workers;
+    }
+    config.shuffle = shuffle;
+    config.drop_last = drop_last;
+    config
+}
+
+/// Evaluates `model` on `samples`.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate<B: Backend>(
+    model: &Model<B>,
+    prepare: &Arc<PairPrepare>,
+    objective: Objective,
+    cache: &mut FeatureCache,
+    split_name: &str,
+    samples: &Arc<Vec<Sample>>,
+    batch_size: usize,
+    workers: usize,
+    progress: ProgressMode,
+) -> Result<EvalReport> {
+    let device: B::Device = Default::default();
+    let config = loader(batch_size, workers, None, false);
+    let batches = batches(samples.clone(), prepare.clone(), &config, 0);
+    let mut bar = Progress::new(progress, format!("eval {split_name}"), batches.len());
+    let mut evaluation = Evaluation::new(objective);
+    for batch in batches {
+        let items = batch?;
+        let main = prepare.main_batch::<B>(&items, &device)?;
+        let feature = cache.features(model, prepare, split_name, &items, &device)?;
+        let out = model.forward_with_feature(&main, feature);
+        let loss = objective.loss(out.logits.clone(), &items).into_scalar().elem::<f64>();
+        let importance = out.importance_loss.clone().into_scalar().elem::<f64>();
+        evaluation.update(&out.logits, &items, &out.routing, loss, importance);
+        bar.step(items.len(), String::new);
+    }
+    bar.finish();
+    cache.flush()?;
+    Ok(evaluation.report())
+}
+
+/// Trains the experiment in `run`, and evaluates the best epoch's adapter on the test split
+/// (the validation split where there is none).
+pub fn train<B: AutodiffBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: &Splits, run: &RunDir, options: &TrainOptions) -> Result<RunResult> {
+    let device: B::Device = Default::default();
+    let Setup { mut model, prepare, objective, labels, classifier, base_model, feature_store } = setup;
+    let t = &spec.train;
+    let summary = ParamSummary::of(&model);
+    let model_config = serde_json::to_value(&classifier)?;
+    let method = spec.model.method.name();
+    let mut optimizer: TrainOptimizer<Model<B>, B> = AdamWConfig::new().with_weight_decay(t.weight_decay as f32).init();
+    let mut state = LoopState { epochs_done: 0, step: 0, best: None, seconds: 0.0 };
+    if options.resume && checkpoint::exists(&run.last()) {
+        (model, optimizer, state) = checkpoint::load(&run.last(), model, optimizer)?;
+        run.truncate_metrics_after(state.epochs_done)?;
+        eprintln!("resuming {} after epoch {} (step {})", run.path().display(), state.epochs_done, state.step);
+    } else {
+        run.start(spec, &RunTask { objective, labels: labels.clone() })?;
+    }
+
+    let train_samples = Arc::new(splits.train.samples.clone());
+    let val_samples = Arc::new(splits.val.samples.clone());
+    let train_loader = loader(t.batch_size, options.workers, Some(t.seed), t.drop_last);
+    let steps_per_epoch = data::pipeline::batch_indices(train_samples.len(), &train_loader, 0).len();
+    anyhow::ensure!(steps_per_epoch > 0, "{} training samples make no batch of {} (drop_last)", train_samples.len(), t.batch_size);
+    let total_steps = steps_per_epoch * t.epochs;
+    let mut cache = FeatureCache::for_model(&model, feature_store);
+    // Reseed so that routing noise and dropout depend on the seed and the epoch only.
+    for epoch in state.epochs_done..t.epochs {
+        B::seed(&device, t.seed.wrapping_add(1 + epoch as u64));
+        let start = Instant::now();
+        let batches = batches(train_samples.clone(), prepare.clone(), &train_loader, epoch as u64);
+        let mut bar = Progress::new(options.progress, format!("epoch {}/{}", epoch + 1, t.epochs), batches.len());
+        let (mut loss_sum, mut importance_sum, mut seen) = (0.0, 0.0, 0usize);
+        for batch in batches {
+            let items = batch?;
+            let lr = t.schedule.rate(t.lr, state.step, total_steps, steps_per_epoch);
+            let lr_complementary = t.schedule.rate(t.complementary_lr, state.step, total_steps, steps_per_epoch);
+            let main = prepare.main_batch::<B>(&items, &device)?;
+            let feature = cache.features(&model, &prepare, "train", &items, &device)?;
+            let out = model.forward_with_feature(&main, feature);
+            let task = objective.loss(out.logits, &items);
+            let loss = task.clone() + out.importance_loss.clone() * t.importance_weight;
+            let mut grads = loss.backward();
+            let mut complementary = model.complementary_prompts.as_ref().map(|p| GradientsParams::from_module(&mut grads, p));
+            let mut rest = GradientsParams::from_grads(grads, &model);
+            let grad_norm = {
+                let mut groups: Vec<&mut GradientsParams> = vec![&mut rest];
+                groups.extend(complementary.as_mut());
+                clip_global_norm(&model, &mut groups, t.grad_clip)
+            };
+            model = optimizer.step(lr, model, rest);
+            if let Some(grads) = complementary {
+                model = optimizer.step(lr_complementary, model, grads);
+            }
+            let (task, importance) = (task.into_scalar().elem::<f64>(), out.importance_loss.into_scalar().elem::<f64>());
+            loss_sum += task;
+            importance_sum += importance;
+            seen += 1;
+            state.step += 1;
+            if t.log_every > 0 && state.step % t.log_every == 0 {
+                run.log(&json!({ "event": "step", "epoch": epoch + 1, "step": state.step, "lr": lr, "loss": task,
+                    "importance_loss": importance, "grad_norm": grad_norm }))?;
+            }
+            bar.step(items.len(), || format!("loss {:.4}", loss_sum / seen as f64));
+        }
+        bar.finish();
+        cache.flush()?;
+        let train_seconds = start.elapsed().as_secs_f64();
+        state.seconds += train_seconds;
+        let val = evaluate(&model.valid(), &prepare, objective, &mut cache, "val", &val_samples, t.eval_batch_size, options.workers, options.progress)?;
+        let value = val.metric(objective.primary_metric()).expect("the primary metric is always reported");
+        let improved = state.best.is_none_or(|(best, _)| value > best);
+        if improved {
+            state.best = Some((value, epoch + 1));
+            mope_core::save_adapter(&model, &run.best(), method, base_model.clone(), model_config.clone())?;
+        }
+        state.epochs_done = epoch + 1;
+        run.log(&json!({ "event": "epoch", "epoch": epoch + 1, "step": state.step,
+            "lr": t.schedule.rate(t.lr, state.step.saturating_sub(1), total_steps, steps_per_epoch),
+            "train_loss": loss_sum / seen.max(1) as f64, "train_importance_loss": importance_sum / seen.max(1) as f64,
+            "train_seconds": train_seconds, "train_samples_per_second": (seen * t.batch_size) as f64 / train_seconds,
+            "val": val, "best": improved }))?;
+        eprintln!(
+            "epoch {}/{}: train loss {:.4}, val {} {:.2}{} ({train_seconds:.1} s)",
+            epoch + 1,
+            t.epochs,
+            loss_sum / seen.max(1) as f64,
+            objective.primary_metric(),
+            value,
+            if improved { " (best)" } else { "" }
+        );
+        checkpoint::save(&run.last(), &model, &optimizer, &state, base_model.clone(), model_config.clone(), method)?;
+    }
+
+    // The best epoch's adapter, on the test split.
+    let (best_value, best_epoch) = state.best.expect("at least one epoch ran");
+    let (best_model, _) = load_adapter(model.valid(), &run.best())?;
+    let (test_name, test_samples) = match &splits.test {
+        Some(test) => ("test", Arc::new(test.samples.clone())),
+        None => ("val", val_samples.clone()),
+    };
+    let test = evaluate(&best_model, &prepare, objective, &mut cache, test_name, &test_samples, t.eval_batch_size, options.workers, options.progress)?;
+    run.log(&json!({ "event": "test", "split": test_name, "epoch": best_epoch, "report": test }))?;
+    let result = RunResult::new::<B>(spec, objective, &summary, run, best_epoch, best_value, test_name, test, &state, &device)?;
+    run.write_result(&result)?;
+    Ok(result)
+}
