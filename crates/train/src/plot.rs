@@ -186,7 +186,7 @@ fn range(values: &[f64]) -> (f64, f64) {
     if !lo.is_finite() {
         return (0.0, 1.0);
     }
-    let pad = ((hi - lo) * 0.08).max(1e-3);
+    let pad = ((hi - lo) * 0.08).max(hi.abs().max(1.0) * 0.02);
     (lo - pad, hi + pad)
 }
 
@@ -256,38 +256,38 @@ where
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(140)
-        .build_cartesian_2d(0f64..columns as f64, 0f64..rows as f64)
+        // A segmented range a..b has b - a + 1 segments.
+        .build_cartesian_2d((0..columns.max(2) - 1).into_segmented(), (0..rows.max(2) - 1).into_segmented())
         .map_err(plot_error)?;
-    let names = row_names.to_vec();
+    // Row 0 at the top.
+    let row_at = |y: usize| rows - 1 - y;
     chart
         .configure_mesh()
         .disable_mesh()
         .x_desc(column_name)
         .x_labels(columns)
         .y_labels(rows)
-        .x_label_formatter(&|x| if x.fract() == 0.0 { String::new() } else { format!("{}", x.floor() as usize) })
-        .y_label_formatter(&|y| {
-            let i = rows as isize - 1 - y.floor() as isize;
-            if y.fract() == 0.0 || i < 0 { String::new() } else { names.get(i as usize).cloned().unwrap_or_default() }
+        .x_label_formatter(&|x| match x {
+            SegmentValue::CenterOf(c) => c.to_string(),
+            _ => String::new(),
+        })
+        .y_label_formatter(&|y| match y {
+            SegmentValue::CenterOf(r) if *r < rows => row_names[row_at(*r)].clone(),
+            _ => String::new(),
         })
         .draw()
         .map_err(plot_error)?;
     let max = values.iter().flatten().fold(0f32, |m, &v| m.max(v)).max(1e-6) as f64;
+    let centre = plotters::style::text_anchor::Pos::new(plotters::style::text_anchor::HPos::Center, plotters::style::text_anchor::VPos::Center);
     for (r, row) in values.iter().enumerate() {
-        let y = (rows - 1 - r) as f64;
+        let y = row_at(r);
         for (c, &v) in row.iter().enumerate() {
-            let x = c as f64;
-            chart.draw_series(std::iter::once(Rectangle::new([(x, y), (x + 1.0, y + 1.0)], heat(v as f64 / max).filled()))).map_err(plot_error)?;
+            let cell = [(SegmentValue::Exact(c), SegmentValue::Exact(y)), (SegmentValue::Exact(c + 1), SegmentValue::Exact(y + 1))];
+            chart.draw_series(std::iter::once(Rectangle::new(cell, heat(v as f64 / max).filled()))).map_err(plot_error)?;
             let colour = if v as f64 / max > 0.55 { WHITE } else { BLACK };
+            let style = ("sans-serif", 13).into_font().color(&colour).pos(centre);
             chart
-                .draw_series(std::iter::once(Text::new(
-                    format!("{v:.2}"),
-                    (x + 0.5, y + 0.5),
-                    ("sans-serif", 13).into_font().color(&colour).pos(plotters::style::text_anchor::Pos::new(
-                        plotters::style::text_anchor::HPos::Center,
-                        plotters::style::text_anchor::VPos::Center,
-                    )),
-                )))
+                .draw_series(std::iter::once(Text::new(format!("{v:.2}"), (SegmentValue::CenterOf(c), SegmentValue::CenterOf(y)), style)))
                 .map_err(plot_error)?;
         }
     }

@@ -41,6 +41,10 @@ pub struct ExperimentSpec {
     /// One line on what it shows.
     #[serde(default)]
     pub description: String,
+    /// Sets the experiment belongs to; `cargo xtask reproduce` runs those tagged `default` when
+    /// given no name.
+    #[serde(default)]
+    pub tags: Vec<String>,
     /// Data.
     pub data: DataSpec,
     /// Encoders and fusion method.

@@ -1,0 +1,288 @@
+//! `cargo xtask reproduce`: runs the experiments under `experiments/<dataset>/<method>/` with the
+//! `mope` binary, and prints and saves one table: method, metric (ours and the paper's), trainable
+//! parameters, adapter size and time, and for each dataset whether MoPE beats vanilla prompt
+//! tuning, and at what parameter cost.
+//!
+//! ```text
+//! cargo xtask reproduce                 # the experiments tagged "default" (shipped data)
+//! cargo xtask reproduce emoji food101/mope
+//! cargo xtask reproduce --list | --dry-run | --smoke | --force | --device cuda
+//! ```
+//! A result newer than its experiment file is reused unless `--force`. `--smoke` runs every
+//! selected experiment for seconds (one epoch on a few samples) into `runs/smoke/`: what CI runs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+
+const SMOKE: &[&str] = &[
+    "train.epochs=1",
+    "data.max_train_samples=64",
+    "data.max_eval_samples=48",
+    "train.batch_size=16",
+    "train.eval_batch_size=48",
+    "train.log_every=1",
+];
+
+/// Command-line options.
+#[derive(Debug, Default)]
+struct Options {
+    names: Vec<String>,
+    list: bool,
+    dry_run: bool,
+    smoke: bool,
+    force: bool,
+    device: Option<String>,
+}
+
+fn parse(args: &[String]) -> Result<Options> {
+    let mut o = Options::default();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--list" => o.list = true,
+            "--dry-run" => o.dry_run = true,
+            "--smoke" => o.smoke = true,
+            "--force" => o.force = true,
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--device" => o.device = Some(args.next().context("--device needs a value: cpu, wgpu or cuda")?.clone()),
+            flag if flag.starts_with("--") => bail!("unknown option `{flag}`\n\n{USAGE}"),
+            name => o.names.push(name.trim_end_matches('/').to_string()),
+        }
+    }
+    Ok(o)
+}
+
+/// Usage of the command.
+pub const USAGE: &str = "usage: cargo xtask reproduce [NAME...] [--list] [--dry-run] [--smoke] [--force] [--device cpu|wgpu|cuda]
+  NAME: an experiment (`emoji/mope`) or a dataset (`emoji`); none: the experiments tagged `default`";
+
+/// One experiment file, read loosely (the `mope` binary checks it fully).
+#[derive(Debug)]
+struct Experiment {
+    name: String,
+    path: PathBuf,
+    tags: Vec<String>,
+    method: String,
+    data_root: PathBuf,
+    paper_value: Option<f64>,
+}
+
+fn discover(root: &Path) -> Result<Vec<Experiment>> {
+    let mut found = Vec::new();
+    let dir = root.join("experiments");
+    let mut datasets: Vec<PathBuf> = std::fs::read_dir(&dir).with_context(|| format!("{}: cannot list", dir.display()))?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
+    datasets.sort();
+    for dataset in datasets {
+        let mut methods: Vec<PathBuf> = std::fs::read_dir(&dataset)?.filter_map(|e| e.ok().map(|e| e.path().join("experiment.toml"))).filter(|p| p.is_file()).collect();
+        methods.sort();
+        for path in methods {
+            let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+            let value: toml::Table = text.parse().with_context(|| format!("{}: not TOML", path.display()))?;
+            let rel = path.strip_prefix(root).unwrap_or(&path);
+            let parts: Vec<String> = rel.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+            let default_name = format!("{}/{}", parts[1], parts[2]);
+            let get = |section: &str, key: &str| value.get(section).and_then(|s| s.get(key)).cloned();
+            found.push(Experiment {
+                name: value.get("name").and_then(|v| v.as_str()).map_or(default_name, String::from),
+                tags: value.get("tags").and_then(|v| v.as_array()).map(|a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect()).unwrap_or_default(),
+                method: get("model", "method").and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                data_root: root.join(get("data", "root").and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
+                paper_value: get("paper", "value").and_then(|v| v.as_float()),
+                path,
+            });
+        }
+    }
+    Ok(found)
+}
+
+fn select<'a>(all: &'a [Experiment], names: &[String]) -> Result<Vec<&'a Experiment>> {
+    if names.is_empty() {
+        return Ok(all.iter().filter(|e| e.tags.iter().any(|t| t == "default")).collect());
+    }
+    let mut chosen = Vec::new();
+    for name in names {
+        let matched: Vec<&Experiment> = all.iter().filter(|e| &e.name == name || e.name.starts_with(&format!("{name}/"))).collect();
+        if matched.is_empty() {
+            bail!("no experiment named `{name}`; `cargo xtask reproduce --list` lists them");
+        }
+        chosen.extend(matched);
+    }
+    Ok(chosen)
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn read_result(path: &Path) -> Option<serde_json::Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// Runs the command.
+pub fn run(root: &Path, args: &[String]) -> Result<()> {
+    let options = parse(args)?;
+    let all = discover(root)?;
+    let chosen = select(&all, &options.names)?;
+    let runs = if options.smoke { root.join("runs/smoke") } else { root.join("runs") };
+    if options.list {
+        println!("{:<26} {:<14} {:<10} {:<8} {:>10}", "experiment", "method", "tags", "data", "result");
+        for e in &all {
+            let result = read_result(&runs.join(&e.name).join("result.json"))
+                .and_then(|r| r["value"].as_f64().map(|v| format!("{v:.2}")))
+                .unwrap_or_else(|| "-".into());
+            let data = if e.data_root.exists() { "present" } else { "missing" };
+            println!("{:<26} {:<14} {:<10} {:<8} {:>10}", e.name, e.method, e.tags.join(","), data, result);
+        }
+        return Ok(());
+    }
+
+    let mope = build_mope(root, options.device.as_deref())?;
+    let mut rows = Vec::new();
+    let mut failures = Vec::new();
+    for e in &chosen {
+        let run_dir = runs.join(&e.name);
+        let result_path = run_dir.join("result.json");
+        let fresh = !options.force
+            && !options.smoke
+            && !options.dry_run
+            && matches!((modified(&result_path), modified(&e.path)), (Some(r), Some(s)) if r > s);
+        if fresh && let Some(result) = read_result(&result_path) {
+            eprintln!("== {}: result newer than the experiment, reused ({})", e.name, result_path.display());
+            rows.push((e, result));
+            continue;
+        }
+        if !e.data_root.exists() {
+            failures.push(format!("{}: data not found at {} (see datasets/README.md)", e.name, e.data_root.display()));
+            continue;
+        }
+        eprintln!("== {}", e.name);
+        let mut command = Command::new(&mope);
+        command.current_dir(root).arg("train").arg(&e.path).arg("--run-dir").arg(&run_dir).arg("--plain");
+        if let Some(device) = &options.device {
+            command.args(["--device", device]);
+        }
+        if options.dry_run {
+            command.arg("--dry-run");
+        }
+        if options.smoke {
+            for set in SMOKE {
+                command.args(["--set", set]);
+            }
+        }
+        let start = Instant::now();
+        let status = command.status().with_context(|| format!("cannot run {}", mope.display()))?;
+        if !status.success() {
+            failures.push(format!("{}: `mope train` failed ({status})", e.name));
+            continue;
+        }
+        if options.dry_run {
+            continue;
+        }
+        match read_result(&result_path) {
+            Some(result) => rows.push((e, result)),
+            None => failures.push(format!("{}: no result.json after {:.0} s", e.name, start.elapsed().as_secs_f64())),
+        }
+    }
+    if !rows.is_empty() {
+        let table = table(&rows);
+        println!("\n{table}");
+        let claims = claims(&rows);
+        println!("{claims}");
+        std::fs::create_dir_all(&runs)?;
+        std::fs::write(runs.join("reproduce.md"), format!("{table}\n{claims}"))?;
+        let json: Vec<&serde_json::Value> = rows.iter().map(|(_, r)| r).collect();
+        std::fs::write(runs.join("reproduce.json"), serde_json::to_string_pretty(&json)?)?;
+        println!("written: {} and {}", runs.join("reproduce.md").display(), runs.join("reproduce.json").display());
+    }
+    if !failures.is_empty() {
+        for f in &failures {
+            eprintln!("failed: {f}");
+        }
+        bail!("{} of {} experiments failed", failures.len(), chosen.len());
+    }
+    Ok(())
+}
+
+fn build_mope(root: &Path, device: Option<&str>) -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.current_dir(root).args(["build", "-p", "train", "--bin", "mope"]);
+    if let Some(feature @ ("wgpu" | "cuda")) = device {
+        command.args(["--features", feature]);
+    }
+    let status = command.status().context("cannot run cargo")?;
+    if !status.success() {
+        bail!("building the mope binary failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    Ok(target.join("debug").join(if cfg!(windows) { "mope.exe" } else { "mope" }))
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The result table, in Markdown.
+fn table(rows: &[(&Experiment, serde_json::Value)]) -> String {
+    let mut out = String::from(
+        "| experiment | metric | ours | paper | trainable params | trainable % | adapter | train time | wall time |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (e, r) in rows {
+        let trainable = r["trainable_params"].as_u64().unwrap_or(0);
+        let total = r["total_params"].as_u64().unwrap_or(1).max(1);
+        let paper = e.paper_value.map_or_else(|| "n/a".to_string(), |v| format!("{v:.2}"));
+        out.push_str(&format!(
+            "| {} | {} ({}) | {:.2} | {} | {} | {:.3} | {:.1} KiB | {:.0} s | {:.0} s |\n",
+            e.name,
+            r["metric"].as_str().unwrap_or("?"),
+            r["split"].as_str().unwrap_or("?"),
+            r["value"].as_f64().unwrap_or(f64::NAN),
+            paper,
+            thousands(trainable),
+            100.0 * trainable as f64 / total as f64,
+            r["adapter_bytes"].as_u64().unwrap_or(0) as f64 / 1024.0,
+            r["train_seconds"].as_f64().unwrap_or(f64::NAN),
+            r["wall_seconds"].as_f64().unwrap_or(f64::NAN),
+        ));
+    }
+    out
+}
+
+/// For each dataset with both, whether MoPE beats vanilla prompt tuning, and at what parameter cost.
+fn claims(rows: &[(&Experiment, serde_json::Value)]) -> String {
+    let mut out = String::new();
+    let datasets: std::collections::BTreeSet<&str> = rows.iter().filter_map(|(e, _)| e.name.split('/').next()).collect();
+    for dataset in datasets {
+        let find = |method: &str| rows.iter().find(|(e, _)| e.name.starts_with(&format!("{dataset}/")) && e.method == method).map(|(_, r)| r);
+        let (Some(mope), Some(vpt)) = (find("mope"), find("prompt-tuning")) else { continue };
+        let value = |r: &serde_json::Value| r["value"].as_f64().unwrap_or(f64::NAN);
+        let params = |r: &serde_json::Value| r["trainable_params"].as_u64().unwrap_or(0);
+        let (m, v) = (value(mope), value(vpt));
+        let verdict = if m > v { "MoPE beats vanilla prompt tuning" } else { "MoPE does NOT beat vanilla prompt tuning" };
+        let cost = if params(mope) <= params(vpt) {
+            "with equal or fewer trainable params".to_string()
+        } else {
+            format!("but trains {:.1}x the params", params(mope) as f64 / params(vpt).max(1) as f64)
+        };
+        out.push_str(&format!(
+            "{dataset}: {verdict} ({m:.2} vs {v:.2}; {} vs {} trainable params), {cost}.\n",
+            thousands(params(mope)),
+            thousands(params(vpt))
+        ));
+    }
+    out
+}
