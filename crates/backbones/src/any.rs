@@ -71,6 +71,8 @@ impl<B: Backend> AnyInput<B> {
 }
 
 /// One of the promptable backbones.
+// One encoder value per model: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum AnyEncoder<B: Backend> {
     /// BERT-family text encoder.
@@ -185,6 +187,7 @@ impl<B: Backend> PromptableEncoder<B> for AnyEncoder<B> {
 }
 
 /// How raw samples become an [`AnyInput`] for one encoder: its modality and preprocessing.
+#[allow(clippy::large_enum_variant)] // one per encoder
 #[derive(Debug, Clone)]
 pub enum InputPreparer {
     /// Tokenisation.

@@ -84,10 +84,12 @@ impl<B: Backend> ConvBn<B> {
         let (scale, shift) = bn.scale_shift();
         let weight = self.conv.weight.val();
         let [out, ..] = weight.dims();
-        let folded = weight * scale.reshape([out, 1, 1, 1]);
+        // Detached: new leaf tensors, like loaded weights (on an autodiff backend the products
+        // would otherwise be graph nodes, which cannot become parameters).
+        let folded = (weight * scale.reshape([out, 1, 1, 1])).detach();
         let mut conv = self.conv;
         conv.weight = Param::initialized(conv.weight.id, folded);
-        conv.bias = Some(Param::from_tensor(shift));
+        conv.bias = Some(Param::from_tensor(shift.detach()));
         Self { conv, bn: None, relu6: self.relu6 }
     }
 }

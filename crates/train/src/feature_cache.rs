@@ -60,6 +60,12 @@ impl FeatureCache {
         self.rows.is_empty()
     }
 
+    /// Whether the features of every sample in `samples` (of split `split`) are cached, so that
+    /// their complementary inputs need not be prepared.
+    pub fn covers(&self, split: &str, samples: &[data::Sample]) -> bool {
+        self.enabled && samples.iter().all(|s| self.rows.contains_key(&format!("{split}/{}", s.id)))
+    }
+
     /// Features of `items` (of split `split`).
     ///
     /// # Shapes

@@ -15,8 +15,8 @@ pub struct PreparedPair {
     pub id: String,
     /// Input of the main encoder.
     pub main: PreparedInput,
-    /// Input of the complementary encoder.
-    pub complementary: PreparedInput,
+    /// Input of the complementary encoder; `None` when its feature is already cached.
+    pub complementary: Option<PreparedInput>,
     /// Target.
     pub target: Target,
 }
@@ -30,6 +30,7 @@ pub struct PairPrepare {
     pub complementary: InputPreparer,
     main_images: Option<ImageTextPrepare>,
     complementary_images: Option<ImageTextPrepare>,
+    skip_complementary: bool,
 }
 
 impl PairPrepare {
@@ -39,7 +40,13 @@ impl PairPrepare {
             InputPreparer::Image(_, pre) => Some(ImageTextPrepare::new(*pre, cache.clone())),
             _ => None,
         };
-        Self { main_images: images(&main), complementary_images: images(&complementary), main, complementary }
+        Self { main_images: images(&main), complementary_images: images(&complementary), main, complementary, skip_complementary: false }
+    }
+
+    /// The same preparation without the complementary input, for samples whose complementary
+    /// features are all cached (decoding them again would be wasted work).
+    pub fn main_only(&self) -> Self {
+        Self { skip_complementary: true, ..self.clone() }
     }
 
     /// Prepares one sample without the pipeline (for `mope predict`).
@@ -47,7 +54,10 @@ impl PairPrepare {
         Ok(PreparedPair {
             id: sample.id.clone(),
             main: self.main.prepare(sample, self.main_images.as_ref())?,
-            complementary: self.complementary.prepare(sample, self.complementary_images.as_ref())?,
+            complementary: match self.skip_complementary {
+                true => None,
+                false => Some(self.complementary.prepare(sample, self.complementary_images.as_ref())?),
+            },
             target: sample.target.clone(),
         })
     }
@@ -58,8 +68,13 @@ impl PairPrepare {
     }
 
     /// Collates the complementary encoder's inputs of a batch.
+    ///
+    /// # Panics
+    /// If an item was prepared without its complementary input ([`main_only`](Self::main_only)).
     pub fn complementary_batch<B: Backend>(&self, items: &[&PreparedPair], device: &B::Device) -> Result<AnyInput<B>, BackboneError> {
-        self.complementary.collate(&items.iter().map(|i| &i.complementary).collect::<Vec<_>>(), device)
+        let inputs: Vec<&PreparedInput> =
+            items.iter().map(|i| i.complementary.as_ref().expect("complementary input prepared (its feature is not cached)")).collect();
+        self.complementary.collate(&inputs, device)
     }
 }
 

@@ -99,9 +99,14 @@ impl RunDir {
             }
         }
         let _ = std::fs::remove_file(self.result());
-        write(&self.path.join("config.toml"), &spec.to_toml())?;
+        self.write_config(spec)?;
         write(&self.path.join(TASK_FILE), &serde_json::to_string_pretty(task)?)?;
         write(&self.metrics(), "")
+    }
+
+    /// Writes the resolved experiment (a resumed run rewrites it: it may train more epochs).
+    pub fn write_config(&self, spec: &ExperimentSpec) -> Result<()> {
+        write(&self.path.join("config.toml"), &spec.to_toml())
     }
 
     /// Appends one event to `metrics.jsonl`.

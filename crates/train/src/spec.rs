@@ -367,7 +367,7 @@ impl ExperimentSpec {
         if self.train.epochs == 0 {
             return bad("train.epochs", "must be at least 1");
         }
-        if !(self.model.audio_seconds > 0.0) {
+        if self.model.audio_seconds.is_nan() || self.model.audio_seconds <= 0.0 {
             return bad("model.audio_seconds", "must be positive");
         }
         if self.prompts.top_k > self.prompts.num_experts {

@@ -178,13 +178,14 @@ pub fn evaluate<B: Backend>(
 ) -> Result<EvalReport> {
     let device: B::Device = Default::default();
     let config = loader(batch_size, workers, None, false);
+    let prepare = if cache.covers(split_name, samples) { Arc::new(prepare.main_only()) } else { prepare.clone() };
     let batches = batches(samples.clone(), prepare.clone(), &config, 0);
     let mut bar = Progress::new(progress, format!("eval {split_name}"), batches.len());
     let mut evaluation = Evaluation::new(objective);
     for batch in batches {
         let items = batch?;
         let main = prepare.main_batch::<B>(&items, &device)?;
-        let feature = cache.features(model, prepare, split_name, &items, &device)?;
+        let feature = cache.features(model, &prepare, split_name, &items, &device)?;
         let out = model.forward_with_feature(&main, feature);
         let loss = objective.loss(out.logits.clone(), &items).into_scalar().elem::<f64>();
         let importance = out.importance_loss.clone().into_scalar().elem::<f64>();
@@ -210,6 +211,7 @@ pub fn train<B: AutodiffBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits:
     if options.resume && checkpoint::exists(&run.last()) {
         (model, optimizer, state) = checkpoint::load(&run.last(), model, optimizer)?;
         run.truncate_metrics_after(state.epochs_done)?;
+        run.write_config(spec)?;
         eprintln!("resuming {} after epoch {} (step {})", run.path().display(), state.epochs_done, state.step);
     } else {
         run.start(spec, &RunTask { objective, labels: labels.clone() })?;
@@ -226,7 +228,8 @@ pub fn train<B: AutodiffBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits:
     for epoch in state.epochs_done..t.epochs {
         B::seed(&device, t.seed.wrapping_add(1 + epoch as u64));
         let start = Instant::now();
-        let batches = batches(train_samples.clone(), prepare.clone(), &train_loader, epoch as u64);
+        let epoch_prepare = if cache.covers("train", &train_samples) { Arc::new(prepare.main_only()) } else { prepare.clone() };
+        let batches = batches(train_samples.clone(), epoch_prepare, &train_loader, epoch as u64);
         let mut bar = Progress::new(options.progress, format!("epoch {}/{}", epoch + 1, t.epochs), batches.len());
         let (mut loss_sum, mut importance_sum, mut seen) = (0.0, 0.0, 0usize);
         for batch in batches {
@@ -255,7 +258,7 @@ pub fn train<B: AutodiffBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits:
             importance_sum += importance;
             seen += 1;
             state.step += 1;
-            if t.log_every > 0 && state.step % t.log_every == 0 {
+            if t.log_every > 0 && state.step.is_multiple_of(t.log_every) {
                 run.log(&json!({ "event": "step", "epoch": epoch + 1, "step": state.step, "lr": lr, "loss": task,
                     "importance_loss": importance, "grad_norm": grad_norm }))?;
             }
