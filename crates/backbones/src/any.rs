@@ -168,6 +168,12 @@ impl<B: Backend> PromptableEncoder<B> for AnyEncoder<B> {
         each!(self, e => e.layer(index, tokens, mask_pad))
     }
 
+    /// # Shapes
+    /// - output: `[batch, d_model, height, width]` for image encoders, `None` otherwise
+    fn feature_map(&self, tokens: Tensor<B, 3>, num_prompts: usize) -> Option<Tensor<B, 4>> {
+        each!(self, e => PromptableEncoder::feature_map(e, tokens, num_prompts))
+    }
+
     fn freeze(self) -> Self {
         match self {
             Self::Text(e) => Self::Text(e.freeze()),
@@ -245,6 +251,18 @@ impl Default for EncoderOptions {
     fn default() -> Self {
         Self { depth: false, audio_seconds: 30.0, swin_layout: PromptLayout::PerSample, hybrid_feature_index: 13, image_size: 0 }
     }
+}
+
+/// The modality the encoder called `name` reads (RGB for image encoders), without loading it.
+pub fn modality_of(name: &str) -> Result<Modality, BackboneError> {
+    if let Some((cnn, _)) = name.split_once('+') {
+        return by_name(cnn).map(|_| Modality::Image);
+    }
+    Ok(match by_name(name)?.input {
+        InputSpec::Text { .. } => Modality::Text,
+        InputSpec::Image(_) => Modality::Image,
+        InputSpec::Audio => Modality::Audio,
+    })
 }
 
 /// Loads the encoder called `name` (a preset, or `<cnn>+<transformer>`) from `weights_dir`.

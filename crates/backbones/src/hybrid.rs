@@ -99,6 +99,14 @@ impl<B: Backend> PromptableEncoder<B> for CnnTokenEncoder<B> {
         self.transformer.pool(tokens, mask_pad, num_prompts)
     }
 
+    /// The CNN's grid of tokens after the transformer (14×14 for a 224 input at features.13).
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch, 1 + prompts + h·w, d_model]`; output `[batch, d_model, h, w]`
+    fn feature_map(&self, tokens: Tensor<B, 3>, num_prompts: usize) -> Option<Tensor<B, 4>> {
+        Some(mope_core::square_feature_map(tokens, 1 + num_prompts))
+    }
+
     /// Freezes the CNN and the transformer; the projection stays trainable.
     fn freeze(self) -> Self {
         Self { cnn: self.cnn.no_grad(), transformer: self.transformer.no_grad(), ..self }

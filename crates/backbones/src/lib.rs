@@ -41,7 +41,7 @@ pub mod transformer;
 pub mod vit;
 pub mod weights;
 
-pub use any::{AnyEncoder, AnyInput, EncoderOptions, InputPreparer, LoadedEncoder, Modality, PreparedInput, load_encoder};
+pub use any::{AnyEncoder, AnyInput, EncoderOptions, InputPreparer, LoadedEncoder, Modality, PreparedInput, load_encoder, modality_of};
 pub use audio::log_mel::LogMel;
 pub use audio::whisper::{WhisperEncoder, WhisperEncoderConfig, load_whisper_encoder};
 pub use bert::{HfBertConfig, load_bert};

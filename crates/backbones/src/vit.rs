@@ -163,6 +163,12 @@ impl<B: Backend> PromptableEncoder<B> for ViT<B> {
     fn pool(&self, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>, num_prompts: usize) -> Tensor<B, 2> {
         self.pooling.apply(self.final_norm.forward(tokens), mask_pad, 1, num_prompts)
     }
+
+    /// # Shapes
+    /// - `tokens`: `[batch, 1 + prompts + side², d_model]`; output `[batch, d_model, side, side]`
+    fn feature_map(&self, tokens: Tensor<B, 3>, num_prompts: usize) -> Option<Tensor<B, 4>> {
+        Some(mope_core::square_feature_map(self.final_norm.forward(tokens), 1 + num_prompts))
+    }
 }
 
 /// The architecture fields of a Hugging Face ViT `config.json`.

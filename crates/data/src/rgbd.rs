@@ -3,6 +3,8 @@
 //! and the class mask, all resized to the encoder's square input (nearest neighbour for the mask,
 //! whose 255 marks unlabelled pixels).
 
+use std::path::Path;
+
 use image::imageops::FilterType;
 
 use crate::error::DataError;
@@ -42,14 +44,17 @@ impl Prepare for RgbdPrepare {
         let grey = image::DynamicImage::ImageLuma16(grey).to_rgb8();
         let depth = image::DynamicImage::ImageRgb8(grey).resize_exact(size, size, FilterType::Triangle);
         let Target::Mask(mask_path) = &sample.target else { return Err(missing("mask")) };
-        let mask = open_image(mask_path)?;
-        if mask.color().channel_count() != 1 {
-            return Err(DataError::Decode { path: mask_path.clone(), message: "masks must be single-channel class ids".into() });
-        }
-        let mask = mask.to_luma8();
-        let mask = image::imageops::resize(&mask, size, size, FilterType::Nearest).into_raw();
-        Ok(RgbdItem { rgb: square.apply(&rgb), depth: square.apply(&depth), mask })
+        Ok(RgbdItem { rgb: square.apply(&rgb), depth: square.apply(&depth), mask: load_mask(mask_path, size)? })
     }
+}
+
+/// A label image as `size × size` class ids, resized by nearest neighbour (255 stays unlabelled).
+pub fn load_mask(path: &Path, size: u32) -> Result<Vec<u8>, DataError> {
+    let mask = open_image(path)?;
+    if mask.color().channel_count() != 1 {
+        return Err(DataError::Decode { path: path.to_path_buf(), message: "masks must be single-channel class ids".into() });
+    }
+    Ok(image::imageops::resize(&mask.to_luma8(), size, size, FilterType::Nearest).into_raw())
 }
 
 /// RGB, depth and masks of a batch.

@@ -18,7 +18,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
-use crate::deep_prompt::forward_prompted;
+use crate::deep_prompt::{PromptedTokens, forward_prompted};
 use crate::encoder::PromptableEncoder;
 use crate::params::materialize;
 use crate::prompts::{MopePrompts, MopePromptsConfig};
@@ -99,6 +99,20 @@ pub struct MultimodalClassifier<B: Backend, M, C> {
 pub struct ClassifierOutput<B: Backend> {
     /// Class scores. Shape `[batch, num_classes]`.
     pub logits: Tensor<B, 2>,
+    /// Routing of every routed layer of the main encoder, as `(layer, routing)`.
+    pub routing: Vec<(usize, RoutingOutput<B>)>,
+    /// Importance loss averaged over routed layers (0 without routing). Shape `[1]`.
+    pub importance_loss: Tensor<B, 1>,
+}
+
+/// Routing of every routed layer, as `(layer, routing)`.
+pub type LayerRouting<B> = Vec<(usize, RoutingOutput<B>)>;
+
+/// Output of [`MultimodalClassifier::forward_dense_with_feature`].
+#[derive(Debug, Clone)]
+pub struct DenseOutput<B: Backend> {
+    /// Class scores per patch. Shape `[batch, num_classes, height, width]`.
+    pub logits: Tensor<B, 4>,
     /// Routing of every routed layer of the main encoder, as `(layer, routing)`.
     pub routing: Vec<(usize, RoutingOutput<B>)>,
     /// Importance loss averaged over routed layers (0 without routing). Shape `[1]`.
@@ -200,20 +214,51 @@ impl<B: Backend, M: PromptableEncoder<B>, C: PromptableEncoder<B>> MultimodalCla
     /// # Panics
     /// If `complementary` is not `d_complementary` wide.
     pub fn forward_with_feature(&self, main: &M::Input, complementary: Tensor<B, 2>) -> ClassifierOutput<B> {
+        let (out, routing, importance_loss) = self.prompted_main(main, &complementary);
+        let head_input = if self.concatenate_features { Tensor::cat(vec![out.pooled, complementary], 1) } else { out.pooled };
+        ClassifierOutput { logits: self.head.forward(head_input), routing, importance_loss }
+    }
+
+    /// Dense prediction (segmentation): the head applied to every patch of the main encoder's
+    /// final feature map (a linear decoder), the complementary feature concatenated at each
+    /// position for the methods that concatenate. The logits are at the encoder's patch
+    /// resolution; upsample them to the label map.
+    ///
+    /// # Shapes
+    /// - `complementary`: `[batch, d_complementary]`
+    /// - output logits: `[batch, num_classes, height, width]` (the patch grid)
+    ///
+    /// # Panics
+    /// If the main encoder has no spatial grid ([`PromptableEncoder::feature_map`]).
+    pub fn forward_dense_with_feature(&self, main: &M::Input, complementary: Tensor<B, 2>) -> DenseOutput<B> {
+        let (out, routing, importance_loss) = self.prompted_main(main, &complementary);
+        let map = self.main.feature_map(out.tokens, out.num_prompts).expect("the main encoder has no spatial grid for dense prediction");
+        let [batch, _, height, width] = map.dims();
+        let mut per_position = map.permute([0, 2, 3, 1]); // [batch, height, width, d_main]
+        if self.concatenate_features {
+            let [_, d_comp] = complementary.dims();
+            let broadcast = complementary.reshape([batch, 1, 1, d_comp]).expand([batch, height, width, d_comp]);
+            per_position = Tensor::cat(vec![per_position, broadcast], 3);
+        }
+        let logits = self.head.forward(per_position).permute([0, 3, 1, 2]);
+        DenseOutput { logits, routing, importance_loss }
+    }
+
+    /// The prompted forward pass of the main encoder, its routing and importance loss.
+    fn prompted_main(&self, main: &M::Input, complementary: &Tensor<B, 2>) -> (PromptedTokens<B>, LayerRouting<B>, Tensor<B, 1>) {
         let [_, width] = complementary.dims();
         let expected = self.complementary.d_model();
         assert_eq!(width, expected, "complementary feature has width {width}, the complementary encoder's is {expected}");
         let embedded = self.main.embed(main);
         let device = embedded.tokens.device();
-        let (pooled, routing) = match &self.prompts {
+        let (out, routing) = match &self.prompts {
             Some(prompts) => {
                 let mut run = prompts.run(Some(complementary.clone()));
                 let out = forward_prompted(&self.main, embedded, &mut run);
-                (out.pooled, run.routing)
+                (out, run.routing)
             }
-            None => (forward_prompted(&self.main, embedded, &mut ()).pooled, Vec::new()),
+            None => (forward_prompted(&self.main, embedded, &mut ()), Vec::new()),
         };
-        let head_input = if self.concatenate_features { Tensor::cat(vec![pooled, complementary], 1) } else { pooled };
         let importance = if routing.is_empty() {
             Tensor::zeros([1], &device)
         } else {
@@ -225,6 +270,6 @@ impl<B: Backend, M: PromptableEncoder<B>, C: PromptableEncoder<B>> MultimodalCla
                 .expect("routing is not empty")
                 / n
         };
-        ClassifierOutput { logits: self.head.forward(head_input), routing, importance_loss: importance }
+        (out, routing, importance)
     }
 }

@@ -88,4 +88,32 @@ pub trait PromptableEncoder<B: Backend>: Module<B> {
         mask_pad: Option<Tensor<B, 2, Bool>>,
         num_prompts: usize,
     ) -> Tensor<B, 2>;
+
+    /// The final patch tokens as a feature map, for dense prediction (segmentation): final
+    /// normalisation applied, prefix and prompt tokens left out. `None` for encoders without a
+    /// spatial grid (text, audio), the default.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch, seq_len, d_model]` (the last layer's output)
+    /// - output: `[batch, d_model, height, width]`
+    fn feature_map(&self, tokens: Tensor<B, 3>, num_prompts: usize) -> Option<Tensor<B, 4>> {
+        let _ = (tokens, num_prompts);
+        None
+    }
+}
+
+/// The tokens after the first `skip` as a square feature map (row-major patches), the layout of
+/// ViT-style encoders.
+///
+/// # Shapes
+/// - `tokens`: `[batch, skip + side², d_model]`; output `[batch, d_model, side, side]`
+///
+/// # Panics
+/// If the remaining tokens are not a square number.
+pub fn square_feature_map<B: Backend>(tokens: Tensor<B, 3>, skip: usize) -> Tensor<B, 4> {
+    let [batch, seq_len, d_model] = tokens.dims();
+    let patches = seq_len - skip;
+    let side = (patches as f64).sqrt().round() as usize;
+    assert_eq!(side * side, patches, "{patches} patch tokens do not form a square grid");
+    tokens.narrow(1, skip, patches).reshape([batch, side, side, d_model]).permute([0, 3, 1, 2])
 }

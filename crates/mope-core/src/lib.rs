@@ -46,10 +46,10 @@ pub mod strict;
 
 pub use adapter::{AdapterConfig, AdapterError, AdapterSaveReport, load_adapter, save_adapter};
 pub use classifier::{
-    ClassifierOutput, FusionMethod, MultimodalClassifier, MultimodalClassifierConfig,
+    ClassifierOutput, DenseOutput, FusionMethod, MultimodalClassifier, MultimodalClassifierConfig,
 };
 pub use deep_prompt::{LayerPromptSource, PromptedTokens, forward_prompted};
-pub use encoder::{EncoderTokens, PromptableEncoder};
+pub use encoder::{EncoderTokens, PromptableEncoder, square_feature_map};
 pub use experts::{PromptExperts, PromptExpertsConfig};
 pub use mapper::{PromptMapper, PromptMapperConfig};
 pub use params::{FloatParam, ModuleParams, ParamSummary, float_params, materialize, params_with_gradient, replace_float_params};

@@ -1,16 +1,22 @@
-//! The training objective of a task and the evaluation report: loss, the task's metrics, and
+//! The training objective of a task and the evaluation report: the forward pass the task needs
+//! (class scores, or per-pixel scores upsampled to the label map), its loss, its metrics, and
 //! routing statistics per layer and per class.
 
 use std::collections::BTreeMap;
 
+use backbones::AnyInput;
 use burn::nn::loss::{BinaryCrossEntropyLossConfig, CrossEntropyLossConfig};
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use data::Task;
 use mope_core::{RoutingOutput, RoutingStats};
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{Accuracy, MultiLabelF1};
+use crate::metrics::{Accuracy, MultiLabelF1, Segmentation};
 use crate::pair::{PreparedPair, class_of, class_targets, multi_hot, multi_hot_targets};
+use crate::trainer::Model;
 
 /// What is optimised: single-label cross-entropy or multi-label binary cross-entropy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,22 +32,50 @@ pub enum Objective {
         /// Labels.
         num_labels: usize,
     },
+    /// Per-pixel cross-entropy (unlabelled pixels left out); metrics: pixel accuracy, mean
+    /// accuracy, mean IoU.
+    Segmentation {
+        /// Classes.
+        num_classes: usize,
+        /// Label of unlabelled pixels.
+        ignore_index: u8,
+    },
+}
+
+/// Scores of a batch: per sample, or per pixel of the label map.
+#[derive(Debug, Clone)]
+pub enum Logits<B: Backend> {
+    /// Shape `[batch, num_outputs]`.
+    Scores(Tensor<B, 2>),
+    /// Shape `[batch, num_classes, height, width]`, at the label map's size.
+    Pixels(Tensor<B, 4>),
+}
+
+/// The forward pass of a batch under an objective.
+#[derive(Debug, Clone)]
+pub struct BatchOutput<B: Backend> {
+    /// Scores.
+    pub logits: Logits<B>,
+    /// Routing of every routed layer, as `(layer, routing)`.
+    pub routing: Vec<(usize, mope_core::RoutingOutput<B>)>,
+    /// Importance loss. Shape `[1]`.
+    pub importance_loss: Tensor<B, 1>,
 }
 
 impl Objective {
-    /// The objective of a dataset's task; `None` for segmentation, which needs a dense head.
-    pub fn of(task: Task) -> Option<Self> {
+    /// The objective of a dataset's task.
+    pub fn of(task: Task) -> Self {
         match task {
-            Task::Classification { num_classes } => Some(Self::Classification { num_classes }),
-            Task::MultiLabel { num_labels } => Some(Self::MultiLabel { num_labels }),
-            Task::Segmentation { .. } => None,
+            Task::Classification { num_classes } => Self::Classification { num_classes },
+            Task::MultiLabel { num_labels } => Self::MultiLabel { num_labels },
+            Task::Segmentation { num_classes, ignore_index } => Self::Segmentation { num_classes, ignore_index },
         }
     }
 
     /// Outputs of the head.
     pub fn num_outputs(self) -> usize {
         match self {
-            Self::Classification { num_classes } => num_classes,
+            Self::Classification { num_classes } | Self::Segmentation { num_classes, .. } => num_classes,
             Self::MultiLabel { num_labels } => num_labels,
         }
     }
@@ -51,23 +85,76 @@ impl Objective {
         match self {
             Self::Classification { .. } => "accuracy",
             Self::MultiLabel { .. } => "f1_macro",
+            Self::Segmentation { .. } => "mean_iou",
+        }
+    }
+
+    /// Runs `model` on a batch: class scores, or for segmentation the patch scores upsampled
+    /// (bilinearly) to the main input's size, which is the label map's.
+    ///
+    /// # Shapes
+    /// - `complementary`: `[batch, d_complementary]`
+    pub fn forward<B: Backend>(self, model: &Model<B>, main: &AnyInput<B>, complementary: Tensor<B, 2>) -> BatchOutput<B> {
+        match self {
+            Self::Segmentation { .. } => {
+                let out = model.forward_dense_with_feature(main, complementary);
+                let AnyInput::Pixels(pixels) = main else { panic!("segmentation reads images") };
+                let [_, _, height, width] = pixels.dims();
+                let logits = interpolate(out.logits, [height, width], InterpolateOptions::new(InterpolateMode::Bilinear));
+                BatchOutput { logits: Logits::Pixels(logits), routing: out.routing, importance_loss: out.importance_loss }
+            }
+            _ => {
+                let out = model.forward_with_feature(main, complementary);
+                BatchOutput { logits: Logits::Scores(out.logits), routing: out.routing, importance_loss: out.importance_loss }
+            }
         }
     }
 
     /// Mean task loss of a batch.
     ///
     /// # Shapes
-    /// - `logits`: `[batch, num_outputs]`; output `[1]`
-    pub fn loss<B: Backend>(self, logits: Tensor<B, 2>, items: &[PreparedPair]) -> Tensor<B, 1> {
-        let device = logits.device();
-        match self {
-            Self::Classification { .. } => CrossEntropyLossConfig::new().init(&device).forward(logits, class_targets(items, &device)),
-            Self::MultiLabel { num_labels } => {
-                let targets = multi_hot_targets::<B>(items, num_labels, &device).int();
-                BinaryCrossEntropyLossConfig::new().with_logits(true).init(&device).forward(logits, targets)
+    /// - output `[1]`
+    ///
+    /// # Panics
+    /// If the logits are not the objective's kind.
+    pub fn loss<B: Backend>(self, logits: &Logits<B>, items: &[PreparedPair]) -> Tensor<B, 1> {
+        match (self, logits) {
+            (Self::Classification { .. }, Logits::Scores(logits)) => {
+                let device = logits.device();
+                CrossEntropyLossConfig::new().init(&device).forward(logits.clone(), class_targets(items, &device))
             }
+            (Self::MultiLabel { num_labels }, Logits::Scores(logits)) => {
+                let device = logits.device();
+                let targets = multi_hot_targets::<B>(items, num_labels, &device).int();
+                BinaryCrossEntropyLossConfig::new().with_logits(true).init(&device).forward(logits.clone(), targets)
+            }
+            (Self::Segmentation { ignore_index, .. }, Logits::Pixels(logits)) => pixel_cross_entropy(logits.clone(), items, ignore_index),
+            (objective, _) => panic!("{objective:?} got logits of another kind"),
         }
     }
+}
+
+/// Mean cross-entropy over the labelled pixels of a batch.
+///
+/// # Shapes
+/// - `logits`: `[batch, num_classes, height, width]`; output `[1]`
+fn pixel_cross_entropy<B: Backend>(logits: Tensor<B, 4>, items: &[PreparedPair], ignore_index: u8) -> Tensor<B, 1> {
+    let [batch, classes, height, width] = logits.dims();
+    let n = batch * height * width;
+    let device = logits.device();
+    let (mut targets, mut valid) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for item in items {
+        for &c in item.mask.as_ref().expect("segmentation items carry their label map") {
+            let labelled = c != ignore_index && (c as usize) < classes;
+            targets.push(if labelled { c as i64 } else { 0 });
+            valid.push(if labelled { 1f32 } else { 0.0 });
+        }
+    }
+    let count = valid.iter().sum::<f32>().max(1.0);
+    let log_p = log_softmax(logits.permute([0, 2, 3, 1]).reshape([n, classes]), 1);
+    let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [n, 1]), &device);
+    let valid = Tensor::<B, 1>::from_data(TensorData::new(valid, [n]), &device);
+    (log_p.gather(1, targets).reshape([n]) * valid).sum().neg() / count
 }
 
 /// Accumulates predictions, losses and routing over an evaluation.
@@ -76,9 +163,11 @@ pub struct Evaluation {
     objective: Objective,
     accuracy: Accuracy,
     f1: MultiLabelF1,
+    segmentation: Segmentation,
     loss_sum: f64,
     importance_sum: f64,
     batches: usize,
+    samples: usize,
     routing: BTreeMap<usize, RoutingStats>,
     /// Per layer, per class: sum of routing weights and count.
     class_routing: BTreeMap<usize, Vec<(Vec<f64>, usize)>>,
@@ -91,7 +180,8 @@ pub struct EvalReport {
     pub loss: f64,
     /// Mean importance loss.
     pub importance_loss: f64,
-    /// Metrics by name (`accuracy`; or `f1_macro`, `f1_micro`, `f1_weighted`, `f1_samples`), in percent.
+    /// Metrics by name, in percent: `accuracy`; `f1_macro`, `f1_micro`, `f1_weighted`,
+    /// `f1_samples`; or `pixel_accuracy`, `mean_accuracy`, `mean_iou`.
     pub metrics: BTreeMap<String, f64>,
     /// Samples evaluated.
     pub samples: usize,
@@ -119,24 +209,45 @@ impl Evaluation {
             accuracy: Accuracy::default(),
             f1: MultiLabelF1::new(match objective {
                 Objective::MultiLabel { num_labels } => num_labels,
-                Objective::Classification { .. } => 1,
+                _ => 1,
             }),
+            segmentation: match objective {
+                Objective::Segmentation { num_classes, ignore_index } => Segmentation::new(num_classes, ignore_index),
+                _ => Segmentation::new(1, 255),
+            },
             loss_sum: 0.0,
             importance_sum: 0.0,
             batches: 0,
+            samples: 0,
             routing: BTreeMap::new(),
             class_routing: BTreeMap::new(),
         }
     }
 
-    /// Adds one batch: its logits `[batch, num_outputs]`, items, routing, loss and importance loss.
-    pub fn update<B: Backend>(&mut self, logits: &Tensor<B, 2>, items: &[PreparedPair], routing: &[(usize, RoutingOutput<B>)], loss: f64, importance: f64) {
+    /// Adds one batch: its logits, items, routing, loss and importance loss.
+    pub fn update<B: Backend>(&mut self, logits: &Logits<B>, items: &[PreparedPair], routing: &[(usize, RoutingOutput<B>)], loss: f64, importance: f64) {
         self.loss_sum += loss;
         self.importance_sum += importance;
         self.batches += 1;
-        let [batch, outputs] = logits.dims();
+        let batch = items.len();
+        self.samples += batch;
+        let classes: Vec<Vec<usize>> = match (self.objective, logits) {
+            (Objective::Segmentation { .. }, Logits::Pixels(logits)) => {
+                let predicted: Vec<u8> = logits.clone().argmax(1).into_data().convert::<i64>().to_vec::<i64>().expect("class ids").iter().map(|&c| c as u8).collect();
+                let truth: Vec<u8> = items.iter().flat_map(|i| i.mask.as_ref().expect("segmentation items carry their label map").iter().copied()).collect();
+                self.segmentation.update(&predicted, &truth);
+                vec![Vec::new(); batch] // routing per class is per sample; a label map has many
+            }
+            (_, Logits::Pixels(_)) => panic!("{:?} got per-pixel logits", self.objective),
+            (objective, Logits::Scores(logits)) => self.update_scores(objective, logits, items),
+        };
+        self.update_routing(routing, &classes, batch);
+    }
+
+    fn update_scores<B: Backend>(&mut self, objective: Objective, logits: &Tensor<B, 2>, items: &[PreparedPair]) -> Vec<Vec<usize>> {
+        let [_, outputs] = logits.dims();
         let scores: Vec<f32> = logits.to_data().convert::<f32>().to_vec().expect("logits are floats");
-        let classes: Vec<Vec<usize>> = match self.objective {
+        match objective {
             Objective::Classification { .. } => {
                 let predicted: Vec<usize> = scores.chunks(outputs).map(argmax).collect();
                 let truth: Vec<usize> = items.iter().map(|i| class_of(&i.target)).collect();
@@ -149,19 +260,26 @@ impl Evaluation {
                     // sigmoid(x) > 0.5 ⇔ x > 0
                     self.f1.update_scores(row, 0.0, &truth);
                 }
-                items.iter().map(|i| match &i.target {
-                    data::Target::MultiLabel(l) => l.clone(),
-                    _ => unreachable!("checked by multi_hot"),
-                }).collect()
+                items
+                    .iter()
+                    .map(|i| match &i.target {
+                        data::Target::MultiLabel(l) => l.clone(),
+                        _ => unreachable!("checked by multi_hot"),
+                    })
+                    .collect()
             }
-        };
+            Objective::Segmentation { .. } => unreachable!("segmentation has per-pixel logits"),
+        }
+    }
+
+    fn update_routing<B: Backend>(&mut self, routing: &[(usize, RoutingOutput<B>)], classes: &[Vec<usize>], batch: usize) {
         for (layer, r) in routing {
             let [_, experts] = r.weights.dims();
             let w: Vec<f32> = r.weights.to_data().convert::<f32>().to_vec().expect("routing weights are floats");
             let stats = RoutingStats::from_rows(&w, batch, experts);
             self.routing.entry(*layer).and_modify(|s| *s = s.merge(&stats)).or_insert(stats);
             let per_class = self.class_routing.entry(*layer).or_insert_with(|| vec![(vec![0.0; experts], 0); self.objective.num_outputs()]);
-            for (row, sample_classes) in w.chunks(experts).zip(&classes) {
+            for (row, sample_classes) in w.chunks(experts).zip(classes) {
                 for &c in sample_classes {
                     let (sum, count) = &mut per_class[c];
                     sum.iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64);
@@ -179,6 +297,13 @@ impl Evaluation {
             Objective::Classification { .. } => {
                 metrics.insert("accuracy".to_string(), 100.0 * self.accuracy.value());
                 self.accuracy.count()
+            }
+            Objective::Segmentation { .. } => {
+                let scores = self.segmentation.scores();
+                metrics.insert("pixel_accuracy".to_string(), 100.0 * scores.pixel_accuracy);
+                metrics.insert("mean_accuracy".to_string(), 100.0 * scores.mean_accuracy);
+                metrics.insert("mean_iou".to_string(), 100.0 * scores.mean_iou);
+                self.samples
             }
             Objective::MultiLabel { .. } => {
                 let f = self.f1.scores();
@@ -214,4 +339,46 @@ impl EvalReport {
 
 fn argmax(row: &[f32]) -> usize {
     row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use data::Target;
+
+    fn item(mask: Vec<u8>) -> PreparedPair {
+        PreparedPair {
+            id: "x".into(),
+            main: backbones::PreparedInput::Pixels(Vec::new()),
+            complementary: None,
+            target: Target::Mask("x.png".into()),
+            mask: Some(mask),
+        }
+    }
+
+    #[test]
+    fn pixel_cross_entropy_leaves_unlabelled_pixels_out() {
+        let device = Default::default();
+        // One image of 1×3 pixels, 2 classes. Pixel 0: logits [0, ln 3], label 1 → −ln(3/4).
+        // Pixel 1: logits [ln 3, 0], label 0 → −ln(3/4). Pixel 2 is unlabelled (255).
+        let l3 = 3f32.ln();
+        let logits = Tensor::<Flex, 4>::from_data(TensorData::new(vec![0.0, l3, 5.0, l3, 0.0, -5.0], [1, 2, 1, 3]), &device);
+        let loss = pixel_cross_entropy(logits, &[item(vec![1, 0, 255])], 255).into_scalar();
+        assert!((loss - -(0.75f32).ln()).abs() < 1e-6, "{loss}");
+    }
+
+    #[test]
+    fn segmentation_evaluation_reports_the_three_scores() {
+        let device = Default::default();
+        // Predictions (argmax): [1, 0, 0]; truth [1, 1, 255]: one pixel of two right.
+        let logits = Tensor::<Flex, 4>::from_data(TensorData::new(vec![0.0, 1.0, 1.0, 1.0, 0.0, 0.0], [1, 2, 1, 3]), &device);
+        let mut evaluation = Evaluation::new(Objective::Segmentation { num_classes: 2, ignore_index: 255 });
+        evaluation.update::<Flex>(&Logits::Pixels(logits), &[item(vec![1, 1, 255])], &[], 0.5, 0.0);
+        let report = evaluation.report();
+        assert_eq!(report.metric("pixel_accuracy"), Some(50.0));
+        // Class 0: never true, predicted once → IoU 0/1; class 1: intersection 1, union 2 → 0.5.
+        assert_eq!(report.metric("mean_iou"), Some(25.0));
+        assert_eq!((report.samples, report.loss), (1, 0.5));
+    }
 }

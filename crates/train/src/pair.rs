@@ -19,6 +19,9 @@ pub struct PreparedPair {
     pub complementary: Option<PreparedInput>,
     /// Target.
     pub target: Target,
+    /// For segmentation: the label map at the main encoder's input size (`size × size` class
+    /// ids, 255 = unlabelled).
+    pub mask: Option<Vec<u8>>,
 }
 
 /// Prepares samples for an encoder pair (a [`Prepare`] for the data pipeline).
@@ -51,7 +54,18 @@ impl PairPrepare {
 
     /// Prepares one sample without the pipeline (for `mope predict`).
     pub fn prepare_one(&self, sample: &Sample) -> Result<PreparedPair, BackboneError> {
+        let mask = match (&sample.target, &self.main) {
+            (Target::Mask(path), InputPreparer::Image(_, pre)) => Some(data::rgbd::load_mask(path, pre.size as u32)?),
+            (Target::Mask(path), _) => {
+                return Err(BackboneError::Data(DataError::Decode {
+                    path: path.clone(),
+                    message: "a label map needs an image main encoder".into(),
+                }));
+            }
+            _ => None,
+        };
         Ok(PreparedPair {
+            mask,
             id: sample.id.clone(),
             main: self.main.prepare(sample, self.main_images.as_ref())?,
             complementary: match self.skip_complementary {

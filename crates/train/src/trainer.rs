@@ -77,6 +77,9 @@ pub fn classifier_config(spec: &ExperimentSpec, num_outputs: usize) -> Multimoda
 impl<B: Backend> Setup<B> {
     /// Loads the two encoders the experiment names and builds the classifier.
     pub fn load(spec: &ExperimentSpec, labels: Vec<String>, objective: Objective, device: &B::Device) -> Result<Self> {
+        if matches!(objective, Objective::Segmentation { .. }) && backbones::modality_of(&spec.model.main)? != backbones::Modality::Image {
+            anyhow::bail!("segmentation needs an image main encoder (ViT, Swin or a hybrid); `{}` is not one", spec.model.main);
+        }
         let weights = if spec.model.weights_dir.as_os_str().is_empty() { default_weights_dir() } else { spec.model.weights_dir.clone() };
         let options = |depth| EncoderOptions {
             depth,
@@ -101,26 +104,29 @@ impl<B: Backend> Setup<B> {
         device: &B::Device,
     ) -> Result<Self> {
         use mope_core::PromptableEncoder;
+        if matches!(objective, Objective::Segmentation { .. }) && (main.encoder.num_layers() == 0 || !matches!(main.preparer, backbones::InputPreparer::Image(..))) {
+            anyhow::bail!("segmentation needs a prompted image main encoder (ViT, Swin or a hybrid); `{}` is not one", main.name);
+        }
         if main.encoder.num_layers() == 0 && spec.model.method != mope_core::FusionMethod::LateFusion {
             anyhow::bail!("main encoder `{}` has no layer to prompt: use it as the complementary encoder, or with method late-fusion", main.name);
         }
         if complementary.encoder.num_layers() == 0 && spec.model.complementary_prompt_len > 0 {
             anyhow::bail!("complementary encoder `{}` has no layer to prompt: set model.complementary_prompt_len = 0", complementary.name);
         }
-        let feature_store = (!spec.data.cache_dir.as_os_str().is_empty()).then(|| {
+        let cache_dir = (!spec.data.cache_dir.as_os_str().is_empty()).then(|| spec.data.cache_dir.clone());
+        let feature_store = cache_dir.as_ref().map(|dir| {
             let m = &spec.model;
             let key = format!("{}|{}|{}|{}|{}", complementary.name, m.image_size, m.audio_seconds, m.complementary_reads_depth, spec.data.root.display());
-            spec.data.cache_dir.join("features").join(fingerprint(&key))
+            dir.join("features").join(fingerprint(&key))
         });
         B::seed(device, spec.train.seed);
         // Trainable encoder parts (the hybrid's projection) are drawn from the seed first.
         let main_encoder = materialize(main.encoder);
         let classifier = classifier_config(spec, objective.num_outputs());
         let model = classifier.init(main_encoder, complementary.encoder, device);
-        let cache = (!spec.data.cache_dir.as_os_str().is_empty()).then(|| spec.data.cache_dir.clone());
         Ok(Self {
             model,
-            prepare: Arc::new(PairPrepare::new(main.preparer, complementary.preparer, cache.map(|c| c.join("images")))),
+            prepare: Arc::new(PairPrepare::new(main.preparer, complementary.preparer, cache_dir.map(|c| c.join("images")))),
             objective,
             labels,
             classifier,
@@ -186,8 +192,8 @@ pub fn evaluate<B: Backend>(
         let items = batch?;
         let main = prepare.main_batch::<B>(&items, &device)?;
         let feature = cache.features(model, &prepare, split_name, &items, &device)?;
-        let out = model.forward_with_feature(&main, feature);
-        let loss = objective.loss(out.logits.clone(), &items).into_scalar().elem::<f64>();
+        let out = objective.forward(model, &main, feature);
+        let loss = objective.loss(&out.logits, &items).into_scalar().elem::<f64>();
         let importance = out.importance_loss.clone().into_scalar().elem::<f64>();
         evaluation.update(&out.logits, &items, &out.routing, loss, importance);
         bar.step(items.len(), String::new);
@@ -224,22 +230,23 @@ pub fn train<B: AutodiffBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits:
     anyhow::ensure!(steps_per_epoch > 0, "{} training samples make no batch of {} (drop_last)", train_samples.len(), t.batch_size);
     let total_steps = steps_per_epoch * t.epochs;
     let mut cache = FeatureCache::for_model(&model, feature_store);
-    // Reseed so that routing noise and dropout depend on the seed and the epoch only.
     for epoch in state.epochs_done..t.epochs {
+        // Reseeded every epoch: routing noise and dropout depend on the seed and the epoch only,
+        // so a resumed run draws what an uninterrupted one would.
         B::seed(&device, t.seed.wrapping_add(1 + epoch as u64));
         let start = Instant::now();
         let epoch_prepare = if cache.covers("train", &train_samples) { Arc::new(prepare.main_only()) } else { prepare.clone() };
         let batches = batches(train_samples.clone(), epoch_prepare, &train_loader, epoch as u64);
         let mut bar = Progress::new(options.progress, format!("epoch {}/{}", epoch + 1, t.epochs), batches.len());
-        let (mut loss_sum, mut importance_sum, mut seen) = (0.0, 0.0, 0usize);
+        let (mut loss_sum, mut importance_sum, mut seen, mut samples) = (0.0, 0.0, 0usize, 0usize);
         for batch in batches {
             let items = batch?;
             let lr = t.schedule.rate(t.lr, state.step, total_steps, steps_per_epoch);
             let lr_complementary = t.schedule.rate(t.complementary_lr, state.step, total_steps, steps_per_epoch);
             let main = prepare.main_batch::<B>(&items, &device)?;
             let feature = cache.features(&model, &prepare, "train", &items, &device)?;
-            let out = model.forward_with_feature(&main, feature);
-            let task = objective.loss(out.logits, &items);
+            let out = objective.forward(&model, &main, feature);
+            let task = objective.loss(&out.logits, &items);
             let loss = task.clone() + out.importance_loss.clone() * t.importance_weight;
             let mut grads = loss.backward();
             let mut complementary = model.complementary_prompts.as_ref().map(|p| GradientsParams::from_module(&mut grads, p));
@@ -257,6 +264,7 @@ pub fn train<B: AutodiffBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits:
             loss_sum += task;
             importance_sum += importance;
             seen += 1;
+            samples += items.len();
             state.step += 1;
             if t.log_every > 0 && state.step.is_multiple_of(t.log_every) {
                 run.log(&json!({ "event": "step", "epoch": epoch + 1, "step": state.step, "lr": lr, "loss": task,
@@ -279,7 +287,7 @@ pub fn train<B: AutodiffBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits:
         run.log(&json!({ "event": "epoch", "epoch": epoch + 1, "step": state.step,
             "lr": t.schedule.rate(t.lr, state.step.saturating_sub(1), total_steps, steps_per_epoch),
             "train_loss": loss_sum / seen.max(1) as f64, "train_importance_loss": importance_sum / seen.max(1) as f64,
-            "train_seconds": train_seconds, "train_samples_per_second": (seen * t.batch_size) as f64 / train_seconds,
+            "train_seconds": train_seconds, "train_samples_per_second": samples as f64 / train_seconds,
             "val": val, "best": improved }))?;
         eprintln!(
             "epoch {}/{}: train loss {:.4}, val {} {:.2}{} ({train_seconds:.1} s)",

@@ -34,7 +34,7 @@ fn unknown_keys_name_the_file_and_the_key() {
 }
 
 #[test]
-fn missing_data_and_segmentation_datasets_are_refused_with_the_reason() {
+fn missing_data_and_a_text_encoder_for_segmentation_are_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), &format!("[data]\ndataset = \"jsonl\"\nroot = \"{}\"\n{MODEL}", dir.path().join("nowhere").display()));
     let err = stderr(&mope(&["train", &spec, "--dry-run"]));
@@ -43,7 +43,7 @@ fn missing_data_and_segmentation_datasets_are_refused_with_the_reason() {
     let nyu = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/fixtures/nyudv2");
     let spec = write_spec(dir.path(), &format!("[data]\ndataset = \"nyudv2\"\nroot = \"{}\"\n{MODEL}", nyu.display()));
     let err = stderr(&mope(&["train", &spec, "--dry-run"]));
-    assert!(err.contains("segmentation dataset"), "{err}");
+    assert!(err.contains("segmentation needs an image main encoder") && err.contains("`all-minilm-l6-v2` is not one"), "{err}");
 }
 
 #[test]

@@ -6,12 +6,15 @@ use std::path::{Path, PathBuf};
 
 use backbones::{AnyEncoder, ImagePreprocess, InputPreparer, LoadedEncoder, Modality, Pooling, TextTokenizer, load_bert, load_vit};
 use burn::backend::{Autodiff, Flex};
+use burn::tensor::backend::AutodiffBackend;
 use data::SplitName;
 use train::dataset::load_split;
 use train::progress::ProgressMode;
 use train::{ExperimentSpec, Objective, RunDir, Setup, Splits, TrainOptions};
 
-type AB = Autodiff<Flex>;
+/// burn's random state is global to the process: runs that check seeded reproducibility must not
+/// draw concurrently with another test's run.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../backbones/tests/fixtures").join(name)
@@ -71,7 +74,7 @@ fn spec(data: &Path, cache: &Path, extra: &[&str]) -> ExperimentSpec {
     ExperimentSpec::parse(&text, Path::new("test.toml"), &extra).unwrap()
 }
 
-fn setup(spec: &ExperimentSpec) -> (Setup<AB>, Splits) {
+fn setup<AB: AutodiffBackend>(spec: &ExperimentSpec) -> (Setup<AB>, Splits) {
     let device = Default::default();
     let split = |name| load_split(&spec.data, name, spec.train.seed).unwrap();
     let splits = Splits { train: split(SplitName::Train), val: split(SplitName::Val), test: Some(split(SplitName::Test)) };
@@ -84,13 +87,13 @@ fn setup(spec: &ExperimentSpec) -> (Setup<AB>, Splits) {
     };
     let tokenizer = TextTokenizer::from_dir(&fixture("tiny-bert"), 16).unwrap();
     let complementary = LoadedEncoder { encoder: AnyEncoder::Text(bert), preparer: InputPreparer::Text(tokenizer), name: "tiny-bert".into() };
-    let objective = Objective::of(splits.train.task).unwrap();
+    let objective = Objective::of(splits.train.task);
     let labels = splits.train.labels.clone();
     (Setup::from_encoders(spec, main, complementary, labels, objective, &device).unwrap(), splits)
 }
 
-fn train_in(run: &Path, spec: &ExperimentSpec, resume: bool) -> train::RunResult {
-    let (setup, splits) = setup(spec);
+fn train_in<AB: AutodiffBackend>(run: &Path, spec: &ExperimentSpec, resume: bool) -> train::RunResult {
+    let (setup, splits) = setup::<AB>(spec);
     let options = TrainOptions { resume, progress: ProgressMode::Quiet, workers: 2 };
     train::train(spec, setup, &splits, &RunDir::open(run).unwrap(), &options).unwrap()
 }
@@ -110,6 +113,18 @@ fn step_losses(run: &Path) -> Vec<f64> {
 
 #[test]
 fn a_run_writes_its_files_reproduces_with_its_seed_and_resumes_exactly() {
+    run_checks::<Autodiff<Flex>>();
+}
+
+/// The same on the GPU (`cargo test -p train --features cuda --test train_loop`).
+#[cfg(feature = "cuda")]
+#[test]
+fn a_run_on_cuda_writes_its_files_reproduces_with_its_seed_and_resumes_exactly() {
+    run_checks::<Autodiff<burn::backend::Cuda>>();
+}
+
+fn run_checks<AB: AutodiffBackend>() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("colours");
     make_dataset(&data);
@@ -117,7 +132,7 @@ fn a_run_writes_its_files_reproduces_with_its_seed_and_resumes_exactly() {
     let spec = spec(&data, &cache, &[]);
 
     let first = dir.path().join("first");
-    let result = train_in(&first, &spec, false);
+    let result = train_in::<AB>(&first, &spec, false);
     for file in ["config.toml", "task.json", "metrics.jsonl", "result.json", "best/adapter_model.safetensors", "last/optimizer.bin", "last/state.json"] {
         assert!(first.join(file).is_file(), "{file} written");
     }
@@ -138,18 +153,18 @@ fn a_run_writes_its_files_reproduces_with_its_seed_and_resumes_exactly() {
 
     // Same seed, same losses; another seed, other losses.
     let again = dir.path().join("again");
-    train_in(&again, &spec, false);
+    train_in::<AB>(&again, &spec, false);
     assert_eq!(step_losses(&again), step_losses(&first));
     let other = dir.path().join("other");
-    train_in(&other, &crate::spec(&data, &cache, &["train.seed=7"]), false);
+    train_in::<AB>(&other, &crate::spec(&data, &cache, &["train.seed=7"]), false);
     assert_ne!(step_losses(&other), step_losses(&first));
 
     // One epoch, then resume to two: the same as two epochs straight.
     let resumed = dir.path().join("resumed");
     // (A constant rate: a schedule over the total number of steps would differ with epochs=1.)
-    train_in(&resumed, &crate::spec(&data, &cache, &["train.epochs=1"]), false);
+    train_in::<AB>(&resumed, &crate::spec(&data, &cache, &["train.epochs=1"]), false);
     assert_eq!(step_losses(&resumed), step_losses(&first)[..4]);
-    let resumed_result = train_in(&resumed, &spec, true);
+    let resumed_result = train_in::<AB>(&resumed, &spec, true);
     let resumed_losses = step_losses(&resumed);
     assert_eq!(resumed_losses.len(), 8, "metrics.jsonl holds each step once after resuming");
     assert_eq!(resumed_losses[4..], step_losses(&first)[4..], "the second epoch continues exactly");
@@ -163,4 +178,45 @@ fn a_run_writes_its_files_reproduces_with_its_seed_and_resumes_exactly() {
     assert_eq!((png.width(), png.height()), (1000, 420));
     let svg = std::fs::read_to_string(&plots[3]).unwrap();
     assert!(svg.contains("expert usage per layer") && svg.contains("layer 0"), "labelled heatmap");
+}
+
+/// Segmentation: a dense head on the prompted ViT's patches, routed by a depth ViT, on the
+/// NYUDv2 fixture tree (official list layout, 2 training and 1 validation RGB-D pairs).
+#[test]
+fn segmentation_trains_a_dense_head_routed_by_depth() {
+    type AB = Autodiff<Flex>;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/fixtures/nyudv2");
+    let text = format!(
+        "[data]\ndataset = \"nyudv2\"\nroot = \"{}\"\ncache_dir = \"\"\n[model]\nmethod = \"mope\"\nmain = \"tiny-vit\"\ncomplementary = \"tiny-vit-depth\"\n\
+         [prompts]\nstatic_len = 2\nnum_experts = 2\nexpert_len = 2\nmapper_hidden = 8\n[train]\nepochs = 2\nbatch_size = 2\nlog_every = 1\nschedule = {{ kind = \"constant\" }}\n",
+        root.display()
+    );
+    let spec = ExperimentSpec::parse(&text, Path::new("seg.toml"), &[]).unwrap();
+    let device = Default::default();
+    let split = |name| load_split(&spec.data, name, spec.train.seed).unwrap();
+    let splits = Splits { train: split(SplitName::Train), val: split(SplitName::Val), test: None };
+    let vit = || load_vit::<AB>(&fixture("tiny-vit"), Pooling::Cls, &device).unwrap().0;
+    let pre = ImagePreprocess { resize: 32, size: 32, mean: [0.5; 3], std: [0.5; 3] };
+    let main = LoadedEncoder { encoder: AnyEncoder::ViT(vit()), preparer: InputPreparer::Image(Modality::Image, pre), name: "tiny-vit".into() };
+    let depth = LoadedEncoder { encoder: AnyEncoder::ViT(vit()), preparer: InputPreparer::Image(Modality::Depth, pre), name: "tiny-vit-depth".into() };
+    let objective = Objective::of(splits.train.task);
+    assert_eq!(objective, Objective::Segmentation { num_classes: 40, ignore_index: 255 });
+    let setup = Setup::from_encoders(&spec, main, depth, splits.train.labels.clone(), objective, &device).unwrap();
+    let run = dir.path().join("run");
+    let options = TrainOptions { resume: false, progress: ProgressMode::Quiet, workers: 1 };
+    let result = train::train(&spec, setup, &splits, &RunDir::open(&run).unwrap(), &options).unwrap();
+    assert_eq!((result.metric.as_str(), result.split.as_str(), result.report.samples), ("mean_iou", "val", 1));
+    for metric in ["pixel_accuracy", "mean_accuracy", "mean_iou"] {
+        let value = result.report.metric(metric).unwrap();
+        assert!((0.0..=100.0).contains(&value), "{metric} = {value}");
+    }
+    let losses = step_losses(&run);
+    assert_eq!(losses.len(), 2);
+    assert!(losses.iter().all(|l| l.is_finite() && *l > 0.0), "{losses:?}");
+    // The routing is recorded per layer, with no per-class rows (a label map has many classes).
+    let routing = &events(&run, "epoch")[1]["val"]["routing"];
+    assert_eq!(routing.as_array().unwrap().len(), 2);
+    assert!(routing[0]["per_class"].as_array().unwrap().iter().all(|row| row.as_array().unwrap().is_empty()));
 }

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Parser, Subcommand};
@@ -155,9 +155,7 @@ fn load_splits(spec: &ExperimentSpec) -> Result<(Splits, Objective, Vec<String>)
     for split in [Some(&train), Some(&val), test.as_ref()].into_iter().flatten() {
         eprintln!("{}", split.summary());
     }
-    let objective = Objective::of(train.task).with_context(|| {
-        format!("{} is a segmentation dataset; the classifier trains classification and multi-label tasks", train.dataset)
-    })?;
+    let objective = Objective::of(train.task);
     let labels = train.labels.clone();
     Ok((Splits { train, val, test }, objective, labels))
 }
@@ -265,6 +263,7 @@ impl BackendJob for PredictJob {
         let probabilities = match setup.objective {
             Objective::Classification { .. } => softmax(out.logits, 1),
             Objective::MultiLabel { .. } => sigmoid(out.logits),
+            Objective::Segmentation { .. } => bail!("predict classifies one sample; evaluate segmentation runs with `mope eval`"),
         };
         let p: Vec<f32> = probabilities.into_data().convert::<f32>().to_vec().expect("floats");
         let mut ranked: Vec<(usize, f32)> = p.iter().copied().enumerate().collect();
