@@ -244,6 +244,13 @@ fn thousands(n: u64) -> String {
     out
 }
 
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
+        b => format!("{:.1} KiB", b as f64 / 1024.0),
+    }
+}
+
 /// The result table, in Markdown.
 fn table(rows: &[(&Experiment, serde_json::Value)]) -> String {
     let mut out = String::from(
@@ -254,7 +261,7 @@ fn table(rows: &[(&Experiment, serde_json::Value)]) -> String {
         let total = r["total_params"].as_u64().unwrap_or(1).max(1);
         let paper = e.paper_value.map_or_else(|| "n/a".to_string(), |v| format!("{v:.2}"));
         out.push_str(&format!(
-            "| {} | {} ({}) | {:.2} | {} | {} | {:.3} | {:.1} KiB | {:.0} s | {:.0} s |\n",
+            "| {} | {} ({}) | {:.2} | {} | {} | {:.3} | {} | {:.0} s | {:.0} s |\n",
             e.name,
             r["metric"].as_str().unwrap_or("?"),
             r["split"].as_str().unwrap_or("?"),
@@ -262,7 +269,7 @@ fn table(rows: &[(&Experiment, serde_json::Value)]) -> String {
             paper,
             thousands(trainable),
             100.0 * trainable as f64 / total as f64,
-            r["adapter_bytes"].as_u64().unwrap_or(0) as f64 / 1024.0,
+            human_bytes(r["adapter_bytes"].as_u64().unwrap_or(0)),
             r["train_seconds"].as_f64().unwrap_or(f64::NAN),
             r["wall_seconds"].as_f64().unwrap_or(f64::NAN),
         ));
@@ -270,7 +277,8 @@ fn table(rows: &[(&Experiment, serde_json::Value)]) -> String {
     out
 }
 
-/// For each dataset with both, whether MoPE beats vanilla prompt tuning, and at what parameter cost.
+/// For each dataset with both, whether MoPE beats vanilla prompt tuning, and at what parameter
+/// cost; and where fine-tuning ran, how close MoPE comes to it.
 fn claims(rows: &[(&Experiment, serde_json::Value)]) -> String {
     let mut out = String::new();
     let datasets: std::collections::BTreeSet<&str> = rows.iter().filter_map(|(e, _)| e.name.split('/').next()).collect();
@@ -284,13 +292,22 @@ fn claims(rows: &[(&Experiment, serde_json::Value)]) -> String {
         let cost = if params(mope) <= params(vpt) {
             "with equal or fewer trainable params".to_string()
         } else {
-            format!("but trains {:.1}x the params", params(mope) as f64 / params(vpt).max(1) as f64)
+            let joint = if m > v { "but" } else { "and" };
+            format!("{joint} trains {:.1}x the params", params(mope) as f64 / params(vpt).max(1) as f64)
         };
         out.push_str(&format!(
             "{dataset}: {verdict} ({m:.2} vs {v:.2}; {} vs {} trainable params), {cost}.\n",
             thousands(params(mope)),
             thousands(params(vpt))
         ));
+        if let Some(full) = find("fine-tuning") {
+            out.push_str(&format!(
+                "{dataset}: MoPE reaches {:.2} against fine-tuning's {:.2}, training {:.2}% of its parameters.\n",
+                m,
+                value(full),
+                100.0 * params(mope) as f64 / params(full).max(1) as f64
+            ));
+        }
     }
     out
 }

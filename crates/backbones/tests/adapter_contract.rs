@@ -145,6 +145,7 @@ fn gradients_reach_exactly_the_trainable_parameters() {
         assert_eq!(reached, trainable, "{method:?}: gradient presence must equal trainability");
         assert!(reached.iter().any(|(p, g)| *g && p.starts_with("head.")));
         assert!(reached.iter().all(|(p, g)| !*g || !(p.starts_with("main.") || p.starts_with("complementary."))));
+        assert!(reached.iter().all(|(p, g)| !*g || p.starts_with("head.") || p.starts_with("prompts.")));
         if method == FusionMethod::Mope {
             for needle in ["experts.experts", "router.self_proj.weight", "router.cross_proj.weight", "static_prompt", "mapped.hidden.weight"] {
                 assert!(reached.iter().any(|(p, g)| *g && p.contains(needle)), "{needle} gets a gradient");
@@ -152,6 +153,23 @@ fn gradients_reach_exactly_the_trainable_parameters() {
             assert!(reached.iter().all(|(p, g)| !(p.ends_with("router.keys") && *g)), "router keys are frozen");
         }
     }
+}
+
+#[test]
+fn fine_tuning_trains_the_whole_main_encoder_and_nothing_of_the_complementary() {
+    let model = model_ad(FusionMethod::FineTuning, NUM_CLASSES);
+    let (main, complementary, labels) = batch::<AB>();
+    let out = model.forward(&main, &complementary);
+    let grads = CrossEntropyLossConfig::new().init(&labels.device()).forward(out.logits, labels).backward();
+    let reached = params_with_gradient(&model, &grads);
+    for (path, has_gradient) in &reached {
+        let expected = path.starts_with("main.") || path.starts_with("head.");
+        assert_eq!(*has_gradient, expected, "{path}");
+    }
+    assert!(model.prompts.is_none() && out.routing.is_empty());
+    let summary = ParamSummary::of(&model);
+    let main = summary.modules.iter().find(|m| m.name == "main").unwrap();
+    assert_eq!(main.trainable, main.total, "every main parameter trains");
 }
 
 #[test]

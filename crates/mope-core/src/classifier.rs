@@ -7,6 +7,7 @@
 //! | [`FusionMethod::Sequential`] | static + mapped (no experts) | main pooled |
 //! | [`FusionMethod::PromptTuning`] | static only (vanilla deep prompt tuning) | `[main pooled ; complementary]` |
 //! | [`FusionMethod::LateFusion`] | none (linear probe on frozen features) | `[main pooled ; complementary]` |
+//! | [`FusionMethod::FineTuning`] | none; the main encoder itself trains | `[main pooled ; complementary]` |
 //!
 //! The complementary encoder is frozen; its pooled representation is computed without prompts
 //! (and can then be cached across epochs) unless `complementary_prompt_len > 0`, in which case it
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::deep_prompt::{PromptedTokens, forward_prompted};
 use crate::encoder::PromptableEncoder;
-use crate::params::materialize;
+use crate::params::{materialize, unfreeze};
 use crate::prompts::{MopePrompts, MopePromptsConfig};
 use crate::regularizer::importance_loss;
 use crate::router::RoutingOutput;
@@ -37,6 +38,9 @@ pub enum FusionMethod {
     PromptTuning,
     /// No prompts: a linear head on the concatenated frozen features.
     LateFusion,
+    /// No prompts: every parameter of the main encoder trains with the head (the upper
+    /// reference of parameter-efficient methods); the complementary encoder stays frozen.
+    FineTuning,
 }
 
 impl FusionMethod {
@@ -47,11 +51,17 @@ impl FusionMethod {
             Self::Sequential => "sequential",
             Self::PromptTuning => "prompt-tuning",
             Self::LateFusion => "late-fusion",
+            Self::FineTuning => "fine-tuning",
         }
     }
 
     fn concatenates_features(self) -> bool {
-        matches!(self, Self::PromptTuning | Self::LateFusion)
+        matches!(self, Self::PromptTuning | Self::LateFusion | Self::FineTuning)
+    }
+
+    /// Whether the method inserts prompts into the main encoder.
+    pub fn prompts_main(self) -> bool {
+        !matches!(self, Self::LateFusion | Self::FineTuning)
     }
 }
 
@@ -133,7 +143,7 @@ impl MultimodalClassifierConfig {
             p.prompted_layers = main.default_prompted_layers();
         }
         match self.method {
-            FusionMethod::Mope | FusionMethod::LateFusion => {}
+            FusionMethod::Mope | FusionMethod::LateFusion | FusionMethod::FineTuning => {}
             FusionMethod::Sequential => p.num_experts = 0,
             FusionMethod::PromptTuning => {
                 p.num_experts = 0;
@@ -144,7 +154,8 @@ impl MultimodalClassifierConfig {
     }
 
     /// Builds the classifier around two pretrained encoders, which are frozen
-    /// ([`PromptableEncoder::freeze`]).
+    /// ([`PromptableEncoder::freeze`]); with [`FusionMethod::FineTuning`] the main encoder is
+    /// made entirely trainable instead.
     ///
     /// # Panics
     /// If `num_classes` is 0.
@@ -157,8 +168,7 @@ impl MultimodalClassifierConfig {
         assert!(self.num_classes > 0, "num_classes must be at least 1");
         let (d_main, d_comp) = (main.d_model(), complementary.d_model());
         // Trainable parts are materialised in declaration order, so a seed alone fixes their values.
-        let prompts = (self.method != FusionMethod::LateFusion)
-            .then(|| materialize(self.resolved_prompts(&main, d_comp).init(device)));
+        let prompts = self.method.prompts_main().then(|| materialize(self.resolved_prompts(&main, d_comp).init(device)));
         let complementary_prompts = (self.complementary_prompt_len > 0).then(|| {
             MopePromptsConfig::new(complementary.num_layers(), d_comp, 0)
                 .with_static_len(self.complementary_prompt_len)
@@ -170,7 +180,7 @@ impl MultimodalClassifierConfig {
         .map(materialize);
         let d_head = if self.method.concatenates_features() { d_main + d_comp } else { d_main };
         MultimodalClassifier {
-            main: main.freeze(),
+            main: if self.method == FusionMethod::FineTuning { unfreeze(main) } else { main.freeze() },
             complementary: complementary.freeze(),
             prompts,
             complementary_prompts,

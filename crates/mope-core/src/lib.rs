@@ -52,7 +52,7 @@ pub use deep_prompt::{LayerPromptSource, PromptedTokens, forward_prompted};
 pub use encoder::{EncoderTokens, PromptableEncoder, square_feature_map};
 pub use experts::{PromptExperts, PromptExpertsConfig};
 pub use mapper::{PromptMapper, PromptMapperConfig};
-pub use params::{FloatParam, ModuleParams, ParamSummary, float_params, materialize, params_with_gradient, replace_float_params};
+pub use params::{FloatParam, ModuleParams, ParamSummary, float_params, materialize, params_with_gradient, replace_float_params, unfreeze};
 pub use prompts::{MopePrompts, MopePromptsConfig, MopeRun};
 pub use regularizer::{RoutingStats, importance_loss, load_balance_loss};
 pub use router::{Router, RouterConfig, RouterSettings, RoutingOutput};

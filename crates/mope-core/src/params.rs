@@ -79,6 +79,17 @@ pub fn materialize<B: Backend, M: Module<B>>(module: M) -> M {
     module
 }
 
+/// Makes every float parameter of `module` require gradients (full fine-tuning).
+pub fn unfreeze<B: Backend, M: Module<B>>(module: M) -> M {
+    struct Unfreeze;
+    impl<B: Backend> ModuleMapper<B> for Unfreeze {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            param.set_require_grad(true)
+        }
+    }
+    module.map(&mut Unfreeze)
+}
+
 /// Replaces the values of float parameters by module path: `values(path, shape)` returns the new
 /// values of the parameter at `path` and whether it requires gradients, or `None` to keep it.
 /// Replaced parameters keep their id; a lazily initialised one is replaced without drawing its

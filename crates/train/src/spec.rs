@@ -141,7 +141,7 @@ pub enum MustardSplitKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
-    /// `mope`, `sequential`, `prompt-tuning` or `late-fusion`.
+    /// `mope`, `sequential`, `prompt-tuning`, `late-fusion` or `fine-tuning`.
     pub method: FusionMethod,
     /// Main (prompted) encoder: a preset name or `<cnn>+<transformer>`.
     pub main: String,

@@ -107,8 +107,8 @@ impl<B: Backend> Setup<B> {
         if matches!(objective, Objective::Segmentation { .. }) && (main.encoder.num_layers() == 0 || !matches!(main.preparer, backbones::InputPreparer::Image(..))) {
             anyhow::bail!("segmentation needs a prompted image main encoder (ViT, Swin or a hybrid); `{}` is not one", main.name);
         }
-        if main.encoder.num_layers() == 0 && spec.model.method != mope_core::FusionMethod::LateFusion {
-            anyhow::bail!("main encoder `{}` has no layer to prompt: use it as the complementary encoder, or with method late-fusion", main.name);
+        if main.encoder.num_layers() == 0 && spec.model.method.prompts_main() {
+            anyhow::bail!("main encoder `{}` has no layer to prompt: use it as the complementary encoder, or with method late-fusion or fine-tuning", main.name);
         }
         if complementary.encoder.num_layers() == 0 && spec.model.complementary_prompt_len > 0 {
             anyhow::bail!("complementary encoder `{}` has no layer to prompt: set model.complementary_prompt_len = 0", complementary.name);
