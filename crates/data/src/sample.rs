@@ -16,7 +16,8 @@ pub enum Target {
 }
 
 /// The task of a dataset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Task {
     /// Single-label classification.
     Classification {

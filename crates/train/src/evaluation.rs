@@ -18,28 +18,31 @@ use crate::metrics::{Accuracy, MultiLabelF1, Segmentation};
 use crate::pair::{PreparedPair, class_of, class_targets, multi_hot, multi_hot_targets};
 use crate::trainer::Model;
 
-/// What is optimised: single-label cross-entropy or multi-label binary cross-entropy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Objective {
-    /// Cross-entropy over `num_classes`; metric: accuracy.
-    Classification {
-        /// Classes.
-        num_classes: usize,
-    },
-    /// Sigmoid binary cross-entropy per label; metrics: F1 (macro, micro, weighted, samples).
-    MultiLabel {
-        /// Labels.
-        num_labels: usize,
-    },
-    /// Per-pixel cross-entropy (unlabelled pixels left out); metrics: pixel accuracy, mean
-    /// accuracy, mean IoU.
-    Segmentation {
-        /// Classes.
-        num_classes: usize,
-        /// Label of unlabelled pixels.
-        ignore_index: u8,
-    },
+/// A dataset's task as a training objective: the forward pass it needs, its loss (cross-entropy;
+/// sigmoid binary cross-entropy per label; per-pixel cross-entropy without unlabelled pixels)
+/// and the metric that selects the best epoch.
+pub trait Objective: Copy {
+    /// Outputs of the head.
+    fn num_outputs(self) -> usize;
+
+    /// The metric that selects the best checkpoint and is reported against the paper.
+    fn primary_metric(self) -> &'static str;
+
+    /// Runs `model` on a batch: class scores, or for segmentation the patch scores upsampled
+    /// (bilinearly) to the main input's size, which is the label map's.
+    ///
+    /// # Shapes
+    /// - `complementary`: `[batch, d_complementary]`
+    fn forward<B: Backend>(self, model: &Model<B>, main: &AnyInput<B>, complementary: Tensor<B, 2>) -> BatchOutput<B>;
+
+    /// Mean task loss of a batch.
+    ///
+    /// # Shapes
+    /// - output `[1]`
+    ///
+    /// # Panics
+    /// If the logits are not the task's kind.
+    fn loss<B: Backend>(self, logits: &Logits<B>, items: &[PreparedPair]) -> Tensor<B, 1>;
 }
 
 /// Scores of a batch: per sample, or per pixel of the label map.
@@ -62,26 +65,15 @@ pub struct BatchOutput<B: Backend> {
     pub importance_loss: Tensor<B, 1>,
 }
 
-impl Objective {
-    /// The objective of a dataset's task.
-    pub fn of(task: Task) -> Self {
-        match task {
-            Task::Classification { num_classes } => Self::Classification { num_classes },
-            Task::MultiLabel { num_labels } => Self::MultiLabel { num_labels },
-            Task::Segmentation { num_classes, ignore_index } => Self::Segmentation { num_classes, ignore_index },
-        }
-    }
-
-    /// Outputs of the head.
-    pub fn num_outputs(self) -> usize {
+impl Objective for Task {
+    fn num_outputs(self) -> usize {
         match self {
             Self::Classification { num_classes } | Self::Segmentation { num_classes, .. } => num_classes,
             Self::MultiLabel { num_labels } => num_labels,
         }
     }
 
-    /// The metric that selects the best checkpoint and is reported against the paper.
-    pub fn primary_metric(self) -> &'static str {
+    fn primary_metric(self) -> &'static str {
         match self {
             Self::Classification { .. } => "accuracy",
             Self::MultiLabel { .. } => "f1_macro",
@@ -89,12 +81,7 @@ impl Objective {
         }
     }
 
-    /// Runs `model` on a batch: class scores, or for segmentation the patch scores upsampled
-    /// (bilinearly) to the main input's size, which is the label map's.
-    ///
-    /// # Shapes
-    /// - `complementary`: `[batch, d_complementary]`
-    pub fn forward<B: Backend>(self, model: &Model<B>, main: &AnyInput<B>, complementary: Tensor<B, 2>) -> BatchOutput<B> {
+    fn forward<B: Backend>(self, model: &Model<B>, main: &AnyInput<B>, complementary: Tensor<B, 2>) -> BatchOutput<B> {
         match self {
             Self::Segmentation { .. } => {
                 let out = model.forward_dense_with_feature(main, complementary);
@@ -110,14 +97,7 @@ impl Objective {
         }
     }
 
-    /// Mean task loss of a batch.
-    ///
-    /// # Shapes
-    /// - output `[1]`
-    ///
-    /// # Panics
-    /// If the logits are not the objective's kind.
-    pub fn loss<B: Backend>(self, logits: &Logits<B>, items: &[PreparedPair]) -> Tensor<B, 1> {
+    fn loss<B: Backend>(self, logits: &Logits<B>, items: &[PreparedPair]) -> Tensor<B, 1> {
         match (self, logits) {
             (Self::Classification { .. }, Logits::Scores(logits)) => {
                 let device = logits.device();
@@ -160,7 +140,7 @@ fn pixel_cross_entropy<B: Backend>(logits: Tensor<B, 4>, items: &[PreparedPair],
 /// Accumulates predictions, losses and routing over an evaluation.
 #[derive(Debug)]
 pub struct Evaluation {
-    objective: Objective,
+    objective: Task,
     accuracy: Accuracy,
     f1: MultiLabelF1,
     segmentation: Segmentation,
@@ -203,16 +183,16 @@ pub struct LayerRouting {
 
 impl Evaluation {
     /// An empty evaluation.
-    pub fn new(objective: Objective) -> Self {
+    pub fn new(objective: Task) -> Self {
         Self {
             objective,
             accuracy: Accuracy::default(),
             f1: MultiLabelF1::new(match objective {
-                Objective::MultiLabel { num_labels } => num_labels,
+                Task::MultiLabel { num_labels } => num_labels,
                 _ => 1,
             }),
             segmentation: match objective {
-                Objective::Segmentation { num_classes, ignore_index } => Segmentation::new(num_classes, ignore_index),
+                Task::Segmentation { num_classes, ignore_index } => Segmentation::new(num_classes, ignore_index),
                 _ => Segmentation::new(1, 255),
             },
             loss_sum: 0.0,
@@ -232,7 +212,7 @@ impl Evaluation {
         let batch = items.len();
         self.samples += batch;
         let classes: Vec<Vec<usize>> = match (self.objective, logits) {
-            (Objective::Segmentation { .. }, Logits::Pixels(logits)) => {
+            (Task::Segmentation { .. }, Logits::Pixels(logits)) => {
                 let predicted: Vec<u8> = logits.clone().argmax(1).into_data().convert::<i64>().to_vec::<i64>().expect("class ids").iter().map(|&c| c as u8).collect();
                 let truth: Vec<u8> = items.iter().flat_map(|i| i.mask.as_ref().expect("segmentation items carry their label map").iter().copied()).collect();
                 self.segmentation.update(&predicted, &truth);
@@ -244,17 +224,17 @@ impl Evaluation {
         self.update_routing(routing, &classes, batch);
     }
 
-    fn update_scores<B: Backend>(&mut self, objective: Objective, logits: &Tensor<B, 2>, items: &[PreparedPair]) -> Vec<Vec<usize>> {
+    fn update_scores<B: Backend>(&mut self, objective: Task, logits: &Tensor<B, 2>, items: &[PreparedPair]) -> Vec<Vec<usize>> {
         let [_, outputs] = logits.dims();
         let scores: Vec<f32> = logits.to_data().convert::<f32>().to_vec().expect("logits are floats");
         match objective {
-            Objective::Classification { .. } => {
+            Task::Classification { .. } => {
                 let predicted: Vec<usize> = scores.chunks(outputs).map(argmax).collect();
                 let truth: Vec<usize> = items.iter().map(|i| class_of(&i.target)).collect();
                 self.accuracy.update(&predicted, &truth);
                 truth.into_iter().map(|c| vec![c]).collect()
             }
-            Objective::MultiLabel { num_labels } => {
+            Task::MultiLabel { num_labels } => {
                 for (row, item) in scores.chunks(outputs).zip(items) {
                     let truth: Vec<bool> = multi_hot(&item.target, num_labels).iter().map(|&v| v > 0.5).collect();
                     // sigmoid(x) > 0.5 ⇔ x > 0
@@ -268,7 +248,7 @@ impl Evaluation {
                     })
                     .collect()
             }
-            Objective::Segmentation { .. } => unreachable!("segmentation has per-pixel logits"),
+            Task::Segmentation { .. } => unreachable!("segmentation has per-pixel logits"),
         }
     }
 
@@ -294,18 +274,18 @@ impl Evaluation {
         let n = self.batches.max(1) as f64;
         let mut metrics = BTreeMap::new();
         let samples = match self.objective {
-            Objective::Classification { .. } => {
+            Task::Classification { .. } => {
                 metrics.insert("accuracy".to_string(), 100.0 * self.accuracy.value());
                 self.accuracy.count()
             }
-            Objective::Segmentation { .. } => {
+            Task::Segmentation { .. } => {
                 let scores = self.segmentation.scores();
                 metrics.insert("pixel_accuracy".to_string(), 100.0 * scores.pixel_accuracy);
                 metrics.insert("mean_accuracy".to_string(), 100.0 * scores.mean_accuracy);
                 metrics.insert("mean_iou".to_string(), 100.0 * scores.mean_iou);
                 self.samples
             }
-            Objective::MultiLabel { .. } => {
+            Task::MultiLabel { .. } => {
                 let f = self.f1.scores();
                 metrics.insert("f1_macro".to_string(), 100.0 * f.macro_);
                 metrics.insert("f1_micro".to_string(), 100.0 * f.micro);
@@ -373,7 +353,7 @@ mod tests {
         let device = Default::default();
         // Predictions (argmax): [1, 0, 0]; truth [1, 1, 255]: one pixel of two right.
         let logits = Tensor::<Flex, 4>::from_data(TensorData::new(vec![0.0, 1.0, 1.0, 1.0, 0.0, 0.0], [1, 2, 1, 3]), &device);
-        let mut evaluation = Evaluation::new(Objective::Segmentation { num_classes: 2, ignore_index: 255 });
+        let mut evaluation = Evaluation::new(Task::Segmentation { num_classes: 2, ignore_index: 255 });
         evaluation.update::<Flex>(&Logits::Pixels(logits), &[item(vec![1, 1, 255])], &[], 0.5, 0.0);
         let report = evaluation.report();
         assert_eq!(report.metric("pixel_accuracy"), Some(50.0));

@@ -1,5 +1,5 @@
 //! Paired samples: each sample prepared for the main and the complementary encoder in loader
-//! workers, then collated into a [`PairBatch`] on the training thread.
+//! workers, then collated into encoder inputs on the training thread.
 
 use std::path::PathBuf;
 

@@ -16,7 +16,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::evaluation::{EvalReport, LayerRouting};
+use crate::evaluation::{EvalReport, LayerRouting, Objective};
 use crate::run_dir::RunTask;
 
 /// Environment variable naming a TrueType font for plots.
@@ -190,21 +190,34 @@ fn range(values: &[f64]) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-fn curves<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, h: &History) -> Result<()>
+/// Axes of epochs `1..=last` against `lo..hi`, with a caption and a light grid.
+fn epoch_chart<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    caption: &str,
+    last: f64,
+    (lo, hi): (f64, f64),
+) -> Result<ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>>
 where
     DB::ErrorType: 'static,
 {
-    let (left, right) = area.split_horizontally(area.dim_in_pixel().0 / 2);
-    let last = h.epochs.last().copied().unwrap_or(1.0).max(1.0);
-    let (lo, hi) = range(&[h.train_loss.clone(), h.val_loss.clone()].concat());
-    let mut chart = ChartBuilder::on(&left)
-        .caption("loss", ("sans-serif", 20))
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(56)
         .build_cartesian_2d(0.5..last + 0.5, lo..hi)
         .map_err(plot_error)?;
     chart.configure_mesh().x_desc("epoch").light_line_style(WHITE).draw().map_err(plot_error)?;
+    Ok(chart)
+}
+
+fn curves<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, h: &History) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let (left, right) = area.split_horizontally(area.dim_in_pixel().0 / 2);
+    let last = h.epochs.last().copied().unwrap_or(1.0).max(1.0);
+    let mut chart = epoch_chart(&left, "loss", last, range(&[h.train_loss.clone(), h.val_loss.clone()].concat()))?;
     for (values, name, colour) in [(&h.train_loss, "train", BLUE), (&h.val_loss, "validation", RED)] {
         let points: Vec<(f64, f64)> = h.epochs.iter().copied().zip(values.iter().copied()).filter(|(_, v)| v.is_finite()).collect();
         chart
@@ -216,15 +229,7 @@ where
     }
     chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(plot_error)?;
 
-    let (lo, hi) = range(&h.val_metric);
-    let mut chart = ChartBuilder::on(&right)
-        .caption(format!("validation {} (%)", h.metric), ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(56)
-        .build_cartesian_2d(0.5..last + 0.5, lo..hi)
-        .map_err(plot_error)?;
-    chart.configure_mesh().x_desc("epoch").light_line_style(WHITE).draw().map_err(plot_error)?;
+    let mut chart = epoch_chart(&right, &format!("validation {} (%)", h.metric), last, range(&h.val_metric))?;
     let points: Vec<(f64, f64)> = h.epochs.iter().copied().zip(h.val_metric.iter().copied()).collect();
     chart.draw_series(LineSeries::new(points.clone(), GREEN.stroke_width(2))).map_err(plot_error)?;
     chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, GREEN.filled()))).map_err(plot_error)?;

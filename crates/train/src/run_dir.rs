@@ -20,6 +20,8 @@ use mope_core::ParamSummary;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::LoopState;
+use data::Task;
+
 use crate::evaluation::{EvalReport, Objective};
 use crate::spec::{ExperimentSpec, PaperResult};
 
@@ -29,7 +31,7 @@ const TASK_FILE: &str = "task.json";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunTask {
     /// Loss and metrics.
-    pub objective: Objective,
+    pub objective: Task,
     /// Class (label) names, indexed by output.
     pub labels: Vec<String>,
 }
@@ -229,7 +231,7 @@ impl RunResult {
     #[allow(clippy::too_many_arguments)]
     pub fn new<B: Backend>(
         spec: &ExperimentSpec,
-        objective: Objective,
+        objective: Task,
         summary: &ParamSummary,
         run: &RunDir,
         best_epoch: usize,

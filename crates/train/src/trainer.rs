@@ -21,6 +21,8 @@ use serde_json::json;
 
 use crate::checkpoint::{self, LoopState, TrainOptimizer};
 use crate::feature_cache::{FeatureCache, fingerprint};
+use data::Task;
+
 use crate::evaluation::{EvalReport, Evaluation, Objective};
 use crate::optim::clip_global_norm;
 use crate::pair::PairPrepare;
@@ -39,7 +41,7 @@ pub struct Setup<B: Backend> {
     /// Sample preparation for its two encoders.
     pub prepare: Arc<PairPrepare>,
     /// Loss and metrics.
-    pub objective: Objective,
+    pub objective: Task,
     /// Class (label) names.
     pub labels: Vec<String>,
     /// The classifier's configuration (saved in adapters).
@@ -76,8 +78,8 @@ pub fn classifier_config(spec: &ExperimentSpec, num_outputs: usize) -> Multimoda
 
 impl<B: Backend> Setup<B> {
     /// Loads the two encoders the experiment names and builds the classifier.
-    pub fn load(spec: &ExperimentSpec, labels: Vec<String>, objective: Objective, device: &B::Device) -> Result<Self> {
-        if matches!(objective, Objective::Segmentation { .. }) && backbones::modality_of(&spec.model.main)? != backbones::Modality::Image {
+    pub fn load(spec: &ExperimentSpec, labels: Vec<String>, objective: Task, device: &B::Device) -> Result<Self> {
+        if matches!(objective, Task::Segmentation { .. }) && backbones::modality_of(&spec.model.main)? != backbones::Modality::Image {
             anyhow::bail!("segmentation needs an image main encoder (ViT, Swin or a hybrid); `{}` is not one", spec.model.main);
         }
         let weights = if spec.model.weights_dir.as_os_str().is_empty() { default_weights_dir() } else { spec.model.weights_dir.clone() };
@@ -100,11 +102,11 @@ impl<B: Backend> Setup<B> {
         main: LoadedEncoder<B>,
         complementary: LoadedEncoder<B>,
         labels: Vec<String>,
-        objective: Objective,
+        objective: Task,
         device: &B::Device,
     ) -> Result<Self> {
         use mope_core::PromptableEncoder;
-        if matches!(objective, Objective::Segmentation { .. }) && (main.encoder.num_layers() == 0 || !matches!(main.preparer, backbones::InputPreparer::Image(..))) {
+        if matches!(objective, Task::Segmentation { .. }) && (main.encoder.num_layers() == 0 || !matches!(main.preparer, backbones::InputPreparer::Image(..))) {
             anyhow::bail!("segmentation needs a prompted image main encoder (ViT, Swin or a hybrid); `{}` is not one", main.name);
         }
         if main.encoder.num_layers() == 0 && spec.model.method.prompts_main() {
@@ -174,7 +176,7 @@ fn loader(batch_size: usize, workers: usize, shuffle: Option<u64>, drop_last: bo
 pub fn evaluate<B: Backend>(
     model: &Model<B>,
     prepare: &Arc<PairPrepare>,
-    objective: Objective,
+    objective: Task,
     cache: &mut FeatureCache,
     split_name: &str,
     samples: &Arc<Vec<Sample>>,

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use backbones::{AnyEncoder, ImagePreprocess, InputPreparer, LoadedEncoder, Modality, Pooling, TextTokenizer, load_bert, load_vit};
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::AutodiffBackend;
-use data::SplitName;
+use data::{SplitName, Task};
 use train::dataset::load_split;
 use train::progress::ProgressMode;
-use train::{ExperimentSpec, Objective, RunDir, Setup, Splits, TrainOptions};
+use train::{ExperimentSpec, RunDir, Setup, Splits, TrainOptions};
 
 /// burn's random state is global to the process: runs that check seeded reproducibility must not
 /// draw concurrently with another test's run.
@@ -87,7 +87,7 @@ fn setup<AB: AutodiffBackend>(spec: &ExperimentSpec) -> (Setup<AB>, Splits) {
     };
     let tokenizer = TextTokenizer::from_dir(&fixture("tiny-bert"), 16).unwrap();
     let complementary = LoadedEncoder { encoder: AnyEncoder::Text(bert), preparer: InputPreparer::Text(tokenizer), name: "tiny-bert".into() };
-    let objective = Objective::of(splits.train.task);
+    let objective = splits.train.task;
     let labels = splits.train.labels.clone();
     (Setup::from_encoders(spec, main, complementary, labels, objective, &device).unwrap(), splits)
 }
@@ -201,8 +201,8 @@ fn segmentation_trains_a_dense_head_routed_by_depth() {
     let pre = ImagePreprocess { resize: 32, size: 32, mean: [0.5; 3], std: [0.5; 3] };
     let main = LoadedEncoder { encoder: AnyEncoder::ViT(vit()), preparer: InputPreparer::Image(Modality::Image, pre), name: "tiny-vit".into() };
     let depth = LoadedEncoder { encoder: AnyEncoder::ViT(vit()), preparer: InputPreparer::Image(Modality::Depth, pre), name: "tiny-vit-depth".into() };
-    let objective = Objective::of(splits.train.task);
-    assert_eq!(objective, Objective::Segmentation { num_classes: 40, ignore_index: 255 });
+    let objective = splits.train.task;
+    assert_eq!(objective, Task::Segmentation { num_classes: 40, ignore_index: 255 });
     let setup = Setup::from_encoders(&spec, main, depth, splits.train.labels.clone(), objective, &device).unwrap();
     let run = dir.path().join("run");
     let options = TrainOptions { resume: false, progress: ProgressMode::Quiet, workers: 1 };

@@ -14,13 +14,13 @@ use anyhow::{Result, bail};
 use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Parser, Subcommand};
-use data::{Sample, SplitName, Target};
+use data::{Sample, SplitName, Target, Task};
 use mope_core::{ParamSummary, load_adapter};
 use train::dataset::load_split;
 use train::device::{BackendJob, DeviceChoice, run_on};
 use train::progress::ProgressMode;
 use train::feature_cache::FeatureCache;
-use train::{ExperimentSpec, Objective, RunDir, Setup, Splits, TrainOptions, evaluate};
+use train::{ExperimentSpec, RunDir, Setup, Splits, TrainOptions, evaluate};
 
 #[derive(Parser)]
 #[command(name = "mope", version, about = "Mixture of Prompt Experts: parameter-efficient multimodal fusion on frozen encoders")]
@@ -144,7 +144,7 @@ struct Common {
 }
 
 /// Loads the splits and labels of an experiment.
-fn load_splits(spec: &ExperimentSpec) -> Result<(Splits, Objective, Vec<String>)> {
+fn load_splits(spec: &ExperimentSpec) -> Result<(Splits, Task, Vec<String>)> {
     let train = load_split(&spec.data, SplitName::Train, spec.train.seed)?;
     let val = load_split(&spec.data, SplitName::Val, spec.train.seed)?;
     let test = match load_split(&spec.data, SplitName::Test, spec.train.seed) {
@@ -155,7 +155,7 @@ fn load_splits(spec: &ExperimentSpec) -> Result<(Splits, Objective, Vec<String>)
     for split in [Some(&train), Some(&val), test.as_ref()].into_iter().flatten() {
         eprintln!("{}", split.summary());
     }
-    let objective = Objective::of(train.task);
+    let objective = train.task;
     let labels = train.labels.clone();
     Ok((Splits { train, val, test }, objective, labels))
 }
@@ -254,6 +254,9 @@ impl BackendJob for PredictJob {
 
     fn run<B: AutodiffBackend>(self) -> Result<()> {
         let (_, setup) = open_run::<B>(&self.run)?;
+        if matches!(setup.objective, Task::Segmentation { .. }) {
+            bail!("predict classifies one sample; evaluate segmentation runs with `mope eval`");
+        }
         let device = Default::default();
         let pair = setup.prepare.prepare_one(&self.sample)?;
         let items = [pair];
@@ -261,9 +264,9 @@ impl BackendJob for PredictJob {
         let feature = FeatureCache::default().features(&setup.model, &setup.prepare, "predict", &items, &device)?;
         let out = setup.model.forward_with_feature(&main, feature);
         let probabilities = match setup.objective {
-            Objective::Classification { .. } => softmax(out.logits, 1),
-            Objective::MultiLabel { .. } => sigmoid(out.logits),
-            Objective::Segmentation { .. } => bail!("predict classifies one sample; evaluate segmentation runs with `mope eval`"),
+            Task::Classification { .. } => softmax(out.logits, 1),
+            Task::MultiLabel { .. } => sigmoid(out.logits),
+            Task::Segmentation { .. } => unreachable!("refused above"),
         };
         let p: Vec<f32> = probabilities.into_data().convert::<f32>().to_vec().expect("floats");
         let mut ranked: Vec<(usize, f32)> = p.iter().copied().enumerate().collect();
