@@ -75,7 +75,7 @@ fn invalid(path: &Path, message: String) -> WeightsError {
 impl Ct2Model {
     /// Reads and indexes `path`.
     pub fn open(path: &Path) -> Result<Self, WeightsError> {
-        let bytes = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.to_path_buf(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.to_path_buf(), cause: source })?;
         let mut c = Cursor { bytes: &bytes, pos: 0, path };
         let version = c.u32()?;
         if version != 6 {

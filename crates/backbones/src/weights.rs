@@ -77,8 +77,8 @@ pub struct SafetensorsFile {
 impl SafetensorsFile {
     /// Reads and validates `path`.
     pub fn open(path: &Path) -> Result<Self, WeightsError> {
-        let bytes = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.to_path_buf(), source })?;
-        SafeTensors::deserialize(&bytes).map_err(|source| WeightsError::Invalid { path: path.to_path_buf(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.to_path_buf(), cause: source })?;
+        SafeTensors::deserialize(&bytes).map_err(|source| WeightsError::Invalid { path: path.to_path_buf(), cause: source })?;
         Ok(Self { path: path.to_path_buf(), bytes })
     }
 
@@ -109,20 +109,20 @@ impl TensorSource for SafetensorsFile {
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
     /// The file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// File concerned.
         path: PathBuf,
-        /// Underlying error.
-        source: std::io::Error,
+        /// Underlying error (shown in the message, so not also chained as a source).
+        cause: std::io::Error,
     },
     /// Not a valid safetensors file (truncated or corrupted).
-    #[error("{path}: not a valid safetensors file: {source}")]
+    #[error("{path}: not a valid safetensors file: {cause}")]
     Invalid {
         /// File concerned.
         path: PathBuf,
         /// Underlying error.
-        source: safetensors::SafeTensorError,
+        cause: safetensors::SafeTensorError,
     },
     /// A parameter of the model has no tensor in the file.
     #[error("{path}: missing tensor `{key}` (for parameter `{param}`)")]
@@ -245,8 +245,8 @@ pub fn f16_to_f32(h: u16) -> f32 {
 /// Names of the tensors in a safetensors file, read from its header alone.
 pub fn tensor_names(path: &Path) -> Result<Vec<String>, WeightsError> {
     use std::io::Read;
-    let io = |source| WeightsError::Io { path: path.to_path_buf(), source };
-    let invalid = || WeightsError::Invalid { path: path.to_path_buf(), source: safetensors::SafeTensorError::InvalidHeaderLength };
+    let io = |source| WeightsError::Io { path: path.to_path_buf(), cause: source };
+    let invalid = || WeightsError::Invalid { path: path.to_path_buf(), cause: safetensors::SafeTensorError::InvalidHeaderLength };
     let mut file = std::fs::File::open(path).map_err(io)?;
     let mut len = [0u8; 8];
     file.read_exact(&mut len).map_err(|_| invalid())?;

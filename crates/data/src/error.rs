@@ -6,12 +6,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// A file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// File concerned.
         path: PathBuf,
-        /// Underlying error.
-        source: std::io::Error,
+        /// Underlying error (shown in the message, so not also chained as a source).
+        cause: std::io::Error,
     },
     /// A row or document that does not have the expected form.
     #[error("{path}:{line}: {message}")]
@@ -66,8 +66,8 @@ pub enum DataError {
 }
 
 impl DataError {
-    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
-        Self::Io { path: path.to_path_buf(), source }
+    pub(crate) fn io(path: &std::path::Path, cause: std::io::Error) -> Self {
+        Self::Io { path: path.to_path_buf(), cause }
     }
 
     pub(crate) fn malformed(path: &std::path::Path, line: usize, message: impl Into<String>) -> Self {

@@ -57,12 +57,12 @@ impl AdapterConfig {
     /// Reads and validates the configuration of the adapter in `dir`.
     pub fn read(dir: &Path) -> Result<Self, AdapterError> {
         let path = dir.join(ADAPTER_CONFIG_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| AdapterError::Io { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| AdapterError::Io { path: path.clone(), cause: source })?;
         let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|source| AdapterError::Config { path: path.clone(), source })?;
+            serde_json::from_str(&text).map_err(|source| AdapterError::Config { path: path.clone(), cause: source })?;
         let config: Self = from_value_strict(value).map_err(|source| match source {
-            StrictError::Invalid(source) => AdapterError::Config { path: path.clone(), source },
-            unknown => AdapterError::UnknownConfigKey { path: path.clone(), source: unknown },
+            StrictError::Invalid(source) => AdapterError::Config { path: path.clone(), cause: source },
+            unknown => AdapterError::UnknownConfigKey { path: path.clone(), cause: unknown },
         })?;
         if config.format_version != ADAPTER_FORMAT_VERSION {
             return Err(AdapterError::Version { path, found: config.format_version });
@@ -75,28 +75,28 @@ impl AdapterConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {
     /// The file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// File concerned.
         path: PathBuf,
-        /// Underlying error.
-        source: std::io::Error,
+        /// Underlying error (shown in the message, so not also chained as a source).
+        cause: std::io::Error,
     },
     /// `adapter_config.json` is not valid JSON or misses a field.
-    #[error("{path}: invalid adapter config: {source}")]
+    #[error("{path}: invalid adapter config: {cause}")]
     Config {
         /// File concerned.
         path: PathBuf,
         /// Parse error, with line and column.
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     /// `adapter_config.json` has a key this version does not know.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     UnknownConfigKey {
         /// File concerned.
         path: PathBuf,
         /// The key, with a hint.
-        source: StrictError,
+        cause: StrictError,
     },
     /// The adapter was written by an incompatible format version.
     #[error("{path}: adapter format version {found} is not supported (this build reads version {ADAPTER_FORMAT_VERSION})")]
@@ -107,12 +107,12 @@ pub enum AdapterError {
         found: u32,
     },
     /// `adapter_model.safetensors` is not a valid safetensors file (truncated, corrupted).
-    #[error("{path}: not a valid safetensors file: {source}")]
+    #[error("{path}: not a valid safetensors file: {cause}")]
     Weights {
         /// File concerned.
         path: PathBuf,
         /// Underlying error.
-        source: safetensors::SafeTensorError,
+        cause: safetensors::SafeTensorError,
     },
     /// A tensor the model trains (or the manifest lists) is missing from the weights file.
     #[error("{path}: missing tensor `{key}` ({why})")]
@@ -217,7 +217,7 @@ pub fn save_adapter<B: AutodiffBackend, M: burn::module::AutodiffModule<B>>(
     if trainable.is_empty() {
         return Err(AdapterError::NothingToSave);
     }
-    std::fs::create_dir_all(dir).map_err(|source| AdapterError::Io { path: dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| AdapterError::Io { path: dir.to_path_buf(), cause: source })?;
 
     let buffers: Vec<(String, Vec<usize>, Vec<u8>)> = trainable
         .iter()
@@ -244,7 +244,7 @@ pub fn save_adapter<B: AutodiffBackend, M: burn::module::AutodiffModule<B>>(
     let weights_tmp = dir.join(format!("{ADAPTER_WEIGHTS_FILE}.tmp"));
     let metadata = Some([("format".to_string(), "mope-adapter".to_string()), ("method".to_string(), method.to_string())].into());
     safetensors::serialize_to_file(views, metadata, &weights_tmp)
-        .map_err(|source| AdapterError::Weights { path: weights_tmp.clone(), source })?;
+        .map_err(|source| AdapterError::Weights { path: weights_tmp.clone(), cause: source })?;
 
     let config = AdapterConfig {
         format_version: ADAPTER_FORMAT_VERSION,
@@ -259,12 +259,12 @@ pub fn save_adapter<B: AutodiffBackend, M: burn::module::AutodiffModule<B>>(
     let config_path = dir.join(ADAPTER_CONFIG_FILE);
     let config_tmp = dir.join(format!("{ADAPTER_CONFIG_FILE}.tmp"));
     let json = serde_json::to_string_pretty(&config).expect("adapter config serialises");
-    std::fs::write(&config_tmp, json + "\n").map_err(|source| AdapterError::Io { path: config_tmp.clone(), source })?;
+    std::fs::write(&config_tmp, json + "\n").map_err(|source| AdapterError::Io { path: config_tmp.clone(), cause: source })?;
     for (tmp, path) in [(&weights_tmp, &weights_path), (&config_tmp, &config_path)] {
-        std::fs::rename(tmp, path).map_err(|source| AdapterError::Io { path: path.clone(), source })?;
+        std::fs::rename(tmp, path).map_err(|source| AdapterError::Io { path: path.clone(), cause: source })?;
     }
     let bytes = std::fs::metadata(&weights_path)
-        .map_err(|source| AdapterError::Io { path: weights_path.clone(), source })?
+        .map_err(|source| AdapterError::Io { path: weights_path.clone(), cause: source })?
         .len();
     Ok(AdapterSaveReport {
         dir: dir.to_path_buf(),
@@ -282,8 +282,8 @@ pub fn save_adapter<B: AutodiffBackend, M: burn::module::AutodiffModule<B>>(
 pub fn load_adapter<B: Backend, M: Module<B>>(model: M, dir: &Path) -> Result<(M, AdapterConfig), AdapterError> {
     let config = AdapterConfig::read(dir)?;
     let path = dir.join(ADAPTER_WEIGHTS_FILE);
-    let bytes = std::fs::read(&path).map_err(|source| AdapterError::Io { path: path.clone(), source })?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|source| AdapterError::Weights { path: path.clone(), source })?;
+    let bytes = std::fs::read(&path).map_err(|source| AdapterError::Io { path: path.clone(), cause: source })?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|source| AdapterError::Weights { path: path.clone(), cause: source })?;
 
     for key in config.tensors.keys() {
         if file.tensor(key).is_err() {

@@ -301,12 +301,12 @@ pub const ALIASES: &[(&str, &[&str])] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     /// The file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// File.
         path: PathBuf,
-        /// Cause.
-        source: std::io::Error,
+        /// Cause (shown in the message, so not also chained as a source).
+        cause: std::io::Error,
     },
     /// TOML syntax error (the message gives line and column).
     #[error("{path}: {message}")]
@@ -331,7 +331,7 @@ pub enum SpecError {
 impl ExperimentSpec {
     /// Reads `path`, applies the aliases and the `key=value` overrides, and checks every key.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io { path: path.into(), cause: source })?;
         let mut spec = Self::parse(&text, path, overrides)?;
         if spec.name.is_empty() {
             spec.name = default_name(path);
