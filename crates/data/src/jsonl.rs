@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::error::DataError;
-use crate::sample::{Collector, LoadOptions, Sample, Split, SplitName, Target, Task, existing, read, read_labels};
+use crate::sample::{Collector, LoadOptions, Sample, Split, SplitName, Target, Task, existing, read_labels};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,21 +35,16 @@ pub fn load(root: &Path, dataset: &'static str, split: SplitName, options: LoadO
     if split == SplitName::Val && !path.exists() && root.join("dev.jsonl").exists() {
         path = root.join("dev.jsonl");
     }
-    let text = read(&path)?;
     let mut collector = Collector::new(options);
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let line_no = i + 1;
-        collector.take((|| {
-            let row: Row = serde_json::from_str(line).map_err(|e| DataError::malformed(&path, line_no, e.to_string()))?;
-            let class = labels.iter().position(|l| *l == row.label).ok_or_else(|| DataError::unknown_label(&path, line_no, &row.label, &labels))?;
-            let image = row.img.map(|img| existing(root.join(img), "image", &path, line_no)).transpose()?;
-            let audio = row.audio.map(|audio| existing(root.join(audio), "audio", &path, line_no)).transpose()?;
-            let id = match row.id {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            };
-            Ok(Some(Sample { id, image, depth: None, audio, text: row.text, target: Target::Class(class) }))
-        })())?;
-    }
+    collector.take_json_lines(&path, |row: Row, line_no| {
+        let class = labels.iter().position(|l| *l == row.label).ok_or_else(|| DataError::unknown_label(&path, line_no, &row.label, &labels))?;
+        let image = row.img.map(|img| existing(root.join(img), "image", &path, line_no)).transpose()?;
+        let audio = row.audio.map(|audio| existing(root.join(audio), "audio", &path, line_no)).transpose()?;
+        let id = match row.id {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        };
+        Ok(Some(Sample { id, image, depth: None, audio, text: row.text, target: Target::Class(class) }))
+    })?;
     Ok(Split { dataset, split, task: Task::Classification { num_classes: labels.len() }, labels, samples: collector.samples, skipped: collector.skipped })
 }

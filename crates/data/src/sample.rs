@@ -124,6 +124,23 @@ impl Collector {
         Self { options, samples: Vec::new(), skipped: Vec::new() }
     }
 
+    /// Reads `path` as JSON lines (blank lines skipped): each line is parsed as an `R` (a line
+    /// that does not parse is a malformed row) and turned into a sample by `row(parsed, line)`,
+    /// with 1-based line numbers.
+    pub fn take_json_lines<R: serde::de::DeserializeOwned>(
+        &mut self,
+        path: &Path,
+        mut row: impl FnMut(R, usize) -> Result<Option<Sample>, DataError>,
+    ) -> Result<(), DataError> {
+        let text = read(path)?;
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let line_no = i + 1;
+            let parsed = serde_json::from_str(line).map_err(|e| DataError::malformed(path, line_no, e.to_string()));
+            self.take(parsed.and_then(|parsed| row(parsed, line_no)))?;
+        }
+        Ok(())
+    }
+
     /// Takes one row's result.
     pub fn take(&mut self, row: Result<Option<Sample>, DataError>) -> Result<(), DataError> {
         match row {

@@ -14,7 +14,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::error::DataError;
-use crate::sample::{Collector, LoadOptions, Sample, Split, SplitName, Target, Task, existing, read, read_labels};
+use crate::sample::{Collector, LoadOptions, Sample, Split, SplitName, Target, Task, existing, read_labels};
 
 /// Label order when no `labels.txt` is given.
 pub const DEFAULT_LABELS: [&str; 3] = ["entailment", "neutral", "contradiction"];
@@ -43,21 +43,16 @@ pub fn load(root: &Path, split: SplitName, options: LoadOptions) -> Result<Split
         SplitName::Test => "test",
     };
     let path = root.join(format!("snli_ve_{name}.jsonl"));
-    let text = read(&path)?;
     let mut collector = Collector::new(options);
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let line_no = i + 1;
-        collector.take((|| {
-            let row: Row = serde_json::from_str(line).map_err(|e| DataError::malformed(&path, line_no, e.to_string()))?;
-            if row.gold_label == "-" {
-                return Ok(None);
-            }
-            let class =
-                labels.iter().position(|l| *l == row.gold_label).ok_or_else(|| DataError::unknown_label(&path, line_no, &row.gold_label, &labels))?;
-            let image = existing(root.join("flickr30k_images").join(format!("{}.jpg", row.flickr30k_id)), "image", &path, line_no)?;
-            let id = row.pair_id.unwrap_or_else(|| format!("{}#{line_no}", row.flickr30k_id));
-            Ok(Some(Sample { id, image: Some(image), depth: None, audio: None, text: Some(row.sentence2), target: Target::Class(class) }))
-        })())?;
-    }
+    collector.take_json_lines(&path, |row: Row, line_no| {
+        if row.gold_label == "-" {
+            return Ok(None);
+        }
+        let class =
+            labels.iter().position(|l| *l == row.gold_label).ok_or_else(|| DataError::unknown_label(&path, line_no, &row.gold_label, &labels))?;
+        let image = existing(root.join("flickr30k_images").join(format!("{}.jpg", row.flickr30k_id)), "image", &path, line_no)?;
+        let id = row.pair_id.unwrap_or_else(|| format!("{}#{line_no}", row.flickr30k_id));
+        Ok(Some(Sample { id, image: Some(image), depth: None, audio: None, text: Some(row.sentence2), target: Target::Class(class) }))
+    })?;
     Ok(Split { dataset: "snli-ve", split, task: Task::Classification { num_classes: labels.len() }, labels, samples: collector.samples, skipped: collector.skipped })
 }
