@@ -332,10 +332,7 @@ pub enum PreparedInput {
 }
 
 fn missing(sample: &data::Sample, modality: Modality) -> BackboneError {
-    BackboneError::Data(data::DataError::Decode {
-        path: std::path::PathBuf::from(&sample.id),
-        message: format!("sample has no {modality}, which the encoder reads"),
-    })
+    BackboneError::Data(data::DataError::missing_input(sample, format_args!("{modality}, which the encoder reads")))
 }
 
 impl InputPreparer {

@@ -84,7 +84,7 @@ impl Prepare for AudioTextPrepare {
     type Item = AudioTextItem;
 
     fn prepare(&self, sample: &Sample) -> Result<AudioTextItem, DataError> {
-        let path: &PathBuf = sample.audio.as_ref().ok_or_else(|| DataError::Decode { path: PathBuf::from(&sample.id), message: "sample has no audio".into() })?;
+        let path: &PathBuf = sample.audio.as_ref().ok_or_else(|| DataError::missing_input(sample, "audio"))?;
         let (samples, rate) = read_wav(path)?;
         let mut samples = resample(&samples, rate, TARGET_RATE);
         samples.truncate((self.max_seconds * TARGET_RATE as f64) as usize);

@@ -66,6 +66,11 @@ pub enum DataError {
 }
 
 impl DataError {
+    /// A sample without the input (`image`, `audio`, …) that is asked of it, named by its id.
+    pub fn missing_input(sample: &crate::Sample, what: impl std::fmt::Display) -> Self {
+        Self::Decode { path: PathBuf::from(&sample.id), message: format!("sample has no {what}") }
+    }
+
     pub(crate) fn io(path: &std::path::Path, cause: std::io::Error) -> Self {
         Self::Io { path: path.to_path_buf(), cause }
     }

@@ -33,8 +33,10 @@ pub struct ImageTextPrepare {
     cache: Option<PathBuf>,
 }
 
-fn fnv(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+/// A stable 16-hex-digit name for `text` (FNV-1a), for cache files keyed by paths and settings.
+pub fn cache_key(text: &str) -> String {
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+    format!("{hash:016x}")
 }
 
 impl ImageTextPrepare {
@@ -45,7 +47,7 @@ impl ImageTextPrepare {
 
     fn cache_path(&self, image: &Path) -> Option<PathBuf> {
         let dir = self.cache.as_ref()?;
-        Some(dir.join(format!("{:016x}", fnv(&self.preprocess.fingerprint()))).join(format!("{:016x}.f32", fnv(&image.to_string_lossy()))))
+        Some(dir.join(cache_key(&self.preprocess.fingerprint())).join(format!("{}.f32", cache_key(&image.to_string_lossy()))))
     }
 
     /// The prepared pixels of `image` (`3 × size × size`, channel-major), from the cache if there.
@@ -75,10 +77,7 @@ impl Prepare for ImageTextPrepare {
     type Item = ImageTextItem;
 
     fn prepare(&self, sample: &Sample) -> Result<ImageTextItem, DataError> {
-        let image = sample.image.as_ref().ok_or_else(|| DataError::Decode {
-            path: PathBuf::from(&sample.id),
-            message: "sample has no image".into(),
-        })?;
+        let image = sample.image.as_ref().ok_or_else(|| DataError::missing_input(sample, "image"))?;
         Ok(ImageTextItem { pixels: self.pixels(image)?, text: sample.text.clone().unwrap_or_default(), target: sample.target.clone() })
     }
 }

@@ -34,7 +34,7 @@ impl Prepare for RgbdPrepare {
     type Item = RgbdItem;
 
     fn prepare(&self, sample: &Sample) -> Result<RgbdItem, DataError> {
-        let missing = |what: &str| DataError::Decode { path: sample.id.clone().into(), message: format!("sample has no {what}") };
+        let missing = |what: &str| DataError::missing_input(sample, what);
         let size = self.preprocess.size as u32;
         let square = ImagePreprocess { resize: self.preprocess.size, ..self.preprocess };
         let rgb = open_image(sample.image.as_ref().ok_or_else(|| missing("image"))?)?.resize_exact(size, size, FilterType::Triangle);
