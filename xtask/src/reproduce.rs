@@ -17,6 +17,8 @@ use std::process::Command;
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
+use mope_core::adapter::human_bytes;
+use mope_core::params::thousands;
 
 const SMOKE: &[&str] = &[
     "train.epochs=1",
@@ -232,33 +234,14 @@ fn build_mope(root: &Path, device: Option<&str>) -> Result<PathBuf> {
     Ok(target.join("debug").join(if cfg!(windows) { "mope.exe" } else { "mope" }))
 }
 
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn human_bytes(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
-        b => format!("{:.1} KiB", b as f64 / 1024.0),
-    }
-}
-
 /// The result table, in Markdown.
 fn table(rows: &[(&Experiment, serde_json::Value)]) -> String {
     let mut out = String::from(
         "| experiment | metric | ours | paper | trainable params | trainable % | adapter | train time | wall time |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (e, r) in rows {
-        let trainable = r["trainable_params"].as_u64().unwrap_or(0);
-        let total = r["total_params"].as_u64().unwrap_or(1).max(1);
+        let trainable = r["trainable_params"].as_u64().unwrap_or(0) as usize;
+        let total = r["total_params"].as_u64().unwrap_or(1).max(1) as usize;
         let paper = e.paper_value.map_or_else(|| "n/a".to_string(), |v| format!("{v:.2}"));
         out.push_str(&format!(
             "| {} | {} ({}) | {:.2} | {} | {} | {:.3} | {} | {:.0} s | {:.0} s |\n",
@@ -286,7 +269,7 @@ fn claims(rows: &[(&Experiment, serde_json::Value)]) -> String {
         let find = |method: &str| rows.iter().find(|(e, _)| e.name.starts_with(&format!("{dataset}/")) && e.method == method).map(|(_, r)| r);
         let (Some(mope), Some(vpt)) = (find("mope"), find("prompt-tuning")) else { continue };
         let value = |r: &serde_json::Value| r["value"].as_f64().unwrap_or(f64::NAN);
-        let params = |r: &serde_json::Value| r["trainable_params"].as_u64().unwrap_or(0);
+        let params = |r: &serde_json::Value| r["trainable_params"].as_u64().unwrap_or(0) as usize;
         let (m, v) = (value(mope), value(vpt));
         let verdict = if m > v { "MoPE beats vanilla prompt tuning" } else { "MoPE does NOT beat vanilla prompt tuning" };
         let cost = if params(mope) <= params(vpt) {

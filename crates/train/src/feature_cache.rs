@@ -32,12 +32,6 @@ struct Index {
     ids: Vec<String>,
 }
 
-/// FNV-1a, for cache keys.
-pub fn fingerprint(text: &str) -> String {
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
-    format!("{hash:016x}")
-}
-
 impl FeatureCache {
     /// A cache for `model`, active only when its complementary features are constant; kept on
     /// disk under `store` (a path without extension) if given.

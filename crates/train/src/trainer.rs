@@ -20,7 +20,7 @@ use mope_core::{
 use serde_json::json;
 
 use crate::checkpoint::{self, LoopState, TrainOptimizer};
-use crate::feature_cache::{FeatureCache, fingerprint};
+use crate::feature_cache::FeatureCache;
 use data::Task;
 
 use crate::evaluation::{EvalReport, Evaluation, Objective};
@@ -119,7 +119,7 @@ impl<B: Backend> Setup<B> {
         let feature_store = cache_dir.as_ref().map(|dir| {
             let m = &spec.model;
             let key = format!("{}|{}|{}|{}|{}", complementary.name, m.image_size, m.audio_seconds, m.complementary_reads_depth, spec.data.root.display());
-            dir.join("features").join(fingerprint(&key))
+            dir.join("features").join(data::image_text::cache_key(&key))
         });
         B::seed(device, spec.train.seed);
         // Trainable encoder parts (the hybrid's projection) are drawn from the seed first.
