@@ -1,6 +1,28 @@
-//! pMoE (Mo, Luo, Li, ICLR 2025): expert-specific prompt tokens for several frozen domain
-//! backbones, combined by a learned dynamic token dispatcher at the prompted layers.
+//! pMoE (Mo, Luo, Li, "pMoE: Prompting Diverse Experts Together Wins More in Visual
+//! Adaptation", ICLR 2025) for burn: several frozen pretrained backbones ("domain experts"),
+//! each given its own expert-specific prompt tokens (EPTs) at its prompted layers, with a
+//! learned dynamic token dispatcher at each of those layers that builds every expert's prompt
+//! from the EPTs of all experts, so the experts exchange information through their prompts.
 //!
-//! This crate will own the dispatcher, the per-expert prompt tokens and the fused heads; it builds
-//! on [`mope_core`] (prompt insertion, adapter contract) and [`backbones`] (the frozen experts).
-//! It is filled by the pMoE issue; nothing here is usable yet.
+//! The paper's equations could not be read here; what this crate implements is a documented
+//! reconstruction from the public reviews (see `docs/pmoe.md` for every choice and the
+//! alternatives left open).
+//!
+//! # Crate map
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`prompt_tokens`] | [`ExpertPromptTokens`]: one expert's EPTs, one set per prompted layer |
+//! | [`dispatcher`] | [`TokenDispatcher`]: per expert and layer, a per-slot distribution over the experts' EPTs and the carried prompt |
+//! | [`classifier`] | [`PmoeClassifier`]: experts, EPTs, dispatchers, classification and dense heads; [`Combine::Mean`] is the mean-of-experts baseline |
+//!
+//! Experts are any [`mope_core::PromptableEncoder`]: the backbones crate's ViT, Swin and
+//! CNN-token hybrid, or a user's own in the Hugging Face layout.
+
+pub mod classifier;
+pub mod dispatcher;
+pub mod prompt_tokens;
+
+pub use classifier::{Combine, Dispatch, PmoeClassifier, PmoeConfig, PmoeDenseOutput, PmoeOutput};
+pub use dispatcher::{DispatchOutput, TokenDispatcher, TokenDispatcherConfig};
+pub use prompt_tokens::ExpertPromptTokens;

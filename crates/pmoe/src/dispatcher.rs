@@ -1,0 +1,253 @@
+//! The dynamic token dispatcher of one expert at one prompted layer: it builds the prompt tokens
+//! that expert consumes from the expert-specific prompt tokens (EPTs) of *every* expert and from
+//! the prompts the expert carried out of its previous prompted layer, with weights read from the
+//! expert's own current tokens.
+//!
+//! For target expert `k`, slot `i` of `N_p`, and sources `j` (the `K` experts' EPTs, then the
+//! carried prompt when there is one):
+//!
+//! ```text
+//! r        = standardise([mean of k's patch tokens ; mean of k's carried prompt tokens])
+//! w[i, ·]  = softmax(gate(r)[i, ·] / τ)                   (a distribution over the sources)
+//! P̂_k[i]  = Σ_{j<K} w[i, j] · proj_{j→k}(EPT_j[i]) + w[i, K] · carried_k[i]
+//! ```
+//!
+//! `proj_{j→k}` is the identity where the two experts have the same width (the paper's setting:
+//! ViT-B experts, all 768 wide) and a learned linear map where they do not. The gate starts at
+//! zero, so every slot starts as the plain mean of its sources. With a single source (one expert,
+//! nothing carried) the weight is exactly 1 and the dispatcher hands the expert its own EPTs:
+//! deep prompt tuning.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Bool, Tensor, backend::Backend};
+use mope_core::prompts::masked_mean;
+
+/// Configuration of a [`TokenDispatcher`].
+#[derive(Config, Debug)]
+pub struct TokenDispatcherConfig {
+    /// Token width of every expert at this step, in expert order.
+    pub widths: Vec<usize>,
+    /// Which expert this dispatcher feeds.
+    pub target: usize,
+    /// Prompt tokens per expert `N_p`.
+    pub prompt_len: usize,
+    /// Whether the carried prompt (the target's prompt outputs of its previous prompted layer) is
+    /// a source.
+    pub carry: bool,
+    /// Softmax temperature `τ`.
+    #[config(default = 1.0)]
+    pub temperature: f64,
+}
+
+/// Dispatches prompt tokens to one expert at one prompted layer.
+#[derive(Module, Debug)]
+pub struct TokenDispatcher<B: Backend> {
+    /// Gate: standardised `[patch mean ; carried mean]` to one logit per slot and source.
+    pub gate: Linear<B>,
+    /// `proj_{j→k}` for each source expert `j`; `None` where the widths match (identity).
+    pub projections: Vec<Option<Linear<B>>>,
+    prompt_len: usize,
+    num_sources: usize,
+    carry: bool,
+    temperature: f64,
+}
+
+/// What a dispatcher decided for a batch.
+#[derive(Debug, Clone)]
+pub struct DispatchOutput<B: Backend> {
+    /// Prompt tokens for the target expert. Shape `[batch, prompt_len, width]`.
+    pub prompts: Tensor<B, 3>,
+    /// Weight of each source for each slot; every row sums to 1. Sources: the experts' EPTs in
+    /// expert order, then the carried prompt when there is one.
+    ///
+    /// Shape `[batch, prompt_len, num_sources]`.
+    pub weights: Tensor<B, 3>,
+}
+
+impl TokenDispatcherConfig {
+    /// Number of sources: one per expert, plus the carried prompt.
+    pub fn num_sources(&self) -> usize {
+        self.widths.len() + usize::from(self.carry)
+    }
+
+    /// Initialises the dispatcher on `device`.
+    ///
+    /// # Panics
+    /// If there is no expert, `target` is out of range, `prompt_len` is 0 or the temperature is
+    /// not positive.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> TokenDispatcher<B> {
+        assert!(!self.widths.is_empty(), "a dispatcher needs at least one expert");
+        assert!(self.target < self.widths.len(), "target expert {} out of range 0..{}", self.target, self.widths.len());
+        assert!(self.prompt_len > 0, "prompt_len must be at least 1");
+        assert!(self.temperature > 0.0, "temperature must be positive, got {}", self.temperature);
+        let width = self.widths[self.target];
+        let num_sources = self.num_sources();
+        TokenDispatcher {
+            gate: LinearConfig::new(2 * width, self.prompt_len * num_sources).with_initializer(Initializer::Zeros).init(device),
+            projections: self
+                .widths
+                .iter()
+                .map(|&w| (w != width).then(|| LinearConfig::new(w, width).with_bias(false).init(device)))
+                .collect(),
+            prompt_len: self.prompt_len,
+            num_sources,
+            carry: self.carry,
+            temperature: self.temperature,
+        }
+    }
+}
+
+/// Zero mean and unit variance over the last dimension (no learned affine): the gate reads
+/// hidden states whose scale differs by layer and by expert.
+///
+/// # Shapes
+/// - `x`: `[batch, d]`; output `[batch, d]`
+fn standardise<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    let centred = x.clone() - x.mean_dim(1);
+    let std = centred.clone().powi_scalar(2).mean_dim(1).add_scalar(1e-5).sqrt();
+    centred / std
+}
+
+impl<B: Backend> TokenDispatcher<B> {
+    /// Number of sources the weights are over.
+    pub fn num_sources(&self) -> usize {
+        self.num_sources
+    }
+
+    /// Builds the target expert's prompt tokens.
+    ///
+    /// # Shapes
+    /// - `epts[j]`: `[prompt_len, width_j]`, one per expert
+    /// - `carried`: `[batch, prompt_len, width]`, given exactly when the dispatcher carries
+    /// - `patches`: `[batch, n, width]` (the target's current non-prompt, non-prefix tokens),
+    ///   `mask_pad`: `[batch, n]`
+    /// - output prompts `[batch, prompt_len, width]`, weights `[batch, prompt_len, num_sources]`
+    ///
+    /// # Panics
+    /// If the number of EPTs, a shape, or whether a carried prompt is given does not match the
+    /// configuration.
+    pub fn forward(
+        &self,
+        epts: &[Tensor<B, 2>],
+        carried: Option<Tensor<B, 3>>,
+        patches: Tensor<B, 3>,
+        mask_pad: Option<&Tensor<B, 2, Bool>>,
+    ) -> DispatchOutput<B> {
+        assert_eq!(epts.len(), self.projections.len(), "{} EPT sets for a dispatcher over {} experts", epts.len(), self.projections.len());
+        let [batch, _, width] = patches.dims();
+        let (len, sources) = (self.prompt_len, self.num_sources);
+        let patch_mean = masked_mean(patches.clone(), mask_pad);
+        let carried_mean = match &carried {
+            Some(c) => c.clone().mean_dim(1).squeeze_dim(1),
+            None => Tensor::zeros([batch, width], &patches.device()),
+        };
+        let logits = self.gate.forward(standardise(Tensor::cat(vec![patch_mean, carried_mean], 1))).reshape([batch, len, sources]);
+        assert_eq!(carried.is_some(), self.carry, "the dispatcher carries prompts: {}, but was given {}", self.carry, if carried.is_some() { "some" } else { "none" });
+        let weights = softmax(logits / self.temperature, 2);
+
+        // Σ_j w[b, i, j] · src_j[i]: a batched matmul with the slot as the batch dimension.
+        let num_experts = epts.len();
+        let sources_per_slot: Vec<Tensor<B, 3>> = epts
+            .iter()
+            .zip(&self.projections)
+            .map(|(ept, proj)| {
+                let [p_len, _] = ept.dims();
+                assert_eq!(p_len, len, "EPTs have {p_len} tokens, the dispatcher {len}");
+                let ept = match proj {
+                    Some(linear) => linear.forward(ept.clone()),
+                    None => ept.clone(),
+                };
+                ept.unsqueeze_dim::<3>(1) // [len, 1, width]
+            })
+            .collect();
+        let ept_sources = Tensor::cat(sources_per_slot, 1); // [len, K, width]
+        let ept_weights = weights.clone().narrow(2, 0, num_experts).swap_dims(0, 1); // [len, batch, K]
+        let mut prompts = ept_weights.matmul(ept_sources).swap_dims(0, 1); // [batch, len, width]
+        if let Some(carried) = carried {
+            prompts = prompts + weights.clone().narrow(2, num_experts, 1) * carried;
+        }
+        DispatchOutput { prompts, weights }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::Param;
+    use burn::tensor::{Distribution, Tolerance};
+    use burn::backend::Flex;
+
+    type B = Flex;
+
+    fn random(shape: [usize; 2]) -> Tensor<B, 2> {
+        Tensor::random(shape, Distribution::Normal(0.0, 1.0), &Default::default())
+    }
+
+    fn randomised(mut d: TokenDispatcher<B>) -> TokenDispatcher<B> {
+        let [i, o] = d.gate.weight.dims();
+        d.gate.weight = Param::from_tensor(random([i, o]));
+        d
+    }
+
+    #[test]
+    fn weights_are_a_distribution_over_sources_and_the_mixture_follows_them() {
+        let device = Default::default();
+        let d = randomised(TokenDispatcherConfig::new(vec![4, 6], 0, 3, true).with_temperature(0.5).init::<B>(&device));
+        let epts = [random([3, 4]), random([3, 6])];
+        let carried = Tensor::<B, 3>::random([2, 3, 4], Distribution::Normal(0.0, 1.0), &device);
+        let patches = Tensor::<B, 3>::random([2, 5, 4], Distribution::Normal(0.0, 3.0), &device);
+        let out = d.forward(&epts, Some(carried.clone()), patches, None);
+        assert_eq!(out.prompts.dims(), [2, 3, 4]);
+        assert_eq!(out.weights.dims(), [2, 3, 3]);
+        let w = out.weights.to_data().to_vec::<f32>().unwrap();
+        assert!(w.iter().all(|&x| (0.0..=1.0).contains(&x)));
+        for row in w.chunks(3) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6, "row {row:?}");
+        }
+        // Slot by slot, by hand: w0·EPT_0 + w1·proj(EPT_1) + w2·carried.
+        let projected = d.projections[1].as_ref().unwrap().forward(epts[1].clone()).to_data().to_vec::<f32>().unwrap();
+        let (e0, c) = (epts[0].to_data().to_vec::<f32>().unwrap(), carried.to_data().to_vec::<f32>().unwrap());
+        let got = out.prompts.to_data().to_vec::<f32>().unwrap();
+        for b in 0..2 {
+            for i in 0..3 {
+                let row = &w[(b * 3 + i) * 3..][..3];
+                for f in 0..4 {
+                    let expected = row[0] * e0[i * 4 + f] + row[1] * projected[i * 4 + f] + row[2] * c[(b * 3 + i) * 4 + f];
+                    assert!((got[(b * 3 + i) * 4 + f] - expected).abs() < 1e-5);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn equal_widths_need_no_projection() {
+        let d = TokenDispatcherConfig::new(vec![4, 4, 8], 1, 2, true).init::<B>(&Default::default());
+        assert!(d.projections[0].is_none() && d.projections[1].is_none());
+        assert_eq!(d.projections[2].as_ref().unwrap().weight.dims(), [8, 4]);
+        assert_eq!(d.num_sources(), 4);
+    }
+
+    #[test]
+    fn zero_gate_starts_at_the_mean_of_the_sources() {
+        let device = Default::default();
+        let d = TokenDispatcherConfig::new(vec![4, 4], 0, 2, true).init::<B>(&device);
+        let epts = [random([2, 4]), random([2, 4])];
+        let carried = Tensor::<B, 3>::random([1, 2, 4], Distribution::Default, &device);
+        let out = d.forward(&epts, Some(carried.clone()), Tensor::random([1, 3, 4], Distribution::Default, &device), None);
+        let mean = (epts[0].clone().unsqueeze_dim::<3>(0) + epts[1].clone().unsqueeze_dim(0) + carried) / 3.0;
+        out.prompts.to_data().assert_approx_eq::<f32>(&mean.to_data(), Tolerance::absolute(1e-6));
+    }
+
+    #[test]
+    fn a_single_source_passes_the_experts_own_prompts_through() {
+        let device = Default::default();
+        let d = randomised(TokenDispatcherConfig::new(vec![4], 0, 3, false).init::<B>(&device));
+        let ept = random([3, 4]);
+        let out = d.forward(std::slice::from_ref(&ept), None, Tensor::random([2, 5, 4], Distribution::Default, &device), None);
+        out.weights.to_data().assert_eq(&Tensor::<B, 3>::ones([2, 3, 1], &device).to_data(), true);
+        out.prompts.to_data().assert_eq(&ept.unsqueeze_dim::<3>(0).repeat_dim(0, 2).to_data(), true);
+    }
+}
