@@ -11,12 +11,12 @@ use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use data::Task;
-use mope_core::{RoutingOutput, RoutingStats};
+use mope_core::RoutingStats;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{Accuracy, MultiLabelF1, Segmentation};
 use crate::pair::{PreparedPair, class_of, class_targets, multi_hot, multi_hot_targets};
-use crate::trainer::Model;
+use crate::model::{Model, Routing, Site};
 
 /// A dataset's task as a training objective: the forward pass it needs, its loss (cross-entropy;
 /// sigmoid binary cross-entropy per label; per-pixel cross-entropy without unlabelled pixels)
@@ -32,8 +32,8 @@ pub trait Objective: Copy {
     /// (bilinearly) to the main input's size, which is the label map's.
     ///
     /// # Shapes
-    /// - `complementary`: `[batch, d_complementary]`
-    fn forward<B: Backend>(self, model: &Model<B>, main: &AnyInput<B>, complementary: Tensor<B, 2>) -> BatchOutput<B>;
+    /// - `complementary`: `[batch, d_complementary]`, for models that read one
+    fn forward<B: Backend>(self, model: &Model<B>, main: &AnyInput<B>, complementary: Option<Tensor<B, 2>>) -> BatchOutput<B>;
 
     /// Mean task loss of a batch.
     ///
@@ -59,8 +59,8 @@ pub enum Logits<B: Backend> {
 pub struct BatchOutput<B: Backend> {
     /// Scores.
     pub logits: Logits<B>,
-    /// Routing of every routed layer, as `(layer, routing)`.
-    pub routing: Vec<(usize, mope_core::RoutingOutput<B>)>,
+    /// Routing weights of every routing site.
+    pub routing: Routing<B>,
     /// Importance loss. Shape `[1]`.
     pub importance_loss: Tensor<B, 1>,
 }
@@ -81,17 +81,17 @@ impl Objective for Task {
         }
     }
 
-    fn forward<B: Backend>(self, model: &Model<B>, main: &AnyInput<B>, complementary: Tensor<B, 2>) -> BatchOutput<B> {
+    fn forward<B: Backend>(self, model: &Model<B>, main: &AnyInput<B>, complementary: Option<Tensor<B, 2>>) -> BatchOutput<B> {
         match self {
             Self::Segmentation { .. } => {
-                let out = model.forward_dense_with_feature(main, complementary);
+                let out = model.dense(main, complementary);
                 let AnyInput::Pixels(pixels) = main else { panic!("segmentation reads images") };
                 let [_, _, height, width] = pixels.dims();
                 let logits = interpolate(out.logits, [height, width], InterpolateOptions::new(InterpolateMode::Bilinear));
                 BatchOutput { logits: Logits::Pixels(logits), routing: out.routing, importance_loss: out.importance_loss }
             }
             _ => {
-                let out = model.forward_with_feature(main, complementary);
+                let out = model.classify(main, complementary);
                 BatchOutput { logits: Logits::Scores(out.logits), routing: out.routing, importance_loss: out.importance_loss }
             }
         }
@@ -148,9 +148,9 @@ pub struct Evaluation {
     importance_sum: f64,
     batches: usize,
     samples: usize,
-    routing: BTreeMap<usize, RoutingStats>,
-    /// Per layer, per class: sum of routing weights and count.
-    class_routing: BTreeMap<usize, Vec<(Vec<f64>, usize)>>,
+    routing: BTreeMap<Site, RoutingStats>,
+    /// Per site, per class: sum of routing weights and count.
+    class_routing: BTreeMap<Site, Vec<(Vec<f64>, usize)>>,
 }
 
 /// Evaluation results, as written to `metrics.jsonl` and `result.json`.
@@ -165,13 +165,17 @@ pub struct EvalReport {
     pub metrics: BTreeMap<String, f64>,
     /// Samples evaluated.
     pub samples: usize,
-    /// Routing statistics of each routed layer.
+    /// Routing statistics of each routing site (MoPE: routed layers; pMoE: dispatchers).
     pub routing: Vec<LayerRouting>,
 }
 
-/// Routing statistics of one layer, overall and per class.
+/// Routing statistics of one routing site, overall and per class.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LayerRouting {
+    /// pMoE: the expert whose dispatcher this is (its columns are the experts' EPTs, then the
+    /// carried prompt); absent for MoPE's routers (columns: prompt experts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expert: Option<usize>,
     /// Layer index.
     pub layer: usize,
     /// Statistics over all samples.
@@ -205,7 +209,7 @@ impl Evaluation {
     }
 
     /// Adds one batch: its logits, items, routing, loss and importance loss.
-    pub fn update<B: Backend>(&mut self, logits: &Logits<B>, items: &[PreparedPair], routing: &[(usize, RoutingOutput<B>)], loss: f64, importance: f64) {
+    pub fn update<B: Backend>(&mut self, logits: &Logits<B>, items: &[PreparedPair], routing: &Routing<B>, loss: f64, importance: f64) {
         self.loss_sum += loss;
         self.importance_sum += importance;
         self.batches += 1;
@@ -252,13 +256,13 @@ impl Evaluation {
         }
     }
 
-    fn update_routing<B: Backend>(&mut self, routing: &[(usize, RoutingOutput<B>)], classes: &[Vec<usize>], batch: usize) {
-        for (layer, r) in routing {
-            let [_, experts] = r.weights.dims();
-            let w: Vec<f32> = r.weights.to_data().convert::<f32>().to_vec().expect("routing weights are floats");
+    fn update_routing<B: Backend>(&mut self, routing: &Routing<B>, classes: &[Vec<usize>], batch: usize) {
+        for (site, weights) in routing {
+            let [_, experts] = weights.dims();
+            let w: Vec<f32> = weights.to_data().convert::<f32>().to_vec().expect("routing weights are floats");
             let stats = RoutingStats::from_rows(&w, batch, experts);
-            self.routing.entry(*layer).and_modify(|s| *s = s.merge(&stats)).or_insert(stats);
-            let per_class = self.class_routing.entry(*layer).or_insert_with(|| vec![(vec![0.0; experts], 0); self.objective.num_outputs()]);
+            self.routing.entry(*site).and_modify(|s| *s = s.merge(&stats)).or_insert(stats);
+            let per_class = self.class_routing.entry(*site).or_insert_with(|| vec![(vec![0.0; experts], 0); self.objective.num_outputs()]);
             for (row, sample_classes) in w.chunks(experts).zip(classes) {
                 for &c in sample_classes {
                     let (sum, count) = &mut per_class[c];
@@ -297,10 +301,11 @@ impl Evaluation {
         let routing = self
             .routing
             .iter()
-            .map(|(&layer, stats)| LayerRouting {
-                layer,
+            .map(|(site, stats)| LayerRouting {
+                expert: site.expert,
+                layer: site.layer,
                 stats: stats.clone(),
-                per_class: self.class_routing[&layer]
+                per_class: self.class_routing[site]
                     .iter()
                     .map(|(sum, count)| if *count == 0 { Vec::new() } else { sum.iter().map(|s| (s / *count as f64) as f32).collect() })
                     .collect(),
@@ -354,7 +359,7 @@ mod tests {
         // Predictions (argmax): [1, 0, 0]; truth [1, 1, 255]: one pixel of two right.
         let logits = Tensor::<Flex, 4>::from_data(TensorData::new(vec![0.0, 1.0, 1.0, 1.0, 0.0, 0.0], [1, 2, 1, 3]), &device);
         let mut evaluation = Evaluation::new(Task::Segmentation { num_classes: 2, ignore_index: 255 });
-        evaluation.update::<Flex>(&Logits::Pixels(logits), &[item(vec![1, 1, 255])], &[], 0.5, 0.0);
+        evaluation.update::<Flex>(&Logits::Pixels(logits), &[item(vec![1, 1, 255])], &Vec::new(), 0.5, 0.0);
         let report = evaluation.report();
         assert_eq!(report.metric("pixel_accuracy"), Some(50.0));
         // Class 0: never true, predicted once → IoU 0/1; class 1: intersection 1, union 2 → 0.5.

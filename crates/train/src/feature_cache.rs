@@ -15,12 +15,14 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 use serde::{Deserialize, Serialize};
 
 use crate::pair::{PairPrepare, PreparedPair};
-use crate::trainer::Model;
+use crate::model::Model;
 
 /// Complementary features by `split/id`.
 #[derive(Debug, Default)]
 pub struct FeatureCache {
     enabled: bool,
+    /// The model reads no complementary modality: nothing to compute or cache.
+    unused: bool,
     rows: HashMap<String, Vec<f32>>,
     store: Option<PathBuf>,
     dirty: bool,
@@ -36,8 +38,9 @@ impl FeatureCache {
     /// A cache for `model`, active only when its complementary features are constant; kept on
     /// disk under `store` (a path without extension) if given.
     pub fn for_model<B: Backend>(model: &Model<B>, store: Option<PathBuf>) -> Self {
-        let enabled = model.complementary_prompts.is_none();
-        let mut cache = Self { enabled, rows: HashMap::new(), store: store.filter(|_| enabled), dirty: false };
+        let unused = !model.reads_complementary();
+        let enabled = !unused && model.complementary_prompts().is_none();
+        let mut cache = Self { enabled, unused, rows: HashMap::new(), store: store.filter(|_| enabled), dirty: false };
         if let Some(store) = &cache.store {
             cache.rows = read_store(store).unwrap_or_default();
         }
@@ -57,10 +60,10 @@ impl FeatureCache {
     /// Whether the features of every sample in `samples` (of split `split`) are cached, so that
     /// their complementary inputs need not be prepared.
     pub fn covers(&self, split: &str, samples: &[data::Sample]) -> bool {
-        self.enabled && samples.iter().all(|s| self.rows.contains_key(&format!("{split}/{}", s.id)))
+        self.unused || self.enabled && samples.iter().all(|s| self.rows.contains_key(&format!("{split}/{}", s.id)))
     }
 
-    /// Features of `items` (of split `split`).
+    /// Features of `items` (of split `split`); `None` for a model that reads none.
     ///
     /// # Shapes
     /// - output: `[items.len(), d_complementary]`
@@ -71,10 +74,13 @@ impl FeatureCache {
         split: &str,
         items: &[PreparedPair],
         device: &B::Device,
-    ) -> Result<Tensor<B, 2>> {
+    ) -> Result<Option<Tensor<B, 2>>> {
+        if !model.reads_complementary() {
+            return Ok(None);
+        }
         if !self.enabled {
             let all: Vec<&PreparedPair> = items.iter().collect();
-            return Ok(model.complementary_feature(&prepare.complementary_batch(&all, device)?));
+            return Ok(Some(model.complementary_feature(&prepare.complementary_batch(&all, device)?)));
         }
         let key = |item: &PreparedPair| format!("{split}/{}", item.id);
         let missing: Vec<&PreparedPair> = items.iter().filter(|i| !self.rows.contains_key(&key(i))).collect();
@@ -89,7 +95,7 @@ impl FeatureCache {
         }
         let width = self.rows[&key(&items[0])].len();
         let flat: Vec<f32> = items.iter().flat_map(|i| self.rows[&key(i)].iter().copied()).collect();
-        Ok(Tensor::from_data(TensorData::new(flat, [items.len(), width]), device))
+        Ok(Some(Tensor::from_data(TensorData::new(flat, [items.len(), width]), device)))
     }
 
     /// Writes new rows to the store, if there is one.

@@ -1,4 +1,4 @@
-//! Training and evaluation of MoPE and its baselines, run directories, plots, and the `mope`
+//! Training and evaluation of MoPE, pMoE and their baselines, run directories, plots, and the `mope`
 //! command line (`src/bin/mope.rs`). This is the only crate that picks a burn backend: `flex`
 //! (CPU, default), `wgpu` or `cuda`, as cargo features, chosen with `--device`.
 //!
@@ -6,7 +6,8 @@
 //! |---|---|
 //! | [`spec`] | [`ExperimentSpec`]: the TOML experiment file, official flag names as aliases, `--set` |
 //! | [`dataset`] | loading the splits a spec names |
-//! | [`pair`] | preparing each sample for both encoders in loader workers, and collating |
+//! | [`pair`] | preparing each sample for the encoders in loader workers, and collating |
+//! | [`model`] | [`Model`]: MoPE-family over two encoders or pMoE-family over image experts; its forward passes and routing sites |
 //! | [`evaluation`] | the loss of a task, its metrics and routing statistics per layer and class |
 //! | [`metrics`] | accuracy, multi-label F1, segmentation scores |
 //! | [`schedule`] | learning-rate schedules |
@@ -25,6 +26,7 @@ pub mod device;
 pub mod evaluation;
 pub mod feature_cache;
 pub mod metrics;
+pub mod model;
 pub mod optim;
 pub mod pair;
 pub mod plot;
@@ -37,4 +39,5 @@ pub mod trainer;
 pub use evaluation::{EvalReport, Objective};
 pub use run_dir::{RunDir, RunResult};
 pub use spec::ExperimentSpec;
-pub use trainer::{Model, Setup, Splits, TrainOptions, evaluate, train};
+pub use model::Model;
+pub use trainer::{Setup, Splits, TrainOptions, evaluate, train};

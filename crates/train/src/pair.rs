@@ -29,21 +29,23 @@ pub struct PreparedPair {
 pub struct PairPrepare {
     /// Preparation for the main encoder.
     pub main: InputPreparer,
-    /// Preparation for the complementary encoder.
-    pub complementary: InputPreparer,
+    /// Preparation for the complementary encoder; `None` for models that read only the main
+    /// input (pMoE).
+    pub complementary: Option<InputPreparer>,
     main_images: Option<ImageTextPrepare>,
     complementary_images: Option<ImageTextPrepare>,
     skip_complementary: bool,
 }
 
 impl PairPrepare {
-    /// Prepares for these two encoders; images are cached under `cache` if given.
-    pub fn new(main: InputPreparer, complementary: InputPreparer, cache: Option<PathBuf>) -> Self {
+    /// Prepares for these encoders; images are cached under `cache` if given.
+    pub fn new(main: InputPreparer, complementary: Option<InputPreparer>, cache: Option<PathBuf>) -> Self {
         let images = |p: &InputPreparer| match p {
             InputPreparer::Image(_, pre) => Some(ImageTextPrepare::new(*pre, cache.clone())),
             _ => None,
         };
-        Self { main_images: images(&main), complementary_images: images(&complementary), main, complementary, skip_complementary: false }
+        let complementary_images = complementary.as_ref().and_then(images);
+        Self { main_images: images(&main), complementary_images, main, complementary, skip_complementary: false }
     }
 
     /// The same preparation without the complementary input, for samples whose complementary
@@ -68,9 +70,9 @@ impl PairPrepare {
             mask,
             id: sample.id.clone(),
             main: self.main.prepare(sample, self.main_images.as_ref())?,
-            complementary: match self.skip_complementary {
-                true => None,
-                false => Some(self.complementary.prepare(sample, self.complementary_images.as_ref())?),
+            complementary: match (&self.complementary, self.skip_complementary) {
+                (Some(preparer), false) => Some(preparer.prepare(sample, self.complementary_images.as_ref())?),
+                _ => None,
             },
             target: sample.target.clone(),
         })
@@ -84,11 +86,12 @@ impl PairPrepare {
     /// Collates the complementary encoder's inputs of a batch.
     ///
     /// # Panics
-    /// If an item was prepared without its complementary input ([`main_only`](Self::main_only)).
+    /// If there is no complementary encoder, or an item was prepared without its complementary
+    /// input ([`main_only`](Self::main_only)).
     pub fn complementary_batch<B: Backend>(&self, items: &[&PreparedPair], device: &B::Device) -> Result<AnyInput<B>, BackboneError> {
         let inputs: Vec<&PreparedInput> =
             items.iter().map(|i| i.complementary.as_ref().expect("complementary input prepared (its feature is not cached)")).collect();
-        self.complementary.collate(&inputs, device)
+        self.complementary.as_ref().expect("a complementary encoder").collate(&inputs, device)
     }
 }
 

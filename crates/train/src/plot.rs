@@ -2,8 +2,10 @@
 //!
 //! - `curves`: training and validation loss, and the validation metric, per epoch;
 //! - `experts`: expert usage per layer (mean routing weight, layers × experts) of the evaluated
-//!   adapter, with the routing entropy per layer;
-//! - `routing_per_class`: mean routing weight per class and expert at the deepest routed layer.
+//!   adapter, with the routing entropy per layer; for pMoE, the dispatcher weights of each
+//!   expert at each prompted layer over the sources (every expert's EPTs, the carried prompt);
+//! - `routing_per_class`: mean routing weight per class and expert (source) at the last
+//!   routing site.
 //!
 //! Text is drawn with a TrueType font found on the system (DejaVu Sans, Liberation Sans, Arial)
 //! or named by `$MOPE_FONT`.
@@ -59,6 +61,33 @@ struct History {
     /// Routing of the evaluated adapter (the test event), else of the last epoch.
     routing: Vec<LayerRouting>,
     routing_source: String,
+    /// pMoE: the experts' names (from the run's `config.toml`).
+    experts: Vec<String>,
+}
+
+impl History {
+    /// Row label of a routing site.
+    fn site(&self, r: &LayerRouting) -> String {
+        match r.expert {
+            None => format!("layer {}", r.layer),
+            Some(k) => format!("{} L{}", self.experts.get(k).map_or_else(|| format!("expert {k}"), |n| short(n)), r.layer),
+        }
+    }
+
+    /// Column labels of a routing site: prompt experts by index, or dispatcher sources.
+    fn columns(&self, r: &LayerRouting) -> Vec<String> {
+        let n = r.stats.share.len();
+        match r.expert {
+            None => (0..n).map(|e| e.to_string()).collect(),
+            Some(_) => (0..n).map(|j| self.experts.get(j).map_or_else(|| "carried".to_string(), |name| short(name))).collect(),
+        }
+    }
+}
+
+/// A name cut to fit a label.
+fn short(name: &str) -> String {
+    let cut: String = name.chars().take(22).collect();
+    if cut.len() < name.len() { format!("{cut}…") } else { cut }
 }
 
 fn read_history(run: &Path, metric: &str) -> Result<History> {
@@ -99,7 +128,8 @@ fn read_history(run: &Path, metric: &str) -> Result<History> {
 pub fn plot_run(run: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     register_font()?;
     let task = RunTask::read(run)?;
-    let history = read_history(run, task.objective.primary_metric())?;
+    let mut history = read_history(run, task.objective.primary_metric())?;
+    history.experts = crate::ExperimentSpec::load(&run.join("config.toml"), &[]).map(|s| s.model.experts).unwrap_or_default();
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
     let mut written = Vec::new();
     written.extend(render(out, "curves", (1000, 420), &Curves(&history))?);
@@ -249,6 +279,7 @@ fn heatmap<DB: DrawingBackend>(
     title: &str,
     row_names: &[String],
     column_name: &str,
+    column_names: &[String],
     values: &[Vec<f32>],
 ) -> Result<()>
 where
@@ -273,7 +304,7 @@ where
         .x_labels(columns)
         .y_labels(rows)
         .x_label_formatter(&|x| match x {
-            SegmentValue::CenterOf(c) => c.to_string(),
+            SegmentValue::CenterOf(c) => column_names.get(*c).cloned().unwrap_or_else(|| c.to_string()),
             _ => String::new(),
         })
         .y_label_formatter(&|y| match y {
@@ -303,9 +334,14 @@ fn experts<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, h: &History) -> Re
 where
     DB::ErrorType: 'static,
 {
-    let names: Vec<String> = h.routing.iter().map(|r| format!("layer {} (H {:.2})", r.layer, r.stats.entropy)).collect();
+    let names: Vec<String> = h.routing.iter().map(|r| format!("{} (H {:.2})", h.site(r), r.stats.entropy)).collect();
     let values: Vec<Vec<f32>> = h.routing.iter().map(|r| r.stats.share.clone()).collect();
-    heatmap(area, &format!("expert usage per layer ({})", h.routing_source), &names, "expert", &values)
+    let widest = h.routing.iter().max_by_key(|r| r.stats.share.len()).expect("checked by the caller");
+    let (title, column) = match widest.expert {
+        None => ("expert usage per layer", "expert"),
+        Some(_) => ("dispatcher weights per expert and layer", "source"),
+    };
+    heatmap(area, &format!("{title} ({})", h.routing_source), &names, column, &h.columns(widest), &values)
 }
 
 fn routing_per_class<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, h: &History, labels: &[String]) -> Result<()>
@@ -320,5 +356,6 @@ where
         .take(60)
         .map(|(name, row)| (name.chars().take(18).collect(), row.clone()))
         .unzip();
-    heatmap(area, &format!("routing per class, layer {} ({})", deepest.layer, h.routing_source), &names, "expert", &values)
+    let column = if deepest.expert.is_some() { "source" } else { "expert" };
+    heatmap(area, &format!("routing per class, {} ({})", h.site(deepest), h.routing_source), &names, column, &h.columns(deepest), &values)
 }

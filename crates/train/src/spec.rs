@@ -27,6 +27,7 @@
 use std::path::{Path, PathBuf};
 
 use mope_core::FusionMethod;
+use pmoe::Combine;
 use serde::{Deserialize, Serialize};
 
 use crate::schedule::Schedule;
@@ -49,9 +50,12 @@ pub struct ExperimentSpec {
     pub data: DataSpec,
     /// Encoders and fusion method.
     pub model: ModelSpec,
-    /// Prompts of the main encoder.
+    /// Prompts of the main encoder (MoPE and its baselines).
     #[serde(default)]
     pub prompts: PromptSpec,
+    /// Expert prompts and dispatchers (pMoE and its baselines).
+    #[serde(default)]
+    pub pmoe: PmoeSpec,
     /// Optimisation.
     #[serde(default)]
     pub train: TrainSpec,
@@ -137,16 +141,78 @@ pub enum MustardSplitKind {
     SpeakerIndependent,
 }
 
-/// Encoders and the fusion method.
+/// The method: MoPE and its baselines over a main and a complementary encoder, or pMoE and its
+/// baselines over several experts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Mixture of prompt experts.
+    Mope,
+    /// Static and mapped prompts, no experts.
+    Sequential,
+    /// Deep prompt tuning: of the main encoder (the complementary feature joins at the head),
+    /// or, with `model.experts = [one]`, of that single expert.
+    PromptTuning,
+    /// A linear head on the concatenated frozen features.
+    LateFusion,
+    /// The main encoder trains entirely.
+    FineTuning,
+    /// pMoE: prompt tokens dispatched across `model.experts`.
+    Pmoe,
+    /// Each of `model.experts` prompt-tuned on its own, class scores averaged.
+    MeanOfExperts,
+}
+
+impl Method {
+    /// Name in adapter files, result tables and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pmoe => "pmoe",
+            Self::MeanOfExperts => "mean-of-experts",
+            other => other.fusion().expect("the other methods are fusion methods").name(),
+        }
+    }
+
+    /// The two-encoder fusion method, for MoPE and its baselines.
+    pub fn fusion(self) -> Option<FusionMethod> {
+        Some(match self {
+            Self::Mope => FusionMethod::Mope,
+            Self::Sequential => FusionMethod::Sequential,
+            Self::PromptTuning => FusionMethod::PromptTuning,
+            Self::LateFusion => FusionMethod::LateFusion,
+            Self::FineTuning => FusionMethod::FineTuning,
+            Self::Pmoe | Self::MeanOfExperts => return None,
+        })
+    }
+
+    /// How experts are combined, for pMoE and its baselines (prompt tuning of one expert is the
+    /// mean of one expert).
+    pub fn combine(self) -> Option<Combine> {
+        match self {
+            Self::Pmoe => Some(Combine::Dispatch),
+            Self::MeanOfExperts | Self::PromptTuning => Some(Combine::Mean),
+            _ => None,
+        }
+    }
+}
+
+/// Encoders and the method.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
-    /// `mope`, `sequential`, `prompt-tuning`, `late-fusion` or `fine-tuning`.
-    pub method: FusionMethod,
+    /// `mope`, `sequential`, `prompt-tuning`, `late-fusion`, `fine-tuning` (over `main` and
+    /// `complementary`); `pmoe`, `mean-of-experts`, or `prompt-tuning` of one expert (over
+    /// `experts`).
+    pub method: Method,
     /// Main (prompted) encoder: a preset name or `<cnn>+<transformer>`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub main: String,
     /// Complementary encoder, whose representation routes the experts.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub complementary: String,
+    /// pMoE's frozen image experts (names as for `main`), all reading the same image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub experts: Vec<String>,
     /// The main encoder reads depth instead of RGB (image encoders only).
     #[serde(default)]
     pub main_reads_depth: bool,
@@ -166,6 +232,33 @@ pub struct ModelSpec {
     /// Weights directory; empty: `$MOPE_WEIGHTS_DIR`, else `.assets/models`.
     #[serde(default)]
     pub weights_dir: PathBuf,
+}
+
+impl ModelSpec {
+    /// Whether this is a pMoE-family experiment (it names `experts`).
+    pub fn is_pmoe(&self) -> bool {
+        !self.experts.is_empty()
+    }
+}
+
+/// pMoE's expert prompts and dispatchers (see `pmoe::PmoeConfig`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PmoeSpec {
+    /// Expert-specific prompt tokens per expert per prompted layer.
+    pub prompt_len: usize,
+    /// Prompted layers, from the top of each expert; 0: every layer of the shallowest expert.
+    pub depth: usize,
+    /// The dispatcher also mixes in the prompts an expert carried out of its previous layer.
+    pub carry: bool,
+    /// Dispatcher softmax temperature.
+    pub temperature: f64,
+}
+
+impl Default for PmoeSpec {
+    fn default() -> Self {
+        Self { prompt_len: 10, depth: 0, carry: true, temperature: 1.0 }
+    }
 }
 
 fn default_audio_seconds() -> f64 {
@@ -376,6 +469,35 @@ impl ExperimentSpec {
         if self.prompts.temperature <= 0.0 {
             return bad("prompts.temperature", "must be positive");
         }
+        let m = &self.model;
+        if m.is_pmoe() {
+            if m.method.combine().is_none() {
+                return bad("model.method", "is a two-encoder method; with `model.experts` use pmoe, mean-of-experts or prompt-tuning");
+            }
+            if m.method == Method::PromptTuning && m.experts.len() != 1 {
+                return bad("model.experts", "prompt-tuning over experts takes exactly one (use mean-of-experts or pmoe for several)");
+            }
+            for (key, value) in [("model.main", &m.main), ("model.complementary", &m.complementary)] {
+                if !value.is_empty() {
+                    return bad(key, "is not used with `model.experts` (pMoE experiments read one image with every expert)");
+                }
+            }
+            if self.pmoe.prompt_len == 0 {
+                return bad("pmoe.prompt_len", "must be at least 1");
+            }
+            if self.pmoe.temperature.is_nan() || self.pmoe.temperature <= 0.0 {
+                return bad("pmoe.temperature", "must be positive");
+            }
+        } else {
+            if m.method.fusion().is_none() {
+                return bad("model.method", "needs `model.experts` (the frozen experts to combine)");
+            }
+            for (key, value) in [("model.main", &m.main), ("model.complementary", &m.complementary)] {
+                if value.is_empty() {
+                    return bad(key, "is missing (or name `model.experts` for a pMoE experiment)");
+                }
+            }
+        }
         Ok(())
     }
 
@@ -469,6 +591,38 @@ mod tests {
         ExperimentSpec::parse(text, Path::new("exp.toml"), &overrides)
     }
 
+    const PMOE: &str = r#"
+        [data]
+        dataset = "jsonl"
+        root = "data/emoji"
+        [model]
+        method = "pmoe"
+        experts = ["mobilenet-v2+all-minilm-l6-v2", "mobilenet-v2@18+all-minilm-l6-v2"]
+    "#;
+
+    #[test]
+    fn pmoe_experiments_name_experts_and_only_the_methods_over_them() {
+        let spec = parse(PMOE, &["pmoe.depth=3"]).unwrap();
+        assert!(spec.model.is_pmoe());
+        assert_eq!(spec.pmoe, PmoeSpec { depth: 3, ..PmoeSpec::default() });
+        assert_eq!(spec.model.method.combine(), Some(Combine::Dispatch));
+        assert!(parse(PMOE, &["model.method=mean-of-experts"]).is_ok());
+        let single = parse(PMOE, &["model.method=prompt-tuning", "model.experts=[\"vit-base-patch16-224\"]"]).unwrap();
+        assert_eq!(single.model.method.combine(), Some(Combine::Mean));
+        let error = |text: &str, overrides: &[&str]| parse(text, overrides).unwrap_err().to_string();
+        assert_eq!(error(PMOE, &["model.method=mope"]), "exp.toml: `model.method`: is a two-encoder method; with `model.experts` use pmoe, mean-of-experts or prompt-tuning");
+        assert!(error(PMOE, &["model.method=prompt-tuning"]).starts_with("exp.toml: `model.experts`: prompt-tuning over experts takes exactly one"));
+        assert!(error(PMOE, &["model.main=all-minilm-l6-v2"]).starts_with("exp.toml: `model.main`: is not used with `model.experts`"));
+        assert!(error(PMOE, &["pmoe.prompt_len=0"]).starts_with("exp.toml: `pmoe.prompt_len`: must be at least 1"));
+        assert!(error(PMOE, &["pmoe.dispatch=1"]).starts_with("exp.toml: `pmoe.dispatch`: unknown field"));
+        assert!(error(MINIMAL, &["model.method=pmoe"]).starts_with("exp.toml: `model.method`: needs `model.experts`"));
+        assert!(error(&MINIMAL.replace("complementary = \"all-minilm-l6-v2\"", ""), &[]).starts_with("exp.toml: `model.complementary`: is missing"));
+        // The resolved file reads back, without the unused encoder keys.
+        let text = spec.to_toml();
+        assert!(!text.contains("main =") && text.contains("experts = ["), "{text}");
+        assert_eq!(parse(&text, &[]).unwrap(), spec);
+    }
+
     #[test]
     fn defaults_are_the_official_hyperparameters() {
         let spec = parse(MINIMAL, &[]).unwrap();
@@ -493,7 +647,7 @@ mod tests {
         let spec = parse(MINIMAL, &["train.epochs=3", "prompts.prompted_layers=[1, 2]", "model.method=late-fusion", "data.root=x y"]).unwrap();
         assert_eq!(spec.train.epochs, 3);
         assert_eq!(spec.prompts.prompted_layers, [1, 2]);
-        assert_eq!(spec.model.method, FusionMethod::LateFusion);
+        assert_eq!(spec.model.method, Method::LateFusion);
         assert_eq!(spec.data.root, Path::new("x y"));
     }
 

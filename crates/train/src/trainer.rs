@@ -13,14 +13,13 @@ use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::{ElementConversion, backend::AutodiffBackend, backend::Backend};
 use data::{LoaderConfig, Sample, Split, batches};
-use mope_core::{
-    MopePromptsConfig, MultimodalClassifier, MultimodalClassifierConfig, ParamSummary, RouterSettings,
-    load_adapter, materialize,
-};
+use mope_core::{MopePromptsConfig, MultimodalClassifierConfig, ParamSummary, RouterSettings, load_adapter, materialize};
+use pmoe::PmoeConfig;
 use serde_json::json;
 
 use crate::checkpoint::{self, LoopState, TrainOptimizer};
 use crate::feature_cache::FeatureCache;
+use crate::model::{ExpertsModel, Model, PixelAdapt};
 use data::Task;
 
 use crate::evaluation::{EvalReport, Evaluation, Objective};
@@ -30,29 +29,31 @@ use crate::progress::{Progress, ProgressMode};
 use crate::run_dir::{RunDir, RunResult, RunTask};
 use crate::spec::ExperimentSpec;
 
-/// The classifier over two run-time-chosen encoders.
-pub type Model<B> = MultimodalClassifier<B, AnyEncoder<B>, AnyEncoder<B>>;
-
 /// A model ready to train or evaluate, with what it needs around it.
 #[derive(Debug)]
 pub struct Setup<B: Backend> {
-    /// The classifier, encoders frozen.
+    /// The model, encoders frozen.
     pub model: Model<B>,
-    /// Sample preparation for its two encoders.
+    /// Sample preparation for its encoders.
     pub prepare: Arc<PairPrepare>,
     /// Loss and metrics.
     pub objective: Task,
     /// Class (label) names.
     pub labels: Vec<String>,
-    /// The classifier's configuration (saved in adapters).
-    pub classifier: MultimodalClassifierConfig,
+    /// The model's configuration (saved in adapters): a `MultimodalClassifierConfig` or a
+    /// `PmoeConfig`.
+    pub classifier: serde_json::Value,
     /// Names of the encoders (saved in adapters).
     pub base_model: serde_json::Value,
     /// Where complementary features are kept between runs (see [`FeatureCache`]).
     pub feature_store: Option<std::path::PathBuf>,
 }
 
-/// The classifier configuration an experiment asks for, with `num_outputs` head outputs.
+/// The classifier configuration a MoPE-family experiment asks for, with `num_outputs` head
+/// outputs.
+///
+/// # Panics
+/// If the experiment is of the pMoE family.
 pub fn classifier_config(spec: &ExperimentSpec, num_outputs: usize) -> MultimodalClassifierConfig {
     let p = &spec.prompts;
     let router = RouterSettings::new()
@@ -70,19 +71,45 @@ pub fn classifier_config(spec: &ExperimentSpec, num_outputs: usize) -> Multimoda
         .with_prompted_layers((!p.prompted_layers.is_empty()).then(|| p.prompted_layers.clone()))
         .with_mapper_hidden(p.mapper_hidden)
         .with_router(router);
-    MultimodalClassifierConfig::new(spec.model.method, num_outputs, prompts)
+    let method = spec.model.method.fusion().expect("a two-encoder method");
+    MultimodalClassifierConfig::new(method, num_outputs, prompts)
         .with_complementary_prompt_len(spec.model.complementary_prompt_len)
         .with_importance_weight(spec.train.importance_weight)
         .with_importance_threshold(spec.train.importance_threshold)
 }
 
+/// The pMoE configuration a pMoE-family experiment asks for, with `num_outputs` head outputs.
+///
+/// # Panics
+/// If the experiment is of the MoPE family.
+pub fn pmoe_config(spec: &ExperimentSpec, num_outputs: usize) -> PmoeConfig {
+    let p = &spec.pmoe;
+    PmoeConfig::new(num_outputs)
+        .with_combine(spec.model.method.combine().expect("a method over experts"))
+        .with_prompt_len(p.prompt_len)
+        .with_depth(p.depth)
+        .with_carry(p.carry)
+        .with_temperature(p.temperature)
+}
+
+fn weights_dir(spec: &ExperimentSpec) -> std::path::PathBuf {
+    if spec.model.weights_dir.as_os_str().is_empty() { default_weights_dir() } else { spec.model.weights_dir.clone() }
+}
+
+fn cache_dir(spec: &ExperimentSpec) -> Option<std::path::PathBuf> {
+    (!spec.data.cache_dir.as_os_str().is_empty()).then(|| spec.data.cache_dir.clone())
+}
+
 impl<B: Backend> Setup<B> {
-    /// Loads the two encoders the experiment names and builds the classifier.
+    /// Loads the encoders the experiment names and builds the model.
     pub fn load(spec: &ExperimentSpec, labels: Vec<String>, objective: Task, device: &B::Device) -> Result<Self> {
+        if spec.model.is_pmoe() {
+            return Self::load_experts(spec, labels, objective, device);
+        }
         if matches!(objective, Task::Segmentation { .. }) && backbones::modality_of(&spec.model.main)? != backbones::Modality::Image {
             anyhow::bail!("segmentation needs an image main encoder (ViT, Swin or a hybrid); `{}` is not one", spec.model.main);
         }
-        let weights = if spec.model.weights_dir.as_os_str().is_empty() { default_weights_dir() } else { spec.model.weights_dir.clone() };
+        let weights = weights_dir(spec);
         let options = |depth| EncoderOptions {
             depth,
             audio_seconds: spec.model.audio_seconds,
@@ -109,13 +136,14 @@ impl<B: Backend> Setup<B> {
         if matches!(objective, Task::Segmentation { .. }) && (main.encoder.num_layers() == 0 || !matches!(main.preparer, backbones::InputPreparer::Image(..))) {
             anyhow::bail!("segmentation needs a prompted image main encoder (ViT, Swin or a hybrid); `{}` is not one", main.name);
         }
-        if main.encoder.num_layers() == 0 && spec.model.method.prompts_main() {
+        let method = spec.model.method.fusion().context("a two-encoder method (MoPE and its baselines) needs `model.main` and `model.complementary`")?;
+        if main.encoder.num_layers() == 0 && method.prompts_main() {
             anyhow::bail!("main encoder `{}` has no layer to prompt: use it as the complementary encoder, or with method late-fusion or fine-tuning", main.name);
         }
         if complementary.encoder.num_layers() == 0 && spec.model.complementary_prompt_len > 0 {
             anyhow::bail!("complementary encoder `{}` has no layer to prompt: set model.complementary_prompt_len = 0", complementary.name);
         }
-        let cache_dir = (!spec.data.cache_dir.as_os_str().is_empty()).then(|| spec.data.cache_dir.clone());
+        let cache_dir = cache_dir(spec);
         let feature_store = cache_dir.as_ref().map(|dir| {
             let m = &spec.model;
             let key = format!("{}|{}|{}|{}|{}", complementary.name, m.image_size, m.audio_seconds, m.complementary_reads_depth, spec.data.root.display());
@@ -125,15 +153,67 @@ impl<B: Backend> Setup<B> {
         // Trainable encoder parts (the hybrid's projection) are drawn from the seed first.
         let main_encoder = materialize(main.encoder);
         let classifier = classifier_config(spec, objective.num_outputs());
-        let model = classifier.init(main_encoder, complementary.encoder, device);
+        let model = Model::Fusion(classifier.init(main_encoder, complementary.encoder, device));
         Ok(Self {
             model,
-            prepare: Arc::new(PairPrepare::new(main.preparer, complementary.preparer, cache_dir.map(|c| c.join("images")))),
+            prepare: Arc::new(PairPrepare::new(main.preparer, Some(complementary.preparer), cache_dir.map(|c| c.join("images")))),
             objective,
             labels,
-            classifier,
+            classifier: serde_json::to_value(&classifier)?,
             base_model: json!({ "main": main.name, "complementary": complementary.name }),
             feature_store,
+        })
+    }
+
+    /// Loads the image experts a pMoE-family experiment names and builds the model.
+    fn load_experts(spec: &ExperimentSpec, labels: Vec<String>, objective: Task, device: &B::Device) -> Result<Self> {
+        let weights = weights_dir(spec);
+        let options = EncoderOptions { image_size: spec.model.image_size, depth: spec.model.main_reads_depth, ..EncoderOptions::default() };
+        let experts = spec
+            .model
+            .experts
+            .iter()
+            .enumerate()
+            .map(|(k, name)| load_encoder(name, &weights, options, device).with_context(|| format!("expert {k} `{name}` (model.experts)")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::from_experts(spec, experts, labels, objective, device)
+    }
+
+    /// Builds a pMoE-family model around loaded image experts. They all read one prepared
+    /// image: the largest crop any of them asks for, with the first such expert's
+    /// normalisation, adapted on the device to each expert's own ([`PixelAdapt`]).
+    pub fn from_experts(spec: &ExperimentSpec, experts: Vec<LoadedEncoder<B>>, labels: Vec<String>, objective: Task, device: &B::Device) -> Result<Self> {
+        use mope_core::PromptableEncoder;
+        let mut preprocess = Vec::with_capacity(experts.len());
+        for (k, e) in experts.iter().enumerate() {
+            match &e.preparer {
+                backbones::InputPreparer::Image(_, pre) if e.encoder.num_layers() > 0 => preprocess.push(*pre),
+                _ => anyhow::bail!("expert {k} `{}` (model.experts): pMoE experts are image encoders with layers to prompt (ViT, Swin or a hybrid)", e.name),
+            }
+        }
+        let shared = *preprocess.iter().max_by_key(|p| p.size).context("`model.experts` is empty")?;
+        let modality = match &experts[0].preparer {
+            backbones::InputPreparer::Image(modality, _) => *modality,
+            _ => unreachable!("checked above"),
+        };
+        let config = pmoe_config(spec, objective.num_outputs());
+        let names: Vec<String> = experts.iter().map(|e| e.name.clone()).collect();
+        B::seed(device, spec.train.seed);
+        let encoders: Vec<AnyEncoder<B>> = experts.into_iter().map(|e| materialize(e.encoder)).collect();
+        if config.depth > 0 {
+            let shallowest = encoders.iter().map(|e| e.num_layers()).min().unwrap_or(0);
+            anyhow::ensure!(config.depth <= shallowest, "pmoe.depth = {} exceeds the shallowest expert's {shallowest} layers", config.depth);
+        }
+        let classifier = config.init(encoders, device);
+        let model = Model::Experts(ExpertsModel { classifier, inputs: preprocess.iter().map(|p| PixelAdapt::new(&shared, p)).collect() });
+        Ok(Self {
+            model,
+            prepare: Arc::new(PairPrepare::new(backbones::InputPreparer::Image(modality, shared), None, cache_dir(spec).map(|c| c.join("images")))),
+            objective,
+            labels,
+            classifier: serde_json::to_value(&config)?,
+            base_model: json!({ "experts": names }),
+            feature_store: None,
         })
     }
 }
@@ -212,7 +292,7 @@ pub fn train<B: AutodiffBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits:
     let Setup { mut model, prepare, objective, labels, classifier, base_model, feature_store } = setup;
     let t = &spec.train;
     let summary = ParamSummary::of(&model);
-    let model_config = serde_json::to_value(&classifier)?;
+    let model_config = classifier;
     let method = spec.model.method.name();
     let mut optimizer: TrainOptimizer<Model<B>, B> = AdamWConfig::new().with_weight_decay(t.weight_decay as f32).init();
     let mut state = LoopState { epochs_done: 0, step: 0, best: None, seconds: 0.0 };
@@ -251,7 +331,7 @@ pub fn train<B: AutodiffBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits:
             let task = objective.loss(&out.logits, &items);
             let loss = task.clone() + out.importance_loss.clone() * t.importance_weight;
             let mut grads = loss.backward();
-            let mut complementary = model.complementary_prompts.as_ref().map(|p| GradientsParams::from_module(&mut grads, p));
+            let mut complementary = model.complementary_prompts().map(|p| GradientsParams::from_module(&mut grads, p));
             let mut rest = GradientsParams::from_grads(grads, &model);
             let grad_norm = {
                 let mut groups: Vec<&mut GradientsParams> = vec![&mut rest];

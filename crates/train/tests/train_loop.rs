@@ -220,3 +220,93 @@ fn segmentation_trains_a_dense_head_routed_by_depth() {
     assert_eq!(routing.as_array().unwrap().len(), 2);
     assert!(routing[0]["per_class"].as_array().unwrap().iter().all(|row| row.as_array().unwrap().is_empty()));
 }
+
+/// Two heterogeneous experts (the ViT and Swin fixtures: different depths, grids and
+/// normalisations), fed from one prepared image.
+fn vit_and_swin<AB: AutodiffBackend>() -> Vec<LoadedEncoder<AB>> {
+    let device = Default::default();
+    let (vit, _) = load_vit::<AB>(&fixture("tiny-vit"), Pooling::Cls, &device).unwrap();
+    let (swin, _) = backbones::load_swin::<AB>(&fixture("tiny-swin"), Pooling::Mean, backbones::PromptLayout::PerSample, &device).unwrap();
+    vec![
+        LoadedEncoder {
+            encoder: AnyEncoder::ViT(vit),
+            preparer: InputPreparer::Image(Modality::Image, ImagePreprocess { resize: 32, size: 32, mean: [0.5; 3], std: [0.5; 3] }),
+            name: "tiny-vit".into(),
+        },
+        LoadedEncoder {
+            encoder: AnyEncoder::Swin(swin),
+            preparer: InputPreparer::Image(Modality::Image, ImagePreprocess { resize: 32, size: 32, mean: backbones::IMAGENET_MEAN, std: backbones::IMAGENET_STD }),
+            name: "tiny-swin".into(),
+        },
+    ]
+}
+
+fn pmoe_spec(data: &str, root: &Path, overrides: &[&str]) -> ExperimentSpec {
+    let text = format!(
+        "[data]\ndataset = \"{data}\"\nroot = \"{}\"\ncache_dir = \"\"\n[model]\nmethod = \"pmoe\"\nexperts = [\"tiny-vit\", \"tiny-swin\"]\n\
+         [pmoe]\nprompt_len = 3\n[train]\nepochs = 2\nbatch_size = 8\nlr = 5e-3\nlog_every = 1\nschedule = {{ kind = \"constant\" }}\n",
+        root.display()
+    );
+    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    ExperimentSpec::parse(&text, Path::new("pmoe.toml"), &overrides).unwrap()
+}
+
+/// pMoE end to end: dispatch statistics per expert and layer in the metrics, only EPTs,
+/// dispatchers and the head in the adapter, the dispatcher heatmaps.
+#[test]
+fn pmoe_trains_over_two_experts_and_records_each_dispatcher() {
+    type AB = Autodiff<Flex>;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("colours");
+    make_dataset(&data);
+    let spec = pmoe_spec("jsonl", &data, &[]);
+    let split = |name| load_split(&spec.data, name, spec.train.seed).unwrap();
+    let splits = Splits { train: split(SplitName::Train), val: split(SplitName::Val), test: Some(split(SplitName::Test)) };
+    let device = Default::default();
+    let setup = Setup::<AB>::from_experts(&spec, vit_and_swin(), splits.train.labels.clone(), splits.train.task, &device).unwrap();
+    let run = dir.path().join("run");
+    let options = TrainOptions { resume: false, progress: ProgressMode::Quiet, workers: 2 };
+    let result = train::train(&spec, setup, &splits, &RunDir::open(&run).unwrap(), &options).unwrap();
+    assert_eq!((result.method.as_str(), result.metric.as_str(), result.report.samples), ("pmoe", "accuracy", 12));
+    // EPTs: 3 tokens × 32 wide × 2 layers × 2 experts; dispatchers: gates 64 → 3·2 (first layer)
+    // and 64 → 3·3 (second), with biases, per expert; head: (32 + 32) · 3 + 3. No projection:
+    // the ViT and Swin's top stage are both 32 wide.
+    let expected = 2 * (2 * 3 * 32) + 2 * ((64 * 6 + 6) + (64 * 9 + 9)) + (64 * 3 + 3);
+    assert_eq!(result.trainable_params, expected);
+    let routing = events(&run, "epoch")[1]["val"]["routing"].as_array().unwrap().clone();
+    let sites: Vec<(u64, u64, usize)> = routing
+        .iter()
+        .map(|r| (r["expert"].as_u64().unwrap(), r["layer"].as_u64().unwrap(), r["stats"]["share"].as_array().unwrap().len()))
+        .collect();
+    // Top two layers of each: ViT layers 0-1, Swin blocks 2-3; the carried prompt joins at the second.
+    assert_eq!(sites, vec![(0, 0, 2), (0, 1, 3), (1, 2, 2), (1, 3, 3)]);
+    for r in &routing {
+        let share: f64 = r["stats"]["share"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).sum();
+        assert!((share - 1.0).abs() < 1e-4, "source shares sum to 1: {r}");
+        assert_eq!(r["per_class"].as_array().unwrap().len(), 3);
+    }
+    let plots = train::plot::plot_run(&run, &run.join("plots")).unwrap();
+    let svg = std::fs::read_to_string(plots.iter().find(|p| p.ends_with("experts.svg")).unwrap()).unwrap();
+    assert!(svg.contains("dispatcher weights") && svg.contains("tiny-swin L3") && svg.contains("carried"), "labelled dispatcher heatmap");
+}
+
+/// pMoE's dense head on the NYUDv2 fixture: both experts' final maps on the finer (Swin) grid.
+#[test]
+fn pmoe_segments_with_the_experts_maps_on_the_finest_grid() {
+    type AB = Autodiff<Flex>;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/fixtures/nyudv2");
+    let spec = pmoe_spec("nyudv2", &root, &["train.batch_size=2"]);
+    let split = |name| load_split(&spec.data, name, spec.train.seed).unwrap();
+    let splits = Splits { train: split(SplitName::Train), val: split(SplitName::Val), test: None };
+    let setup = Setup::<AB>::from_experts(&spec, vit_and_swin(), splits.train.labels.clone(), splits.train.task, &Default::default()).unwrap();
+    let run = dir.path().join("run");
+    let options = TrainOptions { resume: false, progress: ProgressMode::Quiet, workers: 1 };
+    let result = train::train(&spec, setup, &splits, &RunDir::open(&run).unwrap(), &options).unwrap();
+    assert_eq!((result.metric.as_str(), result.report.samples), ("mean_iou", 1));
+    let losses = step_losses(&run);
+    assert_eq!(losses.len(), 2);
+    assert!(losses.iter().all(|l| l.is_finite() && *l > 0.0), "{losses:?}");
+}

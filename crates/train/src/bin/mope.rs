@@ -262,7 +262,7 @@ impl BackendJob for PredictJob {
         let items = [pair];
         let main = setup.prepare.main_batch::<B::InnerBackend>(&items, &device)?;
         let feature = FeatureCache::default().features(&setup.model, &setup.prepare, "predict", &items, &device)?;
-        let out = setup.model.forward_with_feature(&main, feature);
+        let out = setup.model.classify(&main, feature);
         let probabilities = match setup.objective {
             Task::Classification { .. } => softmax(out.logits, 1),
             Task::MultiLabel { .. } => sigmoid(out.logits),
@@ -271,14 +271,11 @@ impl BackendJob for PredictJob {
         let p: Vec<f32> = probabilities.into_data().convert::<f32>().to_vec().expect("floats");
         let mut ranked: Vec<(usize, f32)> = p.iter().copied().enumerate().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let routing: Vec<(usize, Vec<f32>)> = out
-            .routing
-            .iter()
-            .map(|(layer, r)| (*layer, r.weights.to_data().convert::<f32>().to_vec().expect("floats")))
-            .collect();
+        let routing: Vec<(train::model::Site, Vec<f32>)> =
+            out.routing.iter().map(|(site, w)| (*site, w.to_data().convert::<f32>().to_vec().expect("floats"))).collect();
         if self.json {
             let top: Vec<_> = ranked.iter().take(5).map(|(c, p)| serde_json::json!({"label": setup.labels[*c], "probability": p})).collect();
-            let routing: Vec<_> = routing.iter().map(|(l, w)| serde_json::json!({"layer": l, "weights": w})).collect();
+            let routing: Vec<_> = routing.iter().map(|(s, w)| serde_json::json!({"expert": s.expert, "layer": s.layer, "weights": w})).collect();
             println!("{}", serde_json::to_string_pretty(&serde_json::json!({"top": top, "routing": routing}))?);
         } else {
             let (best, probability) = ranked[0];
@@ -286,9 +283,12 @@ impl BackendJob for PredictJob {
             for (c, p) in ranked.iter().skip(1).take(4) {
                 println!("  {} ({:.1}%)", setup.labels[*c], 100.0 * p);
             }
-            for (layer, weights) in &routing {
+            for (site, weights) in &routing {
                 let w: Vec<String> = weights.iter().map(|v| format!("{v:.2}")).collect();
-                println!("layer {layer:>2} experts [{}]", w.join(" "));
+                match site.expert {
+                    None => println!("layer {:>2} experts [{}]", site.layer, w.join(" ")),
+                    Some(k) => println!("expert {k} layer {:>2} sources [{}]", site.layer, w.join(" ")),
+                }
             }
         }
         Ok(())

@@ -1,0 +1,223 @@
+//! The model a run trains, chosen by the experiment: MoPE or one of its baselines over a main and
+//! a complementary encoder ([`FusionModel`]), or pMoE or one of its baselines over several image
+//! experts ([`ExpertsModel`]); and the two forward passes tasks need (class scores, patch scores).
+
+use backbones::AnyEncoder;
+use backbones::AnyInput;
+use burn::module::Module;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{Tensor, backend::Backend};
+use data::image::ImagePreprocess;
+use mope_core::{MopePrompts, MultimodalClassifier, RoutingOutput};
+use pmoe::{Dispatch, PmoeClassifier};
+
+/// MoPE and its baselines over two run-time-chosen encoders.
+pub type FusionModel<B> = MultimodalClassifier<B, AnyEncoder<B>, AnyEncoder<B>>;
+
+/// pMoE and its baselines over run-time-chosen image experts, all fed from one prepared image.
+#[derive(Module, Debug)]
+pub struct ExpertsModel<B: Backend> {
+    /// Experts, prompts, dispatchers, head.
+    pub classifier: PmoeClassifier<B, AnyEncoder<B>>,
+    /// How the shared image becomes each expert's input.
+    #[module(skip)]
+    pub inputs: Vec<PixelAdapt>,
+}
+
+/// A run's model.
+// One model per run: the size of the larger variant costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+pub enum Model<B: Backend> {
+    /// MoPE and its baselines.
+    Fusion(FusionModel<B>),
+    /// pMoE and its baselines.
+    Experts(ExpertsModel<B>),
+}
+
+/// Where a routing decision was taken: a MoPE router at a layer of the main encoder
+/// (`expert: None`), or the pMoE dispatcher feeding `expert` at its layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Site {
+    /// The pMoE expert the dispatcher feeds.
+    pub expert: Option<usize>,
+    /// The layer.
+    pub layer: usize,
+}
+
+/// Per-sample routing weights of each site; each row sums to 1. MoPE: over the prompt experts;
+/// pMoE: over the sources (the experts' EPTs, then the carried prompt), averaged over slots.
+///
+/// Shapes: `[batch, num_experts_or_sources]` each.
+pub type Routing<B> = Vec<(Site, Tensor<B, 2>)>;
+
+/// Scores of a batch with what routed them.
+#[derive(Debug, Clone)]
+pub struct ModelOutput<B: Backend, const D: usize> {
+    /// Class scores `[batch, num_outputs]`, or patch scores `[batch, num_classes, height, width]`.
+    pub logits: Tensor<B, D>,
+    /// Routing weights of every site.
+    pub routing: Routing<B>,
+    /// Importance loss (0 where nothing is regularised). Shape `[1]`.
+    pub importance_loss: Tensor<B, 1>,
+}
+
+fn mope_routing<B: Backend>(routing: Vec<(usize, RoutingOutput<B>)>) -> Routing<B> {
+    routing.into_iter().map(|(layer, r)| (Site { expert: None, layer }, r.weights)).collect()
+}
+
+fn dispatch_routing<B: Backend>(dispatch: Vec<Dispatch<B>>) -> Routing<B> {
+    dispatch
+        .into_iter()
+        .map(|d| {
+            let [batch, _, sources] = d.weights.dims();
+            (Site { expert: Some(d.expert), layer: d.layer }, d.weights.mean_dim(1).reshape([batch, sources]))
+        })
+        .collect()
+}
+
+impl<B: Backend> Model<B> {
+    /// Deep prompts of the complementary encoder (trained at their own learning rate).
+    pub fn complementary_prompts(&self) -> Option<&MopePrompts<B>> {
+        match self {
+            Self::Fusion(m) => m.complementary_prompts.as_ref(),
+            Self::Experts(_) => None,
+        }
+    }
+
+    /// Whether the model reads a complementary representation.
+    pub fn reads_complementary(&self) -> bool {
+        matches!(self, Self::Fusion(_))
+    }
+
+    /// The complementary encoder's pooled representation.
+    ///
+    /// # Shapes
+    /// - output: `[batch, d_complementary]`
+    ///
+    /// # Panics
+    /// For a model without a complementary encoder.
+    pub fn complementary_feature(&self, input: &AnyInput<B>) -> Tensor<B, 2> {
+        match self {
+            Self::Fusion(m) => m.complementary_feature(input),
+            Self::Experts(_) => panic!("pMoE models read no complementary modality"),
+        }
+    }
+
+    /// Class scores of a batch.
+    ///
+    /// # Shapes
+    /// - `complementary`: `[batch, d_complementary]`, for the models that read one
+    /// - output logits: `[batch, num_outputs]`
+    ///
+    /// # Panics
+    /// If `complementary` is missing for a model that reads it.
+    pub fn classify(&self, main: &AnyInput<B>, complementary: Option<Tensor<B, 2>>) -> ModelOutput<B, 2> {
+        match self {
+            Self::Fusion(m) => {
+                let out = m.forward_with_feature(main, complementary.expect("the complementary feature of the batch"));
+                ModelOutput { logits: out.logits, routing: mope_routing(out.routing), importance_loss: out.importance_loss }
+            }
+            Self::Experts(m) => {
+                let out = m.classifier.forward(&m.expert_inputs(main));
+                ModelOutput { importance_loss: Tensor::zeros([1], &out.logits.device()), logits: out.logits, routing: dispatch_routing(out.dispatch) }
+            }
+        }
+    }
+
+    /// Patch scores of a batch (segmentation), at the model's finest patch grid.
+    ///
+    /// # Shapes
+    /// - `complementary`: `[batch, d_complementary]`, for the models that read one
+    /// - output logits: `[batch, num_classes, height, width]`
+    ///
+    /// # Panics
+    /// If `complementary` is missing for a model that reads it, or an encoder has no patch grid.
+    pub fn dense(&self, main: &AnyInput<B>, complementary: Option<Tensor<B, 2>>) -> ModelOutput<B, 4> {
+        match self {
+            Self::Fusion(m) => {
+                let out = m.forward_dense_with_feature(main, complementary.expect("the complementary feature of the batch"));
+                ModelOutput { logits: out.logits, routing: mope_routing(out.routing), importance_loss: out.importance_loss }
+            }
+            Self::Experts(m) => {
+                let out = m.classifier.forward_dense(&m.expert_inputs(main));
+                ModelOutput { importance_loss: Tensor::zeros([1], &out.logits.device()), logits: out.logits, routing: dispatch_routing(out.dispatch) }
+            }
+        }
+    }
+}
+
+impl<B: Backend> ExpertsModel<B> {
+    /// Each expert's input, made from the shared image.
+    ///
+    /// # Panics
+    /// If `main` is not pixels.
+    pub fn expert_inputs(&self, main: &AnyInput<B>) -> Vec<AnyInput<B>> {
+        let AnyInput::Pixels(pixels) = main else { panic!("pMoE experts read images") };
+        self.inputs.iter().map(|adapt| AnyInput::Pixels(adapt.apply(pixels.clone()))).collect()
+    }
+}
+
+/// Turns pixels prepared for one image preprocessing into those of another on the device: the
+/// normalisation is undone and redone (`x · std_from / std_to + (mean_from − mean_to) / std_to`
+/// per channel) and the crop is resized bilinearly. (Resizing the shared crop, rather than
+/// re-cropping the original, keeps one decode per sample; the crops differ only where the
+/// presets' resize-to-crop ratios do.)
+#[derive(Debug, Clone, PartialEq)]
+pub struct PixelAdapt {
+    size: usize,
+    scale: [f32; 3],
+    shift: [f32; 3],
+}
+
+impl PixelAdapt {
+    /// From pixels prepared by `from` to pixels as `to` would prepare them.
+    pub fn new(from: &ImagePreprocess, to: &ImagePreprocess) -> Self {
+        let scale = std::array::from_fn(|c| from.std[c] / to.std[c]);
+        let shift = std::array::from_fn(|c| (from.mean[c] - to.mean[c]) / to.std[c]);
+        Self { size: to.size, scale, shift }
+    }
+
+    /// Adapts a batch.
+    ///
+    /// # Shapes
+    /// - `pixels`: `[batch, 3, height, width]`; output `[batch, 3, size, size]`
+    pub fn apply<B: Backend>(&self, pixels: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [_, _, height, width] = pixels.dims();
+        let mut x = pixels;
+        if self.scale != [1.0; 3] || self.shift != [0.0; 3] {
+            let device = x.device();
+            let scale = Tensor::<B, 1>::from_floats(self.scale, &device).reshape([1, 3, 1, 1]);
+            let shift = Tensor::<B, 1>::from_floats(self.shift, &device).reshape([1, 3, 1, 1]);
+            x = x * scale + shift;
+        }
+        if (height, width) != (self.size, self.size) {
+            x = interpolate(x, [self.size, self.size], InterpolateOptions::new(InterpolateMode::Bilinear));
+        }
+        x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::tensor::Tolerance;
+
+    #[test]
+    fn pixels_are_renormalised_per_channel_and_resized() {
+        let device = Default::default();
+        let from = ImagePreprocess { resize: 8, size: 4, mean: [0.5; 3], std: [0.5; 3] };
+        let to = ImagePreprocess { resize: 4, size: 2, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
+        // A constant image of raw value 0.8 in every channel: (0.8 − 0.5) / 0.5 = 0.6 as prepared.
+        let x = Tensor::<Flex, 4>::full([1, 3, 4, 4], 0.6, &device);
+        let y = PixelAdapt::new(&from, &to).apply(x);
+        assert_eq!(y.dims(), [1, 3, 2, 2]);
+        let expected: Vec<f32> = (0..3).flat_map(|c| [(0.8 - to.mean[c]) / to.std[c]; 4]).collect();
+        y.to_data().assert_approx_eq::<f32>(&Tensor::<Flex, 1>::from_floats(expected.as_slice(), &device).reshape([1, 3, 2, 2]).to_data(), Tolerance::absolute(1e-5));
+        let same = PixelAdapt::new(&from, &from);
+        let x = Tensor::<Flex, 4>::random([2, 3, 4, 4], burn::tensor::Distribution::Default, &device);
+        same.apply(x.clone()).to_data().assert_eq(&x.to_data(), true);
+    }
+}
