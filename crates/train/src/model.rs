@@ -7,9 +7,10 @@ use backbones::AnyInput;
 use burn::module::Module;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, backend::Backend};
 use data::image::ImagePreprocess;
-use mope_core::{MopePrompts, MultimodalClassifier, RoutingOutput};
+use mope_core::{AdapterConfig, AdapterError, AdapterSaveReport, MopePrompts, MultimodalClassifier, ParamSummary, RoutingOutput};
 use pmoe::{Dispatch, PmoeClassifier};
 
 /// MoPE and its baselines over two run-time-chosen encoders.
@@ -143,6 +144,39 @@ impl<B: Backend> Model<B> {
             Self::Experts(m) => {
                 let out = m.classifier.forward_dense(&m.expert_inputs(main));
                 ModelOutput { importance_loss: Tensor::zeros([1], &out.logits.device()), logits: out.logits, routing: dispatch_routing(out.dispatch) }
+            }
+        }
+    }
+}
+
+/// Adapters and parameter tables are those of the classifier inside, so that their keys read
+/// `prompts.…`, `head.…` whichever family the run is of.
+impl<B: AutodiffBackend> Model<B> {
+    /// Saves the trainable parameters (see [`mope_core::save_adapter`]).
+    pub fn save_adapter(&self, dir: &std::path::Path, method: &str, base_model: serde_json::Value, config: serde_json::Value) -> Result<AdapterSaveReport, AdapterError> {
+        match self {
+            Self::Fusion(m) => mope_core::save_adapter(m, dir, method, base_model, config),
+            Self::Experts(m) => mope_core::save_adapter(&m.classifier, dir, method, base_model, config),
+        }
+    }
+
+    /// Trainable and total parameters per module.
+    pub fn summary(&self) -> ParamSummary {
+        match self {
+            Self::Fusion(m) => ParamSummary::of(m),
+            Self::Experts(m) => ParamSummary::of(&m.classifier),
+        }
+    }
+}
+
+impl<B: Backend> Model<B> {
+    /// Loads an adapter saved by [`save_adapter`](Model::save_adapter) (see
+    /// [`mope_core::load_adapter`]).
+    pub fn load_adapter(self, dir: &std::path::Path) -> Result<(Self, AdapterConfig), AdapterError> {
+        match self {
+            Self::Fusion(m) => mope_core::load_adapter(m, dir).map(|(m, c)| (Self::Fusion(m), c)),
+            Self::Experts(ExpertsModel { classifier, inputs }) => {
+                mope_core::load_adapter(classifier, dir).map(|(classifier, c)| (Self::Experts(ExpertsModel { classifier, inputs }), c))
             }
         }
     }

@@ -70,23 +70,35 @@ impl History {
     fn site(&self, r: &LayerRouting) -> String {
         match r.expert {
             None => format!("layer {}", r.layer),
-            Some(k) => format!("{} L{}", self.experts.get(k).map_or_else(|| format!("expert {k}"), |n| short(n)), r.layer),
+            Some(k) => format!("e{k} layer {}", r.layer),
         }
     }
 
-    /// Column labels of a routing site: prompt experts by index, or dispatcher sources.
+    /// Column labels of a routing site: prompt experts by index, or dispatcher sources (the
+    /// experts' EPTs, then the carried prompt).
     fn columns(&self, r: &LayerRouting) -> Vec<String> {
         let n = r.stats.share.len();
         match r.expert {
             None => (0..n).map(|e| e.to_string()).collect(),
-            Some(_) => (0..n).map(|j| self.experts.get(j).map_or_else(|| "carried".to_string(), |name| short(name))).collect(),
+            Some(_) => (0..n).map(|j| if j < self.experts.len() { format!("e{j} EPTs") } else { "carried".to_string() }).collect(),
+        }
+    }
+
+    /// The axis title of a site's columns, with the experts' names for pMoE.
+    fn column_axis(&self, r: &LayerRouting) -> String {
+        match r.expert {
+            None => "expert".to_string(),
+            Some(_) => {
+                let names: Vec<String> = self.experts.iter().enumerate().map(|(k, n)| format!("e{k} = {}", short(n))).collect();
+                format!("source ({})", names.join(", "))
+            }
         }
     }
 }
 
 /// A name cut to fit a label.
 fn short(name: &str) -> String {
-    let cut: String = name.chars().take(22).collect();
+    let cut: String = name.chars().take(40).collect();
     if cut.len() < name.len() { format!("{cut}…") } else { cut }
 }
 
@@ -337,11 +349,8 @@ where
     let names: Vec<String> = h.routing.iter().map(|r| format!("{} (H {:.2})", h.site(r), r.stats.entropy)).collect();
     let values: Vec<Vec<f32>> = h.routing.iter().map(|r| r.stats.share.clone()).collect();
     let widest = h.routing.iter().max_by_key(|r| r.stats.share.len()).expect("checked by the caller");
-    let (title, column) = match widest.expert {
-        None => ("expert usage per layer", "expert"),
-        Some(_) => ("dispatcher weights per expert and layer", "source"),
-    };
-    heatmap(area, &format!("{title} ({})", h.routing_source), &names, column, &h.columns(widest), &values)
+    let title = if widest.expert.is_some() { "dispatcher weights per expert and layer" } else { "expert usage per layer" };
+    heatmap(area, &format!("{title} ({})", h.routing_source), &names, &h.column_axis(widest), &h.columns(widest), &values)
 }
 
 fn routing_per_class<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, h: &History, labels: &[String]) -> Result<()>
@@ -356,6 +365,5 @@ where
         .take(60)
         .map(|(name, row)| (name.chars().take(18).collect(), row.clone()))
         .unzip();
-    let column = if deepest.expert.is_some() { "source" } else { "expert" };
-    heatmap(area, &format!("routing per class, {} ({})", h.site(deepest), h.routing_source), &names, column, &h.columns(deepest), &values)
+    heatmap(area, &format!("routing per class, {} ({})", h.site(deepest), h.routing_source), &names, &h.column_axis(deepest), &h.columns(deepest), &values)
 }

@@ -69,7 +69,8 @@ pub struct ExperimentSpec {
 #[serde(deny_unknown_fields)]
 pub struct DataSpec {
     /// Loader: `jsonl` (MoPE's layout: emoji, digits, any `{train,val,test}.jsonl` + `labels.txt`),
-    /// `food101`, `mmimdb`, `snli-ve`, `mustard`, `nyudv2`, `sunrgbd`.
+    /// `food101`, `mmimdb`, `snli-ve`, `mustard`, `nyudv2`, `sunrgbd`, or `image-folder` (images
+    /// only: VTAB-1k lists, FGVC JSON, or a folder per class; see `data::image_folder`).
     pub dataset: DatasetKind,
     /// Dataset root, in the dataset's official layout (see `datasets/README.md`).
     pub root: PathBuf,
@@ -128,6 +129,8 @@ pub enum DatasetKind {
     Nyudv2,
     /// SUN RGB-D.
     Sunrgbd,
+    /// Image classification: VTAB-1k, FGVC or folder-per-class layouts.
+    ImageFolder,
 }
 
 /// MUStARD split.

@@ -13,7 +13,7 @@ use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::{ElementConversion, backend::AutodiffBackend, backend::Backend};
 use data::{LoaderConfig, Sample, Split, batches};
-use mope_core::{MopePromptsConfig, MultimodalClassifierConfig, ParamSummary, RouterSettings, load_adapter, materialize};
+use mope_core::{MopePromptsConfig, MultimodalClassifierConfig, RouterSettings, materialize};
 use pmoe::PmoeConfig;
 use serde_json::json;
 
@@ -291,7 +291,7 @@ pub fn train<B: AutodiffBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits:
     let device: B::Device = Default::default();
     let Setup { mut model, prepare, objective, labels, classifier, base_model, feature_store } = setup;
     let t = &spec.train;
-    let summary = ParamSummary::of(&model);
+    let summary = model.summary();
     let model_config = classifier;
     let method = spec.model.method.name();
     let mut optimizer: TrainOptimizer<Model<B>, B> = AdamWConfig::new().with_weight_decay(t.weight_decay as f32).init();
@@ -363,7 +363,7 @@ pub fn train<B: AutodiffBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits:
         let improved = state.best.is_none_or(|(best, _)| value > best);
         if improved {
             state.best = Some((value, epoch + 1));
-            mope_core::save_adapter(&model, &run.best(), method, base_model.clone(), model_config.clone())?;
+            model.save_adapter(&run.best(), method, base_model.clone(), model_config.clone())?;
         }
         state.epochs_done = epoch + 1;
         run.log(&json!({ "event": "epoch", "epoch": epoch + 1, "step": state.step,
@@ -385,7 +385,7 @@ pub fn train<B: AutodiffBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits:
 
     // The best epoch's adapter, on the test split.
     let (best_value, best_epoch) = state.best.expect("at least one epoch ran");
-    let (best_model, _) = load_adapter(model.valid(), &run.best())?;
+    let (best_model, _) = model.valid().load_adapter(&run.best())?;
     let (test_name, test_samples) = match &splits.test {
         Some(test) => ("test", Arc::new(test.samples.clone())),
         None => ("val", val_samples.clone()),

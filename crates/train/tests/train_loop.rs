@@ -288,7 +288,7 @@ fn pmoe_trains_over_two_experts_and_records_each_dispatcher() {
     }
     let plots = train::plot::plot_run(&run, &run.join("plots")).unwrap();
     let svg = std::fs::read_to_string(plots.iter().find(|p| p.ends_with("experts.svg")).unwrap()).unwrap();
-    assert!(svg.contains("dispatcher weights") && svg.contains("tiny-swin L3") && svg.contains("carried"), "labelled dispatcher heatmap");
+    assert!(svg.contains("dispatcher weights") && svg.contains("e1 layer 3") && svg.contains("e1 = tiny-swin") && svg.contains("carried"), "labelled dispatcher heatmap");
 }
 
 /// pMoE's dense head on the NYUDv2 fixture: both experts' final maps on the finer (Swin) grid.

@@ -15,7 +15,7 @@ use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Parser, Subcommand};
 use data::{Sample, SplitName, Target, Task};
-use mope_core::{ParamSummary, load_adapter};
+
 use train::dataset::load_split;
 use train::device::{BackendJob, DeviceChoice, run_on};
 use train::progress::ProgressMode;
@@ -175,7 +175,7 @@ impl BackendJob for TrainJob {
         let device = Default::default();
         let (splits, objective, labels) = load_splits(&self.spec)?;
         let setup = Setup::<B>::load(&self.spec, labels, objective, &device)?;
-        let summary = ParamSummary::of(&setup.model);
+        let summary = setup.model.summary();
         if self.dry_run {
             println!("# resolved experiment\n{}", self.spec.to_toml());
             println!("{}\n{summary}", summary.table());
@@ -208,7 +208,7 @@ fn open_run<B: AutodiffBackend>(run: &Path) -> Result<(ExperimentSpec, Setup<B::
     let task = train::run_dir::RunTask::read(run)?;
     let device = Default::default();
     let setup = Setup::<B::InnerBackend>::load(&spec, task.labels, task.objective, &device)?;
-    let (model, _) = load_adapter(setup.model, &run.join("best"))?;
+    let (model, _) = setup.model.load_adapter(&run.join("best"))?;
     Ok((spec, Setup { model, ..setup }))
 }
 
