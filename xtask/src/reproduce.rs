@@ -72,6 +72,8 @@ struct Experiment {
     path: PathBuf,
     tags: Vec<String>,
     method: String,
+    /// A pMoE-family experiment (it names `model.experts`).
+    over_experts: bool,
     data_root: PathBuf,
     paper_value: Option<f64>,
 }
@@ -95,6 +97,7 @@ fn discover(root: &Path) -> Result<Vec<Experiment>> {
                 name: value.get("name").and_then(|v| v.as_str()).map_or(default_name, String::from),
                 tags: value.get("tags").and_then(|v| v.as_array()).map(|a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect()).unwrap_or_default(),
                 method: get("model", "method").and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                over_experts: get("model", "experts").is_some(),
                 data_root: root.join(get("data", "root").and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
                 paper_value: get("paper", "value").and_then(|v| v.as_float()),
                 path,
@@ -275,13 +278,15 @@ fn claims(rows: &[(&Experiment, serde_json::Value)]) -> String {
     let mut out = String::new();
     let datasets: std::collections::BTreeSet<&str> = rows.iter().filter_map(|(e, _)| e.name.split('/').next()).collect();
     for dataset in datasets {
-        let in_dataset = |method: &'static str| rows.iter().filter(move |(e, _)| e.name.starts_with(&format!("{dataset}/")) && e.method == method);
-        let find = |method: &'static str| in_dataset(method).next().map(|(_, r)| r);
-        if let Some(pmoe) = find("pmoe") {
-            out.push_str(&pmoe_claims(dataset, pmoe, in_dataset("prompt-tuning").collect(), find("mean-of-experts")));
-            continue;
+        // (MoPE's prompt tuning and single-expert prompt tuning share the method name.)
+        let in_dataset = |method: &'static str, over_experts: bool| {
+            rows.iter().filter(move |(e, _)| e.name.starts_with(&format!("{dataset}/")) && e.method == method && e.over_experts == over_experts)
+        };
+        let find = |method: &'static str, over_experts: bool| in_dataset(method, over_experts).next().map(|(_, r)| r);
+        if let Some(pmoe) = find("pmoe", true) {
+            out.push_str(&pmoe_claims(dataset, pmoe, in_dataset("prompt-tuning", true).collect(), find("mean-of-experts", true)));
         }
-        let (Some(mope), Some(vpt)) = (find("mope"), find("prompt-tuning")) else { continue };
+        let (Some(mope), Some(vpt)) = (find("mope", false), find("prompt-tuning", false)) else { continue };
         let (m, v) = (value(mope), value(vpt));
         let verdict = if m > v { "MoPE beats vanilla prompt tuning" } else { "MoPE does NOT beat vanilla prompt tuning" };
         let cost = if params(mope) <= params(vpt) {
@@ -295,7 +300,7 @@ fn claims(rows: &[(&Experiment, serde_json::Value)]) -> String {
             thousands(params(mope)),
             thousands(params(vpt))
         ));
-        if let Some(full) = find("fine-tuning") {
+        if let Some(full) = find("fine-tuning", false) {
             out.push_str(&format!(
                 "{dataset}: MoPE reaches {:.2} against fine-tuning's {:.2}, training {:.2}% of its parameters.\n",
                 m,

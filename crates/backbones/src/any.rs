@@ -4,7 +4,10 @@
 //! A name is a preset ([`crate::presets`]) or `<cnn>+<transformer>`, the CNN-token hybrid
 //! ([`CnnTokenEncoder`]) made of a MobileNetV2 preset and a BERT-family preset, e.g.
 //! `mobilenet-v2+all-minilm-l6-v2`, the real frozen image transformer that the package
-//! registries provide. `<cnn>@<index>+<transformer>` picks the torchvision `features` index
+//! registries provide. `<preset>=<dir>` reads a model of the preset's family from a directory of
+//! the user's (a Hugging Face snapshot: `vit-base-patch16-224-in21k=/models/dino-vitb16`, a
+//! medical ViT-B/16, a small ViT), with the preset's pooling and normalisation and the input size
+//! its `config.json` gives. `<cnn>@<index>+<transformer>` picks the torchvision `features` index
 //! whose map becomes the tokens (`mobilenet-v2@18+all-minilm-l6-v2`: the last, 1280-channel
 //! map at stride 32; default [`EncoderOptions::hybrid_feature_index`], 13: 96 channels at
 //! stride 16). A bare CNN preset (`mobilenet-v2`) is a zero-layer encoder: its pooled
@@ -274,30 +277,44 @@ pub fn modality_of(name: &str) -> Result<Modality, BackboneError> {
         let (cnn, _) = hybrid_cnn(name, cnn, 13)?;
         return by_name(cnn).map(|_| Modality::Image);
     }
-    Ok(match by_name(name)?.input {
+    let preset = name.split_once('=').map_or(name, |(preset, _)| preset);
+    Ok(match by_name(preset)?.input {
         InputSpec::Text { .. } => Modality::Text,
         InputSpec::Image(_) => Modality::Image,
         InputSpec::Audio => Modality::Audio,
     })
 }
 
-/// Loads the encoder called `name` (a preset, or `<cnn>+<transformer>`) from `weights_dir`.
+/// The `image_size` of a ViT or Swin `config.json`.
+fn configured_image_size(dir: &Path) -> Result<usize, BackboneError> {
+    #[derive(serde::Deserialize)]
+    struct ImageSize {
+        image_size: usize,
+    }
+    Ok(crate::snapshot::read_config::<ImageSize>(&dir.join("config.json"))?.image_size)
+}
+
+/// Loads the encoder called `name` (a preset, `<preset>=<dir>`, or `<cnn>+<transformer>`) from
+/// `weights_dir`.
 pub fn load_encoder<B: Backend>(
     name: &str,
     weights_dir: &Path,
     options: EncoderOptions,
     device: &B::Device,
 ) -> Result<LoadedEncoder<B>, BackboneError> {
-    let image = |preset: &Preset| match preset.input {
+    // `native`: the input side the weights were made for where it is not the preset's (0: the preset's).
+    let image_at = |preset: &Preset, native: usize| match preset.input {
         InputSpec::Image(mut pre) => {
-            if options.image_size > 0 {
-                pre.resize = (options.image_size * pre.resize).div_ceil(pre.size);
-                pre.size = options.image_size;
+            let size = if options.image_size > 0 { options.image_size } else { native };
+            if size > 0 {
+                pre.resize = (size * pre.resize).div_ceil(pre.size);
+                pre.size = size;
             }
             InputPreparer::Image(if options.depth { Modality::Depth } else { Modality::Image }, pre)
         }
         _ => unreachable!("image families have image input"),
     };
+    let image = |preset: &Preset| image_at(preset, 0);
     if let Some((cnn, transformer)) = name.split_once('+') {
         let (cnn, feature_index) = hybrid_cnn(name, cnn, options.hybrid_feature_index)?;
         let (cnn, transformer) = (by_name(cnn)?, by_name(transformer)?);
@@ -317,19 +334,29 @@ pub fn load_encoder<B: Backend>(
         )?;
         return Ok(LoadedEncoder { encoder: AnyEncoder::Hybrid(encoder), preparer: image(cnn), name: name.to_string() });
     }
-    let preset = by_name(name)?;
+    let (preset, custom) = match name.split_once('=') {
+        Some((preset, dir)) => (by_name(preset)?, Some(Path::new(dir))),
+        None => (by_name(name)?, None),
+    };
+    let dir = match custom {
+        Some(dir) => preset.dir_at(dir)?,
+        None => preset.dir(weights_dir)?,
+    };
+    let native = match (custom, preset.family) {
+        (Some(_), Family::ViT | Family::Swin) => configured_image_size(&dir)?,
+        _ => 0,
+    };
     let (encoder, preparer) = match preset.family {
         Family::Bert => {
-            let (encoder, tokenizer) = preset.load_text(weights_dir, device)?;
+            let (encoder, tokenizer) = preset.load_text(&dir, device)?;
             (AnyEncoder::Text(encoder), InputPreparer::Text(tokenizer))
         }
-        Family::ViT => (AnyEncoder::ViT(preset.load_vit(weights_dir, device)?), image(preset)),
-        Family::Swin => (AnyEncoder::Swin(preset.load_swin(weights_dir, options.swin_layout, device)?), image(preset)),
+        Family::ViT => (AnyEncoder::ViT(preset.load_vit(&dir, device)?), image_at(preset, native)),
+        Family::Swin => (AnyEncoder::Swin(preset.load_swin(&dir, options.swin_layout, device)?), image_at(preset, native)),
         Family::Whisper => {
-            (AnyEncoder::Whisper(preset.load_whisper(weights_dir, device)?), InputPreparer::Audio { seconds: options.audio_seconds, mel: crate::LogMel::whisper() })
+            (AnyEncoder::Whisper(preset.load_whisper(&dir, device)?), InputPreparer::Audio { seconds: options.audio_seconds, mel: crate::LogMel::whisper() })
         }
         Family::MobileNetV2 => {
-            let dir = preset.dir(weights_dir)?;
             let (cnn, _) = load_mobilenet_v2(&dir.join("model.safetensors"), &MobileNetV2Config::new().with_num_classes(None), device)?;
             (AnyEncoder::Cnn(cnn), image(preset))
         }
@@ -428,6 +455,20 @@ fn flatten(items: &[&PreparedInput], expected: impl Fn(&PreparedInput) -> bool) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_preset_family_reads_a_users_directory_at_its_configured_size() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let name = format!("vit-base-patch16-224={}", fixtures.join("tiny-vit").display());
+        assert_eq!(modality_of(&name).unwrap(), Modality::Image);
+        let loaded = load_encoder::<burn::backend::Flex>(&name, Path::new("/nonexistent"), EncoderOptions::default(), &Default::default()).unwrap();
+        assert!(matches!(loaded.encoder, AnyEncoder::ViT(_)));
+        // The fixture's config.json says 32 pixels; the preset's normalisation is kept.
+        assert!(matches!(loaded.preparer, InputPreparer::Image(Modality::Image, p) if p.size == 32 && p.mean == [0.5; 3]), "{:?}", loaded.preparer);
+        let missing = format!("vit-base-patch16-224={}", fixtures.join("tiny-bert-nowhere").display());
+        let error = load_encoder::<burn::backend::Flex>(&missing, Path::new("."), EncoderOptions::default(), &Default::default()).unwrap_err().to_string();
+        assert!(error.contains("tiny-bert-nowhere/config.json: not found") && error.contains("`vit-base-patch16-224=<dir>` reads config.json, model.safetensors"), "{error}");
+    }
 
     #[test]
     fn hybrid_names_may_pick_the_cnn_feature_index() {

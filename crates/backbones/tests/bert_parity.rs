@@ -138,7 +138,7 @@ fn minilm_real_weights_match_transformers() {
         return;
     }
     let device = Default::default();
-    let (encoder, tokenizer) = preset.load_text::<B>(&weights, &device).unwrap();
+    let (encoder, tokenizer) = preset.load_text::<B>(&preset.dir(&weights).unwrap(), &device).unwrap();
     let dir = fixtures().join("minilm");
     let texts = sentences(&dir);
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();

@@ -34,7 +34,7 @@ fn mope_on_real_encoders_trains_only_the_adapter() {
             13,
             &device,
         )?;
-        let (complementary, tokenizer) = text.load_text::<AB>(&weights, &device)?;
+        let (complementary, tokenizer) = text.load_text::<AB>(&text.dir(&weights)?, &device)?;
         Ok::<_, backbones::BackboneError>((main, complementary, tokenizer))
     })() {
         Ok(parts) => parts,

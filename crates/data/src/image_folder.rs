@@ -2,7 +2,7 @@
 //! literature uses. The first that matches `<root>` is read:
 //!
 //! ```text
-//! VTAB-1k (VPT's release)   <root>/{train800,val200,test}.txt   `<image path relative to root> <class id>` per line
+//! VTAB-1k (NOAH release)    <root>/{train800,val200,test}.txt   `<image path relative to root> <class id>` per line
 //!                           <root>/labels.txt (optional)        class names, one per line, in id order
 //! FGVC (VPT's JSON)         <root>/{train,val,test}.json        {"<image path relative to root>": <class id>, ...}
 //!                           <root>/labels.txt (optional)
