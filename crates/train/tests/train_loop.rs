@@ -310,3 +310,39 @@ fn pmoe_segments_with_the_experts_maps_on_the_finest_grid() {
     assert_eq!(losses.len(), 2);
     assert!(losses.iter().all(|l| l.is_finite() && *l > 0.0), "{losses:?}");
 }
+
+#[test]
+fn pmoe_experts_must_be_promptable_image_encoders() {
+    type AB = Autodiff<Flex>;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = pmoe_spec("jsonl", dir.path(), &[]);
+    let device = Default::default();
+    let (bert, _) = load_bert::<AB>(&fixture("tiny-bert"), Pooling::Cls, &device).unwrap();
+    let tokenizer = TextTokenizer::from_dir(&fixture("tiny-bert"), 16).unwrap();
+    let mut experts = vit_and_swin::<AB>();
+    experts[1] = LoadedEncoder { encoder: AnyEncoder::Text(bert), preparer: InputPreparer::Text(tokenizer), name: "tiny-bert".into() };
+    let error = Setup::<AB>::from_experts(&spec, experts, WORDS.map(String::from).to_vec(), Task::Classification { num_classes: 3 }, &device).unwrap_err().to_string();
+    assert_eq!(error, "expert 1 `tiny-bert` (model.experts): pMoE experts are image encoders with layers to prompt (ViT, Swin or a hybrid)");
+    let error = Setup::<AB>::from_experts(&pmoe_spec("jsonl", dir.path(), &["pmoe.depth=3"]), vit_and_swin(), Vec::new(), Task::Classification { num_classes: 3 }, &device)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(error, "pmoe.depth = 3 exceeds the shallowest expert's 2 layers");
+}
+
+/// Every shipped experiment file is a valid specification.
+#[test]
+fn shipped_experiments_parse() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
+    let mut count = 0;
+    for dataset in std::fs::read_dir(&root).unwrap() {
+        for method in std::fs::read_dir(dataset.unwrap().path()).unwrap() {
+            let path = method.unwrap().path().join("experiment.toml");
+            if path.is_file() {
+                let spec = ExperimentSpec::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+                assert!(!spec.description.is_empty() && !spec.tags.is_empty(), "{}: description and tags", path.display());
+                count += 1;
+            }
+        }
+    }
+    assert!(count >= 35, "{count} experiments");
+}
