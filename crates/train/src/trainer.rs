@@ -198,12 +198,11 @@ impl<B: Backend> Setup<B> {
         };
         let config = pmoe_config(spec, objective.num_outputs());
         let names: Vec<String> = experts.iter().map(|e| e.name.clone()).collect();
+        let shallowest = experts.iter().map(|e| e.encoder.num_layers()).min().unwrap_or(0);
+        anyhow::ensure!(config.depth <= shallowest, "pmoe.depth = {} exceeds the shallowest expert's {shallowest} layers", config.depth);
         B::seed(device, spec.train.seed);
+        // Trainable encoder parts (the hybrids' projections) are drawn from the seed first.
         let encoders: Vec<AnyEncoder<B>> = experts.into_iter().map(|e| materialize(e.encoder)).collect();
-        if config.depth > 0 {
-            let shallowest = encoders.iter().map(|e| e.num_layers()).min().unwrap_or(0);
-            anyhow::ensure!(config.depth <= shallowest, "pmoe.depth = {} exceeds the shallowest expert's {shallowest} layers", config.depth);
-        }
         let classifier = config.init(encoders, device);
         let model = Model::Experts(ExpertsModel { classifier, inputs: preprocess.iter().map(|p| PixelAdapt::new(&shared, p)).collect() });
         Ok(Self {

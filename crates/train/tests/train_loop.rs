@@ -314,6 +314,8 @@ fn pmoe_segments_with_the_experts_maps_on_the_finest_grid() {
 #[test]
 fn pmoe_experts_must_be_promptable_image_encoders() {
     type AB = Autodiff<Flex>;
+    // Building a model seeds and draws from burn's global generator.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let spec = pmoe_spec("jsonl", dir.path(), &[]);
     let device = Default::default();

@@ -1,0 +1,167 @@
+//! Shapes and arithmetic shared by the benchmarks and their PyTorch reference
+//! (`benches/reference/mope_step.py` reads the same shapes from [`StepShape::to_json`]).
+//!
+//! The training step measured: a frozen ViT (random weights: the timing does not depend on
+//! their values) prompted at every layer with MoPE's prompts (static, routed experts, mapped),
+//! routed by a cached complementary feature; a linear head on `[CLS]`; cross-entropy plus the
+//! importance loss; backward to the prompts, routers, mapper and head; one AdamW step.
+
+use serde::Serialize;
+
+/// The shapes of one benchmarked training step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StepShape {
+    /// Name in tables.
+    pub name: &'static str,
+    /// Samples per step.
+    pub batch: usize,
+    /// Image side in pixels.
+    pub image_size: usize,
+    /// Patch side in pixels.
+    pub patch_size: usize,
+    /// Token width.
+    pub d_model: usize,
+    /// Attention heads.
+    pub n_heads: usize,
+    /// Feed-forward width.
+    pub d_ff: usize,
+    /// Transformer layers (all prompted).
+    pub num_layers: usize,
+    /// Width of the cached complementary feature (BERT-base: 768).
+    pub d_complementary: usize,
+    /// Static prompt tokens per layer.
+    pub static_len: usize,
+    /// Prompt experts per layer.
+    pub num_experts: usize,
+    /// Tokens per expert.
+    pub expert_len: usize,
+    /// Mapped prompt tokens.
+    pub mapped_len: usize,
+    /// Classes of the head.
+    pub num_classes: usize,
+}
+
+/// A small configuration (ViT-S/16 at 112 px: 50 tokens, 384 wide, 6 layers), batch 32.
+pub const SMALL: StepShape = StepShape {
+    name: "small",
+    batch: 32,
+    image_size: 112,
+    patch_size: 16,
+    d_model: 384,
+    n_heads: 6,
+    d_ff: 1536,
+    num_layers: 6,
+    d_complementary: 768,
+    static_len: 6,
+    num_experts: 4,
+    expert_len: 6,
+    mapped_len: 1,
+    num_classes: 101,
+};
+
+/// The paper's shapes: ViT-B/16 at 224 px (197 tokens, 768 wide, 12 layers), routed by a
+/// BERT-base feature, MoPE's official prompt sizes; batch 8 (on a CPU).
+pub const VIT_B: StepShape = StepShape {
+    name: "vit-b",
+    batch: 8,
+    image_size: 224,
+    patch_size: 16,
+    d_model: 768,
+    n_heads: 12,
+    d_ff: 3072,
+    num_layers: 12,
+    d_complementary: 768,
+    static_len: 6,
+    num_experts: 4,
+    expert_len: 6,
+    mapped_len: 1,
+    num_classes: 101,
+};
+
+impl StepShape {
+    /// The shape called `name`.
+    pub fn by_name(name: &str) -> Option<Self> {
+        [SMALL, VIT_B].into_iter().find(|s| s.name == name)
+    }
+
+    /// Prompt tokens inserted at each layer.
+    pub fn prompts_per_layer(&self) -> usize {
+        self.static_len + self.expert_len + self.mapped_len
+    }
+
+    /// Tokens per sample inside the encoder: `[CLS]`, the prompts, the patches.
+    pub fn tokens(&self) -> usize {
+        1 + self.prompts_per_layer() + (self.image_size / self.patch_size).pow(2)
+    }
+
+    /// Multiply-adds ×2 of the frozen encoder's forward pass for one sample: per layer, the four
+    /// attention projections `8·n·d²`, the feed-forward block `4·n·d·d_ff`, and the attention
+    /// scores and mixing `4·n²·d`; plus the patch embedding. Prompt-side work (routers, expert
+    /// mixing, mapper, head) is under 0.1% of it and left out.
+    pub fn forward_flops(&self) -> f64 {
+        let (n, d, ff) = (self.tokens() as f64, self.d_model as f64, self.d_ff as f64);
+        let patches = (self.image_size / self.patch_size).pow(2) as f64;
+        let per_layer = 8.0 * n * d * d + 4.0 * n * d * ff + 4.0 * n * n * d;
+        patches * 2.0 * (3 * self.patch_size * self.patch_size) as f64 * d + self.num_layers as f64 * per_layer
+    }
+
+    /// The least arithmetic of one training step for one sample: the forward pass, then the
+    /// backward pass to the *inputs* of every frozen layer (the prompts sit at layer 0, so it
+    /// reaches the bottom), which costs one more pass of the linear layers (no weight gradients:
+    /// the weights are frozen) and two of the attention products (gradients of both operands of
+    /// each); the patch embedding needs no backward.
+    pub fn step_flops(&self) -> f64 {
+        let (n, d, ff) = (self.tokens() as f64, self.d_model as f64, self.d_ff as f64);
+        let linear = 8.0 * n * d * d + 4.0 * n * d * ff;
+        let attention = 4.0 * n * n * d;
+        self.forward_flops() + self.num_layers as f64 * (linear + 2.0 * attention)
+    }
+
+    /// The shape as JSON, for the reference script.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a shape serialises")
+    }
+}
+
+/// Peak resident memory of this process so far, in bytes (`VmHWM`), where `/proc` has it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_counts_and_flops_by_hand() {
+        // ViT-B/16 at 224: 196 patches + [CLS] + 13 prompts.
+        assert_eq!(VIT_B.tokens(), 210);
+        // One layer of a toy shape: n = 1 + 13 + 4 = 18 tokens, d = 8, d_ff = 16, 2×2 patches of 4 px.
+        let toy = StepShape { image_size: 8, patch_size: 4, d_model: 8, d_ff: 16, num_layers: 1, ..VIT_B };
+        assert_eq!(toy.tokens(), 18);
+        let layer = 8.0 * 18.0 * 64.0 + 4.0 * 18.0 * 8.0 * 16.0 + 4.0 * 324.0 * 8.0; // 9216 + 9216 + 10368
+        let embed = 4.0 * 2.0 * 48.0 * 8.0; // 3072
+        assert_eq!(toy.forward_flops(), layer + embed);
+        assert_eq!(toy.step_flops(), layer + embed + 9216.0 + 9216.0 + 2.0 * 10368.0);
+        // ViT-B: 37.5 GFLOP forward per sample (its usual 17.6 GMAC at 197 tokens, 13 tokens more).
+        assert!((VIT_B.forward_flops() / 1e9 - 37.53).abs() < 0.01, "{}", VIT_B.forward_flops() / 1e9);
+    }
+
+    #[test]
+    fn shapes_are_found_by_name_and_serialise() {
+        assert_eq!(StepShape::by_name("small"), Some(SMALL));
+        assert!(StepShape::by_name("huge").is_none());
+        let json: serde_json::Value = serde_json::from_str(&VIT_B.to_json()).unwrap();
+        assert_eq!((json["d_model"].as_u64(), json["num_layers"].as_u64()), (Some(768), Some(12)));
+    }
+
+    #[test]
+    fn peak_memory_is_read_from_proc() {
+        if std::path::Path::new("/proc/self/status").exists() {
+            assert!(peak_rss_bytes().unwrap() > 1 << 20);
+        }
+    }
+}
