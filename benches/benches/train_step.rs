@@ -31,6 +31,9 @@ type B = Autodiff<Flex>;
 #[derive(Debug, Deserialize)]
 struct Measurement {
     samples_per_second: f64,
+    /// Mean seconds of the forward pass (loss included) per timed step; the rest is backward
+    /// and the optimiser step.
+    forward_seconds: f64,
     peak_rss_bytes: Option<u64>,
     #[serde(default)]
     label: String,
@@ -53,18 +56,26 @@ fn burn_step(shape: &StepShape, steps: usize) -> Measurement {
     let feature = Tensor::<B, 2>::random([shape.batch, shape.d_complementary], Distribution::Normal(0.0, 1.0), &device);
     let labels = Tensor::<B, 1, Int>::from_ints((0..shape.batch as i64).map(|i| i % shape.num_classes as i64).collect::<Vec<_>>().as_slice(), &device);
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    let mut timed = 0.0;
+    let (mut timed, mut forward) = (0.0, 0.0);
     for step in 0..=steps {
         let start = Instant::now();
         let out = model.forward_with_feature(&pixels, feature.clone());
         let loss = loss_fn.forward(out.logits, labels.clone()) + out.importance_loss * 0.01;
+        // flex runs eagerly: the loss is computed when this returns.
+        let forward_done = start.elapsed().as_secs_f64();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optimizer.step(1e-3, model, grads);
         if step > 0 {
             timed += start.elapsed().as_secs_f64();
+            forward += forward_done;
         }
     }
-    Measurement { samples_per_second: (steps * shape.batch) as f64 / timed, peak_rss_bytes: peak_rss_bytes(), label: "burn 0.21 flex".into() }
+    Measurement {
+        samples_per_second: (steps * shape.batch) as f64 / timed,
+        forward_seconds: forward / steps as f64,
+        peak_rss_bytes: peak_rss_bytes(),
+        label: "burn 0.21 flex".into(),
+    }
 }
 
 fn reference_step(python: &str, shape: &StepShape, steps: usize, threads: usize) -> Result<Measurement> {
@@ -105,28 +116,39 @@ fn main() -> Result<()> {
     // burn's CPU backend runs its kernels on rayon's global pool; PyTorch gets the same count.
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("rayon's pool was already built")?;
     let python = std::env::var("MOPE_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
-    println!("| shape | batch | tokens | ours (samples/s) | PyTorch (samples/s) | ours / PyTorch | ours peak MiB | PyTorch peak MiB | ours GFLOP/s | PyTorch GFLOP/s | floor (GFLOP/step) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| shape | batch | tokens | ours (samples/s) | PyTorch (samples/s) | ours / PyTorch | ours fwd / rest (s) | PyTorch fwd / rest (s) | ours peak MiB | PyTorch peak MiB | ours GFLOP/s | PyTorch GFLOP/s | floor (GFLOP/step) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for shape in shapes {
         // The reference runs first, in its own process, so that our peak memory is ours alone.
         let theirs = if reference { Some(reference_step(&python, &shape, steps, threads)) } else { None };
         let ours = burn_step(&shape, steps);
         let flops = shape.step_flops();
         let rate = |m: &Measurement| m.samples_per_second * flops / 1e9;
-        let (their_rate, ratio, their_mem, their_gflops) = match &theirs {
-            Some(Ok(m)) => (format!("{:.2}", m.samples_per_second), format!("{:.2}", ours.samples_per_second / m.samples_per_second), mib(m.peak_rss_bytes), format!("{:.1}", rate(m))),
+        let split = |m: &Measurement| {
+            let step = shape.batch as f64 / m.samples_per_second;
+            format!("{:.2} / {:.2}", m.forward_seconds, step - m.forward_seconds)
+        };
+        let (their_rate, ratio, their_split, their_mem, their_gflops) = match &theirs {
+            Some(Ok(m)) => (
+                format!("{:.2}", m.samples_per_second),
+                format!("{:.2}", ours.samples_per_second / m.samples_per_second),
+                split(m),
+                mib(m.peak_rss_bytes),
+                format!("{:.1}", rate(m)),
+            ),
             Some(Err(e)) => {
                 eprintln!("PyTorch reference not measured: {e:#}");
-                ("n/a".into(), "n/a".into(), "n/a".into(), "n/a".into())
+                ("n/a".into(), "n/a".into(), "n/a".into(), "n/a".into(), "n/a".into())
             }
-            None => ("skipped".into(), "n/a".into(), "n/a".into(), "n/a".into()),
+            None => ("skipped".into(), "n/a".into(), "n/a".into(), "n/a".into(), "n/a".into()),
         };
         println!(
-            "| {} | {} | {} | {:.2} | {their_rate} | {ratio} | {} | {their_mem} | {:.1} | {their_gflops} | {:.1} |",
+            "| {} | {} | {} | {:.2} | {their_rate} | {ratio} | {} | {their_split} | {} | {their_mem} | {:.1} | {their_gflops} | {:.1} |",
             shape.name,
             shape.batch,
             shape.tokens(),
             ours.samples_per_second,
+            split(&ours),
             mib(ours.peak_rss_bytes),
             rate(&ours),
             flops * shape.batch as f64 / 1e9

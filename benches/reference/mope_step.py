@@ -10,7 +10,7 @@ Linear-GELU-Linear-GELU-dropout; the head reads the final-normed [CLS]; cross-en
 values at or below 0.1 zeroed); backward; one AdamW step (lr 1e-3, weight decay 1e-3).
 
 Usage (the Rust harness calls it): python mope_step.py --shape '<json>' --steps N --threads T
-Prints one JSON line: samples_per_second, peak_rss_bytes, label.
+Prints one JSON line: samples_per_second, forward_seconds (per step), peak_rss_bytes, label.
 """
 
 import argparse
@@ -129,18 +129,21 @@ def main():
     pixels = torch.randn(b, 3, s["image_size"], s["image_size"])
     comp = torch.randn(b, s["d_complementary"])
     labels = torch.arange(b) % s["num_classes"]
-    timed = 0.0
+    timed = forward = 0.0
     for step in range(args.steps + 1):
         start = time.perf_counter()
         logits, importance = model(pixels, comp)
         loss = F.cross_entropy(logits, labels) + 0.01 * importance
+        forward_done = time.perf_counter() - start
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if step > 0:
             timed += time.perf_counter() - start
+            forward += forward_done
     print(json.dumps({
         "samples_per_second": args.steps * b / timed,
+        "forward_seconds": forward / args.steps,
         "peak_rss_bytes": peak_rss_bytes(),
         "label": f"PyTorch {torch.__version__} eager",
     }))
