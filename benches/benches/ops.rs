@@ -1,0 +1,149 @@
+//! The step's operations one by one at ViT-B shapes, ours (burn's `flex` CPU backend) against
+//! PyTorch on the same machine and threads: where the training step's time goes
+//! (docs/performance.md). Dense products in GFLOP/s, the other operations in milliseconds.
+//!
+//! ```sh
+//! MOPE_TORCH_PYTHON=venv/bin/python cargo bench -p mope-benches --bench ops -- --threads 2
+//! ```
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use burn::backend::Flex;
+use burn::nn::LayerNormConfig;
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::{Distribution, Tensor};
+use mope_benches::VIT_B;
+
+/// `[m, k] × [k, n]` products of one ViT-B layer at batch 8 (210 tokens a sample), forward
+/// and the input-gradient products of the backward pass, and one attention score product.
+fn shapes() -> Vec<(&'static str, usize, usize, usize, usize)> {
+    let s = VIT_B;
+    let rows = s.batch * s.tokens();
+    let (d, ff, n) = (s.d_model, s.d_ff, s.tokens());
+    vec![
+        ("qkv/out projection", 1, rows, d, d),
+        ("ffn in", 1, rows, d, ff),
+        ("ffn out (and ffn-in input grad)", 1, rows, ff, d),
+        ("attention scores (per head)", s.batch * s.n_heads, n, d / s.n_heads, n),
+        ("attention mixing (per head)", s.batch * s.n_heads, n, n, d / s.n_heads),
+    ]
+}
+
+fn time_ours(batch: usize, m: usize, k: usize, n: usize, reps: usize) -> f64 {
+    let device = Default::default();
+    let a = Tensor::<Flex, 3>::random([batch, m, k], Distribution::Default, &device);
+    let b = Tensor::<Flex, 3>::random([batch, k, n], Distribution::Default, &device);
+    let _ = a.clone().matmul(b.clone()).into_data();
+    let start = Instant::now();
+    for _ in 0..reps {
+        let _ = a.clone().matmul(b.clone()).into_data();
+    }
+    start.elapsed().as_secs_f64() / reps as f64
+}
+
+fn time_theirs(python: &str, threads: usize, batch: usize, m: usize, k: usize, n: usize, reps: usize) -> Result<f64> {
+    let code = format!(
+        "import torch,time\ntorch.set_num_threads({threads})\na=torch.rand({batch},{m},{k});b=torch.rand({batch},{k},{n})\n(a@b)\nt=time.perf_counter()\nfor _ in range({reps}): (a@b)\nprint((time.perf_counter()-t)/{reps})"
+    );
+    let out = Command::new(python).args(["-c", &code]).output().with_context(|| format!("cannot run {python}"))?;
+    anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+}
+
+/// Mean seconds of `f` over `reps` calls, after one untimed call.
+fn mean_seconds(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let start = Instant::now();
+    for _ in 0..reps {
+        f();
+    }
+    start.elapsed().as_secs_f64() / reps as f64
+}
+
+/// Other operations of a ViT-B layer at batch 8: `(name, our seconds, the PyTorch statement
+/// timed on tensors x [rows, d], h [rows, d_ff], s [batch·heads, n, n], bias [d_ff], q [batch, n, d])`.
+fn other_ops(reps: usize) -> Vec<(&'static str, f64, &'static str)> {
+    let s = VIT_B;
+    let device = Default::default();
+    let rows = s.batch * s.tokens();
+    let x = Tensor::<Flex, 2>::random([rows, s.d_model], Distribution::Default, &device);
+    let h = Tensor::<Flex, 2>::random([rows, s.d_ff], Distribution::Default, &device);
+    let scores = Tensor::<Flex, 3>::random([s.batch * s.n_heads, s.tokens(), s.tokens()], Distribution::Default, &device);
+    let bias = Tensor::<Flex, 1>::random([s.d_ff], Distribution::Default, &device);
+    let q = Tensor::<Flex, 3>::random([s.batch, s.tokens(), s.d_model], Distribution::Default, &device);
+    let norm = LayerNormConfig::new(s.d_model).init::<Flex>(&device);
+    let (b, n, heads, dh) = (s.batch, s.tokens(), s.n_heads, s.d_model / s.n_heads);
+    vec![
+        ("bias add [rows, d_ff] + [d_ff]", mean_seconds(reps, || drop((h.clone() + bias.clone().unsqueeze::<2>()).into_data())), "h + bias"),
+        ("GELU [rows, d_ff]", mean_seconds(reps, || drop(gelu(h.clone()).into_data())), "F.gelu(h)"),
+        ("layer norm [rows, d]", mean_seconds(reps, || drop(norm.forward(x.clone()).into_data())), "F.layer_norm(x, (x.shape[1],))"),
+        ("softmax [b·heads, n, n]", mean_seconds(reps, || drop(softmax(scores.clone(), 2).into_data())), "s.softmax(2)"),
+        (
+            "split heads [b, n, d] → [b, heads, n, d/heads], contiguous",
+            mean_seconds(reps, || drop(q.clone().reshape([b, n, heads, dh]).swap_dims(1, 2).into_data())),
+            "q.view(q.shape[0], q.shape[1], 12, 64).transpose(1, 2).contiguous()",
+        ),
+    ]
+}
+
+fn time_theirs_stmt(python: &str, threads: usize, stmt: &str, reps: usize) -> Result<f64> {
+    let s = VIT_B;
+    let rows = s.batch * s.tokens();
+    let code = format!(
+        "import torch,time\nimport torch.nn.functional as F\ntorch.set_num_threads({threads})\nx=torch.rand({rows},{d});h=torch.rand({rows},{ff});s=torch.rand({bh},{n},{n});bias=torch.rand({ff});q=torch.rand({b},{n},{d})\n{stmt}\nt=time.perf_counter()\nfor _ in range({reps}): {stmt}\nprint((time.perf_counter()-t)/{reps})",
+        d = s.d_model,
+        ff = s.d_ff,
+        bh = s.batch * s.n_heads,
+        n = s.tokens(),
+        b = s.batch,
+    );
+    let out = Command::new(python).args(["-c", &code]).output().with_context(|| format!("cannot run {python}"))?;
+    anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+}
+
+fn main() -> Result<()> {
+    let mut threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--threads" => threads = args.next().context("--threads N")?.parse()?,
+            "--bench" => {}
+            other => anyhow::bail!("unknown argument `{other}`"),
+        }
+    }
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
+    let python = std::env::var("MOPE_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    println!("| product | shape | ours GFLOP/s | PyTorch GFLOP/s | ours / PyTorch |");
+    println!("|---|---|---:|---:|---:|");
+    for (name, batch, m, k, n) in shapes() {
+        let flops = 2.0 * (batch * m * k * n) as f64;
+        let reps = (2e10 / flops).clamp(3.0, 200.0) as usize;
+        let ours = flops / time_ours(batch, m, k, n, reps) / 1e9;
+        let theirs = time_theirs(&python, threads, batch, m, k, n, reps).map(|t| flops / t / 1e9);
+        let (t, r) = match theirs {
+            Ok(t) => (format!("{t:.1}"), format!("{:.2}", ours / t)),
+            Err(e) => {
+                eprintln!("PyTorch not measured: {e:#}");
+                ("n/a".into(), "n/a".into())
+            }
+        };
+        println!("| {name} | {batch}×[{m}×{k}]·[{k}×{n}] | {ours:.1} | {t} | {r} |");
+    }
+    println!();
+    println!("| operation | ours (ms) | PyTorch (ms) | PyTorch / ours |");
+    println!("|---|---:|---:|---:|");
+    for (name, ours, stmt) in other_ops(20) {
+        let (t, r) = match time_theirs_stmt(&python, threads, stmt, 20) {
+            Ok(t) => (format!("{:.2}", 1e3 * t), format!("{:.2}", t / ours)),
+            Err(e) => {
+                eprintln!("PyTorch not measured: {e:#}");
+                ("n/a".into(), "n/a".into())
+            }
+        };
+        println!("| {name} | {:.2} | {t} | {r} |", 1e3 * ours);
+    }
+    Ok(())
+}
