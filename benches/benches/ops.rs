@@ -35,17 +35,13 @@ fn time_ours(batch: usize, m: usize, k: usize, n: usize, reps: usize) -> f64 {
     let device = Default::default();
     let a = Tensor::<Flex, 3>::random([batch, m, k], Distribution::Default, &device);
     let b = Tensor::<Flex, 3>::random([batch, k, n], Distribution::Default, &device);
-    let _ = a.clone().matmul(b.clone()).into_data();
-    let start = Instant::now();
-    for _ in 0..reps {
-        let _ = a.clone().matmul(b.clone()).into_data();
-    }
-    start.elapsed().as_secs_f64() / reps as f64
+    mean_seconds(reps, || drop(a.clone().matmul(b.clone()).into_data()))
 }
 
-fn time_theirs(python: &str, threads: usize, batch: usize, m: usize, k: usize, n: usize, reps: usize) -> Result<f64> {
+/// Mean seconds of the PyTorch statement `stmt` over `reps` runs, after `setup` and one untimed run.
+fn torch_seconds(python: &str, threads: usize, setup: &str, stmt: &str, reps: usize) -> Result<f64> {
     let code = format!(
-        "import torch,time\ntorch.set_num_threads({threads})\na=torch.rand({batch},{m},{k});b=torch.rand({batch},{k},{n})\n(a@b)\nt=time.perf_counter()\nfor _ in range({reps}): (a@b)\nprint((time.perf_counter()-t)/{reps})"
+        "import torch,time\nimport torch.nn.functional as F\ntorch.set_num_threads({threads})\n{setup}\n{stmt}\nt=time.perf_counter()\nfor _ in range({reps}): {stmt}\nprint((time.perf_counter()-t)/{reps})"
     );
     let out = Command::new(python).args(["-c", &code]).output().with_context(|| format!("cannot run {python}"))?;
     anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -88,20 +84,18 @@ fn other_ops(reps: usize) -> Vec<(&'static str, f64, &'static str)> {
     ]
 }
 
-fn time_theirs_stmt(python: &str, threads: usize, stmt: &str, reps: usize) -> Result<f64> {
+/// The PyTorch tensors [`other_ops`] statements read.
+fn torch_tensors() -> String {
     let s = VIT_B;
     let rows = s.batch * s.tokens();
-    let code = format!(
-        "import torch,time\nimport torch.nn.functional as F\ntorch.set_num_threads({threads})\nx=torch.rand({rows},{d});h=torch.rand({rows},{ff});s=torch.rand({bh},{n},{n});bias=torch.rand({ff});q=torch.rand({b},{n},{d})\n{stmt}\nt=time.perf_counter()\nfor _ in range({reps}): {stmt}\nprint((time.perf_counter()-t)/{reps})",
+    format!(
+        "x=torch.rand({rows},{d});h=torch.rand({rows},{ff});s=torch.rand({bh},{n},{n});bias=torch.rand({ff});q=torch.rand({b},{n},{d})",
         d = s.d_model,
         ff = s.d_ff,
         bh = s.batch * s.n_heads,
         n = s.tokens(),
         b = s.batch,
-    );
-    let out = Command::new(python).args(["-c", &code]).output().with_context(|| format!("cannot run {python}"))?;
-    anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+    )
 }
 
 fn main() -> Result<()> {
@@ -122,7 +116,7 @@ fn main() -> Result<()> {
         let flops = 2.0 * (batch * m * k * n) as f64;
         let reps = (2e10 / flops).clamp(3.0, 200.0) as usize;
         let ours = flops / time_ours(batch, m, k, n, reps) / 1e9;
-        let theirs = time_theirs(&python, threads, batch, m, k, n, reps).map(|t| flops / t / 1e9);
+        let theirs = torch_seconds(&python, threads, &format!("a=torch.rand({batch},{m},{k});b=torch.rand({batch},{k},{n})"), "a@b", reps).map(|t| flops / t / 1e9);
         let (t, r) = match theirs {
             Ok(t) => (format!("{t:.1}"), format!("{:.2}", ours / t)),
             Err(e) => {
@@ -136,7 +130,7 @@ fn main() -> Result<()> {
     println!("| operation | ours (ms) | PyTorch (ms) | PyTorch / ours |");
     println!("|---|---:|---:|---:|");
     for (name, ours, stmt) in other_ops(20) {
-        let (t, r) = match time_theirs_stmt(&python, threads, stmt, 20) {
+        let (t, r) = match torch_seconds(&python, threads, &torch_tensors(), stmt, 20) {
             Ok(t) => (format!("{:.2}", 1e3 * t), format!("{:.2}", t / ours)),
             Err(e) => {
                 eprintln!("PyTorch not measured: {e:#}");

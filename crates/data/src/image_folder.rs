@@ -94,8 +94,11 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     Ok(entries)
 }
 
-/// The class folders of `dir` and their images: `(class names, [(image, class)])`.
-fn class_folders(dir: &Path) -> Result<(Vec<String>, Vec<(PathBuf, usize)>), DataError> {
+/// Class names, and each image with its class id.
+type Labelled = (Vec<String>, Vec<(PathBuf, usize)>);
+
+/// The class folders of `dir` and their images.
+fn class_folders(dir: &Path) -> Result<Labelled, DataError> {
     let classes: Vec<PathBuf> = sorted_entries(dir)?.into_iter().filter(|p| p.is_dir()).collect();
     if classes.is_empty() {
         return Err(DataError::malformed(dir, 0, "no class folder (expected <class>/<image> inside, or a VTAB-1k / FGVC list file)"));
@@ -151,7 +154,7 @@ fn load_folders(root: &Path, split: SplitName) -> Result<Split, DataError> {
 
 /// The images of `dir`, with the class ids of `train`'s folders (a class folder `train` lacks is
 /// an error naming it).
-fn with_labels_of(train: &Path, dir: &Path) -> Result<(Vec<String>, Vec<(PathBuf, usize)>), DataError> {
+fn with_labels_of(train: &Path, dir: &Path) -> Result<Labelled, DataError> {
     let (labels, _) = class_folders(train)?;
     let (names, images) = class_folders(dir)?;
     let mut mapped = Vec::with_capacity(images.len());

@@ -77,12 +77,11 @@ pub fn exists(dir: &Path) -> bool {
     dir.join(STATE_FILE).is_file()
 }
 
+/// A model, its optimiser and the loop's counters, as a checkpoint restores them.
+pub type Restored<B> = (Model<B>, TrainOptimizer<Model<B>, B>, LoopState);
+
 /// Loads the checkpoint in `dir` into `model` and `optimizer`.
-pub fn load<B: AutodiffBackend>(
-    dir: &Path,
-    model: Model<B>,
-    optimizer: TrainOptimizer<Model<B>, B>,
-) -> Result<(Model<B>, TrainOptimizer<Model<B>, B>, LoopState)> {
+pub fn load<B: AutodiffBackend>(dir: &Path, model: Model<B>, optimizer: TrainOptimizer<Model<B>, B>) -> Result<Restored<B>> {
     let path: PathBuf = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
     let saved: SavedState = serde_json::from_str(&text).with_context(|| format!("{}: not a checkpoint state", path.display()))?;
