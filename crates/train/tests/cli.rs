@@ -54,3 +54,45 @@ fn eval_of_a_directory_that_is_not_a_run_says_so() {
     let err = stderr(&mope(&["plot", &dir.path().to_string_lossy()]));
     assert!(err.contains("task.json") && err.contains("is this a run directory?"), "{err}");
 }
+
+/// pMoE end to end through the binary: an image dataset in the folder-per-class layout, two
+/// experts read from directories of the user's (`<preset>=<dir>`: the ViT and Swin fixtures),
+/// training, and a prediction that prints every dispatcher's weights.
+#[test]
+fn pmoe_trains_on_an_image_folder_with_experts_from_user_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("shapes");
+    for (class, colour) in [("red", [220u8, 30, 30]), ("green", [30, 200, 30]), ("blue", [30, 30, 220])] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for i in 0..8u8 {
+            let [r, g, b] = colour;
+            image::RgbImage::from_fn(32, 32, |x, _| image::Rgb([r.saturating_sub(i * 5), g, b.saturating_sub((x % 8) as u8)])).save(data.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../backbones/tests/fixtures");
+    let spec = write_spec(
+        dir.path(),
+        &format!(
+            "[data]\ndataset = \"image-folder\"\nroot = \"{}\"\ncache_dir = \"\"\n[model]\nmethod = \"pmoe\"\n\
+             experts = [\"vit-base-patch16-224={}\", \"swin-base-patch4-window7-224={}\"]\n[pmoe]\nprompt_len = 2\n\
+             [train]\nepochs = 1\nbatch_size = 4\ndrop_last = false\n",
+            data.display(),
+            fixtures.join("tiny-vit").display(),
+            fixtures.join("tiny-swin").display()
+        ),
+    );
+    let run = dir.path().join("run");
+    let out = mope(&["train", &spec, "--run-dir", &run.to_string_lossy(), "--quiet", "--workers", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let result: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("result.json")).unwrap()).unwrap();
+    // 24 images: a stratified 70/15/15 split (the folders have no split of their own).
+    assert_eq!((result["method"].as_str(), result["split"].as_str(), result["report"]["samples"].as_u64()), (Some("pmoe"), Some("test"), Some(3)));
+    let image = data.join("red/0.png");
+    let out = mope(&["predict", &run.to_string_lossy(), "--image", &image.to_string_lossy()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // ViT: 2 layers, Swin: 4 blocks; the top 2 of each are prompted.
+    for site in ["expert 0 layer  0 sources", "expert 0 layer  1 sources", "expert 1 layer  2 sources", "expert 1 layer  3 sources"] {
+        assert!(stdout.contains(site), "{site} in:\n{stdout}");
+    }
+}
