@@ -137,13 +137,15 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let chosen = select(&all, &options.names)?;
     let runs = if options.smoke { root.join("runs/smoke") } else { root.join("runs") };
     if options.list {
-        println!("{:<26} {:<14} {:<10} {:<8} {:>10}", "experiment", "method", "tags", "data", "result");
+        let name_width = all.iter().map(|e| e.name.len()).max().unwrap_or(0).max(10);
+        let method_width = all.iter().map(|e| e.method.len()).max().unwrap_or(0).max(6);
+        println!("{:<name_width$} {:<method_width$} {:<10} {:<8} {:>10}", "experiment", "method", "tags", "data", "result");
         for e in &all {
             let result = read_result(&runs.join(&e.name).join("result.json"))
                 .and_then(|r| r["value"].as_f64().map(|v| format!("{v:.2}")))
                 .unwrap_or_else(|| "-".into());
             let data = if e.data_root.exists() { "present" } else { "missing" };
-            println!("{:<26} {:<14} {:<10} {:<8} {:>10}", e.name, e.method, e.tags.join(","), data, result);
+            println!("{:<name_width$} {:<method_width$} {:<10} {:<8} {:>10}", e.name, e.method, e.tags.join(","), data, result);
         }
         return Ok(());
     }
