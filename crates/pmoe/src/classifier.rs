@@ -9,7 +9,7 @@
 //!
 //! Prompted layers are aligned from the top: step `t` of `depth` is layer `n_k − depth + t` of
 //! expert `k` (`n_k` layers), so experts of different depths exchange prompts at the same
-//! relative height. With a single expert both combinations are deep prompt tuning (VPT-deep)
+//! distance from their outputs. With a single expert both combinations are deep prompt tuning (VPT-deep)
 //! on that expert (for `Dispatch`, with `carry` off: the dispatcher then has one source).
 
 use burn::config::Config;
