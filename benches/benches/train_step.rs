@@ -112,6 +112,9 @@ fn main() -> Result<()> {
     if shapes.is_empty() {
         shapes = vec![SMALL, VIT_B];
     }
+    // Peak memory is the process's high-water mark: the smaller steps run first, so that each
+    // shape's figure is its own.
+    shapes.sort_by(|a, b| (a.step_flops() * a.batch as f64).total_cmp(&(b.step_flops() * b.batch as f64)));
     anyhow::ensure!(steps > 0, "--steps must be at least 1");
     // burn's CPU backend runs its kernels on rayon's global pool; PyTorch gets the same count.
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("rayon's pool was already built")?;
