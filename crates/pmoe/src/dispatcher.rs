@@ -137,6 +137,11 @@ impl<B: Backend> TokenDispatcher<B> {
         mask_pad: Option<&Tensor<B, 2, Bool>>,
     ) -> DispatchOutput<B> {
         assert_eq!(epts.len(), self.projections.len(), "{} EPT sets for a dispatcher over {} experts", epts.len(), self.projections.len());
+        match (self.carry, carried.is_some()) {
+            (true, false) => panic!("this dispatcher mixes in the carried prompt, and none was given"),
+            (false, true) => panic!("this dispatcher has no carried source, and a carried prompt was given"),
+            _ => {}
+        }
         let [batch, _, width] = patches.dims();
         let (len, sources) = (self.prompt_len, self.num_sources);
         let patch_mean = masked_mean(patches.clone(), mask_pad);
@@ -145,7 +150,6 @@ impl<B: Backend> TokenDispatcher<B> {
             None => Tensor::zeros([batch, width], &patches.device()),
         };
         let logits = self.gate.forward(standardise(Tensor::cat(vec![patch_mean, carried_mean], 1))).reshape([batch, len, sources]);
-        assert_eq!(carried.is_some(), self.carry, "the dispatcher carries prompts: {}, but was given {}", self.carry, if carried.is_some() { "some" } else { "none" });
         let weights = softmax(logits / self.temperature, 2);
 
         // Σ_j w[b, i, j] · src_j[i]: a batched matmul with the slot as the batch dimension.
@@ -220,6 +224,13 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "mixes in the carried prompt, and none was given")]
+    fn a_carrying_dispatcher_needs_the_carried_prompt() {
+        let d = TokenDispatcherConfig::new(vec![4], 0, 2, true).init::<B>(&Default::default());
+        d.forward(&[random([2, 4])], None, Tensor::random([1, 3, 4], Distribution::Default, &Default::default()), None);
     }
 
     #[test]
