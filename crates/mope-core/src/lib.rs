@@ -19,6 +19,7 @@
 //! | [`deep_prompt`] | [`forward_prompted`], deep prompt insertion (VPT-deep style) through any encoder |
 //! | [`experts`] | [`PromptExperts`] `[num_experts, prompt_len, d_model]` and their mixture |
 //! | [`fused`] | [`FusedRouting`]: softmax over experts fused with their mixture, a backend hook with the composed reference and a hand-written backward |
+//! | `fused_cube` | (features `wgpu`, `cuda`) the same as one CubeCL kernel |
 //! | [`router`] | [`Router`]: pairing-prior routing with frozen orthogonal keys, temperature, noise, top-k |
 //! | [`orthogonal`] | deterministic orthogonal matrices (the router keys) |
 //! | [`mapper`] | [`PromptMapper`]: complementary feature to mapped prompt tokens |
@@ -38,6 +39,8 @@ pub mod deep_prompt;
 pub mod encoder;
 pub mod experts;
 pub mod fused;
+#[cfg(feature = "cube")]
+pub mod fused_cube;
 pub mod mapper;
 pub mod orthogonal;
 pub mod params;
