@@ -59,23 +59,18 @@ pub const SMALL: StepShape = StepShape {
     num_classes: 101,
 };
 
-/// The paper's shapes: ViT-B/16 at 224 px (197 tokens, 768 wide, 12 layers), routed by a
-/// BERT-base feature, MoPE's official prompt sizes; batch 8 (on a CPU).
+/// The paper's shapes: ViT-B/16 at 224 px (197 tokens, 768 wide, 12 layers), batch 8 (on a
+/// CPU); patches, prompts, routing feature and classes as [`SMALL`]: 16-pixel patches, MoPE's
+/// official prompt sizes, a BERT-base (768-wide) routing feature, 101 classes.
 pub const VIT_B: StepShape = StepShape {
     name: "vit-b",
     batch: 8,
     image_size: 224,
-    patch_size: 16,
     d_model: 768,
     n_heads: 12,
     d_ff: 3072,
     num_layers: 12,
-    d_complementary: 768,
-    static_len: 6,
-    num_experts: 4,
-    expert_len: 6,
-    mapped_len: 1,
-    num_classes: 101,
+    ..SMALL
 };
 
 impl StepShape {

@@ -245,7 +245,7 @@ fn table(rows: &[(&Experiment, serde_json::Value)]) -> String {
         "| experiment | metric | ours | paper | trainable params | trainable % | adapter | train time | wall time |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (e, r) in rows {
-        let trainable = r["trainable_params"].as_u64().unwrap_or(0) as usize;
+        let trainable = params(r);
         let total = r["total_params"].as_u64().unwrap_or(1).max(1) as usize;
         let paper = e.paper_value.map_or_else(|| "n/a".to_string(), |v| format!("{v:.2}"));
         out.push_str(&format!(
@@ -318,7 +318,7 @@ fn claims(rows: &[(&Experiment, serde_json::Value)]) -> String {
 fn pmoe_claims(dataset: &str, pmoe: &serde_json::Value, singles: Vec<&(&Experiment, serde_json::Value)>, mean: Option<&serde_json::Value>) -> String {
     let mut out = String::new();
     let p = value(pmoe);
-    if let Some((best, r)) = singles.iter().map(|(e, r)| (e, r)).max_by(|a, b| value(a.1).total_cmp(&value(b.1))) {
+    if let Some((best, r)) = singles.into_iter().max_by(|a, b| value(&a.1).total_cmp(&value(&b.1))) {
         let verdict = if p > value(r) { "pMoE beats the best single expert" } else { "pMoE does NOT beat the best single expert" };
         out.push_str(&format!(
             "{dataset}: {verdict} ({p:.2} vs {:.2}, {}; {} vs {} trainable params, {:.0} s vs {:.0} s of training).\n",

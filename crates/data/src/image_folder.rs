@@ -97,18 +97,40 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 /// Class names, and each image with its class id.
 type Labelled = (Vec<String>, Vec<(PathBuf, usize)>);
 
-/// The class folders of `dir` and their images.
-fn class_folders(dir: &Path) -> Result<Labelled, DataError> {
+/// The class folders of `dir`, sorted.
+fn class_dirs(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let classes: Vec<PathBuf> = sorted_entries(dir)?.into_iter().filter(|p| p.is_dir()).collect();
     if classes.is_empty() {
         return Err(DataError::malformed(dir, 0, "no class folder (expected <class>/<image> inside, or a VTAB-1k / FGVC list file)"));
     }
+    Ok(classes)
+}
+
+fn folder_name(dir: &Path) -> String {
+    dir.file_name().expect("a folder has a name").to_string_lossy().into_owned()
+}
+
+/// The class folders of `dir` and their images.
+fn class_folders(dir: &Path) -> Result<Labelled, DataError> {
+    let classes = class_dirs(dir)?;
     let mut images = Vec::new();
     for (class, folder) in classes.iter().enumerate() {
         images.extend(sorted_entries(folder)?.into_iter().filter(|p| p.is_file() && is_image(p)).map(|p| (p, class)));
     }
-    let names = classes.iter().map(|p| p.file_name().expect("a folder has a name").to_string_lossy().into_owned()).collect();
-    Ok((names, images))
+    Ok((classes.iter().map(|c| folder_name(c)).collect(), images))
+}
+
+/// Seeds of the stratified splits drawn where a dataset has no split folders of its own.
+const TEST_SEED: u64 = 0x7E57;
+const VAL_SEED: u64 = 0x1F01DE5;
+
+/// The images the stratified draw `choose` keeps, given every image's id (its path under
+/// `root`) and class.
+fn stratified_pick(root: &Path, images: &[(PathBuf, usize)], choose: impl FnOnce(&[&str], &[usize]) -> Vec<usize>) -> Vec<(PathBuf, usize)> {
+    let ids = relative_ids(root, images);
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let classes: Vec<usize> = images.iter().map(|(_, c)| *c).collect();
+    choose(&ids, &classes).into_iter().map(|i| images[i].clone()).collect()
 }
 
 fn load_folders(root: &Path, split: SplitName) -> Result<Split, DataError> {
@@ -119,11 +141,11 @@ fn load_folders(root: &Path, split: SplitName) -> Result<Split, DataError> {
             (Some(_), _) => class_folders(&train)?,
             (None, _) => {
                 let (labels, images) = class_folders(&train)?;
-                let ids = relative_ids(root, &images);
-                let classes: Vec<usize> = images.iter().map(|(_, c)| *c).collect();
-                let (kept, held) = stratify::hold_out(&ids.iter().map(String::as_str).collect::<Vec<_>>(), &classes, images.len() / 10, 0x1F01DE5);
-                let pick = if split == SplitName::Train { kept } else { held };
-                (labels, pick.into_iter().map(|i| images[i].clone()).collect())
+                let picked = stratified_pick(root, &images, |ids, classes| {
+                    let (kept, held) = stratify::hold_out(ids, classes, ids.len() / 10, VAL_SEED);
+                    if split == SplitName::Train { kept } else { held }
+                });
+                (labels, picked)
             }
         },
         (Some(train), SplitName::Test) => match folder(&["test"]) {
@@ -132,15 +154,15 @@ fn load_folders(root: &Path, split: SplitName) -> Result<Split, DataError> {
         },
         (None, _) => {
             let (labels, images) = class_folders(root)?;
-            let ids = relative_ids(root, &images);
-            let classes: Vec<usize> = images.iter().map(|(_, c)| *c).collect();
-            let [train, val, test] = stratify::train_val_test(&ids.iter().map(String::as_str).collect::<Vec<_>>(), &classes, (0x7E57, 0x1F01DE5));
-            let pick = match split {
-                SplitName::Train => train,
-                SplitName::Val => val,
-                SplitName::Test => test,
-            };
-            (labels, pick.into_iter().map(|i| images[i].clone()).collect())
+            let picked = stratified_pick(root, &images, |ids, classes| {
+                let [train, val, test] = stratify::train_val_test(ids, classes, (TEST_SEED, VAL_SEED));
+                match split {
+                    SplitName::Train => train,
+                    SplitName::Val => val,
+                    SplitName::Test => test,
+                }
+            });
+            (labels, picked)
         }
     };
     let ids = relative_ids(root, &images);
@@ -155,7 +177,8 @@ fn load_folders(root: &Path, split: SplitName) -> Result<Split, DataError> {
 /// The images of `dir`, with the class ids of `train`'s folders (a class folder `train` lacks is
 /// an error naming it).
 fn with_labels_of(train: &Path, dir: &Path) -> Result<Labelled, DataError> {
-    let (labels, _) = class_folders(train)?;
+    // Only the names of train's class folders, not their images.
+    let labels: Vec<String> = class_dirs(train)?.iter().map(|c| folder_name(c)).collect();
     let (names, images) = class_folders(dir)?;
     let mut mapped = Vec::with_capacity(images.len());
     for (image, class) in images {

@@ -76,7 +76,6 @@ pub struct PmoeClassifier<B: Backend, E> {
     pub heads: Vec<Linear<B>>,
     /// First prompted layer of each expert.
     first_layers: Vec<usize>,
-    prompt_len: usize,
 }
 
 /// Where a dispatcher sat and what it decided.
@@ -173,7 +172,6 @@ impl PmoeConfig {
             dispatchers,
             heads: heads.into_iter().map(materialize).collect(),
             first_layers,
-            prompt_len: self.prompt_len,
         }
     }
 }
@@ -223,6 +221,11 @@ impl<B: Backend, E: PromptableEncoder<B>> PmoeClassifier<B, E> {
     /// Number of prompted layers per expert.
     pub fn depth(&self) -> usize {
         self.prompts[0].steps.len()
+    }
+
+    /// EPTs per expert per prompted layer.
+    pub fn prompt_len(&self) -> usize {
+        self.prompts[0].at(0).dims()[0]
     }
 
     /// First prompted layer of expert `k`.
@@ -317,11 +320,6 @@ impl<B: Backend, E: PromptableEncoder<B>> PmoeClassifier<B, E> {
             Combine::Mean => mean(self.heads.iter().zip(resized).map(|(head, m)| per_position(head, m)).collect()),
         };
         PmoeDenseOutput { logits, dispatch }
-    }
-
-    /// EPTs per expert per prompted layer.
-    pub fn prompt_len(&self) -> usize {
-        self.prompt_len
     }
 }
 

@@ -28,6 +28,7 @@ fn pixels<B: Backend>(batch: usize) -> Tensor<B, 4> {
 fn dispatchers_feed_every_expert_at_the_top_layers_with_distributions_over_sources() {
     let model: PmoeClassifier<Flex, ViT<Flex>> = PmoeConfig::new(CLASSES).with_prompt_len(4).init(experts(), &Default::default());
     assert_eq!(model.depth(), 2, "depth 0 prompts every layer of the shallowest expert");
+    assert_eq!(model.prompt_len(), 4);
     assert_eq!((model.first_layer(0), model.first_layer(1)), (1, 0), "steps are aligned from the top");
     let x = pixels::<Flex>(2);
     let out = model.forward(&[x.clone(), x]);

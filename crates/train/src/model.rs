@@ -64,18 +64,25 @@ pub struct ModelOutput<B: Backend, const D: usize> {
     pub importance_loss: Tensor<B, 1>,
 }
 
-fn mope_routing<B: Backend>(routing: Vec<(usize, RoutingOutput<B>)>) -> Routing<B> {
-    routing.into_iter().map(|(layer, r)| (Site { expert: None, layer }, r.weights)).collect()
-}
+impl<B: Backend, const D: usize> ModelOutput<B, D> {
+    /// The output of a MoPE-family classifier: its routers' weights and importance loss.
+    fn of_routers(logits: Tensor<B, D>, routing: Vec<(usize, RoutingOutput<B>)>, importance_loss: Tensor<B, 1>) -> Self {
+        let routing = routing.into_iter().map(|(layer, r)| (Site { expert: None, layer }, r.weights)).collect();
+        Self { logits, routing, importance_loss }
+    }
 
-fn dispatch_routing<B: Backend>(dispatch: Vec<Dispatch<B>>) -> Routing<B> {
-    dispatch
-        .into_iter()
-        .map(|d| {
-            let [batch, _, sources] = d.weights.dims();
-            (Site { expert: Some(d.expert), layer: d.layer }, d.weights.mean_dim(1).reshape([batch, sources]))
-        })
-        .collect()
+    /// The output of a pMoE-family classifier: each dispatcher's weights averaged over its slots;
+    /// nothing regularised.
+    fn of_dispatchers(logits: Tensor<B, D>, dispatch: Vec<Dispatch<B>>) -> Self {
+        let routing = dispatch
+            .into_iter()
+            .map(|d| {
+                let [batch, _, sources] = d.weights.dims();
+                (Site { expert: Some(d.expert), layer: d.layer }, d.weights.mean_dim(1).reshape([batch, sources]))
+            })
+            .collect();
+        Self { importance_loss: Tensor::zeros([1], &logits.device()), logits, routing }
+    }
 }
 
 impl<B: Backend> Model<B> {
@@ -118,11 +125,11 @@ impl<B: Backend> Model<B> {
         match self {
             Self::Fusion(m) => {
                 let out = m.forward_with_feature(main, complementary.expect("the complementary feature of the batch"));
-                ModelOutput { logits: out.logits, routing: mope_routing(out.routing), importance_loss: out.importance_loss }
+                ModelOutput::of_routers(out.logits, out.routing, out.importance_loss)
             }
             Self::Experts(m) => {
                 let out = m.classifier.forward(&m.expert_inputs(main));
-                ModelOutput { importance_loss: Tensor::zeros([1], &out.logits.device()), logits: out.logits, routing: dispatch_routing(out.dispatch) }
+                ModelOutput::of_dispatchers(out.logits, out.dispatch)
             }
         }
     }
@@ -139,11 +146,11 @@ impl<B: Backend> Model<B> {
         match self {
             Self::Fusion(m) => {
                 let out = m.forward_dense_with_feature(main, complementary.expect("the complementary feature of the batch"));
-                ModelOutput { logits: out.logits, routing: mope_routing(out.routing), importance_loss: out.importance_loss }
+                ModelOutput::of_routers(out.logits, out.routing, out.importance_loss)
             }
             Self::Experts(m) => {
                 let out = m.classifier.forward_dense(&m.expert_inputs(main));
-                ModelOutput { importance_loss: Tensor::zeros([1], &out.logits.device()), logits: out.logits, routing: dispatch_routing(out.dispatch) }
+                ModelOutput::of_dispatchers(out.logits, out.dispatch)
             }
         }
     }

@@ -187,15 +187,12 @@ impl<B: Backend> Setup<B> {
         let mut preprocess = Vec::with_capacity(experts.len());
         for (k, e) in experts.iter().enumerate() {
             match &e.preparer {
-                backbones::InputPreparer::Image(_, pre) if e.encoder.num_layers() > 0 => preprocess.push(*pre),
+                backbones::InputPreparer::Image(modality, pre) if e.encoder.num_layers() > 0 => preprocess.push((*modality, *pre)),
                 _ => anyhow::bail!("expert {k} `{}` (model.experts): pMoE experts are image encoders with layers to prompt (ViT, Swin or a hybrid)", e.name),
             }
         }
-        let shared = *preprocess.iter().max_by_key(|p| p.size).context("`model.experts` is empty")?;
-        let modality = match &experts[0].preparer {
-            backbones::InputPreparer::Image(modality, _) => *modality,
-            _ => unreachable!("checked above"),
-        };
+        let (_, shared) = *preprocess.iter().max_by_key(|(_, p)| p.size).context("`model.experts` is empty")?;
+        let modality = preprocess[0].0;
         let config = pmoe_config(spec, objective.num_outputs());
         let names: Vec<String> = experts.iter().map(|e| e.name.clone()).collect();
         let shallowest = experts.iter().map(|e| e.encoder.num_layers()).min().unwrap_or(0);
@@ -204,7 +201,7 @@ impl<B: Backend> Setup<B> {
         // Trainable encoder parts (the hybrids' projections) are drawn from the seed first.
         let encoders: Vec<AnyEncoder<B>> = experts.into_iter().map(|e| materialize(e.encoder)).collect();
         let classifier = config.init(encoders, device);
-        let model = Model::Experts(ExpertsModel { classifier, inputs: preprocess.iter().map(|p| PixelAdapt::new(&shared, p)).collect() });
+        let model = Model::Experts(ExpertsModel { classifier, inputs: preprocess.iter().map(|(_, p)| PixelAdapt::new(&shared, p)).collect() });
         Ok(Self {
             model,
             prepare: Arc::new(PairPrepare::new(backbones::InputPreparer::Image(modality, shared), None, cache_dir(spec).map(|c| c.join("images")))),
