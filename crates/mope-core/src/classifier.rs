@@ -19,6 +19,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
+use crate::fused::FusedRouting;
 use crate::deep_prompt::{PromptedTokens, forward_prompted};
 use crate::encoder::PromptableEncoder;
 use crate::params::{materialize, unfreeze};
@@ -191,7 +192,7 @@ impl MultimodalClassifierConfig {
     }
 }
 
-impl<B: Backend, M: PromptableEncoder<B>, C: PromptableEncoder<B>> MultimodalClassifier<B, M, C> {
+impl<B: FusedRouting, M: PromptableEncoder<B>, C: PromptableEncoder<B>> MultimodalClassifier<B, M, C> {
     /// Pooled representation of the complementary modality (the router's pairing prior).
     /// Without complementary prompts it carries no gradient, so it can be cached.
     ///

@@ -5,6 +5,8 @@ use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Tensor, backend::Backend};
 
+use crate::fused::{FusedRouting, RoutingSoftmax, softmax_mix};
+
 /// Configuration of [`PromptExperts`].
 #[derive(Config, Debug)]
 pub struct PromptExpertsConfig {
@@ -61,23 +63,24 @@ impl<B: Backend> PromptExperts<B> {
         self.experts.dims()[1]
     }
 
-    /// Mixes the experts with per-instance weights: `out[b] = Σ_e weights[b, e] · experts[e]`.
+    /// Mixes the experts per instance: `out[b] = Σ_e softmax(logits[b])[e] · experts[e]` (softmax
+    /// as `softmax` says), one fused operation on backends with a kernel for it
+    /// ([`crate::fused`]).
     ///
     /// # Shapes
-    /// - `weights`: `[batch, num_experts]`
+    /// - `logits`: `[batch, num_experts]`
     /// - output: `[batch, prompt_len, d_model]`
     ///
     /// # Panics
-    /// If `weights` does not have `num_experts` columns.
-    pub fn mix(&self, weights: Tensor<B, 2>) -> Tensor<B, 3> {
-        let [num_experts, prompt_len, d_model] = self.experts.dims();
-        let [batch, n] = weights.dims();
-        assert_eq!(
-            n, num_experts,
-            "routing weights have {n} experts per row, the prompt experts have {num_experts}"
-        );
-        let flat = self.experts.val().reshape([num_experts, prompt_len * d_model]);
-        weights.matmul(flat).reshape([batch, prompt_len, d_model])
+    /// If `logits` does not have `num_experts` columns.
+    pub fn mix_routed(&self, logits: Tensor<B, 2>, softmax: RoutingSoftmax) -> Tensor<B, 3>
+    where
+        B: FusedRouting,
+    {
+        let num_experts = self.num_experts();
+        let n = logits.dims()[1];
+        assert_eq!(n, num_experts, "routing logits have {n} experts per row, the prompt experts have {num_experts}");
+        softmax_mix(logits.unsqueeze_dim(1), self.experts.val(), None, softmax)
     }
 }
 
@@ -94,7 +97,8 @@ mod tests {
         let device = Default::default();
         let experts = PromptExpertsConfig::new(3, 2, 4).init::<B>(&device);
         let weights = Tensor::<B, 2>::from_floats([[0.2, 0.3, 0.5], [1.0, 0.0, 0.0]], &device);
-        let mixed = experts.mix(weights.clone());
+        // Logits whose softmax is `weights` (ln 0 = −∞ drops an expert).
+        let mixed = experts.mix_routed(weights.clone().log(), RoutingSoftmax::DENSE);
         assert_eq!(mixed.dims(), [2, 2, 4]);
 
         let e: Vec<f32> = experts.experts.val().to_data().to_vec().unwrap();
@@ -122,10 +126,10 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "routing weights have 2 experts per row, the prompt experts have 3")]
+    #[should_panic(expected = "routing logits have 2 experts per row, the prompt experts have 3")]
     fn wrong_expert_count_names_both_dims() {
         let device = Default::default();
         let experts = PromptExpertsConfig::new(3, 2, 4).init::<B>(&device);
-        experts.mix(Tensor::<B, 2>::ones([1, 2], &device));
+        experts.mix_routed(Tensor::<B, 2>::ones([1, 2], &device), RoutingSoftmax::DENSE);
     }
 }

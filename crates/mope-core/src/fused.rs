@@ -1,102 +1,258 @@
-//! The routing hot path as one operation with a backend-extension hook: the softmax over
-//! experts fused with the weighted mixture of expert prompts,
-//! `out[b] = Σ_e softmax(logits[b])[e] · experts[e]`.
-//!
-//! [`FusedRouting`] is implemented by a backend that has a fused kernel for it; the default body
-//! is the composed-tensor reference (softmax, then one matmul), which every backend can run.
-//! Under autodiff the operation has a hand-written backward (so a backend's fused forward is
-//! differentiable without its own backward):
+//! The routing hot path as one operation with a backend-extension hook: a softmax over sources
+//! (with temperature and top-k) fused with the weighted mixture of the sources' prompt tokens.
 //!
 //! ```text
-//! d experts = wᵀ · g                       g: [batch, len·width], w: softmax weights [batch, experts]
-//! d logits  = w ⊙ (g·expertsᵀ − Σ_e w ⊙ g·expertsᵀ)
+//! w[b, g]      = softmax(top_k(logits[b, g]) / temperature)             over the sources s
+//! out[b, l, :] = Σ_s w[b, g(l), s] · source_s[l, :]                     g(l) = l / (len / groups)
 //! ```
 //!
-//! With the `wgpu` or `cuda` feature, CubeCL backends run it as one kernel (`fused_cube`), checked
-//! against the reference on lavapipe: `cargo test -p mope-core --features wgpu --lib fused`
-//! (Debian: `mesa-vulkan-drivers`). Not yet wired into [`crate::PromptExperts`]: that needs this
-//! bound on every model type.
+//! The sources are `shared` prompts (the same for every instance, `[shared, len, width]`) and,
+//! optionally, one per-instance prompt (`own`, `[batch, len, width]`) as the last source. Both
+//! methods are instances of it:
+//! - MoPE's dynamic prompt: one group (every token of the prompt takes the instance's expert
+//!   weights), the experts as shared sources, no own source ([`crate::PromptExperts::mix_routed`]);
+//! - pMoE's dispatcher: one group per prompt slot, every expert's prompt tokens as shared sources
+//!   and the prompt the expert carried from its previous layer as the own source.
+//!
+//! [`FusedRouting`] is implemented by a backend that has a fused kernel for it; its default body is
+//! the composed-tensor reference ([`softmax_mix_reference`]: a mask, a softmax, a batched matmul),
+//! which every backend can run. Under autodiff the operation has a hand-written backward, so a
+//! backend's fused forward is differentiable without a backward of its own (`P·D`: the tokens of a
+//! group, `h`: the upstream gradient against each source):
+//!
+//! ```text
+//! h[b, g, s]        = Σ_{l ∈ g, d} grad[b, l, d] · source_s[(b,) l, d]
+//! d logits[b, g, s] = w ⊙ (h − Σ_s' w ⊙ h) / temperature                 (0 outside the top k)
+//! d shared[s, l]    = Σ_b w[b, g(l), s] · grad[b, l]
+//! d own[b, l]       = w[b, g(l), last] · grad[b, l]
+//! ```
+//!
+//! With the `wgpu` or `cuda` feature, CubeCL backends run the forward as one kernel
+//! (`fused_cube`), checked against the reference on lavapipe in CI:
+//! `cargo test -p mope-core --features wgpu --lib fused` (Debian: `mesa-vulkan-drivers`).
+//! Ties between logits at the top-k boundary go to the lower source index in the kernel; the
+//! reference takes burn's sort order.
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary};
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::activation::softmax;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Shape, Tensor, TensorMetadata, TensorPrimitive, backend::Backend};
+use burn::tensor::{Bool, Int, Tensor, TensorPrimitive, backend::Backend};
 
-/// A backend that can run the fused softmax-mixture of expert prompts.
-pub trait FusedRouting: Backend {
-    /// `out[b] = Σ_e softmax(logits[b])[e] · experts[e]`.
+/// How logits become mixture weights: `softmax(top_k(logits) / temperature)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RoutingSoftmax {
+    /// Logits are divided by it before the softmax; positive.
+    pub temperature: f32,
+    /// Keep only the `k` largest logits of each row; 0 (or `k` ≥ the number of sources) keeps all.
+    pub top_k: usize,
+}
+
+impl RoutingSoftmax {
+    /// A plain softmax: temperature 1, every source.
+    pub const DENSE: Self = Self { temperature: 1.0, top_k: 0 };
+
+    /// A softmax at `temperature` over the `top_k` largest logits (`None`: all).
     ///
-    /// # Shapes
-    /// - `logits`: `[batch, experts]`, `experts`: `[experts, len, width]`
-    /// - output: `[batch, len, width]`
-    fn softmax_mix(logits: FloatTensor<Self>, experts: FloatTensor<Self>) -> FloatTensor<Self> {
-        softmax_mix_reference::<Self>(logits, experts)
+    /// # Panics
+    /// If the temperature is not positive, or `top_k` is `Some(0)`.
+    pub fn new(temperature: f64, top_k: Option<usize>) -> Self {
+        assert!(temperature > 0.0, "temperature must be positive, got {temperature}");
+        assert!(top_k != Some(0), "top_k must be at least 1");
+        Self { temperature: temperature as f32, top_k: top_k.unwrap_or(0) }
+    }
+
+    /// Whether some of `sources` are masked out.
+    pub fn is_sparse(self, sources: usize) -> bool {
+        self.top_k > 0 && self.top_k < sources
     }
 }
 
-/// The composed-tensor reference of [`FusedRouting::softmax_mix`]: a softmax, then one matmul.
-pub fn softmax_mix_reference<B: Backend>(logits: FloatTensor<B>, experts: FloatTensor<B>) -> FloatTensor<B> {
-    let [batch, num_experts] = dims2(&logits.shape());
-    let [e, len, width] = dims3(&experts.shape());
-    assert_eq!(e, num_experts, "{num_experts} routing logits per row for {e} experts");
-    let weights = B::softmax(logits, 1);
-    let flat = B::float_reshape(experts, Shape::new([e, len * width]));
-    B::float_reshape(B::float_matmul(weights, flat), Shape::new([batch, len, width]))
+/// A backend that can run the fused softmax-mixture of prompt sources.
+pub trait FusedRouting: Backend {
+    /// `out[b, l] = Σ_s softmax(top_k(logits[b, g(l)]) / temperature)[s] · source_s[l]`, the
+    /// sources being `shared`'s rows, then `own[b]` if given.
+    ///
+    /// # Shapes
+    /// - `logits`: `[batch, groups, sources]` with `sources = shared + (own ? 1 : 0)`
+    /// - `shared`: `[shared, len, width]`, `own`: `[batch, len, width]`; `groups` divides `len`
+    /// - output: `[batch, len, width]`
+    fn softmax_mix(logits: FloatTensor<Self>, shared: FloatTensor<Self>, own: Option<FloatTensor<Self>>, softmax: RoutingSoftmax) -> FloatTensor<Self> {
+        primitive(softmax_mix_reference::<Self>(tensor(logits), tensor(shared), own.map(tensor), softmax))
+    }
 }
 
-fn dims2(shape: &Shape) -> [usize; 2] {
-    [shape[0], shape[1]]
+fn tensor<B: Backend>(primitive: FloatTensor<B>) -> Tensor<B, 3> {
+    Tensor::from_primitive(TensorPrimitive::Float(primitive))
 }
 
-fn dims3(shape: &Shape) -> [usize; 3] {
-    [shape[0], shape[1], shape[2]]
+fn primitive<B: Backend>(tensor: Tensor<B, 3>) -> FloatTensor<B> {
+    tensor.into_primitive().tensor()
+}
+
+/// Checks the shapes of a [`FusedRouting::softmax_mix`] call; returns `(batch, groups, sources)`.
+///
+/// # Panics
+/// With the mismatching dimensions named.
+pub fn check_shapes(logits: [usize; 3], shared: [usize; 3], own: Option<[usize; 3]>) -> [usize; 3] {
+    let [batch, groups, sources] = logits;
+    let [num_shared, len, width] = shared;
+    let expected = num_shared + usize::from(own.is_some());
+    assert_eq!(sources, expected, "{sources} logits per row for {num_shared} shared sources{}", if own.is_some() { " and an own one" } else { "" });
+    assert!(groups > 0 && len % groups == 0, "{groups} routing groups do not divide the {len} prompt tokens");
+    if let Some(own) = own {
+        assert_eq!(own, [batch, len, width], "the own source must be [batch, len, width] = {:?}", [batch, len, width]);
+    }
+    logits
+}
+
+/// The weights of [`FusedRouting::softmax_mix`]: `softmax(top_k(logits) / temperature)` over the
+/// last dimension, composed from tensor operations.
+///
+/// # Shapes
+/// - `logits`: `[batch, groups, sources]`; output the same
+pub fn routing_weights<B: Backend>(logits: Tensor<B, 3>, softmax_of: RoutingSoftmax) -> Tensor<B, 3> {
+    let [batch, groups, sources] = logits.dims();
+    let mut scaled = if softmax_of.temperature == 1.0 { logits } else { logits / softmax_of.temperature };
+    if softmax_of.is_sparse(sources) {
+        let keep = top_k_mask(scaled.clone().reshape([batch * groups, sources]), softmax_of.top_k).reshape([batch, groups, sources]);
+        scaled = scaled.mask_fill(keep.bool_not(), f32::NEG_INFINITY);
+    }
+    softmax(scaled, 2)
+}
+
+/// `true` at the `k` largest entries of each row.
+///
+/// # Shapes
+/// - `logits`: `[rows, sources]`; output `[rows, sources]`
+pub fn top_k_mask<B: Backend>(logits: Tensor<B, 2>, k: usize) -> Tensor<B, 2, Bool> {
+    let [rows, sources] = logits.dims();
+    let device = logits.device();
+    let (_, indices) = logits.sort_descending_with_indices(1);
+    let chosen: Tensor<B, 2, Int> = indices.narrow(1, 0, k);
+    Tensor::<B, 2>::zeros([rows, sources], &device)
+        .scatter(1, chosen, Tensor::ones([rows, k], &device), burn::tensor::IndexingUpdateOp::Add)
+        .greater_elem(0.5)
+}
+
+/// The composed-tensor reference of [`FusedRouting::softmax_mix`], the fallback of every backend.
+///
+/// # Shapes
+/// As [`FusedRouting::softmax_mix`].
+pub fn softmax_mix_reference<B: Backend>(logits: Tensor<B, 3>, shared: Tensor<B, 3>, own: Option<Tensor<B, 3>>, softmax_of: RoutingSoftmax) -> Tensor<B, 3> {
+    check_shapes(logits.dims(), shared.dims(), own.as_ref().map(Tensor::dims));
+    mix_with_weights(routing_weights(logits, softmax_of), shared, own)
+}
+
+/// The mixture for given weights.
+///
+/// # Shapes
+/// - `weights`: `[batch, groups, sources]`, `shared`: `[shared, len, width]`, `own`: `[batch, len, width]`
+/// - output: `[batch, len, width]`
+fn mix_with_weights<B: Backend>(weights: Tensor<B, 3>, shared: Tensor<B, 3>, own: Option<Tensor<B, 3>>) -> Tensor<B, 3> {
+    let [batch, groups, _] = weights.dims();
+    let [num_shared, len, width] = shared.dims();
+    let group_size = len / groups * width;
+    let shared_weights = weights.clone().narrow(2, 0, num_shared).swap_dims(0, 1); // [groups, batch, shared]
+    let shared_by_group = shared.reshape([num_shared, groups, group_size]).swap_dims(0, 1); // [groups, shared, P·D]
+    let mixed = shared_weights.matmul(shared_by_group).swap_dims(0, 1); // [batch, groups, P·D]
+    let mixed = match own {
+        None => mixed,
+        Some(own) => mixed + weights.narrow(2, num_shared, 1) * own.reshape([batch, groups, group_size]),
+    };
+    mixed.reshape([batch, len, width])
+}
+
+/// The gradients of [`FusedRouting::softmax_mix`] against logits, shared and own sources, from the
+/// forward's weights (the formulas in the module docs).
+///
+/// # Shapes
+/// - `grad`: `[batch, len, width]`, `weights`: `[batch, groups, sources]`, the sources as in the forward
+fn softmax_mix_backward<B: Backend>(
+    grad: Tensor<B, 3>,
+    weights: Tensor<B, 3>,
+    shared: Tensor<B, 3>,
+    own: Option<Tensor<B, 3>>,
+    temperature: f32,
+) -> (Tensor<B, 3>, Tensor<B, 3>, Option<Tensor<B, 3>>) {
+    let [batch, groups, _] = weights.dims();
+    let [num_shared, len, width] = shared.dims();
+    let group_size = len / groups * width;
+    let grad = grad.reshape([batch, groups, group_size]);
+    let grad_by_group = grad.clone().swap_dims(0, 1); // [groups, batch, P·D]
+    let shared_by_group = shared.reshape([num_shared, groups, group_size]).swap_dims(0, 1); // [groups, shared, P·D]
+    let mut against = grad_by_group.clone().matmul(shared_by_group.swap_dims(1, 2)).swap_dims(0, 1); // [batch, groups, shared]
+    let own = own.map(|own| own.reshape([batch, groups, group_size]));
+    if let Some(own) = &own {
+        against = Tensor::cat(vec![against, (grad.clone() * own.clone()).sum_dim(2)], 2);
+    }
+    let centred = against.clone() - (against * weights.clone()).sum_dim(2);
+    let d_logits = (weights.clone() * centred) / temperature;
+    let shared_weights = weights.clone().narrow(2, 0, num_shared).swap_dims(0, 1); // [groups, batch, shared]
+    let d_shared = shared_weights.swap_dims(1, 2).matmul(grad_by_group).swap_dims(0, 1).reshape([num_shared, len, width]);
+    let d_own = own.map(|_| (weights.narrow(2, num_shared, 1) * grad).reshape([batch, len, width]));
+    (d_logits, d_shared, d_own)
 }
 
 impl FusedRouting for burn::backend::Flex {}
 
+/// The backward's state: the forward's weights, the shared and own sources, the temperature.
+type MixState<B> = (FloatTensor<B>, FloatTensor<B>, Option<FloatTensor<B>>, f32);
+
+/// [`FusedRouting::softmax_mix`] as a node of the autodiff graph, `N` = 2 (logits, shared) or 3 (and own).
+#[derive(Debug)]
+struct SoftmaxMix;
+
+impl<B: Backend, const N: usize> Backward<B, N> for SoftmaxMix {
+    type State = MixState<B>;
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let (weights, shared, own, temperature) = ops.state;
+        let grad = tensor::<B>(grads.consume::<B>(&ops.node));
+        let (d_logits, d_shared, d_own) = softmax_mix_backward(grad, tensor(weights), tensor(shared), own.map(tensor), temperature);
+        let mut parents = ops.parents.into_iter();
+        let mut register = |g: Option<Tensor<B, 3>>| {
+            if let (Some(Some(node)), Some(g)) = (parents.next(), g) {
+                grads.register::<B>(node.id, primitive(g));
+            }
+        };
+        register(Some(d_logits));
+        register(Some(d_shared));
+        register(d_own);
+    }
+}
+
 impl<B: FusedRouting, C: CheckpointStrategy> FusedRouting for Autodiff<B, C> {
-    fn softmax_mix(logits: FloatTensor<Self>, experts: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct SoftmaxMix;
-
-        impl<B: Backend> Backward<B, 2> for SoftmaxMix {
-            /// The softmax weights `[batch, experts]` and the experts `[experts, len, width]`.
-            type State = (FloatTensor<B>, FloatTensor<B>);
-
-            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-                let (weights, experts) = ops.state;
-                let [batch, num_experts] = dims2(&weights.shape());
-                let [_, len, width] = dims3(&experts.shape());
-                let flat = B::float_reshape(experts, Shape::new([num_experts, len * width]));
-                let weights_for_experts = weights.clone();
-                binary::<B, _, _>(
-                    ops.parents,
-                    ops.node,
-                    grads,
-                    |grad| {
-                        let grad = B::float_reshape(grad, Shape::new([batch, len * width]));
-                        let grad_weights = B::float_matmul(grad, B::float_transpose(flat)); // [batch, experts]
-                        let weighted = B::float_sum_dim(B::float_mul(grad_weights.clone(), weights.clone()), 1);
-                        B::float_mul(weights, B::float_sub(grad_weights, weighted))
-                    },
-                    |grad| {
-                        let grad = B::float_reshape(grad, Shape::new([batch, len * width]));
-                        B::float_reshape(B::float_matmul(B::float_transpose(weights_for_experts), grad), Shape::new([num_experts, len, width]))
-                    },
-                );
+    fn softmax_mix(logits: FloatTensor<Self>, shared: FloatTensor<Self>, own: Option<FloatTensor<Self>>, softmax_of: RoutingSoftmax) -> FloatTensor<Self> {
+        fn run<B: FusedRouting, C: CheckpointStrategy, const N: usize>(
+            kind: OpsKind<SoftmaxMix, B, MixState<B>, C, N>,
+            logits: FloatTensor<B>,
+            shared: FloatTensor<B>,
+            own: Option<FloatTensor<B>>,
+            softmax_of: RoutingSoftmax,
+        ) -> FloatTensor<Autodiff<B, C>> {
+            match kind {
+                OpsKind::Tracked(prep) => {
+                    let weights = primitive(routing_weights::<B>(tensor(logits.clone()), softmax_of));
+                    let output = B::softmax_mix(logits, shared.clone(), own.clone(), softmax_of);
+                    prep.finish((weights, shared, own, softmax_of.temperature), output)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(B::softmax_mix(logits, shared, own, softmax_of)),
             }
         }
-
-        match SoftmaxMix.prepare::<C>([logits.node.clone(), experts.node.clone()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let weights = B::softmax(logits.primitive.clone(), 1);
-                let output = B::softmax_mix(logits.primitive, experts.primitive.clone());
-                prep.finish((weights, experts.primitive), output)
+        match own {
+            None => {
+                let kind = Backward::<B, 2>::prepare::<C>(SoftmaxMix, [logits.node.clone(), shared.node.clone()]).compute_bound().stateful();
+                run(kind, logits.primitive, shared.primitive, None, softmax_of)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::softmax_mix(logits.primitive, experts.primitive)),
+            Some(own) => {
+                let nodes = [logits.node.clone(), shared.node.clone(), own.node.clone()];
+                let kind = Backward::<B, 3>::prepare::<C>(SoftmaxMix, nodes).compute_bound().stateful();
+                run(kind, logits.primitive, shared.primitive, Some(own.primitive), softmax_of)
+            }
         }
     }
 }
@@ -104,96 +260,191 @@ impl<B: FusedRouting, C: CheckpointStrategy> FusedRouting for Autodiff<B, C> {
 /// [`FusedRouting::softmax_mix`] on tensors.
 ///
 /// # Shapes
-/// - `logits`: `[batch, experts]`, `experts`: `[experts, len, width]`
+/// - `logits`: `[batch, groups, sources]` with `sources = shared + (own ? 1 : 0)`
+/// - `shared`: `[shared, len, width]`, `own`: `[batch, len, width]`; `groups` divides `len`
 /// - output: `[batch, len, width]`
-pub fn softmax_mix<B: FusedRouting>(logits: Tensor<B, 2>, experts: Tensor<B, 3>) -> Tensor<B, 3> {
-    Tensor::from_primitive(TensorPrimitive::Float(B::softmax_mix(logits.into_primitive().tensor(), experts.into_primitive().tensor())))
+///
+/// # Panics
+/// If the shapes disagree (the message names the dimensions).
+pub fn softmax_mix<B: FusedRouting>(logits: Tensor<B, 3>, shared: Tensor<B, 3>, own: Option<Tensor<B, 3>>, softmax_of: RoutingSoftmax) -> Tensor<B, 3> {
+    check_shapes(logits.dims(), shared.dims(), own.as_ref().map(Tensor::dims));
+    tensor(B::softmax_mix(primitive(logits), primitive(shared), own.map(primitive), softmax_of))
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use burn::backend::Flex;
     use burn::tensor::Distribution;
-    use burn::tensor::activation::softmax;
 
     type AB = Autodiff<Flex>;
 
     /// `max |a − b| / max |b|`: the error relative to the tensor's scale (an element-wise ratio
     /// would blow up on entries that are themselves near zero).
-    fn max_relative_error<const D: usize>(a: Tensor<Flex, D>, b: Tensor<Flex, D>) -> f32 {
+    pub(crate) fn max_relative_error<const D: usize>(a: Tensor<Flex, D>, b: Tensor<Flex, D>) -> f32 {
         let (a, b) = (a.into_data().to_vec::<f32>().unwrap(), b.into_data().to_vec::<f32>().unwrap());
         assert_eq!(a.len(), b.len());
         let scale = b.iter().fold(0f32, |m, y| m.max(y.abs()));
         a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
     }
 
-    #[test]
-    fn forward_and_gradients_match_the_composed_reference() {
-        let device = Default::default();
-        for (batch, experts, len, width) in [(3, 4, 2, 5), (8, 16, 6, 24)] {
-            let logits = Tensor::<Flex, 2>::random([batch, experts], Distribution::Normal(0.0, 2.0), &device);
-            let prompts = Tensor::<Flex, 3>::random([experts, len, width], Distribution::Normal(0.0, 1.0), &device);
-            let upstream = Tensor::<Flex, 3>::random([batch, len, width], Distribution::Normal(0.0, 1.0), &device);
+    /// One test case: shapes and the softmax.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct Case {
+        pub batch: usize,
+        pub groups: usize,
+        pub shared: usize,
+        pub own: bool,
+        pub len: usize,
+        pub width: usize,
+        pub softmax: RoutingSoftmax,
+    }
 
-            let run = |fused: bool| {
-                let l = Tensor::<AB, 2>::from_inner(logits.clone()).require_grad();
-                let p = Tensor::<AB, 3>::from_inner(prompts.clone()).require_grad();
-                let out = if fused {
-                    softmax_mix(l.clone(), p.clone())
-                } else {
-                    softmax(l.clone(), 1).matmul(p.clone().reshape([experts, len * width])).reshape([batch, len, width])
-                };
-                let grads = (out.clone() * Tensor::from_inner(upstream.clone())).sum().backward();
-                (out.inner(), l.grad(&grads).unwrap(), p.grad(&grads).unwrap())
-            };
-            let (out, d_logits, d_prompts) = run(true);
-            let (out_ref, d_logits_ref, d_prompts_ref) = run(false);
-            assert!(max_relative_error(out, out_ref) < 1e-4);
-            assert!(max_relative_error(d_logits, d_logits_ref) < 1e-4);
-            assert!(max_relative_error(d_prompts, d_prompts_ref) < 1e-4);
+    /// MoPE-like (one group, no own source) and pMoE-like (a group per slot, an own source) cases,
+    /// dense and top-k, with a temperature.
+    pub(crate) const CASES: [Case; 4] = [
+        Case { batch: 3, groups: 1, shared: 4, own: false, len: 2, width: 5, softmax: RoutingSoftmax::DENSE },
+        Case { batch: 32, groups: 1, shared: 8, own: false, len: 6, width: 96, softmax: RoutingSoftmax { temperature: 0.1, top_k: 2 } },
+        Case { batch: 4, groups: 3, shared: 2, own: true, len: 3, width: 7, softmax: RoutingSoftmax { temperature: 0.5, top_k: 0 } },
+        Case { batch: 5, groups: 2, shared: 5, own: true, len: 4, width: 16, softmax: RoutingSoftmax { temperature: 2.0, top_k: 3 } },
+    ];
+
+    /// Fresh random logits, shared and own sources, and an upstream gradient for `case`, on `flex`.
+    pub(crate) fn random_inputs(case: Case) -> [Tensor<Flex, 3>; 4] {
+        let device = Default::default();
+        let sources = case.shared + usize::from(case.own);
+        let normal = |shape: [usize; 3], std| Tensor::<Flex, 3>::random(shape, Distribution::Normal(0.0, std), &device);
+        [
+            normal([case.batch, case.groups, sources], 2.0),
+            normal([case.shared, case.len, case.width], 1.0),
+            normal([case.batch, case.len, case.width], 1.0),
+            normal([case.batch, case.len, case.width], 1.0),
+        ]
+    }
+
+    /// Forward output and the gradients of logits, shared and own sources (a placeholder without
+    /// an own source), on `Autodiff<B>`, of `sum(mix · upstream)`.
+    pub(crate) fn run_op<B: FusedRouting>(case: Case, inputs: &[Tensor<Flex, 3>; 4], fused: bool, device: &B::Device) -> [Tensor<Flex, 3>; 4] {
+        let to = |t: &Tensor<Flex, 3>| Tensor::<Autodiff<B>, 3>::from_data(t.to_data(), device).require_grad();
+        let (logits, shared, own) = (to(&inputs[0]), to(&inputs[1]), to(&inputs[2]));
+        let own = case.own.then_some(own);
+        let out = if fused {
+            softmax_mix(logits.clone(), shared.clone(), own.clone(), case.softmax)
+        } else {
+            softmax_mix_reference(logits.clone(), shared.clone(), own.clone(), case.softmax)
+        };
+        let upstream = Tensor::<Autodiff<B>, 3>::from_data(inputs[3].to_data(), device);
+        let grads = (out.clone() * upstream).sum().backward();
+        let back = |t: Tensor<B, 3>| Tensor::<Flex, 3>::from_data(t.into_data(), &Default::default());
+        let none = Tensor::<Flex, 3>::zeros([1, 1, 1], &Default::default());
+        [
+            back(out.inner()),
+            back(logits.grad(&grads).unwrap()),
+            back(shared.grad(&grads).unwrap()),
+            own.map_or(none, |own| back(own.grad(&grads).unwrap())),
+        ]
+    }
+
+    /// Asserts that every output of `got` is within 1e-4 of the composed reference on `flex`.
+    pub(crate) fn assert_matches_reference(case: Case, inputs: &[Tensor<Flex, 3>; 4], got: [Tensor<Flex, 3>; 4]) {
+        let expected = run_op::<Flex>(case, inputs, false, &Default::default());
+        let compared = if case.own { 4 } else { 3 };
+        for (name, (got, expected)) in ["output", "d logits", "d shared", "d own"].iter().zip(got.into_iter().zip(expected)).take(compared) {
+            let error = max_relative_error(got, expected);
+            assert!(error < 1e-4, "{case:?}: {name} off by {error:e}");
         }
     }
 
-    /// The CubeCL kernel on wgpu (lavapipe on a CPU-only machine) against the composed
-    /// reference on `flex`: forward and gradients, fresh random inputs.
-    #[cfg(feature = "wgpu")]
     #[test]
-    fn the_wgpu_kernel_matches_the_reference() {
-        use burn::backend::Wgpu;
-        type G = Autodiff<Wgpu>;
-        let device = Default::default();
-        let gpu = Default::default();
-        for (batch, experts, len, width) in [(3, 4, 2, 5), (32, 8, 6, 96)] {
-            let logits = Tensor::<Flex, 2>::random([batch, experts], Distribution::Normal(0.0, 2.0), &device);
-            let prompts = Tensor::<Flex, 3>::random([experts, len, width], Distribution::Normal(0.0, 1.0), &device);
-            let upstream = Tensor::<Flex, 3>::random([batch, len, width], Distribution::Normal(0.0, 1.0), &device);
-            let l = Tensor::<G, 2>::from_data(logits.to_data(), &gpu).require_grad();
-            let p = Tensor::<G, 3>::from_data(prompts.to_data(), &gpu).require_grad();
-            let out = softmax_mix(l.clone(), p.clone());
-            let grads = (out.clone() * Tensor::<G, 3>::from_data(upstream.to_data(), &gpu)).sum().backward();
-            let got = (
-                Tensor::<Flex, 3>::from_data(out.into_data(), &device),
-                Tensor::<Flex, 2>::from_data(l.grad(&grads).unwrap().into_data(), &device),
-                Tensor::<Flex, 3>::from_data(p.grad(&grads).unwrap().into_data(), &device),
-            );
-            let l = Tensor::<AB, 2>::from_inner(logits).require_grad();
-            let p = Tensor::<AB, 3>::from_inner(prompts).require_grad();
-            let reference = softmax(l.clone(), 1).matmul(p.clone().reshape([experts, len * width])).reshape([batch, len, width]);
-            let grads = (reference.clone() * Tensor::from_inner(upstream)).sum().backward();
-            assert!(max_relative_error(got.0, reference.inner()) < 1e-4);
-            assert!(max_relative_error(got.1, l.grad(&grads).unwrap()) < 1e-4);
-            assert!(max_relative_error(got.2, p.grad(&grads).unwrap()) < 1e-4);
+    fn forward_and_gradients_match_the_composed_reference() {
+        for case in CASES {
+            let inputs = random_inputs(case);
+            let got = run_op::<Flex>(case, &inputs, true, &Default::default());
+            assert_matches_reference(case, &inputs, got);
+        }
+    }
+
+    /// The reference against the formula by hand, element by element (so that the fused forms
+    /// and the reference cannot agree on a wrong answer).
+    #[test]
+    fn the_reference_is_the_formula() {
+        for case in CASES {
+            let [logits, shared, own, _] = random_inputs(case);
+            let got = softmax_mix_reference(logits.clone(), shared.clone(), case.own.then(|| own.clone()), case.softmax);
+            let (l, s, o) = (logits.to_data().to_vec::<f32>().unwrap(), shared.to_data().to_vec::<f32>().unwrap(), own.to_data().to_vec::<f32>().unwrap());
+            let got = got.to_data().to_vec::<f32>().unwrap();
+            let sources = case.shared + usize::from(case.own);
+            for b in 0..case.batch {
+                for t in 0..case.len {
+                    let g = t / (case.len / case.groups);
+                    let row = &l[(b * case.groups + g) * sources..][..sources];
+                    let mut order: Vec<usize> = (0..sources).collect();
+                    order.sort_by(|&i, &j| row[j].total_cmp(&row[i]));
+                    let kept = if case.softmax.is_sparse(sources) { &order[..case.softmax.top_k] } else { &order[..] };
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let exp: Vec<f32> = (0..sources).map(|i| if kept.contains(&i) { ((row[i] - max) / case.softmax.temperature).exp() } else { 0.0 }).collect();
+                    let total: f32 = exp.iter().sum();
+                    for d in 0..case.width {
+                        let value = |i: usize| if i < case.shared { s[(i * case.len + t) * case.width + d] } else { o[(b * case.len + t) * case.width + d] };
+                        let expected: f32 = (0..sources).map(|i| exp[i] / total * value(i)).sum();
+                        let actual = got[(b * case.len + t) * case.width + d];
+                        assert!((actual - expected).abs() < 1e-5, "{case:?} at {b},{t},{d}: {actual} vs {expected}");
+                    }
+                }
+            }
         }
     }
 
     #[test]
     fn untracked_inputs_take_the_plain_forward() {
         let device = Default::default();
-        let logits = Tensor::<AB, 2>::random([2, 3], Distribution::Default, &device);
+        let logits = Tensor::<AB, 3>::random([2, 1, 3], Distribution::Default, &device);
         let prompts = Tensor::<AB, 3>::random([3, 2, 4], Distribution::Default, &device);
-        let out = softmax_mix(logits.clone(), prompts.clone());
-        let reference = softmax(logits, 1).matmul(prompts.reshape([3, 8])).reshape([2, 2, 4]);
+        let out = softmax_mix(logits.clone(), prompts.clone(), None, RoutingSoftmax::DENSE);
+        let reference = softmax_mix_reference(logits, prompts, None, RoutingSoftmax::DENSE);
         assert!(max_relative_error(out.inner(), reference.inner()) < 1e-5);
+    }
+
+    #[test]
+    #[should_panic(expected = "3 logits per row for 3 shared sources and an own one")]
+    fn a_missing_logit_is_named() {
+        let device = Default::default();
+        let logits = Tensor::<Flex, 3>::zeros([2, 1, 3], &device);
+        softmax_mix(logits, Tensor::zeros([3, 2, 4], &device), Some(Tensor::zeros([2, 2, 4], &device)), RoutingSoftmax::DENSE);
+    }
+
+    #[test]
+    #[should_panic(expected = "4 routing groups do not divide the 6 prompt tokens")]
+    fn groups_must_divide_the_tokens() {
+        let device = Default::default();
+        softmax_mix(Tensor::<Flex, 3>::zeros([2, 4, 3], &device), Tensor::zeros([3, 6, 4], &device), None, RoutingSoftmax::DENSE);
+    }
+
+    /// The CubeCL kernel on wgpu (lavapipe on a CPU-only machine) against the composed
+    /// reference on `flex`: forward and gradients, fresh random inputs, every case.
+    #[cfg(feature = "wgpu")]
+    #[test]
+    fn the_wgpu_kernel_matches_the_reference() {
+        for case in CASES {
+            let inputs = random_inputs(case);
+            let got = run_op::<burn::backend::Wgpu>(case, &inputs, true, &Default::default());
+            assert_matches_reference(case, &inputs, got);
+        }
+    }
+
+    /// The same on CUDA when a GPU is present; says so when it is skipped.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn the_cuda_kernel_matches_the_reference() {
+        use burn::backend::Cuda;
+        let Ok(_) = std::panic::catch_unwind(|| Tensor::<Cuda, 1>::zeros([1], &Default::default()).into_data()) else {
+            eprintln!("SKIPPED the_cuda_kernel_matches_the_reference: no CUDA device could be opened");
+            return;
+        };
+        for case in CASES {
+            let inputs = random_inputs(case);
+            let got = run_op::<Cuda>(case, &inputs, true, &Default::default());
+            assert_matches_reference(case, &inputs, got);
+        }
     }
 }

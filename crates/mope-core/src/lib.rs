@@ -18,7 +18,7 @@
 //! | [`encoder`] | [`PromptableEncoder`], the contract a frozen backbone implements so prompts can reach its layers |
 //! | [`deep_prompt`] | [`forward_prompted`], deep prompt insertion (VPT-deep style) through any encoder |
 //! | [`experts`] | [`PromptExperts`] `[num_experts, prompt_len, d_model]` and their mixture |
-//! | [`fused`] | [`FusedRouting`]: softmax over experts fused with their mixture, a backend hook with the composed reference and a hand-written backward |
+//! | [`fused`] | [`FusedRouting`]: softmax over sources (temperature, top-k) fused with their mixture, for MoPE's experts and pMoE's dispatcher; a backend hook with the composed reference and a hand-written backward |
 //! | `fused_cube` | (features `wgpu`, `cuda`) the same as one CubeCL kernel |
 //! | [`router`] | [`Router`]: pairing-prior routing with frozen orthogonal keys, temperature, noise, top-k |
 //! | [`orthogonal`] | deterministic orthogonal matrices (the router keys) |
@@ -56,7 +56,7 @@ pub use classifier::{
 pub use deep_prompt::{LayerPromptSource, PromptedTokens, forward_prompted};
 pub use encoder::{EncoderTokens, PromptableEncoder, square_feature_map};
 pub use experts::{PromptExperts, PromptExpertsConfig};
-pub use fused::{FusedRouting, softmax_mix};
+pub use fused::{FusedRouting, RoutingSoftmax, softmax_mix};
 pub use mapper::{PromptMapper, PromptMapperConfig};
 pub use params::{FloatParam, ModuleParams, ParamSummary, float_params, materialize, params_with_gradient, replace_float_params, unfreeze};
 pub use prompts::{MopePrompts, MopePromptsConfig, MopeRun};

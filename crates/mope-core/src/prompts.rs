@@ -10,6 +10,7 @@ use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Bool, Tensor, backend::Backend};
 
+use crate::fused::FusedRouting;
 use crate::deep_prompt::LayerPromptSource;
 use crate::experts::{PromptExperts, PromptExpertsConfig, vpt_init_range};
 use crate::mapper::{PromptMapper, PromptMapperConfig};
@@ -223,7 +224,7 @@ pub fn masked_mean<B: Backend>(hidden: Tensor<B, 3>, mask_pad: Option<&Tensor<B,
     }
 }
 
-impl<B: Backend> LayerPromptSource<B> for MopeRun<'_, B> {
+impl<B: FusedRouting> LayerPromptSource<B> for MopeRun<'_, B> {
     fn prompts(
         &mut self,
         layer: usize,
@@ -242,7 +243,7 @@ impl<B: Backend> LayerPromptSource<B> for MopeRun<'_, B> {
                 Tensor::zeros([batch, 1], &hidden.device())
             });
             let routing = router.forward(masked_mean(hidden.clone(), mask_pad), y);
-            parts.push(experts.mix(routing.weights.clone()));
+            parts.push(experts.mix_routed(routing.logits.clone(), routing.softmax));
             self.routing.push((layer, routing));
         }
         if let Some(m) = self.mapped.iter().find(|m| m.dims()[2] == d_model) {
@@ -280,7 +281,7 @@ mod tests {
         let layer = prompts.layers[1].as_ref().unwrap();
         let static_part = layer.static_prompt.as_ref().unwrap().val().unsqueeze_dim::<3>(0).repeat_dim(0, 2);
         let routing = layer.router.as_ref().unwrap().forward(hidden.clone().mean_dim(1).squeeze_dim(1), y.clone());
-        let dynamic = layer.experts.as_ref().unwrap().mix(routing.weights);
+        let dynamic = layer.experts.as_ref().unwrap().mix_routed(routing.logits, routing.softmax);
         let mapped = prompts.mapped.as_ref().unwrap().forward(y).remove(0);
         let expected = Tensor::cat(vec![static_part, dynamic, mapped], 1);
         p.to_data().assert_approx_eq::<f32>(&expected.to_data(), Tolerance::default());

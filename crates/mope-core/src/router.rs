@@ -12,8 +12,9 @@
 use burn::config::Config;
 use burn::module::{Module, Param, ParamId};
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{Distribution, Int, Tensor, TensorData, backend::Backend};
+use burn::tensor::{Distribution, Tensor, TensorData, backend::Backend};
 
+use crate::fused::{RoutingSoftmax, routing_weights};
 use crate::orthogonal::orthogonal;
 
 /// The options of a router that do not depend on the encoders it connects (shared by all
@@ -82,8 +83,10 @@ pub struct Router<B: Backend> {
 pub struct RoutingOutput<B: Backend> {
     /// Logits after temperature and noise, before softmax. Shape `[batch, num_experts]`.
     pub logits: Tensor<B, 2>,
-    /// Expert weights; each row sums to 1. Shape `[batch, num_experts]`.
+    /// Expert weights, `softmax(top_k(logits))`; each row sums to 1. Shape `[batch, num_experts]`.
     pub weights: Tensor<B, 2>,
+    /// How `logits` become `weights`, for the fused mixture ([`crate::PromptExperts::mix_routed`]).
+    pub softmax: RoutingSoftmax,
 }
 
 impl RouterConfig {
@@ -153,33 +156,12 @@ impl<B: Backend> Router<B> {
         if self.noise_std > 0.0 && (training || self.noise_at_eval) {
             logits = logits.clone() + logits.random_like(Distribution::Normal(0.0, self.noise_std));
         }
-        let weights = if self.top_k > 0 && self.top_k < self.num_experts() {
-            let mask = top_k_mask(logits.clone(), self.top_k);
-            burn::tensor::activation::softmax(logits.clone().mask_fill(mask.bool_not(), f32::NEG_INFINITY), 1)
-        } else {
-            burn::tensor::activation::softmax(logits.clone(), 1)
-        };
-        RoutingOutput { logits, weights }
+        // The temperature is applied before the noise, as in the official code; the mixture's
+        // softmax then runs at temperature 1 over these logits.
+        let softmax = RoutingSoftmax { temperature: 1.0, top_k: self.top_k };
+        let weights = routing_weights(logits.clone().unsqueeze_dim(1), softmax).squeeze_dim(1);
+        RoutingOutput { logits, weights, softmax }
     }
-}
-
-/// `true` at the `k` largest entries of each row.
-///
-/// # Shapes
-/// - `logits`: `[batch, num_experts]`; output `[batch, num_experts]`
-pub fn top_k_mask<B: Backend>(logits: Tensor<B, 2>, k: usize) -> Tensor<B, 2, burn::tensor::Bool> {
-    let [batch, num_experts] = logits.dims();
-    let device = logits.device();
-    let (_, indices) = logits.sort_descending_with_indices(1);
-    let chosen: Tensor<B, 2, Int> = indices.narrow(1, 0, k);
-    Tensor::<B, 2>::zeros([batch, num_experts], &device)
-        .scatter(
-            1,
-            chosen,
-            Tensor::ones([batch, k], &device),
-            burn::tensor::IndexingUpdateOp::Add,
-        )
-        .greater_elem(0.5)
 }
 
 #[cfg(test)]

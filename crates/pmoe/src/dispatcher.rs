@@ -16,13 +16,14 @@
 //! ViT-B experts, all 768 wide) and a learned linear map where they do not. The gate starts at
 //! zero, so every slot starts as the plain mean of its sources. With a single source (one expert,
 //! nothing carried) the weight is exactly 1 and the dispatcher hands the expert its own EPTs:
-//! deep prompt tuning.
+//! deep prompt tuning. The mixture is [`mope_core::fused`]'s softmax-mixture with one routing
+//! group per slot (one CubeCL kernel on `wgpu`/`cuda`).
 
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Initializer, Linear, LinearConfig};
-use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Tensor, backend::Backend};
+use mope_core::fused::{FusedRouting, RoutingSoftmax, routing_weights, softmax_mix};
 use mope_core::prompts::masked_mean;
 
 /// Configuration of a [`TokenDispatcher`].
@@ -116,7 +117,9 @@ impl<B: Backend> TokenDispatcher<B> {
     pub fn num_sources(&self) -> usize {
         self.num_sources
     }
+}
 
+impl<B: FusedRouting> TokenDispatcher<B> {
     /// Builds the target expert's prompt tokens.
     ///
     /// # Shapes
@@ -150,11 +153,10 @@ impl<B: Backend> TokenDispatcher<B> {
             None => Tensor::zeros([batch, width], &patches.device()),
         };
         let logits = self.gate.forward(standardise(Tensor::cat(vec![patch_mean, carried_mean], 1))).reshape([batch, len, sources]);
-        let weights = softmax(logits / self.temperature, 2);
+        let softmax = RoutingSoftmax::new(self.temperature, None);
+        let weights = routing_weights(logits.clone(), softmax);
 
-        // Σ_j w[b, i, j] · src_j[i]: a batched matmul with the slot as the batch dimension.
-        let num_experts = epts.len();
-        let sources_per_slot: Vec<Tensor<B, 3>> = epts
+        let shared: Vec<Tensor<B, 3>> = epts
             .iter()
             .zip(&self.projections)
             .map(|(ept, proj)| {
@@ -164,15 +166,11 @@ impl<B: Backend> TokenDispatcher<B> {
                     Some(linear) => linear.forward(ept.clone()),
                     None => ept.clone(),
                 };
-                ept.unsqueeze_dim::<3>(1) // [len, 1, width]
+                ept.unsqueeze_dim::<3>(0) // [1, len, width]
             })
             .collect();
-        let ept_sources = Tensor::cat(sources_per_slot, 1); // [len, K, width]
-        let ept_weights = weights.clone().narrow(2, 0, num_experts).swap_dims(0, 1); // [len, batch, K]
-        let mut prompts = ept_weights.matmul(ept_sources).swap_dims(0, 1); // [batch, len, width]
-        if let Some(carried) = carried {
-            prompts = prompts + weights.clone().narrow(2, num_experts, 1) * carried;
-        }
+        // One routing group per prompt slot; the carried prompt is the own (per-instance) source.
+        let prompts = softmax_mix(logits, Tensor::cat(shared, 0), carried, softmax);
         DispatchOutput { prompts, weights }
     }
 }

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use burn::module::ParamId;
 use burn::optim::{AdamW, Optimizer, adaptor::OptimizerAdaptor};
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
-use burn::tensor::backend::AutodiffBackend;
+use crate::device::TrainBackend;
 use mope_core::float_params;
 
 use crate::model::Model;
@@ -42,7 +42,7 @@ struct SavedState {
     param_ids: BTreeMap<String, u64>,
 }
 
-fn trainable_ids<B: AutodiffBackend>(model: &Model<B>) -> BTreeMap<String, ParamId> {
+fn trainable_ids<B: TrainBackend>(model: &Model<B>) -> BTreeMap<String, ParamId> {
     float_params::<B, Model<B>>(model, |_, _| false).into_iter().filter(|p| p.trainable).map(|p| (p.path, p.id)).collect()
 }
 
@@ -50,7 +50,7 @@ fn trainable_ids<B: AutodiffBackend>(model: &Model<B>) -> BTreeMap<String, Param
 pub type TrainOptimizer<M, B> = OptimizerAdaptor<AdamW, M, B>;
 
 /// Saves the model's adapter, the optimiser state and `state` under `dir`.
-pub fn save<B: AutodiffBackend>(
+pub fn save<B: TrainBackend>(
     dir: &Path,
     model: &Model<B>,
     optimizer: &TrainOptimizer<Model<B>, B>,
@@ -81,7 +81,7 @@ pub fn exists(dir: &Path) -> bool {
 pub type Restored<B> = (Model<B>, TrainOptimizer<Model<B>, B>, LoopState);
 
 /// Loads the checkpoint in `dir` into `model` and `optimizer`.
-pub fn load<B: AutodiffBackend>(dir: &Path, model: Model<B>, optimizer: TrainOptimizer<Model<B>, B>) -> Result<Restored<B>> {
+pub fn load<B: TrainBackend>(dir: &Path, model: Model<B>, optimizer: TrainOptimizer<Model<B>, B>) -> Result<Restored<B>> {
     let path: PathBuf = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
     let saved: SavedState = serde_json::from_str(&text).with_context(|| format!("{}: not a checkpoint state", path.display()))?;

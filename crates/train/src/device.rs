@@ -4,6 +4,13 @@
 
 use anyhow::{Result, bail};
 use burn::tensor::backend::AutodiffBackend;
+use mope_core::FusedRouting;
+
+/// An autodiff backend the trainer runs on: with the fused routing operation
+/// ([`mope_core::fused`]) on it and on its inner backend (validation runs there).
+pub trait TrainBackend: AutodiffBackend<InnerBackend: FusedRouting> + FusedRouting {}
+
+impl<B> TrainBackend for B where B: AutodiffBackend<InnerBackend: FusedRouting> + FusedRouting {}
 
 /// A device name from the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +41,7 @@ pub trait BackendJob {
     /// What the work returns.
     type Output;
     /// Runs on backend `B` (its default device).
-    fn run<B: AutodiffBackend>(self) -> Result<Self::Output>;
+    fn run<B: TrainBackend>(self) -> Result<Self::Output>;
 }
 
 /// Runs `job` on the chosen backend.

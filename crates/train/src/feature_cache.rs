@@ -7,11 +7,12 @@
 //! and the dataset root. Both are written atomically; a file that does not match is ignored and
 //! rebuilt.
 
+use mope_core::FusedRouting;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::pair::{PairPrepare, PreparedPair};
@@ -37,7 +38,7 @@ struct Index {
 impl FeatureCache {
     /// A cache for `model`, active only when its complementary features are constant; kept on
     /// disk under `store` (a path without extension) if given.
-    pub fn for_model<B: Backend>(model: &Model<B>, store: Option<PathBuf>) -> Self {
+    pub fn for_model<B: FusedRouting>(model: &Model<B>, store: Option<PathBuf>) -> Self {
         let unused = !model.reads_complementary();
         let enabled = !unused && model.complementary_prompts().is_none();
         let mut cache = Self { enabled, unused, rows: HashMap::new(), store: store.filter(|_| enabled), dirty: false };
@@ -67,7 +68,7 @@ impl FeatureCache {
     ///
     /// # Shapes
     /// - output: `[items.len(), d_complementary]`
-    pub fn features<B: Backend>(
+    pub fn features<B: FusedRouting>(
         &mut self,
         model: &Model<B>,
         prepare: &PairPrepare,

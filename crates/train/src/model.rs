@@ -7,10 +7,10 @@ use backbones::AnyInput;
 use burn::module::Module;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use burn::tensor::backend::AutodiffBackend;
+use crate::device::TrainBackend;
 use burn::tensor::{Tensor, backend::Backend};
 use data::image::ImagePreprocess;
-use mope_core::{AdapterConfig, AdapterError, AdapterSaveReport, MopePrompts, MultimodalClassifier, ParamSummary, RoutingOutput};
+use mope_core::{AdapterConfig, AdapterError, AdapterSaveReport, FusedRouting, MopePrompts, MultimodalClassifier, ParamSummary, RoutingOutput};
 use pmoe::{Dispatch, PmoeClassifier};
 
 /// MoPE and its baselines over two run-time-chosen encoders.
@@ -85,7 +85,7 @@ impl<B: Backend, const D: usize> ModelOutput<B, D> {
     }
 }
 
-impl<B: Backend> Model<B> {
+impl<B: FusedRouting> Model<B> {
     /// Deep prompts of the complementary encoder (trained at their own learning rate).
     pub fn complementary_prompts(&self) -> Option<&MopePrompts<B>> {
         match self {
@@ -158,7 +158,7 @@ impl<B: Backend> Model<B> {
 
 /// Adapters and parameter tables are those of the classifier inside, so that their keys read
 /// `prompts.…`, `head.…` whichever family the run is of.
-impl<B: AutodiffBackend> Model<B> {
+impl<B: TrainBackend> Model<B> {
     /// Saves the trainable parameters (see [`mope_core::save_adapter`]).
     pub fn save_adapter(&self, dir: &std::path::Path, method: &str, base_model: serde_json::Value, config: serde_json::Value) -> Result<AdapterSaveReport, AdapterError> {
         match self {
@@ -176,7 +176,7 @@ impl<B: AutodiffBackend> Model<B> {
     }
 }
 
-impl<B: Backend> Model<B> {
+impl<B: FusedRouting> Model<B> {
     /// Loads an adapter saved by [`save_adapter`](Model::save_adapter) (see
     /// [`mope_core::load_adapter`]).
     pub fn load_adapter(self, dir: &std::path::Path) -> Result<(Self, AdapterConfig), AdapterError> {

@@ -11,9 +11,10 @@ use backbones::presets::default_weights_dir;
 use backbones::{AnyEncoder, EncoderOptions, LoadedEncoder, load_encoder};
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
-use burn::tensor::{ElementConversion, backend::AutodiffBackend, backend::Backend};
+use burn::tensor::{ElementConversion, backend::Backend};
+use crate::device::TrainBackend;
 use data::{LoaderConfig, Sample, Split, batches};
-use mope_core::{MopePromptsConfig, MultimodalClassifierConfig, RouterSettings, materialize};
+use mope_core::{FusedRouting, MopePromptsConfig, MultimodalClassifierConfig, RouterSettings, materialize};
 use pmoe::PmoeConfig;
 use serde_json::json;
 
@@ -249,7 +250,7 @@ fn loader(batch_size: usize, workers: usize, shuffle: Option<u64>, drop_last: bo
 
 /// Evaluates `model` on `samples`.
 #[allow(clippy::too_many_arguments)]
-pub fn evaluate<B: Backend>(
+pub fn evaluate<B: FusedRouting>(
     model: &Model<B>,
     prepare: &Arc<PairPrepare>,
     objective: Task,
@@ -283,7 +284,7 @@ pub fn evaluate<B: Backend>(
 
 /// Trains the experiment in `run`, and evaluates the best epoch's adapter on the test split
 /// (the validation split where there is none).
-pub fn train<B: AutodiffBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: &Splits, run: &RunDir, options: &TrainOptions) -> Result<RunResult> {
+pub fn train<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: &Splits, run: &RunDir, options: &TrainOptions) -> Result<RunResult> {
     let device: B::Device = Default::default();
     let Setup { mut model, prepare, objective, labels, classifier, base_model, feature_store } = setup;
     let t = &spec.train;

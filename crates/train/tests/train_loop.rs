@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use backbones::{AnyEncoder, ImagePreprocess, InputPreparer, LoadedEncoder, Modality, Pooling, TextTokenizer, load_bert, load_vit};
 use burn::backend::{Autodiff, Flex};
-use burn::tensor::backend::AutodiffBackend;
+use train::device::TrainBackend;
 use data::{SplitName, Task};
 use train::dataset::load_split;
 use train::progress::ProgressMode;
@@ -74,7 +74,7 @@ fn spec(data: &Path, cache: &Path, extra: &[&str]) -> ExperimentSpec {
     ExperimentSpec::parse(&text, Path::new("test.toml"), &extra).unwrap()
 }
 
-fn setup<AB: AutodiffBackend>(spec: &ExperimentSpec) -> (Setup<AB>, Splits) {
+fn setup<AB: TrainBackend>(spec: &ExperimentSpec) -> (Setup<AB>, Splits) {
     let device = Default::default();
     let split = |name| load_split(&spec.data, name, spec.train.seed).unwrap();
     let splits = Splits { train: split(SplitName::Train), val: split(SplitName::Val), test: Some(split(SplitName::Test)) };
@@ -92,7 +92,7 @@ fn setup<AB: AutodiffBackend>(spec: &ExperimentSpec) -> (Setup<AB>, Splits) {
     (Setup::from_encoders(spec, main, complementary, labels, objective, &device).unwrap(), splits)
 }
 
-fn train_in<AB: AutodiffBackend>(run: &Path, spec: &ExperimentSpec, resume: bool) -> train::RunResult {
+fn train_in<AB: TrainBackend>(run: &Path, spec: &ExperimentSpec, resume: bool) -> train::RunResult {
     let (setup, splits) = setup::<AB>(spec);
     let options = TrainOptions { resume, progress: ProgressMode::Quiet, workers: 2 };
     train::train(spec, setup, &splits, &RunDir::open(run).unwrap(), &options).unwrap()
@@ -123,7 +123,7 @@ fn a_run_on_cuda_writes_its_files_reproduces_with_its_seed_and_resumes_exactly()
     run_checks::<Autodiff<burn::backend::Cuda>>();
 }
 
-fn run_checks<AB: AutodiffBackend>() {
+fn run_checks<AB: TrainBackend>() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("colours");
@@ -223,7 +223,7 @@ fn segmentation_trains_a_dense_head_routed_by_depth() {
 
 /// Two heterogeneous experts (the ViT and Swin fixtures: different depths, grids and
 /// normalisations), fed from one prepared image.
-fn vit_and_swin<AB: AutodiffBackend>() -> Vec<LoadedEncoder<AB>> {
+fn vit_and_swin<AB: TrainBackend>() -> Vec<LoadedEncoder<AB>> {
     let device = Default::default();
     let (vit, _) = load_vit::<AB>(&fixture("tiny-vit"), Pooling::Cls, &device).unwrap();
     let (swin, _) = backbones::load_swin::<AB>(&fixture("tiny-swin"), Pooling::Mean, backbones::PromptLayout::PerSample, &device).unwrap();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use burn::tensor::activation::{sigmoid, softmax};
-use burn::tensor::backend::AutodiffBackend;
+use train::device::TrainBackend;
 use clap::{Parser, Subcommand};
 use data::{Sample, SplitName, Target, Task};
 
@@ -171,7 +171,7 @@ struct TrainJob {
 impl BackendJob for TrainJob {
     type Output = ();
 
-    fn run<B: AutodiffBackend>(self) -> Result<()> {
+    fn run<B: TrainBackend>(self) -> Result<()> {
         let device = Default::default();
         let (splits, objective, labels) = load_splits(&self.spec)?;
         let setup = Setup::<B>::load(&self.spec, labels, objective, &device)?;
@@ -203,7 +203,7 @@ impl BackendJob for TrainJob {
 }
 
 /// A trained run: its experiment, labels and the model with the best adapter.
-fn open_run<B: AutodiffBackend>(run: &Path) -> Result<(ExperimentSpec, Setup<B::InnerBackend>)> {
+fn open_run<B: TrainBackend>(run: &Path) -> Result<(ExperimentSpec, Setup<B::InnerBackend>)> {
     let spec = ExperimentSpec::load(&run.join("config.toml"), &[])?;
     let task = train::run_dir::RunTask::read(run)?;
     let device = Default::default();
@@ -221,7 +221,7 @@ struct EvalJob {
 impl BackendJob for EvalJob {
     type Output = ();
 
-    fn run<B: AutodiffBackend>(self) -> Result<()> {
+    fn run<B: TrainBackend>(self) -> Result<()> {
         let (spec, setup) = open_run::<B>(&self.run)?;
         let split = load_split(&spec.data, self.split, spec.train.seed)?;
         eprintln!("{}", split.summary());
@@ -252,7 +252,7 @@ struct PredictJob {
 impl BackendJob for PredictJob {
     type Output = ();
 
-    fn run<B: AutodiffBackend>(self) -> Result<()> {
+    fn run<B: TrainBackend>(self) -> Result<()> {
         let (_, setup) = open_run::<B>(&self.run)?;
         if matches!(setup.objective, Task::Segmentation { .. }) {
             bail!("predict classifies one sample; evaluate segmentation runs with `mope eval`");
