@@ -13,7 +13,9 @@ use anyhow::{Context, Result};
 use burn::backend::Flex;
 use burn::nn::LayerNormConfig;
 use burn::tensor::activation::{gelu, softmax};
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::ops::{ActivationOps, FloatTensor};
+use burn::tensor::{Distribution, Tensor, TensorPrimitive};
+use mope_core::gelu::{FastGelu, gelu as fast_gelu};
 use mope_benches::VIT_B;
 
 /// `[m, k] × [k, n]` products of one ViT-B layer at batch 8 (210 tokens a sample), forward
@@ -73,7 +75,14 @@ fn other_ops(reps: usize) -> Vec<(&'static str, f64, &'static str)> {
     let (b, n, heads, dh) = (s.batch, s.tokens(), s.n_heads, s.d_model / s.n_heads);
     vec![
         ("bias add [rows, d_ff] + [d_ff]", mean_seconds(reps, || drop((h.clone() + bias.clone().unsqueeze::<2>()).into_data())), "h + bias"),
-        ("GELU [rows, d_ff]", mean_seconds(reps, || drop(gelu(h.clone()).into_data())), "F.gelu(h)"),
+        ("GELU [rows, d_ff], burn's", mean_seconds(reps, || drop(gelu(h.clone()).into_data())), "F.gelu(h)"),
+        ("GELU [rows, d_ff], ours (`mope_core::gelu`)", mean_seconds(reps, || drop(fast_gelu(h.clone()).into_data())), "F.gelu(h)"),
+        ("GELU backward [rows, d_ff], burn's", mean_seconds(reps, || drop(float(Flex::gelu_backward(primitive(&h), primitive(&h))).into_data())), "torch.ops.aten.gelu_backward(h, h)"),
+        (
+            "GELU backward [rows, d_ff], ours",
+            mean_seconds(reps, || drop(float(Flex::fast_gelu_backward(primitive(&h), primitive(&h))).into_data())),
+            "torch.ops.aten.gelu_backward(h, h)",
+        ),
         ("layer norm [rows, d]", mean_seconds(reps, || drop(norm.forward(x.clone()).into_data())), "F.layer_norm(x, (x.shape[1],))"),
         ("softmax [b·heads, n, n]", mean_seconds(reps, || drop(softmax(scores.clone(), 2).into_data())), "s.softmax(2)"),
         (
@@ -82,6 +91,14 @@ fn other_ops(reps: usize) -> Vec<(&'static str, f64, &'static str)> {
             "q.view(q.shape[0], q.shape[1], 12, 64).transpose(1, 2).contiguous()",
         ),
     ]
+}
+
+fn primitive(t: &Tensor<Flex, 2>) -> FloatTensor<Flex> {
+    t.clone().into_primitive().tensor()
+}
+
+fn float(t: FloatTensor<Flex>) -> Tensor<Flex, 2> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
 }
 
 /// The PyTorch tensors [`other_ops`] statements read.

@@ -15,6 +15,7 @@
 
 use std::path::Path;
 
+use mope_core::gelu::FastGelu;
 use burn::module::Module;
 use burn::tensor::{Bool, Tensor, backend::Backend};
 use mope_core::{EncoderTokens, PromptableEncoder};
@@ -126,7 +127,7 @@ fn wrong_input(encoder: &str, expected: &str) -> ! {
     panic!("the {encoder} reads {expected}; prepare inputs with the encoder's own InputPreparer")
 }
 
-impl<B: Backend> PromptableEncoder<B> for AnyEncoder<B> {
+impl<B: FastGelu> PromptableEncoder<B> for AnyEncoder<B> {
     type Input = AnyInput<B>;
 
     fn d_model(&self) -> usize {

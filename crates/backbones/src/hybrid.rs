@@ -17,6 +17,7 @@
 
 use std::path::Path;
 
+use mope_core::gelu::FastGelu;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
@@ -49,7 +50,7 @@ impl<B: Backend> CnnTokenEncoder<B> {
     /// 18: 7×7×1280); `cls_id` is the transformer vocabulary's `[CLS]` id (101 for BERT's).
     pub fn new(cnn: MobileNetV2<B>, transformer: TokenEncoder<B>, feature_index: usize, cls_id: usize, device: &B::Device) -> Self {
         let channels = cnn.feature_channels(feature_index);
-        let d_model = transformer.d_model();
+        let d_model = transformer.word_embeddings.weight.dims()[1];
         Self {
             cnn,
             projection: LinearConfig::new(channels, d_model).init(device),
@@ -60,7 +61,7 @@ impl<B: Backend> CnnTokenEncoder<B> {
     }
 }
 
-impl<B: Backend> PromptableEncoder<B> for CnnTokenEncoder<B> {
+impl<B: FastGelu> PromptableEncoder<B> for CnnTokenEncoder<B> {
     /// Normalised pixels `[batch, 3, height, width]` (ImageNet statistics).
     type Input = Tensor<B, 4>;
 

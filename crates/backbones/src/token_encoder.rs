@@ -2,6 +2,7 @@
 //! then [`TransformerLayer`]s. With post-norm layers this is BERT / MiniLM; it is also the
 //! smallest complete encoder for tests of the prompt machinery.
 
+use mope_core::gelu::FastGelu;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
@@ -115,7 +116,7 @@ impl<B: Backend> TokenEncoder<B> {
     }
 }
 
-impl<B: Backend> PromptableEncoder<B> for TokenEncoder<B> {
+impl<B: FastGelu> PromptableEncoder<B> for TokenEncoder<B> {
     type Input = TokenBatch<B>;
 
     fn d_model(&self) -> usize {

@@ -2,10 +2,11 @@
 //! residual connections and layer norms either after each block (post-norm, BERT) or before it
 //! (pre-norm, ViT).
 
+use mope_core::gelu::{FastGelu, gelu};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
-use burn::nn::{Dropout, DropoutConfig, Gelu, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Bool, Tensor, backend::Backend};
 
 /// Configuration of a [`TransformerLayer`].
@@ -42,7 +43,6 @@ pub struct TransformerLayer<B: Backend> {
     /// Norm of the feed-forward block.
     pub ffn_norm: LayerNorm<B>,
     dropout: Dropout,
-    activation: Gelu,
     norm_first: bool,
 }
 
@@ -68,13 +68,12 @@ impl TransformerLayerConfig {
             ffn_out: LinearConfig::new(self.d_ff, self.d_model).init(device),
             ffn_norm: norm(),
             dropout: DropoutConfig::new(self.dropout).init(),
-            activation: Gelu::new(),
             norm_first: self.norm_first,
         }
     }
 }
 
-impl<B: Backend> TransformerLayer<B> {
+impl<B: FastGelu> TransformerLayer<B> {
     /// Runs the layer.
     ///
     /// # Shapes
@@ -90,7 +89,7 @@ impl<B: Backend> TransformerLayer<B> {
             self.dropout.forward(self.attention.forward(input).context)
         };
         let feed_forward =
-            |h: Tensor<B, 3>| self.dropout.forward(self.ffn_out.forward(self.activation.forward(self.ffn_in.forward(h))));
+            |h: Tensor<B, 3>| self.dropout.forward(self.ffn_out.forward(gelu(self.ffn_in.forward(h))));
         if self.norm_first {
             let x = x.clone() + attend(self.attention_norm.forward(x));
             x.clone() + feed_forward(self.ffn_norm.forward(x))

@@ -20,6 +20,7 @@
 
 use std::path::Path;
 
+use mope_core::gelu::FastGelu;
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -119,7 +120,7 @@ pub struct ViT<B: Backend> {
     image_size: usize,
 }
 
-impl<B: Backend> PromptableEncoder<B> for ViT<B> {
+impl<B: FastGelu> PromptableEncoder<B> for ViT<B> {
     /// Normalised pixels `[batch, channels, image_size, image_size]`.
     type Input = Tensor<B, 4>;
 

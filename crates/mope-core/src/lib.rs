@@ -20,6 +20,8 @@
 //! | [`experts`] | [`PromptExperts`] `[num_experts, prompt_len, d_model]` and their mixture |
 //! | [`fused`] | [`FusedRouting`]: softmax over sources (temperature, top-k) fused with their mixture, for MoPE's experts and pMoE's dispatcher; a backend hook with the composed reference and a hand-written backward |
 //! | `fused_cube` | (features `wgpu`, `cuda`) the same as one CubeCL kernel |
+//! | [`gelu`] | [`FastGelu`]: the encoders' exact GELU, vectorised and multi-threaded on `flex` |
+//! | [`kernels`] | [`Kernels`]: the backend the models need, every custom operation above |
 //! | [`router`] | [`Router`]: pairing-prior routing with frozen orthogonal keys, temperature, noise, top-k |
 //! | [`orthogonal`] | deterministic orthogonal matrices (the router keys) |
 //! | [`mapper`] | [`PromptMapper`]: complementary feature to mapped prompt tokens |
@@ -30,8 +32,11 @@
 //! | [`adapter`] | saving and loading only the trainable parameters (`adapter_model.safetensors` + `adapter_config.json`) |
 //! | [`strict`] | deserialisation that rejects unknown configuration keys |
 //!
-//! Every model type is generic over a burn [`Backend`](burn::tensor::backend::Backend); training
-//! functions take an [`AutodiffBackend`](burn::tensor::backend::AutodiffBackend).
+//! Every model type is generic over a burn [`Backend`](burn::tensor::backend::Backend); their
+//! forward passes need [`Kernels`] (implemented for `flex`, every CubeCL backend — wgpu, CUDA —
+//! and `Autodiff` over any of them), and training functions an
+//! [`AutodiffBackend`](burn::tensor::backend::AutodiffBackend) with it on both levels
+//! (`train::device::TrainBackend`).
 
 pub mod adapter;
 pub mod classifier;
@@ -41,6 +46,8 @@ pub mod experts;
 pub mod fused;
 #[cfg(feature = "cube")]
 pub mod fused_cube;
+pub mod gelu;
+pub mod kernels;
 pub mod mapper;
 pub mod orthogonal;
 pub mod params;
@@ -57,6 +64,8 @@ pub use deep_prompt::{LayerPromptSource, PromptedTokens, forward_prompted};
 pub use encoder::{EncoderTokens, PromptableEncoder, square_feature_map};
 pub use experts::{PromptExperts, PromptExpertsConfig};
 pub use fused::{FusedRouting, RoutingSoftmax, softmax_mix};
+pub use gelu::FastGelu;
+pub use kernels::Kernels;
 pub use mapper::{PromptMapper, PromptMapperConfig};
 pub use params::{FloatParam, ModuleParams, ParamSummary, float_params, materialize, params_with_gradient, replace_float_params, unfreeze};
 pub use prompts::{MopePrompts, MopePromptsConfig, MopeRun};

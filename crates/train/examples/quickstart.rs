@@ -19,7 +19,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use mope_core::{
-    FusionMethod, MopePromptsConfig, MultimodalClassifier, MultimodalClassifierConfig, ParamSummary, RoutingStats,
+    FusionMethod, Kernels, MopePromptsConfig, MultimodalClassifier, MultimodalClassifierConfig, ParamSummary, RoutingStats,
     load_adapter, materialize, save_adapter,
 };
 
@@ -85,7 +85,7 @@ fn encoders<B: Backend>(device: &B::Device) -> (TokenEncoder<B>, TokenEncoder<B>
     (materialize(config(32).init(device)), materialize(config(24).init(device)))
 }
 
-fn build<B: Backend>(method: FusionMethod) -> (Model<B>, MultimodalClassifierConfig) {
+fn build<B: Kernels>(method: FusionMethod) -> (Model<B>, MultimodalClassifierConfig) {
     let device = Default::default();
     let (main, comp) = encoders::<B>(&device);
     let prompts = MopePromptsConfig::new(0, 0, 0)

@@ -4,13 +4,13 @@
 
 use anyhow::{Result, bail};
 use burn::tensor::backend::AutodiffBackend;
-use mope_core::FusedRouting;
+use mope_core::Kernels;
 
-/// An autodiff backend the trainer runs on: with the fused routing operation
-/// ([`mope_core::fused`]) on it and on its inner backend (validation runs there).
-pub trait TrainBackend: AutodiffBackend<InnerBackend: FusedRouting> + FusedRouting {}
+/// An autodiff backend the trainer runs on: with the workspace's custom operations
+/// ([`mope_core::Kernels`]) on it and on its inner backend (validation runs there).
+pub trait TrainBackend: AutodiffBackend<InnerBackend: Kernels> + Kernels {}
 
-impl<B> TrainBackend for B where B: AutodiffBackend<InnerBackend: FusedRouting> + FusedRouting {}
+impl<B> TrainBackend for B where B: AutodiffBackend<InnerBackend: Kernels> + Kernels {}
 
 /// A device name from the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use data::Task;
-use mope_core::{FusedRouting, RoutingStats};
+use mope_core::{Kernels, RoutingStats};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{Accuracy, MultiLabelF1, Segmentation};
@@ -33,7 +33,7 @@ pub trait Objective: Copy {
     ///
     /// # Shapes
     /// - `complementary`: `[batch, d_complementary]`, for models that read one
-    fn forward<B: FusedRouting>(self, model: &Model<B>, main: &AnyInput<B>, complementary: Option<Tensor<B, 2>>) -> BatchOutput<B>;
+    fn forward<B: Kernels>(self, model: &Model<B>, main: &AnyInput<B>, complementary: Option<Tensor<B, 2>>) -> BatchOutput<B>;
 
     /// Mean task loss of a batch.
     ///
@@ -81,7 +81,7 @@ impl Objective for Task {
         }
     }
 
-    fn forward<B: FusedRouting>(self, model: &Model<B>, main: &AnyInput<B>, complementary: Option<Tensor<B, 2>>) -> BatchOutput<B> {
+    fn forward<B: Kernels>(self, model: &Model<B>, main: &AnyInput<B>, complementary: Option<Tensor<B, 2>>) -> BatchOutput<B> {
         match self {
             Self::Segmentation { .. } => {
                 let out = model.dense(main, complementary);

@@ -7,7 +7,7 @@
 //! and the dataset root. Both are written atomically; a file that does not match is ignored and
 //! rebuilt.
 
-use mope_core::FusedRouting;
+use mope_core::Kernels;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -38,7 +38,7 @@ struct Index {
 impl FeatureCache {
     /// A cache for `model`, active only when its complementary features are constant; kept on
     /// disk under `store` (a path without extension) if given.
-    pub fn for_model<B: FusedRouting>(model: &Model<B>, store: Option<PathBuf>) -> Self {
+    pub fn for_model<B: Kernels>(model: &Model<B>, store: Option<PathBuf>) -> Self {
         let unused = !model.reads_complementary();
         let enabled = !unused && model.complementary_prompts().is_none();
         let mut cache = Self { enabled, unused, rows: HashMap::new(), store: store.filter(|_| enabled), dirty: false };
@@ -68,7 +68,7 @@ impl FeatureCache {
     ///
     /// # Shapes
     /// - output: `[items.len(), d_complementary]`
-    pub fn features<B: FusedRouting>(
+    pub fn features<B: Kernels>(
         &mut self,
         model: &Model<B>,
         prepare: &PairPrepare,

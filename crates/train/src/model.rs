@@ -10,7 +10,7 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use crate::device::TrainBackend;
 use burn::tensor::{Tensor, backend::Backend};
 use data::image::ImagePreprocess;
-use mope_core::{AdapterConfig, AdapterError, AdapterSaveReport, FusedRouting, MopePrompts, MultimodalClassifier, ParamSummary, RoutingOutput};
+use mope_core::{AdapterConfig, AdapterError, AdapterSaveReport, Kernels, MopePrompts, MultimodalClassifier, ParamSummary, RoutingOutput};
 use pmoe::{Dispatch, PmoeClassifier};
 
 /// MoPE and its baselines over two run-time-chosen encoders.
@@ -85,7 +85,7 @@ impl<B: Backend, const D: usize> ModelOutput<B, D> {
     }
 }
 
-impl<B: FusedRouting> Model<B> {
+impl<B: Kernels> Model<B> {
     /// Deep prompts of the complementary encoder (trained at their own learning rate).
     pub fn complementary_prompts(&self) -> Option<&MopePrompts<B>> {
         match self {
@@ -176,7 +176,7 @@ impl<B: TrainBackend> Model<B> {
     }
 }
 
-impl<B: FusedRouting> Model<B> {
+impl<B: Kernels> Model<B> {
     /// Loads an adapter saved by [`save_adapter`](Model::save_adapter) (see
     /// [`mope_core::load_adapter`]).
     pub fn load_adapter(self, dir: &std::path::Path) -> Result<(Self, AdapterConfig), AdapterError> {

@@ -14,7 +14,7 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::{ElementConversion, backend::Backend};
 use crate::device::TrainBackend;
 use data::{LoaderConfig, Sample, Split, batches};
-use mope_core::{FusedRouting, MopePromptsConfig, MultimodalClassifierConfig, RouterSettings, materialize};
+use mope_core::{Kernels, MopePromptsConfig, MultimodalClassifierConfig, RouterSettings, materialize};
 use pmoe::PmoeConfig;
 use serde_json::json;
 
@@ -101,7 +101,7 @@ fn cache_dir(spec: &ExperimentSpec) -> Option<std::path::PathBuf> {
     (!spec.data.cache_dir.as_os_str().is_empty()).then(|| spec.data.cache_dir.clone())
 }
 
-impl<B: Backend> Setup<B> {
+impl<B: Kernels> Setup<B> {
     /// Loads the encoders the experiment names and builds the model.
     pub fn load(spec: &ExperimentSpec, labels: Vec<String>, objective: Task, device: &B::Device) -> Result<Self> {
         if spec.model.is_pmoe() {
@@ -250,7 +250,7 @@ fn loader(batch_size: usize, workers: usize, shuffle: Option<u64>, drop_last: bo
 
 /// Evaluates `model` on `samples`.
 #[allow(clippy::too_many_arguments)]
-pub fn evaluate<B: FusedRouting>(
+pub fn evaluate<B: Kernels>(
     model: &Model<B>,
     prepare: &Arc<PairPrepare>,
     objective: Task,

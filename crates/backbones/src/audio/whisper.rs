@@ -25,10 +25,11 @@
 
 use std::path::Path;
 
+use mope_core::gelu::{FastGelu, gelu};
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv1d, Conv1dConfig};
-use burn::nn::{Gelu, Initializer, LayerNorm, LayerNormConfig, PaddingConfig1d};
+use burn::nn::{Initializer, LayerNorm, LayerNormConfig, PaddingConfig1d};
 use burn::tensor::{Bool, Tensor, backend::Backend};
 use mope_core::{EncoderTokens, PromptableEncoder};
 
@@ -82,7 +83,6 @@ impl WhisperEncoderConfig {
             positions: Initializer::Zeros.init([self.max_positions, self.d_model], device),
             layers: (0..self.num_layers).map(|_| layer.init(device)).collect(),
             final_norm: LayerNormConfig::new(self.d_model).with_epsilon(self.layer_norm_eps).init(device),
-            activation: Gelu::new(),
             pooling: self.pooling,
         }
     }
@@ -101,12 +101,11 @@ pub struct WhisperEncoder<B: Backend> {
     pub layers: Vec<TransformerLayer<B>>,
     /// Final layer norm.
     pub final_norm: LayerNorm<B>,
-    activation: Gelu,
     #[module(skip)]
     pooling: Pooling,
 }
 
-impl<B: Backend> PromptableEncoder<B> for WhisperEncoder<B> {
+impl<B: FastGelu> PromptableEncoder<B> for WhisperEncoder<B> {
     /// Log-mel spectrograms `[batch, n_mels, frames]` (see [`LogMel`](super::log_mel::LogMel)).
     type Input = Tensor<B, 3>;
 
@@ -132,8 +131,8 @@ impl<B: Backend> PromptableEncoder<B> for WhisperEncoder<B> {
         let [_, n_mels, frames] = mel.dims();
         let expected = self.conv1.weight.dims()[1];
         assert_eq!(n_mels, expected, "spectrogram has {n_mels} mel bins, the encoder expects {expected}");
-        let x = self.activation.forward(self.conv1.forward(mel.clone()));
-        let x = self.activation.forward(self.conv2.forward(x)).swap_dims(1, 2); // [batch, tokens, d_model]
+        let x = gelu(self.conv1.forward(mel.clone()));
+        let x = gelu(self.conv2.forward(x)).swap_dims(1, 2); // [batch, tokens, d_model]
         let [_, tokens, _] = x.dims();
         let max = self.positions.dims()[0];
         assert!(tokens <= max, "{frames} frames give {tokens} tokens, more than the {max} positions of the encoder");

@@ -1,8 +1,9 @@
 //! One Swin block: (shifted) window attention and a GELU feed-forward, pre-norm, with prompt
 //! tokens kept at the front of the sequence and shared by all windows of their sample.
 
+use mope_core::gelu::{FastGelu, gelu};
 use burn::module::Module;
-use burn::nn::{Gelu, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use serde::{Deserialize, Serialize};
 
@@ -34,7 +35,6 @@ pub struct SwinBlock<B: Backend> {
     pub ffn_in: Linear<B>,
     /// Feed-forward output projection.
     pub ffn_out: Linear<B>,
-    activation: Gelu,
     /// Shift mask of the shifted windows `[windows, window², window²]` (a constant, built once);
     /// `None` for unshifted blocks.
     shift_mask: Option<Tensor<B, 3>>,
@@ -113,7 +113,6 @@ impl<B: Backend> SwinBlock<B> {
             layernorm_after: norm(),
             ffn_in: LinearConfig::new(d_model, d_ff).init(device),
             ffn_out: LinearConfig::new(d_ff, d_model).init(device),
-            activation: Gelu::new(),
             shift_mask: (shift > 0).then(|| {
                 let (values, shape) = shift_mask(resolution, window, shift);
                 Tensor::from_data(TensorData::new(values, shape), device)
@@ -124,7 +123,9 @@ impl<B: Backend> SwinBlock<B> {
             layout,
         }
     }
+}
 
+impl<B: FastGelu> SwinBlock<B> {
     /// Runs the block. The tokens after the first `seq_len − H·W` (the prompts) are the
     /// `H × W` patches in row-major order.
     ///
@@ -187,7 +188,7 @@ impl<B: Backend> SwinBlock<B> {
             patches
         };
         let x = shortcut + attended;
-        let hidden = self.activation.forward(self.ffn_in.forward(self.layernorm_after.forward(x.clone())));
+        let hidden = gelu(self.ffn_in.forward(self.layernorm_after.forward(x.clone())));
         x + self.ffn_out.forward(hidden)
     }
 }

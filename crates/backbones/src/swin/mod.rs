@@ -29,6 +29,7 @@ pub mod window_attention;
 
 use std::path::Path;
 
+use mope_core::gelu::FastGelu;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -169,7 +170,7 @@ impl<B: Backend> Swin<B> {
     }
 }
 
-impl<B: Backend> PromptableEncoder<B> for Swin<B> {
+impl<B: FastGelu> PromptableEncoder<B> for Swin<B> {
     /// Normalised pixels `[batch, channels, image_size, image_size]`.
     type Input = Tensor<B, 4>;
 
