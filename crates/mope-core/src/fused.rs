@@ -81,8 +81,14 @@ pub trait FusedRouting: Backend {
     /// - `shared`: `[shared, len, width]`, `own`: `[batch, len, width]`; `groups` divides `len`
     /// - output: `[batch, len, width]`
     fn softmax_mix(logits: FloatTensor<Self>, shared: FloatTensor<Self>, own: Option<FloatTensor<Self>>, softmax: RoutingSoftmax) -> FloatTensor<Self> {
-        primitive(softmax_mix_reference::<Self>(tensor(logits), tensor(shared), own.map(tensor), softmax))
+        softmax_mix_reference_primitive::<Self>(logits, shared, own, softmax)
     }
+}
+
+/// [`softmax_mix_reference`] on primitives: the default body of [`FusedRouting::softmax_mix`],
+/// and a kernel's fallback for shapes it does not take.
+pub fn softmax_mix_reference_primitive<B: Backend>(logits: FloatTensor<B>, shared: FloatTensor<B>, own: Option<FloatTensor<B>>, softmax: RoutingSoftmax) -> FloatTensor<B> {
+    primitive(softmax_mix_reference::<B>(tensor(logits), tensor(shared), own.map(tensor), softmax))
 }
 
 fn tensor<B: Backend>(primitive: FloatTensor<B>) -> Tensor<B, 3> {
@@ -280,12 +286,13 @@ pub(crate) mod tests {
     type AB = Autodiff<Flex>;
 
     /// `max |a − b| / max |b|`: the error relative to the tensor's scale (an element-wise ratio
-    /// would blow up on entries that are themselves near zero).
+    /// would blow up on entries that are themselves near zero); absolute where `b` is all zero.
     pub(crate) fn max_relative_error<const D: usize>(a: Tensor<Flex, D>, b: Tensor<Flex, D>) -> f32 {
         let (a, b) = (a.into_data().to_vec::<f32>().unwrap(), b.into_data().to_vec::<f32>().unwrap());
         assert_eq!(a.len(), b.len());
         let scale = b.iter().fold(0f32, |m, y| m.max(y.abs()));
-        a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
+        // An all-zero reference (a source outside every row's top k) is compared absolutely.
+        a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / if scale > 0.0 { scale } else { 1.0 }
     }
 
     /// One test case: shapes and the softmax.
@@ -301,12 +308,14 @@ pub(crate) mod tests {
     }
 
     /// MoPE-like (one group, no own source) and pMoE-like (a group per slot, an own source) cases,
-    /// dense and top-k, with a temperature.
-    pub(crate) const CASES: [Case; 4] = [
+    /// dense and top-k, with a temperature; the second spreads each routing row over two cubes of
+    /// the CubeCL kernel, the last has more sources than the kernel takes (its fallback).
+    pub(crate) const CASES: [Case; 5] = [
         Case { batch: 3, groups: 1, shared: 4, own: false, len: 2, width: 5, softmax: RoutingSoftmax::DENSE },
-        Case { batch: 32, groups: 1, shared: 8, own: false, len: 6, width: 96, softmax: RoutingSoftmax { temperature: 0.1, top_k: 2 } },
+        Case { batch: 32, groups: 1, shared: 8, own: false, len: 6, width: 200, softmax: RoutingSoftmax { temperature: 0.1, top_k: 2 } },
         Case { batch: 4, groups: 3, shared: 2, own: true, len: 3, width: 7, softmax: RoutingSoftmax { temperature: 0.5, top_k: 0 } },
         Case { batch: 5, groups: 2, shared: 5, own: true, len: 4, width: 16, softmax: RoutingSoftmax { temperature: 2.0, top_k: 3 } },
+        Case { batch: 2, groups: 1, shared: 70, own: true, len: 2, width: 3, softmax: RoutingSoftmax { temperature: 1.0, top_k: 8 } },
     ];
 
     /// Fresh random logits, shared and own sources, and an upstream gradient for `case`, on `flex`.
