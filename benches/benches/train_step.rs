@@ -97,6 +97,8 @@ fn mib(bytes: Option<u64>) -> String {
 }
 
 fn main() -> Result<()> {
+    // What `mope` runs with; the PyTorch reference, a child of this process, inherits it too.
+    train::malloc::tune_glibc_malloc();
     let mut shapes = Vec::new();
     let (mut steps, mut threads, mut reference) = (2usize, std::thread::available_parallelism().map_or(1, |n| n.get()), true);
     let mut args = std::env::args().skip(1);

@@ -19,12 +19,14 @@
 //! | [`progress`] | progress bars or plain lines |
 //! | [`plot`] | training curves, expert-usage and per-class routing heatmaps (PNG and SVG) |
 //! | [`device`] | the backends and devices `--device` selects |
+//! | [`malloc`] | glibc's allocator set up for tensor work (the binaries re-execute themselves with it) |
 
 pub mod checkpoint;
 pub mod dataset;
 pub mod device;
 pub mod evaluation;
 pub mod feature_cache;
+pub mod malloc;
 pub mod metrics;
 pub mod model;
 pub mod optim;

@@ -99,6 +99,7 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    train::malloc::tune_glibc_malloc();
     let cli = Cli::parse();
     let progress = if cli.quiet {
         ProgressMode::Quiet
