@@ -15,9 +15,9 @@
 
 use std::path::Path;
 
-use mope_core::gelu::FastGelu;
 use burn::module::Module;
 use burn::tensor::{Bool, Tensor, backend::Backend};
+use mope_core::gelu::FastGelu;
 use mope_core::{EncoderTokens, PromptableEncoder};
 
 use crate::audio::whisper::WhisperEncoder;

@@ -17,10 +17,10 @@
 
 use std::path::Path;
 
-use mope_core::gelu::FastGelu;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
+use mope_core::gelu::FastGelu;
 use mope_core::{EncoderTokens, PromptableEncoder};
 
 use crate::bert::load_bert;

@@ -2,11 +2,11 @@
 //! then [`TransformerLayer`]s. With post-norm layers this is BERT / MiniLM; it is also the
 //! smallest complete encoder for tests of the prompt machinery.
 
-use mope_core::gelu::FastGelu;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
+use mope_core::gelu::FastGelu;
 use mope_core::{EncoderTokens, PromptableEncoder};
 
 use crate::pooling::Pooling;

@@ -2,12 +2,12 @@
 //! residual connections and layer norms either after each block (post-norm, BERT) or before it
 //! (pre-norm, ViT).
 
-use mope_core::gelu::{FastGelu, gelu};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Bool, Tensor, backend::Backend};
+use mope_core::gelu::{FastGelu, gelu};
 
 /// Configuration of a [`TransformerLayer`].
 #[derive(Config, Debug)]

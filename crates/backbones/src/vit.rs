@@ -20,12 +20,12 @@
 
 use std::path::Path;
 
-use mope_core::gelu::FastGelu;
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig};
 use burn::tensor::{Bool, Tensor, backend::Backend};
+use mope_core::gelu::FastGelu;
 use mope_core::{EncoderTokens, PromptableEncoder};
 use serde::Deserialize;
 

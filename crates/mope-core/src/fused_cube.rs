@@ -1,11 +1,12 @@
 //! [`FusedRouting::softmax_mix`] as one CubeCL kernel, for the `wgpu` and `cuda` backends (and
-//! any other CubeCL runtime). Each routing row `(b, g)` is split over enough cubes to fill the
-//! device ([`ELEMENTS_PER_UNIT`] output elements a unit). In each cube, the first `S` units each
+//! any other CubeCL runtime). Each routing row `(b, g)` is split over cubes of at most 256 units
+//! of [`ELEMENTS_PER_UNIT`] output elements each, so that a long row still spreads over the
+//! device. In each cube, the first `S` units each
 //! compute one source's weight (the row's max, top-k ranks when sparse, exponentials at the
 //! temperature) into shared memory; after one barrier every unit takes its elements of the row's
 //! `P·D`, each a dot product of the weights with the sources' values there, accumulated in a
-//! register and written once. Rows with more than [`MAX_SOURCES`] sources take
-//! the composed reference. Its backward is the hand-written one of [`crate::fused`], shared by
+//! register and written once. Rows with more than [`MAX_SOURCES`] sources take the composed
+//! reference. Its backward is the hand-written one of [`crate::fused`], shared by
 //! every backend.
 
 use burn::tensor::ops::FloatTensor;

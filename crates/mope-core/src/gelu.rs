@@ -4,7 +4,9 @@
 //! burn's CPU backend (`flex`, 0.21) evaluates GELU one element at a time through libm's scalar
 //! `erff`, on one thread: 9-12× slower than PyTorch's (docs/performance.md), and the frozen
 //! encoders run it forward and backward in every layer. On `flex`, [`FastGelu`] runs a
-//! branch-free form that the compiler vectorises, split over rayon's threads:
+//! branch-free form that the compiler vectorises (built for the widest SIMD the processor has,
+//! by pulp's run-time dispatch: AVX2 where present), split over rayon's threads, in place when
+//! nothing else holds the input:
 //!
 //! ```text
 //! z = |x| / √2,  t = 1 / (1 + p·z),  e = exp(−z²)          (exp by range reduction + polynomial)

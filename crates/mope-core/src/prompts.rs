@@ -10,9 +10,9 @@ use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Bool, Tensor, backend::Backend};
 
-use crate::fused::FusedRouting;
 use crate::deep_prompt::LayerPromptSource;
 use crate::experts::{PromptExperts, PromptExpertsConfig, vpt_init_range};
+use crate::fused::FusedRouting;
 use crate::mapper::{PromptMapper, PromptMapperConfig};
 use crate::router::{Router, RouterConfig, RouterSettings, RoutingOutput};
 

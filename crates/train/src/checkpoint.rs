@@ -12,9 +12,9 @@ use anyhow::{Context, Result, bail};
 use burn::module::ParamId;
 use burn::optim::{AdamW, Optimizer, adaptor::OptimizerAdaptor};
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
-use crate::device::TrainBackend;
 use mope_core::float_params;
 
+use crate::device::TrainBackend;
 use crate::model::Model;
 use serde::{Deserialize, Serialize};
 

@@ -26,7 +26,12 @@ pub fn tune_glibc_malloc() {
         let Ok(program) = std::env::current_exe() else {
             return;
         };
-        let error = std::process::Command::new(program).args(std::env::args_os().skip(1)).envs(SETTINGS).exec();
+        let mut args = std::env::args_os();
+        let mut command = std::process::Command::new(program);
+        if let Some(name) = args.next() {
+            command.arg0(name); // the name it was called by, for its usage lines
+        }
+        let error = command.args(args).envs(SETTINGS).exec();
         eprintln!("note: running with glibc's default allocator settings (re-executing with {SETTINGS:?} failed: {error})");
     }
 }

@@ -7,11 +7,12 @@ use backbones::AnyInput;
 use burn::module::Module;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use crate::device::TrainBackend;
 use burn::tensor::{Tensor, backend::Backend};
 use data::image::ImagePreprocess;
 use mope_core::{AdapterConfig, AdapterError, AdapterSaveReport, Kernels, MopePrompts, MultimodalClassifier, ParamSummary, RoutingOutput};
 use pmoe::{Dispatch, PmoeClassifier};
+
+use crate::device::TrainBackend;
 
 /// MoPE and its baselines over two run-time-chosen encoders.
 pub type FusionModel<B> = MultimodalClassifier<B, AnyEncoder<B>, AnyEncoder<B>>;

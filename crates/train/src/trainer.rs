@@ -12,13 +12,13 @@ use backbones::{AnyEncoder, EncoderOptions, LoadedEncoder, load_encoder};
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::{ElementConversion, backend::Backend};
-use crate::device::TrainBackend;
 use data::{LoaderConfig, Sample, Split, batches};
 use mope_core::{Kernels, MopePromptsConfig, MultimodalClassifierConfig, RouterSettings, materialize};
 use pmoe::PmoeConfig;
 use serde_json::json;
 
 use crate::checkpoint::{self, LoopState, TrainOptimizer};
+use crate::device::TrainBackend;
 use crate::feature_cache::FeatureCache;
 use crate::model::{ExpertsModel, Model, PixelAdapt};
 use data::Task;

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use backbones::{AnyEncoder, ImagePreprocess, InputPreparer, LoadedEncoder, Modality, Pooling, TextTokenizer, load_bert, load_vit};
 use burn::backend::{Autodiff, Flex};
-use train::device::TrainBackend;
 use data::{SplitName, Task};
 use train::dataset::load_split;
+use train::device::TrainBackend;
 use train::progress::ProgressMode;
 use train::{ExperimentSpec, RunDir, Setup, Splits, TrainOptions};
 

@@ -25,12 +25,12 @@
 
 use std::path::Path;
 
-use mope_core::gelu::{FastGelu, gelu};
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv1d, Conv1dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, PaddingConfig1d};
 use burn::tensor::{Bool, Tensor, backend::Backend};
+use mope_core::gelu::{FastGelu, gelu};
 use mope_core::{EncoderTokens, PromptableEncoder};
 
 use crate::ct2::Ct2Model;

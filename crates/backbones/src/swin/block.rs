@@ -1,10 +1,10 @@
 //! One Swin block: (shifted) window attention and a GELU feed-forward, pre-norm, with prompt
 //! tokens kept at the front of the sequence and shared by all windows of their sample.
 
-use mope_core::gelu::{FastGelu, gelu};
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
+use mope_core::gelu::{FastGelu, gelu};
 use serde::{Deserialize, Serialize};
 
 use super::window_attention::WindowAttention;

@@ -29,12 +29,12 @@ pub mod window_attention;
 
 use std::path::Path;
 
-use mope_core::gelu::FastGelu;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::tensor::{Bool, Tensor, backend::Backend};
+use mope_core::gelu::FastGelu;
 use mope_core::{EncoderTokens, PromptableEncoder};
 use serde::Deserialize;
 

@@ -12,12 +12,11 @@ use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use burn::tensor::activation::{sigmoid, softmax};
-use train::device::TrainBackend;
 use clap::{Parser, Subcommand};
 use data::{Sample, SplitName, Target, Task};
 
 use train::dataset::load_split;
-use train::device::{BackendJob, DeviceChoice, run_on};
+use train::device::{BackendJob, DeviceChoice, TrainBackend, run_on};
 use train::progress::ProgressMode;
 use train::feature_cache::FeatureCache;
 use train::{ExperimentSpec, RunDir, Setup, Splits, TrainOptions, evaluate};
