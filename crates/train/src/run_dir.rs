@@ -163,6 +163,10 @@ pub struct Environment {
     pub version: String,
     /// Seconds since the Unix epoch at which the result was written.
     pub unix_time: u64,
+    /// glibc allocator settings in the process's environment (`MALLOC_…_=value`, sorted): the
+    /// ones `mope` sets for itself ([`crate::malloc`]) unless the user set their own.
+    #[serde(default)]
+    pub allocator: Vec<String>,
 }
 
 impl Environment {
@@ -181,6 +185,14 @@ impl Environment {
             git_commit,
             version: env!("CARGO_PKG_VERSION").to_string(),
             unix_time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            allocator: {
+                let mut settings: Vec<String> = std::env::vars()
+                    .filter(|(name, _)| name.starts_with("MALLOC_") && name.ends_with('_'))
+                    .map(|(name, value)| format!("{name}={value}"))
+                    .collect();
+                settings.sort();
+                settings
+            },
         }
     }
 }

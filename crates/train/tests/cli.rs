@@ -4,8 +4,13 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// Runs `mope` without any glibc allocator setting of the caller's (it sets its own).
 fn mope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mope")).args(args).output().expect("mope runs")
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mope"));
+    for (name, _) in train::malloc::SETTINGS {
+        command.env_remove(name);
+    }
+    command.args(args).output().expect("mope runs")
 }
 
 fn stderr(output: &Output) -> String {
@@ -87,6 +92,8 @@ fn pmoe_trains_on_an_image_folder_with_experts_from_user_directories() {
     let result: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("result.json")).unwrap()).unwrap();
     // 24 images: a stratified 70/15/15 split (the folders have no split of their own).
     assert_eq!((result["method"].as_str(), result["split"].as_str(), result["report"]["samples"].as_u64()), (Some("pmoe"), Some("test"), Some(3)));
+    // mope re-executed itself with the allocator settings.
+    assert_eq!(result["environment"]["allocator"], serde_json::json!(["MALLOC_MMAP_THRESHOLD_=33554432", "MALLOC_TRIM_THRESHOLD_=4294967295"]));
     let image = data.join("red/0.png");
     let out = mope(&["predict", &run.to_string_lossy(), "--image", &image.to_string_lossy()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -95,4 +102,16 @@ fn pmoe_trains_on_an_image_folder_with_experts_from_user_directories() {
     for site in ["expert 0 layer  0 sources", "expert 0 layer  1 sources", "expert 1 layer  2 sources", "expert 1 layer  3 sources"] {
         assert!(stdout.contains(site), "{site} in:\n{stdout}");
     }
+
+    // A setting of the user's own is left alone, and nothing is added to it.
+    let run = dir.path().join("run-user-allocator");
+    let out = Command::new(env!("CARGO_BIN_EXE_mope"))
+        .env_remove("MALLOC_MMAP_THRESHOLD_")
+        .env("MALLOC_TRIM_THRESHOLD_", "131072")
+        .args(["train", &spec, "--run-dir", &run.to_string_lossy(), "--quiet", "--workers", "1"])
+        .output()
+        .expect("mope runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let result: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("result.json")).unwrap()).unwrap();
+    assert_eq!(result["environment"]["allocator"], serde_json::json!(["MALLOC_TRIM_THRESHOLD_=131072"]));
 }
