@@ -177,7 +177,7 @@ impl<B: TrainBackend> Model<B> {
     }
 }
 
-impl<B: Kernels> Model<B> {
+impl<B: Backend> Model<B> {
     /// Loads an adapter saved by [`save_adapter`](Model::save_adapter) (see
     /// [`mope_core::load_adapter`]).
     pub fn load_adapter(self, dir: &std::path::Path) -> Result<(Self, AdapterConfig), AdapterError> {

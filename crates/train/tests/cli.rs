@@ -6,11 +6,20 @@ use std::process::{Command, Output};
 
 /// Runs `mope` without any glibc allocator setting of the caller's (it sets its own).
 fn mope(args: &[&str]) -> Output {
+    mope_with_allocator(args, &[])
+}
+
+/// Runs `mope` with exactly the glibc allocator settings `allocator`.
+fn mope_with_allocator(args: &[&str], allocator: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_mope"));
     for (name, _) in train::malloc::SETTINGS {
         command.env_remove(name);
     }
-    command.args(args).output().expect("mope runs")
+    command.envs(allocator.iter().copied()).args(args).output().expect("mope runs")
+}
+
+fn read_result(run: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("result.json")).unwrap()).unwrap()
 }
 
 fn stderr(output: &Output) -> String {
@@ -89,7 +98,7 @@ fn pmoe_trains_on_an_image_folder_with_experts_from_user_directories() {
     let run = dir.path().join("run");
     let out = mope(&["train", &spec, "--run-dir", &run.to_string_lossy(), "--quiet", "--workers", "1"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let result: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("result.json")).unwrap()).unwrap();
+    let result = read_result(&run);
     // 24 images: a stratified 70/15/15 split (the folders have no split of their own).
     assert_eq!((result["method"].as_str(), result["split"].as_str(), result["report"]["samples"].as_u64()), (Some("pmoe"), Some("test"), Some(3)));
     // mope re-executed itself with the allocator settings.
@@ -105,13 +114,7 @@ fn pmoe_trains_on_an_image_folder_with_experts_from_user_directories() {
 
     // A setting of the user's own is left alone, and nothing is added to it.
     let run = dir.path().join("run-user-allocator");
-    let out = Command::new(env!("CARGO_BIN_EXE_mope"))
-        .env_remove("MALLOC_MMAP_THRESHOLD_")
-        .env("MALLOC_TRIM_THRESHOLD_", "131072")
-        .args(["train", &spec, "--run-dir", &run.to_string_lossy(), "--quiet", "--workers", "1"])
-        .output()
-        .expect("mope runs");
+    let out = mope_with_allocator(&["train", &spec, "--run-dir", &run.to_string_lossy(), "--quiet", "--workers", "1"], &[("MALLOC_TRIM_THRESHOLD_", "131072")]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let result: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("result.json")).unwrap()).unwrap();
-    assert_eq!(result["environment"]["allocator"], serde_json::json!(["MALLOC_TRIM_THRESHOLD_=131072"]));
+    assert_eq!(read_result(&run)["environment"]["allocator"], serde_json::json!(["MALLOC_TRIM_THRESHOLD_=131072"]));
 }
