@@ -16,9 +16,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Instant, SystemTime};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use mope_core::adapter::human_bytes;
 use mope_core::params::thousands;
+use train::RunResult;
+use train::spec::{ExperimentSpec, Method};
 
 const SMOKE: &[&str] = &[
     "train.epochs=1",
@@ -65,17 +67,32 @@ fn parse(args: &[String]) -> Result<Options> {
 pub const USAGE: &str = "usage: cargo xtask reproduce [NAME...] [--list] [--dry-run] [--smoke] [--force] [--device cpu|wgpu|cuda]
   NAME: an experiment (`emoji/mope`) or a dataset (`emoji`); none: the experiments tagged `default`";
 
-/// One experiment file, read loosely (the `mope` binary checks it fully).
+/// One experiment file, checked as `mope train` checks it.
 #[derive(Debug)]
 struct Experiment {
-    name: String,
+    spec: ExperimentSpec,
     path: PathBuf,
-    tags: Vec<String>,
-    method: String,
-    /// A pMoE-family experiment (it names `model.experts`).
-    over_experts: bool,
+    /// `data.root`, resolved against the repository root.
     data_root: PathBuf,
-    paper_value: Option<f64>,
+}
+
+impl Experiment {
+    fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    fn method(&self) -> Method {
+        self.spec.model.method
+    }
+
+    /// A pMoE-family experiment (it names `model.experts`).
+    fn over_experts(&self) -> bool {
+        self.spec.model.is_pmoe()
+    }
+
+    fn paper_value(&self) -> Option<f64> {
+        self.spec.paper.as_ref().and_then(|p| p.value)
+    }
 }
 
 fn discover(root: &Path) -> Result<Vec<Experiment>> {
@@ -87,21 +104,8 @@ fn discover(root: &Path) -> Result<Vec<Experiment>> {
         let mut methods: Vec<PathBuf> = std::fs::read_dir(&dataset)?.filter_map(|e| e.ok().map(|e| e.path().join("experiment.toml"))).filter(|p| p.is_file()).collect();
         methods.sort();
         for path in methods {
-            let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-            let value: toml::Table = text.parse().with_context(|| format!("{}: not TOML", path.display()))?;
-            let rel = path.strip_prefix(root).unwrap_or(&path);
-            let parts: Vec<String> = rel.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-            let default_name = format!("{}/{}", parts[1], parts[2]);
-            let get = |section: &str, key: &str| value.get(section).and_then(|s| s.get(key)).cloned();
-            found.push(Experiment {
-                name: value.get("name").and_then(|v| v.as_str()).map_or(default_name, String::from),
-                tags: value.get("tags").and_then(|v| v.as_array()).map(|a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect()).unwrap_or_default(),
-                method: get("model", "method").and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
-                over_experts: get("model", "experts").is_some(),
-                data_root: root.join(get("data", "root").and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
-                paper_value: get("paper", "value").and_then(|v| v.as_float()),
-                path,
-            });
+            let spec = ExperimentSpec::load(&path, &[])?;
+            found.push(Experiment { data_root: root.join(&spec.data.root), spec, path });
         }
     }
     Ok(found)
@@ -109,11 +113,11 @@ fn discover(root: &Path) -> Result<Vec<Experiment>> {
 
 fn select<'a>(all: &'a [Experiment], names: &[String]) -> Result<Vec<&'a Experiment>> {
     if names.is_empty() {
-        return Ok(all.iter().filter(|e| e.tags.iter().any(|t| t == "default")).collect());
+        return Ok(all.iter().filter(|e| e.spec.tags.iter().any(|t| t == "default")).collect());
     }
     let mut chosen = Vec::new();
     for name in names {
-        let matched: Vec<&Experiment> = all.iter().filter(|e| &e.name == name || e.name.starts_with(&format!("{name}/"))).collect();
+        let matched: Vec<&Experiment> = all.iter().filter(|e| e.name() == name || e.name().starts_with(&format!("{name}/"))).collect();
         if matched.is_empty() {
             bail!("no experiment named `{name}`; `cargo xtask reproduce --list` lists them");
         }
@@ -126,8 +130,18 @@ fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-fn read_result(path: &Path) -> Option<serde_json::Value> {
-    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+/// A run's `result.json`: `None` where there is none; an error naming the file and the key where
+/// it does not parse (a file from an older version, or a truncated one).
+fn read_result(path: &Path) -> Result<Option<RunResult>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("{}: cannot read", path.display())),
+    };
+    let mut json = serde_json::Deserializer::from_str(&text);
+    let result = serde_path_to_error::deserialize(&mut json)
+        .map_err(|e| anyhow!("{}: at `{}`: {}", path.display(), e.path(), e.inner()))?;
+    Ok(Some(result))
 }
 
 /// Runs the command.
@@ -137,15 +151,20 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let chosen = select(&all, &options.names)?;
     let runs = if options.smoke { root.join("runs/smoke") } else { root.join("runs") };
     if options.list {
-        let name_width = all.iter().map(|e| e.name.len()).max().unwrap_or(0).max(10);
-        let method_width = all.iter().map(|e| e.method.len()).max().unwrap_or(0).max(6);
+        let name_width = all.iter().map(|e| e.name().len()).max().unwrap_or(0).max(10);
+        let method_width = all.iter().map(|e| e.method().name().len()).max().unwrap_or(0).max(6);
         println!("{:<name_width$} {:<method_width$} {:<10} {:<8} {:>10}", "experiment", "method", "tags", "data", "result");
         for e in &all {
-            let result = read_result(&runs.join(&e.name).join("result.json"))
-                .and_then(|r| r["value"].as_f64().map(|v| format!("{v:.2}")))
-                .unwrap_or_else(|| "-".into());
+            let result = match read_result(&runs.join(e.name()).join("result.json")) {
+                Ok(Some(r)) => format!("{:.2}", r.value),
+                Ok(None) => "-".into(),
+                Err(error) => {
+                    eprintln!("warning: {error:#}");
+                    "unreadable".into()
+                }
+            };
             let data = if e.data_root.exists() { "present" } else { "missing" };
-            println!("{:<name_width$} {:<method_width$} {:<10} {:<8} {:>10}", e.name, e.method, e.tags.join(","), data, result);
+            println!("{:<name_width$} {:<method_width$} {:<10} {:<8} {:>10}", e.name(), e.method().name(), e.spec.tags.join(","), data, result);
         }
         return Ok(());
     }
@@ -161,22 +180,28 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut rows = Vec::new();
     let mut failures = Vec::new();
     for &e in &chosen {
-        let run_dir = runs.join(&e.name);
+        let run_dir = runs.join(e.name());
         let result_path = run_dir.join("result.json");
         let fresh = !options.force
             && !options.smoke
             && !options.dry_run
             && matches!((modified(&result_path), modified(&e.path)), (Some(r), Some(s)) if r > s);
-        if fresh && let Some(result) = read_result(&result_path) {
-            eprintln!("== {}: result newer than the experiment, reused ({})", e.name, result_path.display());
-            rows.push((e, result));
-            continue;
+        if fresh {
+            match read_result(&result_path) {
+                Ok(Some(result)) => {
+                    eprintln!("== {}: result newer than the experiment, reused ({})", e.name(), result_path.display());
+                    rows.push((e, result));
+                    continue;
+                }
+                Ok(None) => {}
+                Err(error) => eprintln!("== {}: the previous result is unreadable, running again: {error:#}", e.name()),
+            }
         }
         if !e.data_root.exists() {
-            failures.push(format!("{}: data not found at {} (see datasets/README.md)", e.name, e.data_root.display()));
+            failures.push(format!("{}: data not found at {} (see datasets/README.md)", e.name(), e.data_root.display()));
             continue;
         }
-        eprintln!("== {}", e.name);
+        eprintln!("== {}", e.name());
         let mut command = Command::new(&mope);
         command.current_dir(root).arg("train").arg(&e.path).arg("--run-dir").arg(&run_dir).arg("--plain");
         if let Some(device) = &options.device {
@@ -193,15 +218,16 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         let start = Instant::now();
         let status = command.status().with_context(|| format!("cannot run {}", mope.display()))?;
         if !status.success() {
-            failures.push(format!("{}: `mope train` failed ({status})", e.name));
+            failures.push(format!("{}: `mope train` failed ({status})", e.name()));
             continue;
         }
         if options.dry_run {
             continue;
         }
         match read_result(&result_path) {
-            Some(result) => rows.push((e, result)),
-            None => failures.push(format!("{}: no result.json after {:.0} s", e.name, start.elapsed().as_secs_f64())),
+            Ok(Some(result)) => rows.push((e, result)),
+            Ok(None) => failures.push(format!("{}: no result.json after {:.0} s", e.name(), start.elapsed().as_secs_f64())),
+            Err(error) => failures.push(format!("{}: {error:#}", e.name())),
         }
     }
     if !rows.is_empty() {
@@ -211,7 +237,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         println!("{claims}");
         std::fs::create_dir_all(&runs)?;
         std::fs::write(runs.join("reproduce.md"), format!("{table}\n{claims}"))?;
-        let json: Vec<&serde_json::Value> = rows.iter().map(|(_, r)| r).collect();
+        let json: Vec<&RunResult> = rows.iter().map(|(_, r)| r).collect();
         std::fs::write(runs.join("reproduce.json"), serde_json::to_string_pretty(&json)?)?;
         println!("written: {} and {}", runs.join("reproduce.md").display(), runs.join("reproduce.json").display());
     }
@@ -240,74 +266,67 @@ fn build_mope(root: &Path, device: Option<&str>) -> Result<PathBuf> {
 }
 
 /// The result table, in Markdown.
-fn table(rows: &[(&Experiment, serde_json::Value)]) -> String {
+fn table(rows: &[(&Experiment, RunResult)]) -> String {
     let mut out = String::from(
         "| experiment | metric | ours | paper | trainable params | trainable % | adapter | train time | wall time |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (e, r) in rows {
-        let trainable = params(r);
-        let total = r["total_params"].as_u64().unwrap_or(1).max(1) as usize;
-        let paper = e.paper_value.map_or_else(|| "n/a".to_string(), |v| format!("{v:.2}"));
+        let trainable = r.trainable_params;
+        let total = r.total_params.max(1);
+        let paper = e.paper_value().map_or_else(|| "n/a".to_string(), |v| format!("{v:.2}"));
         out.push_str(&format!(
             "| {} | {} ({}) | {:.2} | {} | {} | {:.3} | {} | {:.0} s | {:.0} s |\n",
-            e.name,
-            r["metric"].as_str().unwrap_or("?"),
-            r["split"].as_str().unwrap_or("?"),
-            r["value"].as_f64().unwrap_or(f64::NAN),
+            e.name(),
+            r.metric,
+            r.split,
+            r.value,
             paper,
             thousands(trainable),
             100.0 * trainable as f64 / total as f64,
-            human_bytes(r["adapter_bytes"].as_u64().unwrap_or(0)),
-            r["train_seconds"].as_f64().unwrap_or(f64::NAN),
-            r["wall_seconds"].as_f64().unwrap_or(f64::NAN),
+            human_bytes(r.adapter_bytes),
+            r.train_seconds,
+            r.wall_seconds,
         ));
     }
     out
 }
 
-fn value(r: &serde_json::Value) -> f64 {
-    r["value"].as_f64().unwrap_or(f64::NAN)
-}
-
-fn params(r: &serde_json::Value) -> usize {
-    r["trainable_params"].as_u64().unwrap_or(0) as usize
-}
 
 /// For each dataset with both, whether MoPE beats vanilla prompt tuning, and at what parameter
 /// cost; and where fine-tuning ran, how close MoPE comes to it. For each dataset with pMoE runs,
 /// whether combining the experts beats the best single expert and the mean of experts.
-fn claims(rows: &[(&Experiment, serde_json::Value)]) -> String {
+fn claims(rows: &[(&Experiment, RunResult)]) -> String {
     let mut out = String::new();
-    let datasets: std::collections::BTreeSet<&str> = rows.iter().filter_map(|(e, _)| e.name.split('/').next()).collect();
+    let datasets: std::collections::BTreeSet<&str> = rows.iter().filter_map(|(e, _)| e.name().split('/').next()).collect();
     for dataset in datasets {
         // (MoPE's prompt tuning and single-expert prompt tuning share the method name.)
-        let in_dataset = |method: &'static str, over_experts: bool| {
-            rows.iter().filter(move |(e, _)| e.name.starts_with(&format!("{dataset}/")) && e.method == method && e.over_experts == over_experts)
+        let in_dataset = |method: Method, over_experts: bool| {
+            rows.iter().filter(move |(e, _)| e.name().starts_with(&format!("{dataset}/")) && e.method() == method && e.over_experts() == over_experts)
         };
-        let find = |method: &'static str, over_experts: bool| in_dataset(method, over_experts).next().map(|(_, r)| r);
-        if let Some(pmoe) = find("pmoe", true) {
-            out.push_str(&pmoe_claims(dataset, pmoe, in_dataset("prompt-tuning", true).collect(), find("mean-of-experts", true)));
+        let find = |method: Method, over_experts: bool| in_dataset(method, over_experts).next().map(|(_, r)| r);
+        if let Some(pmoe) = find(Method::Pmoe, true) {
+            out.push_str(&pmoe_claims(dataset, pmoe, in_dataset(Method::PromptTuning, true).collect(), find(Method::MeanOfExperts, true)));
         }
-        let (Some(mope), Some(vpt)) = (find("mope", false), find("prompt-tuning", false)) else { continue };
-        let (m, v) = (value(mope), value(vpt));
+        let (Some(mope), Some(vpt)) = (find(Method::Mope, false), find(Method::PromptTuning, false)) else { continue };
+        let (m, v) = (mope.value, vpt.value);
         let verdict = if m > v { "MoPE beats vanilla prompt tuning" } else { "MoPE does NOT beat vanilla prompt tuning" };
-        let cost = if params(mope) <= params(vpt) {
+        let cost = if mope.trainable_params <= vpt.trainable_params {
             "with equal or fewer trainable params".to_string()
         } else {
             let joint = if m > v { "but" } else { "and" };
-            format!("{joint} trains {:.1}x the params", params(mope) as f64 / params(vpt).max(1) as f64)
+            format!("{joint} trains {:.1}x the params", mope.trainable_params as f64 / vpt.trainable_params.max(1) as f64)
         };
         out.push_str(&format!(
             "{dataset}: {verdict} ({m:.2} vs {v:.2}; {} vs {} trainable params), {cost}.\n",
-            thousands(params(mope)),
-            thousands(params(vpt))
+            thousands(mope.trainable_params),
+            thousands(vpt.trainable_params)
         ));
-        if let Some(full) = find("fine-tuning", false) {
+        if let Some(full) = find(Method::FineTuning, false) {
             out.push_str(&format!(
                 "{dataset}: MoPE reaches {:.2} against fine-tuning's {:.2}, training {:.2}% of its parameters.\n",
                 m,
-                value(full),
-                100.0 * params(mope) as f64 / params(full).max(1) as f64
+                full.value,
+                100.0 * mope.trainable_params as f64 / full.trainable_params.max(1) as f64
             ));
         }
     }
@@ -315,29 +334,46 @@ fn claims(rows: &[(&Experiment, serde_json::Value)]) -> String {
 }
 
 /// pMoE against the best single expert (prompt-tuned alone) and the mean of experts.
-fn pmoe_claims(dataset: &str, pmoe: &serde_json::Value, singles: Vec<&(&Experiment, serde_json::Value)>, mean: Option<&serde_json::Value>) -> String {
+fn pmoe_claims(dataset: &str, pmoe: &RunResult, singles: Vec<&(&Experiment, RunResult)>, mean: Option<&RunResult>) -> String {
     let mut out = String::new();
-    let p = value(pmoe);
-    if let Some((best, r)) = singles.into_iter().max_by(|a, b| value(&a.1).total_cmp(&value(&b.1))) {
-        let verdict = if p > value(r) { "pMoE beats the best single expert" } else { "pMoE does NOT beat the best single expert" };
+    let p = pmoe.value;
+    if let Some((best, r)) = singles.into_iter().max_by(|a, b| a.1.value.total_cmp(&b.1.value)) {
+        let verdict = if p > r.value { "pMoE beats the best single expert" } else { "pMoE does NOT beat the best single expert" };
         out.push_str(&format!(
             "{dataset}: {verdict} ({p:.2} vs {:.2}, {}; {} vs {} trainable params, {:.0} s vs {:.0} s of training).\n",
-            value(r),
-            best.name,
-            thousands(params(pmoe)),
-            thousands(params(r)),
-            pmoe["train_seconds"].as_f64().unwrap_or(f64::NAN),
-            r["train_seconds"].as_f64().unwrap_or(f64::NAN),
+            r.value,
+            best.name(),
+            thousands(pmoe.trainable_params),
+            thousands(r.trainable_params),
+            pmoe.train_seconds,
+            r.train_seconds,
         ));
     }
     if let Some(mean) = mean {
-        let verdict = if p > value(mean) { "beats" } else { "does NOT beat" };
+        let verdict = if p > mean.value { "beats" } else { "does NOT beat" };
         out.push_str(&format!(
             "{dataset}: pMoE {verdict} the mean of its experts ({p:.2} vs {:.2}; {} vs {} trainable params).\n",
-            value(mean),
-            thousands(params(pmoe)),
-            thousands(params(mean))
+            mean.value,
+            thousands(pmoe.trainable_params),
+            thousands(mean.trainable_params)
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_result_is_none_and_a_malformed_one_is_named_with_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("result.json");
+        assert!(read_result(&path).unwrap().is_none());
+
+        std::fs::write(&path, r#"{"name": "emoji/mope", "method": "mope", "value": "high"}"#).unwrap();
+        let message = format!("{:#}", read_result(&path).unwrap_err());
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains("at `value`: invalid type: string \"high\", expected f64"), "{message}");
+    }
 }
