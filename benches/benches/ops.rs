@@ -15,6 +15,7 @@ use burn::nn::LayerNormConfig;
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::ops::{ActivationOps, FloatTensor};
 use burn::tensor::{Distribution, Tensor};
+use mope_core::attention::FastAttention;
 use mope_core::gelu::{FastGelu, gelu as fast_gelu};
 use mope_benches::VIT_B;
 
@@ -61,7 +62,8 @@ fn mean_seconds(reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 /// Other operations of a ViT-B layer at batch 8: `(name, our seconds, the PyTorch statement
-/// timed on tensors x [rows, d], h [rows, d_ff], s [batch·heads, n, n], bias [d_ff], q [batch, n, d])`.
+/// timed on tensors x [rows, d], h [rows, d_ff], s [batch·heads, n, n], bias [d_ff],
+/// o [batch, heads, n, d/heads])`.
 fn other_ops(reps: usize) -> Vec<(&'static str, f64, &'static str)> {
     let s = VIT_B;
     let device = Default::default();
@@ -71,7 +73,7 @@ fn other_ops(reps: usize) -> Vec<(&'static str, f64, &'static str)> {
     let h = Tensor::<Flex, 2>::random([rows, s.d_ff], Distribution::Normal(0.0, 1.0), &device);
     let scores = Tensor::<Flex, 3>::random([s.batch * s.n_heads, s.tokens(), s.tokens()], Distribution::Default, &device);
     let bias = Tensor::<Flex, 1>::random([s.d_ff], Distribution::Default, &device);
-    let q = Tensor::<Flex, 3>::random([s.batch, s.tokens(), s.d_model], Distribution::Default, &device);
+    let heads_out = Tensor::<Flex, 4>::random([s.batch, s.n_heads, s.tokens(), s.d_model / s.n_heads], Distribution::Default, &device);
     let norm = LayerNormConfig::new(s.d_model).init::<Flex>(&device);
     let (b, n, heads, dh) = (s.batch, s.tokens(), s.n_heads, s.d_model / s.n_heads);
     // `flex` computes eagerly: dropping the result times the operation alone (no read-back, as
@@ -83,17 +85,38 @@ fn other_ops(reps: usize) -> Vec<(&'static str, f64, &'static str)> {
         ("GELU backward [rows, d_ff], burn's", mean_seconds(reps, || drop(Flex::gelu_backward(primitive(&h), primitive(&h)))), "torch.ops.aten.gelu_backward(h, h)"),
         ("GELU backward [rows, d_ff], ours", mean_seconds(reps, || drop(Flex::fast_gelu_backward(primitive(&h), primitive(&h)))), "torch.ops.aten.gelu_backward(h, h)"),
         ("layer norm [rows, d]", mean_seconds(reps, || drop(norm.forward(x.clone()))), "F.layer_norm(x, (x.shape[1],))"),
-        ("softmax [b·heads, n, n]", mean_seconds(reps, || drop(softmax(scores.clone(), 2))), "s.softmax(2)"),
+        ("softmax [b·heads, n, n], burn's", mean_seconds(reps, || drop(softmax(scores.clone(), 2))), "s.softmax(2)"),
+        ("softmax [b·heads, n, n], ours (`mope_core::attention`)", mean_seconds(reps, || drop(Flex::attention_softmax(primitive(&scores), 1.0))), "s.softmax(2)"),
+        (
+            // The attention operation's case: the input is the fresh product of the scores, which
+            // nothing else holds, so it is overwritten (here: the previous call's output).
+            "softmax, ours, in place",
+            {
+                let mut unique = Some(scores.clone() + 0.0);
+                mean_seconds(reps, || unique = unique.take().map(|x| tensor(Flex::attention_softmax(x.into_primitive().tensor(), 1.0))))
+            },
+            "s.softmax(2)",
+        ),
+        (
+            "softmax backward [b·heads, n, n], ours",
+            mean_seconds(reps, || drop(Flex::attention_softmax_backward(primitive(&scores), primitive(&scores), 1.0))),
+            "torch.ops.aten._softmax_backward_data(s, s, 2, s.dtype)",
+        ),
         (
             // The reshape of the permuted view is what copies.
-            "split heads [b, n, d] → [b, heads, n, d/heads], contiguous",
-            mean_seconds(reps, || drop(q.clone().reshape([b, n, heads, dh]).swap_dims(1, 2).reshape([b, heads, n * dh]))),
-            "q.view(q.shape[0], q.shape[1], 12, 64).transpose(1, 2).contiguous()",
+            "merge heads [b, heads, n, d/heads] → [b, n, d], burn's",
+            mean_seconds(reps, || drop(heads_out.clone().swap_dims(1, 2).reshape([b, n, heads * dh]))),
+            "o.transpose(1, 2).reshape(o.shape[0], o.shape[2], -1)",
         ),
+        ("merge heads, ours", mean_seconds(reps, || drop(Flex::merge_heads(primitive(&heads_out)))), "o.transpose(1, 2).reshape(o.shape[0], o.shape[2], -1)"),
     ]
 }
 
-fn primitive(t: &Tensor<Flex, 2>) -> FloatTensor<Flex> {
+fn tensor<const D: usize>(t: FloatTensor<Flex>) -> Tensor<Flex, D> {
+    Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(t))
+}
+
+fn primitive<const D: usize>(t: &Tensor<Flex, D>) -> FloatTensor<Flex> {
     t.clone().into_primitive().tensor()
 }
 
@@ -102,8 +125,10 @@ fn torch_tensors() -> String {
     let s = VIT_B;
     let rows = s.batch * s.tokens();
     format!(
-        "x=torch.rand({rows},{d});h=torch.randn({rows},{ff});s=torch.rand({bh},{n},{n});bias=torch.rand({ff});q=torch.rand({b},{n},{d})",
+        "x=torch.rand({rows},{d});h=torch.randn({rows},{ff});s=torch.rand({bh},{n},{n});bias=torch.rand({ff});o=torch.rand({b},{heads},{n},{dh})",
         d = s.d_model,
+        heads = s.n_heads,
+        dh = s.d_model / s.n_heads,
         ff = s.d_ff,
         bh = s.batch * s.n_heads,
         n = s.tokens(),
@@ -112,6 +137,9 @@ fn torch_tensors() -> String {
 }
 
 fn main() -> Result<()> {
+    // As `mope` and the training-step bench run: glibc keeps freed tensor buffers mapped (the
+    // PyTorch child inherits the setting).
+    train::malloc::tune_glibc_malloc();
     let mut threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {

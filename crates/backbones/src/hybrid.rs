@@ -20,6 +20,7 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
+use mope_core::attention::FastAttention;
 use mope_core::gelu::FastGelu;
 use mope_core::{EncoderTokens, PromptableEncoder};
 
@@ -61,7 +62,7 @@ impl<B: Backend> CnnTokenEncoder<B> {
     }
 }
 
-impl<B: FastGelu> PromptableEncoder<B> for CnnTokenEncoder<B> {
+impl<B: FastGelu + FastAttention> PromptableEncoder<B> for CnnTokenEncoder<B> {
     /// Normalised pixels `[batch, 3, height, width]` (ImageNet statistics).
     type Input = Tensor<B, 4>;
 

@@ -7,6 +7,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`any`] | [`AnyEncoder`]: any backbone chosen by name at run time, with its input preparation |
+//! | [`attention`] | [`SelfAttention`](attention::SelfAttention): multi-head self-attention as one operation (`mope_core::attention`) |
 //! | [`transformer`] | [`TransformerLayer`]: self-attention + GELU feed-forward, post-norm (BERT) or pre-norm (ViT) |
 //! | [`token_encoder`] | [`TokenEncoder`]: a BERT-shaped text encoder (word, position and token-type embeddings) |
 //! | [`pooling`] | [`Pooling`]: `[CLS]`, mean over tokens, or mean including prompt tokens |
@@ -24,6 +25,7 @@
 //! | [`error`] | [`BackboneError`] |
 
 pub mod any;
+pub mod attention;
 pub mod audio;
 pub mod bert;
 pub mod ct2;

@@ -4,10 +4,12 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Bool, Tensor, backend::Backend};
+use mope_core::attention::FastAttention;
 use mope_core::gelu::{FastGelu, gelu};
+
+use crate::attention::SelfAttention;
 
 /// Configuration of a [`TransformerLayer`].
 #[derive(Config, Debug)]
@@ -18,7 +20,7 @@ pub struct TransformerLayerConfig {
     pub n_heads: usize,
     /// Hidden width of the feed-forward block.
     pub d_ff: usize,
-    /// Dropout on attention probabilities and block outputs.
+    /// Dropout on the block outputs (the attention itself has none: [`SelfAttention`]).
     #[config(default = 0.0)]
     pub dropout: f64,
     /// Layer-norm epsilon (BERT: 1e-12, ViT: 1e-12 in Hugging Face, 1e-6 in timm).
@@ -33,7 +35,7 @@ pub struct TransformerLayerConfig {
 #[derive(Module, Debug)]
 pub struct TransformerLayer<B: Backend> {
     /// Self-attention.
-    pub attention: MultiHeadAttention<B>,
+    pub attention: SelfAttention<B>,
     /// Norm of the attention block.
     pub attention_norm: LayerNorm<B>,
     /// Feed-forward input projection, `d_model → d_ff`.
@@ -52,17 +54,9 @@ impl TransformerLayerConfig {
     /// # Panics
     /// If `d_model` is not a multiple of `n_heads`.
     pub fn init<B: Backend>(&self, device: &B::Device) -> TransformerLayer<B> {
-        assert!(
-            self.d_model.is_multiple_of(self.n_heads),
-            "d_model = {} is not a multiple of n_heads = {}",
-            self.d_model,
-            self.n_heads
-        );
         let norm = || LayerNormConfig::new(self.d_model).with_epsilon(self.layer_norm_eps).init(device);
         TransformerLayer {
-            attention: MultiHeadAttentionConfig::new(self.d_model, self.n_heads)
-                .with_dropout(self.dropout)
-                .init(device),
+            attention: SelfAttention::new(self.d_model, self.n_heads, device),
             attention_norm: norm(),
             ffn_in: LinearConfig::new(self.d_model, self.d_ff).init(device),
             ffn_out: LinearConfig::new(self.d_ff, self.d_model).init(device),
@@ -73,21 +67,14 @@ impl TransformerLayerConfig {
     }
 }
 
-impl<B: FastGelu> TransformerLayer<B> {
+impl<B: FastGelu + FastAttention> TransformerLayer<B> {
     /// Runs the layer.
     ///
     /// # Shapes
     /// - `x`: `[batch, seq_len, d_model]`, `mask_pad`: `[batch, seq_len]` (`true` = padding)
     /// - output: `[batch, seq_len, d_model]`
     pub fn forward(&self, x: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>) -> Tensor<B, 3> {
-        let attend = |h: Tensor<B, 3>| {
-            let input = MhaInput::self_attn(h);
-            let input = match mask_pad.clone() {
-                Some(mask) => input.mask_pad(mask),
-                None => input,
-            };
-            self.dropout.forward(self.attention.forward(input).context)
-        };
+        let attend = |h: Tensor<B, 3>| self.dropout.forward(self.attention.forward(h, mask_pad.clone()));
         let feed_forward =
             |h: Tensor<B, 3>| self.dropout.forward(self.ffn_out.forward(gelu(self.ffn_in.forward(h))));
         if self.norm_first {

@@ -1,13 +1,15 @@
 //! The backend the models need: burn's [`Backend`](burn::tensor::backend::Backend) with this
 //! workspace's custom operations, each a backend-extension hook with a default that every backend
-//! can run ([`FusedRouting`]: the routing softmax-mixture; [`FastGelu`]: the encoders' GELU).
+//! can run ([`FusedRouting`]: the routing softmax-mixture; [`FastGelu`]: the encoders' GELU;
+//! [`FastAttention`]: the encoders' attention).
 //! Implemented for `flex`, every CubeCL backend (wgpu, CUDA, features `wgpu`/`cuda`) and
 //! `Autodiff` over any of them.
 
+use crate::attention::FastAttention;
 use crate::fused::FusedRouting;
 use crate::gelu::FastGelu;
 
 /// A backend with every custom operation of this workspace.
-pub trait Kernels: FusedRouting + FastGelu {}
+pub trait Kernels: FusedRouting + FastGelu + FastAttention {}
 
-impl<B: FusedRouting + FastGelu> Kernels for B {}
+impl<B: FusedRouting + FastGelu + FastAttention> Kernels for B {}

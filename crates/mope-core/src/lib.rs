@@ -21,6 +21,8 @@
 //! | [`fused`] | [`FusedRouting`]: softmax over sources (temperature, top-k) fused with their mixture, for MoPE's experts and pMoE's dispatcher; a backend hook with the composed reference and a hand-written backward |
 //! | `fused_cube` | (features `wgpu`, `cuda`) the same as one CubeCL kernel |
 //! | [`gelu`] | [`FastGelu`]: the encoders' exact GELU, vectorised and multi-threaded on `flex` |
+//! | [`attention`] | [`FastAttention`]: the encoders' multi-head attention as one operation with a hand-written backward; softmax and head merging vectorised and multi-threaded on `flex` |
+//! | `fast_math`, `flex_buffer` | what the `flex` kernels share: a branch-free exponential; buffers they may overwrite |
 //! | [`kernels`] | [`Kernels`]: the backend the models need, every custom operation above |
 //! | [`router`] | [`Router`]: pairing-prior routing with frozen orthogonal keys, temperature, noise, top-k |
 //! | [`orthogonal`] | deterministic orthogonal matrices (the router keys) |
@@ -39,10 +41,13 @@
 //! (`train::device::TrainBackend`).
 
 pub mod adapter;
+pub mod attention;
 pub mod classifier;
 pub mod deep_prompt;
 pub mod encoder;
 pub mod experts;
+pub(crate) mod fast_math;
+mod flex_buffer;
 pub mod fused;
 #[cfg(feature = "cube")]
 pub mod fused_cube;
@@ -56,6 +61,7 @@ pub mod regularizer;
 pub mod router;
 pub mod strict;
 
+pub use attention::{FastAttention, multi_head_attention};
 pub use adapter::{AdapterConfig, AdapterError, AdapterSaveReport, load_adapter, save_adapter};
 pub use classifier::{
     ClassifierOutput, DenseOutput, FusionMethod, MultimodalClassifier, MultimodalClassifierConfig,
