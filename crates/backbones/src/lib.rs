@@ -8,7 +8,6 @@
 //! |---|---|
 //! | [`any`] | [`AnyEncoder`]: any backbone chosen by name at run time, with its input preparation |
 //! | [`attention`] | [`SelfAttention`](attention::SelfAttention): multi-head self-attention as one operation (`mope_core::attention`) |
-//! | [`flat_linear`] | [`forward_flat`](flat_linear::forward_flat): a `Linear` over every token as one matrix product |
 //! | [`transformer`] | [`TransformerLayer`]: self-attention + GELU feed-forward, post-norm (BERT) or pre-norm (ViT) |
 //! | [`token_encoder`] | [`TokenEncoder`]: a BERT-shaped text encoder (word, position and token-type embeddings) |
 //! | [`pooling`] | [`Pooling`]: `[CLS]`, mean over tokens, or mean including prompt tokens |
@@ -31,7 +30,6 @@ pub mod audio;
 pub mod bert;
 pub mod ct2;
 pub mod error;
-pub mod flat_linear;
 pub mod frozen_batch_norm;
 pub mod hybrid;
 pub mod mobilenet_v2;

@@ -10,7 +10,6 @@ use mope_core::attention::FastAttention;
 use mope_core::gelu::{FastGelu, gelu};
 
 use crate::attention::SelfAttention;
-use crate::flat_linear::forward_flat;
 
 /// Configuration of a [`TransformerLayer`].
 #[derive(Config, Debug)]
@@ -77,7 +76,7 @@ impl<B: FastGelu + FastAttention> TransformerLayer<B> {
     pub fn forward(&self, x: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>) -> Tensor<B, 3> {
         let attend = |h: Tensor<B, 3>| self.dropout.forward(self.attention.forward(h, mask_pad.clone()));
         let feed_forward =
-            |h: Tensor<B, 3>| self.dropout.forward(forward_flat(&self.ffn_out, gelu(forward_flat(&self.ffn_in, h))));
+            |h: Tensor<B, 3>| self.dropout.forward(self.ffn_out.forward(gelu(self.ffn_in.forward(h))));
         if self.norm_first {
             let x = x.clone() + attend(self.attention_norm.forward(x));
             x.clone() + feed_forward(self.ffn_norm.forward(x))

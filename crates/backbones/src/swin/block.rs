@@ -7,8 +7,6 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 use mope_core::gelu::{FastGelu, gelu};
 use serde::{Deserialize, Serialize};
 
-use crate::flat_linear::forward_flat;
-
 use super::window_attention::WindowAttention;
 
 /// How a sample's prompt tokens are laid out across attention windows.
@@ -190,8 +188,8 @@ impl<B: FastGelu> SwinBlock<B> {
             patches
         };
         let x = shortcut + attended;
-        let hidden = gelu(forward_flat(&self.ffn_in, self.layernorm_after.forward(x.clone())));
-        x + forward_flat(&self.ffn_out, hidden)
+        let hidden = gelu(self.ffn_in.forward(self.layernorm_after.forward(x.clone())));
+        x + self.ffn_out.forward(hidden)
     }
 }
 
