@@ -10,13 +10,15 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use burn::backend::Flex;
+use burn::backend::{Autodiff, Flex};
+use burn::module::Module;
 use burn::nn::LayerNormConfig;
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::ops::{ActivationOps, FloatTensor};
 use burn::tensor::{Distribution, Tensor};
 use mope_core::attention::FastAttention;
 use mope_core::gelu::{FastGelu, gelu as fast_gelu};
+use mope_core::layer_norm::layer_norm;
 use mope_benches::VIT_B;
 
 /// `[m, k] × [k, n]` products of one ViT-B layer at batch 8 (210 tokens a sample), forward
@@ -75,6 +77,7 @@ fn other_ops(reps: usize) -> Vec<(&'static str, f64, &'static str)> {
     let bias = Tensor::<Flex, 1>::random([s.d_ff], Distribution::Default, &device);
     let heads_out = Tensor::<Flex, 4>::random([s.batch, s.n_heads, s.tokens(), s.d_model / s.n_heads], Distribution::Default, &device);
     let norm = LayerNormConfig::new(s.d_model).init::<Flex>(&device);
+    let norm_ad = LayerNormConfig::new(s.d_model).init::<Autodiff<Flex>>(&device).no_grad();
     let (b, n, heads, dh) = (s.batch, s.tokens(), s.n_heads, s.d_model / s.n_heads);
     // `flex` computes eagerly: dropping the result times the operation alone (no read-back, as
     // on the PyTorch side).
@@ -85,6 +88,16 @@ fn other_ops(reps: usize) -> Vec<(&'static str, f64, &'static str)> {
         ("GELU backward [rows, d_ff], burn's", mean_seconds(reps, || drop(Flex::gelu_backward(primitive(&h), primitive(&h)))), "torch.ops.aten.gelu_backward(h, h)"),
         ("GELU backward [rows, d_ff], ours", mean_seconds(reps, || drop(Flex::fast_gelu_backward(primitive(&h), primitive(&h)))), "torch.ops.aten.gelu_backward(h, h)"),
         ("layer norm [rows, d]", mean_seconds(reps, || drop(norm.forward(x.clone()))), "F.layer_norm(x, (x.shape[1],))"),
+        (
+            "layer norm forward + input gradient under autodiff, burn's",
+            mean_seconds(reps, || drop(layer_norm_gradient(&x, |x| norm_ad.forward(x)))),
+            "xg=x.requires_grad_(); torch.autograd.grad(F.layer_norm(xg, (x.shape[1],)), xg, x)",
+        ),
+        (
+            "layer norm forward + input gradient under autodiff, ours (`mope_core::layer_norm`)",
+            mean_seconds(reps, || drop(layer_norm_gradient(&x, |x| layer_norm(x, norm_ad.gamma.val(), norm_ad.beta.as_ref().map(|b| b.val()), 1e-5)))),
+            "xg=x.requires_grad_(); torch.autograd.grad(F.layer_norm(xg, (x.shape[1],)), xg, x)",
+        ),
         ("softmax [b·heads, n, n], burn's", mean_seconds(reps, || drop(softmax(scores.clone(), 2))), "s.softmax(2)"),
         ("softmax [b·heads, n, n], ours (`mope_core::attention`)", mean_seconds(reps, || drop(Flex::attention_softmax(primitive(&scores), 1.0))), "s.softmax(2)"),
         (
@@ -110,6 +123,13 @@ fn other_ops(reps: usize) -> Vec<(&'static str, f64, &'static str)> {
         ),
         ("merge heads, ours", mean_seconds(reps, || drop(Flex::merge_heads(primitive(&heads_out)))), "o.transpose(1, 2).reshape(o.shape[0], o.shape[2], -1)"),
     ]
+}
+
+/// The gradient of `sum(f(x) ⊙ x)` against `x` (a layer's input gradient with an upstream gradient).
+fn layer_norm_gradient(x: &Tensor<Flex, 2>, f: impl Fn(Tensor<Autodiff<Flex>, 2>) -> Tensor<Autodiff<Flex>, 2>) -> Tensor<Flex, 2> {
+    let input = Tensor::<Autodiff<Flex>, 2>::from_inner(x.clone()).require_grad();
+    let grads = (f(input.clone()) * Tensor::from_inner(x.clone())).sum().backward();
+    input.grad(&grads).expect("x is tracked")
 }
 
 fn tensor<const D: usize>(t: FloatTensor<Flex>) -> Tensor<Flex, D> {

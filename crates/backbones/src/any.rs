@@ -17,9 +17,7 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::tensor::{Bool, Tensor, backend::Backend};
-use mope_core::attention::FastAttention;
-use mope_core::gelu::FastGelu;
-use mope_core::{EncoderTokens, PromptableEncoder};
+use mope_core::{EncoderTokens, Kernels, PromptableEncoder};
 
 use crate::audio::whisper::WhisperEncoder;
 use crate::error::BackboneError;
@@ -128,7 +126,7 @@ fn wrong_input(encoder: &str, expected: &str) -> ! {
     panic!("the {encoder} reads {expected}; prepare inputs with the encoder's own InputPreparer")
 }
 
-impl<B: FastGelu + FastAttention> PromptableEncoder<B> for AnyEncoder<B> {
+impl<B: Kernels> PromptableEncoder<B> for AnyEncoder<B> {
     type Input = AnyInput<B>;
 
     fn d_model(&self) -> usize {

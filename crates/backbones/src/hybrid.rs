@@ -20,9 +20,7 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
-use mope_core::attention::FastAttention;
-use mope_core::gelu::FastGelu;
-use mope_core::{EncoderTokens, PromptableEncoder};
+use mope_core::{EncoderTokens, Kernels, PromptableEncoder};
 
 use crate::bert::load_bert;
 use crate::error::BackboneError;
@@ -62,7 +60,7 @@ impl<B: Backend> CnnTokenEncoder<B> {
     }
 }
 
-impl<B: FastGelu + FastAttention> PromptableEncoder<B> for CnnTokenEncoder<B> {
+impl<B: Kernels> PromptableEncoder<B> for CnnTokenEncoder<B> {
     /// Normalised pixels `[batch, 3, height, width]` (ImageNet statistics).
     type Input = Tensor<B, 4>;
 

@@ -6,9 +6,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
-use mope_core::attention::FastAttention;
-use mope_core::gelu::FastGelu;
-use mope_core::{EncoderTokens, PromptableEncoder};
+use mope_core::{EncoderTokens, Kernels, PromptableEncoder};
 
 use crate::pooling::Pooling;
 use crate::transformer::{TransformerLayer, TransformerLayerConfig};
@@ -117,7 +115,7 @@ impl<B: Backend> TokenEncoder<B> {
     }
 }
 
-impl<B: FastGelu + FastAttention> PromptableEncoder<B> for TokenEncoder<B> {
+impl<B: Kernels> PromptableEncoder<B> for TokenEncoder<B> {
     type Input = TokenBatch<B>;
 
     fn d_model(&self) -> usize {

@@ -6,8 +6,9 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Bool, Tensor, backend::Backend};
-use mope_core::attention::FastAttention;
-use mope_core::gelu::{FastGelu, gelu};
+use mope_core::Kernels;
+use mope_core::gelu::gelu;
+use mope_core::layer_norm::layer_norm;
 
 use crate::attention::SelfAttention;
 
@@ -46,6 +47,8 @@ pub struct TransformerLayer<B: Backend> {
     pub ffn_norm: LayerNorm<B>,
     dropout: Dropout,
     norm_first: bool,
+    /// The norms' epsilon (burn's `LayerNorm` keeps its own private).
+    layer_norm_eps: f64,
 }
 
 impl TransformerLayerConfig {
@@ -63,11 +66,12 @@ impl TransformerLayerConfig {
             ffn_norm: norm(),
             dropout: DropoutConfig::new(self.dropout).init(),
             norm_first: self.norm_first,
+            layer_norm_eps: self.layer_norm_eps,
         }
     }
 }
 
-impl<B: FastGelu + FastAttention> TransformerLayer<B> {
+impl<B: Kernels> TransformerLayer<B> {
     /// Runs the layer.
     ///
     /// # Shapes
@@ -77,12 +81,14 @@ impl<B: FastGelu + FastAttention> TransformerLayer<B> {
         let attend = |h: Tensor<B, 3>| self.dropout.forward(self.attention.forward(h, mask_pad.clone()));
         let feed_forward =
             |h: Tensor<B, 3>| self.dropout.forward(self.ffn_out.forward(gelu(self.ffn_in.forward(h))));
+        // burn's `LayerNorm` parameters, normalised by one autodiff operation (`mope_core::layer_norm`).
+        let norm = |norm: &LayerNorm<B>, h: Tensor<B, 3>| layer_norm(h, norm.gamma.val(), norm.beta.as_ref().map(|b| b.val()), self.layer_norm_eps);
         if self.norm_first {
-            let x = x.clone() + attend(self.attention_norm.forward(x));
-            x.clone() + feed_forward(self.ffn_norm.forward(x))
+            let x = x.clone() + attend(norm(&self.attention_norm, x));
+            x.clone() + feed_forward(norm(&self.ffn_norm, x))
         } else {
-            let x = self.attention_norm.forward(x.clone() + attend(x));
-            self.ffn_norm.forward(x.clone() + feed_forward(x))
+            let x = norm(&self.attention_norm, x.clone() + attend(x));
+            norm(&self.ffn_norm, x.clone() + feed_forward(x))
         }
     }
 }

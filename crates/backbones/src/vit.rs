@@ -25,9 +25,7 @@ use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig};
 use burn::tensor::{Bool, Tensor, backend::Backend};
-use mope_core::attention::FastAttention;
-use mope_core::gelu::FastGelu;
-use mope_core::{EncoderTokens, PromptableEncoder};
+use mope_core::{EncoderTokens, Kernels, PromptableEncoder};
 use serde::Deserialize;
 
 use crate::error::BackboneError;
@@ -121,7 +119,7 @@ pub struct ViT<B: Backend> {
     image_size: usize,
 }
 
-impl<B: FastGelu + FastAttention> PromptableEncoder<B> for ViT<B> {
+impl<B: Kernels> PromptableEncoder<B> for ViT<B> {
     /// Normalised pixels `[batch, channels, image_size, image_size]`.
     type Input = Tensor<B, 4>;
 

@@ -22,6 +22,7 @@
 //! | `fused_cube` | (features `wgpu`, `cuda`) the same as one CubeCL kernel |
 //! | [`gelu`] | [`FastGelu`]: the encoders' exact GELU, vectorised and multi-threaded on `flex` |
 //! | [`attention`] | [`FastAttention`]: the encoders' multi-head attention as one operation with a hand-written backward; softmax and head merging vectorised and multi-threaded on `flex` |
+//! | [`layer_norm`] | [`FastLayerNorm`]: the encoders' layer norm as one operation with a hand-written backward, one pass on `flex` |
 //! | `fast_math`, `flex_buffer` | what the `flex` kernels share: a branch-free exponential; buffers they may overwrite |
 //! | [`kernels`] | [`Kernels`]: the backend the models need, every custom operation above |
 //! | [`router`] | [`Router`]: pairing-prior routing with frozen orthogonal keys, temperature, noise, top-k |
@@ -53,6 +54,7 @@ pub mod fused;
 pub mod fused_cube;
 pub mod gelu;
 pub mod kernels;
+pub mod layer_norm;
 pub mod mapper;
 pub mod orthogonal;
 pub mod params;
@@ -72,6 +74,7 @@ pub use experts::{PromptExperts, PromptExpertsConfig};
 pub use fused::{FusedRouting, RoutingSoftmax, softmax_mix};
 pub use gelu::FastGelu;
 pub use kernels::Kernels;
+pub use layer_norm::FastLayerNorm;
 pub use mapper::{PromptMapper, PromptMapperConfig};
 pub use params::{FloatParam, ModuleParams, ParamSummary, float_params, materialize, params_with_gradient, replace_float_params, unfreeze};
 pub use prompts::{MopePrompts, MopePromptsConfig, MopeRun};

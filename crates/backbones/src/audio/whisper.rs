@@ -30,9 +30,8 @@ use burn::module::{Module, Param};
 use burn::nn::conv::{Conv1d, Conv1dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, PaddingConfig1d};
 use burn::tensor::{Bool, Tensor, backend::Backend};
-use mope_core::attention::FastAttention;
-use mope_core::gelu::{FastGelu, gelu};
-use mope_core::{EncoderTokens, PromptableEncoder};
+use mope_core::gelu::gelu;
+use mope_core::{EncoderTokens, Kernels, PromptableEncoder};
 
 use crate::ct2::Ct2Model;
 use crate::error::BackboneError;
@@ -106,7 +105,7 @@ pub struct WhisperEncoder<B: Backend> {
     pooling: Pooling,
 }
 
-impl<B: FastGelu + FastAttention> PromptableEncoder<B> for WhisperEncoder<B> {
+impl<B: Kernels> PromptableEncoder<B> for WhisperEncoder<B> {
     /// Log-mel spectrograms `[batch, n_mels, frames]` (see [`LogMel`](super::log_mel::LogMel)).
     type Input = Tensor<B, 3>;
 
