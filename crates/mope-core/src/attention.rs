@@ -37,7 +37,7 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use crate::fast_math::exp_non_positive;
-use crate::flex_buffer::contiguous;
+use crate::flex_buffer::{contiguous, zeros_f32};
 
 /// The score of a masked (padding) key after scaling, as in burn's `MultiHeadAttention`.
 pub const MASKED_SCORE: f32 = -1.0e4;
@@ -267,7 +267,7 @@ impl FastAttention for Flex {
         let [batch_stride, head_stride, row_stride] = [0, 1, 2].map(|i| layout.strides()[i] as usize);
         let start = layout.start_offset();
         let src = x.storage::<f32>();
-        let mut out = FlexTensor::empty([batch, len, heads * d_head].into(), DType::F32);
+        let mut out = zeros_f32([batch, len, heads * d_head].into());
         // One output row (a token: every head's `d_head` values side by side) per item.
         out.storage_mut::<f32>().par_chunks_mut(heads * d_head).enumerate().for_each(|(row, out)| {
             let (b, t) = (row / len, row % len);
@@ -287,7 +287,7 @@ fn owned_contiguous(x: FlexTensor) -> FlexTensor {
     if x.is_unique() {
         return x;
     }
-    let mut copy = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
+    let mut copy = zeros_f32(x.layout().shape().clone());
     copy.storage_mut::<f32>().copy_from_slice(x.storage::<f32>());
     copy
 }

@@ -1,7 +1,17 @@
 //! Buffers of burn's CPU tensors (`flex`) for the kernels of this crate that write in place
 //! ([`crate::gelu`], [`crate::attention`]).
 
+use burn::tensor::{Shape, TensorData};
 use burn_flex::FlexTensor;
+
+/// A contiguous `f32` tensor of zeros, in one allocation. (`FlexTensor::empty` allocates the
+/// zeroed bytes and then copies them into a second allocation aligned to 16 bytes: burn 0.21's
+/// `Bytes::from_bytes_vec` judges alignment by the vector's element type, `u8`, so it copies every
+/// time. The kernels here read `f32`s, which need 4.)
+pub(crate) fn zeros_f32(shape: Shape) -> FlexTensor {
+    let values = vec![0.0f32; shape.num_elements()];
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
 
 /// `x` made contiguous without keeping a second handle on its buffer: where `x` is contiguous
 /// already this is `x` itself, and [`FlexTensor::is_unique`] then tells whether a kernel may
@@ -28,5 +38,13 @@ mod tests {
         assert!(x.is_unique() && x.storage::<f32>().as_ptr() == address, "the same buffer, held once");
         let transposed = Tensor::<Flex, 2>::ones([3, 4], &Default::default()).transpose().into_primitive().tensor();
         assert!(contiguous(transposed).is_unique(), "a copy");
+    }
+
+    #[test]
+    fn zeros_are_a_contiguous_f32_tensor_of_the_shape() {
+        let zeros = zeros_f32([2, 3, 5].into());
+        assert_eq!(zeros.layout().shape().clone(), Shape::from([2, 3, 5]));
+        assert!(zeros.is_unique() && zeros.layout().is_contiguous());
+        assert!(zeros.storage::<f32>().len() == 30 && zeros.storage::<f32>().iter().all(|&v| v == 0.0));
     }
 }

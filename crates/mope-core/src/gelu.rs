@@ -31,7 +31,7 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use crate::fast_math::exp_non_positive;
-use crate::flex_buffer::contiguous;
+use crate::flex_buffer::{contiguous, zeros_f32};
 
 /// A backend with a GELU of its own choosing (burn's by default).
 pub trait FastGelu: Backend {
@@ -69,7 +69,7 @@ impl FastGelu for Flex {
             x.storage_mut::<f32>().par_chunks_mut(CHUNK).for_each(gelu_slice_in_place);
             return x;
         }
-        let mut out = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
+        let mut out = zeros_f32(x.layout().shape().clone());
         let src = x.storage::<f32>();
         out.storage_mut::<f32>().par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(out, x)| gelu_slice(out, x));
         out
@@ -80,7 +80,7 @@ impl FastGelu for Flex {
             return Flex::gelu_backward(x, grad);
         }
         let (x, grad) = (x.to_contiguous(), grad.to_contiguous());
-        let mut out = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
+        let mut out = zeros_f32(x.layout().shape().clone());
         let (src, upstream) = (x.storage::<f32>(), grad.storage::<f32>());
         out.storage_mut::<f32>()
             .par_chunks_mut(CHUNK)

@@ -27,7 +27,7 @@ use burn::tensor::{DType, Tensor, TensorMetadata, TensorPrimitive, backend::Back
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use crate::flex_buffer::contiguous;
+use crate::flex_buffer::{contiguous, zeros_f32};
 
 /// A backend with a layer-norm backward of its own choosing (burn's operations by default).
 pub trait FastLayerNorm: Backend {
@@ -103,7 +103,7 @@ impl FastLayerNorm for Flex {
         let shape = x.layout().shape().clone();
         let d = shape[shape.num_dims() - 1].max(1);
         let chunk = rows_per_task(d) * d;
-        let mut out = FlexTensor::empty(shape, DType::F32);
+        let mut out = zeros_f32(shape);
         let (x, gamma, grad) = (x.storage::<f32>(), gamma.storage::<f32>(), grad.storage::<f32>());
         out.storage_mut::<f32>()
             .par_chunks_mut(chunk)
@@ -207,42 +207,65 @@ mod tests {
     use crate::fused::tests::max_relative_error;
     use burn::module::Param;
     use burn::nn::{LayerNorm, LayerNormConfig};
-    use burn::tensor::Distribution;
+    use burn::tensor::{Distribution, TensorData};
 
-    type AB = Autodiff<Flex>;
-
-    /// Output and gradients (x, γ, β) through burn's `LayerNorm` module or through [`layer_norm`],
-    /// with γ and β trained, on a strided input.
-    fn run(fast: bool, with_beta: bool, x: &Tensor<Flex, 3>, gamma: &Tensor<Flex, 1>, upstream: &Tensor<Flex, 3>) -> Vec<Tensor<Flex, 1>> {
-        let device = Default::default();
+    /// Output and gradients (x, γ, β) on `Autodiff<B>` through burn's `LayerNorm` module or through
+    /// [`layer_norm`], with γ and β trained, on a strided input; back on `flex`.
+    fn run<B: FastLayerNorm>(fast: bool, with_beta: bool, [x, gamma, upstream]: [&TensorData; 3], device: &B::Device) -> Vec<Tensor<Flex, 1>> {
+        let x = Tensor::<Autodiff<B>, 3>::from_data(x.clone(), device);
         let [_, _, d] = x.dims();
-        let mut norm: LayerNorm<AB> = LayerNormConfig::new(d).with_epsilon(1e-6).with_bias(with_beta).init(&device);
-        norm.gamma = Param::from_tensor(Tensor::from_inner(gamma.clone()));
-        let input = Tensor::<AB, 3>::from_inner(x.clone()).require_grad();
+        let mut norm: LayerNorm<Autodiff<B>> = LayerNormConfig::new(d).with_epsilon(1e-6).with_bias(with_beta).init(device);
+        norm.gamma = Param::from_tensor(Tensor::from_data(gamma.clone(), device));
+        let input = x.require_grad();
         let strided = input.clone().swap_dims(0, 1);
         let y = if fast { layer_norm(strided, norm.gamma.val(), norm.beta.as_ref().map(|b| b.val()), 1e-6) } else { norm.forward(strided) };
-        let grads = (y.clone() * Tensor::from_inner(upstream.clone())).sum().backward();
-        let flat = |t: Tensor<Flex, 3>| t.flatten::<1>(0, 2);
-        let mut out = vec![flat(y.inner()), flat(input.grad(&grads).unwrap()), norm.gamma.grad(&grads).unwrap()];
+        let grads = (y.clone() * Tensor::from_data(upstream.clone(), device)).sum().backward();
+        let back = |t: TensorData| Tensor::<Flex, 1>::from_data(TensorData::new(t.to_vec::<f32>().unwrap(), [t.num_elements()]), &Default::default());
+        let mut out = vec![back(y.inner().into_data()), back(input.grad(&grads).unwrap().into_data()), back(norm.gamma.grad(&grads).unwrap().into_data())];
         if let Some(beta) = &norm.beta {
-            out.push(beta.grad(&grads).unwrap());
+            out.push(back(beta.grad(&grads).unwrap().into_data()));
         }
         out
     }
 
-    #[test]
-    fn forward_and_gradients_match_burns_layer_norm() {
-        let device = Default::default();
+    /// Ours on `Autodiff<B>` against burn's `LayerNorm` on `Autodiff<Flex>`, three shapes.
+    fn assert_matches_burns_layer_norm<B: FastLayerNorm>(device: &B::Device) {
+        let flex = Default::default();
         for (shape, with_beta) in [([4, 3, 24], true), ([2, 5, 37], false), ([1, 1, 8], true)] {
-            let x = Tensor::<Flex, 3>::random(shape, Distribution::Normal(1.0, 2.0), &device);
-            let upstream = Tensor::<Flex, 3>::random([shape[1], shape[0], shape[2]], Distribution::Normal(0.0, 1.0), &device);
-            let gamma = Tensor::<Flex, 1>::random([shape[2]], Distribution::Normal(1.0, 0.5), &device);
-            let (ours, burns) = (run(true, with_beta, &x, &gamma, &upstream), run(false, with_beta, &x, &gamma, &upstream));
+            let x = Tensor::<Flex, 3>::random(shape, Distribution::Normal(1.0, 2.0), &flex).into_data();
+            let upstream = Tensor::<Flex, 3>::random([shape[1], shape[0], shape[2]], Distribution::Normal(0.0, 1.0), &flex).into_data();
+            let gamma = Tensor::<Flex, 1>::random([shape[2]], Distribution::Normal(1.0, 0.5), &flex).into_data();
+            let inputs = [&x, &gamma, &upstream];
+            let (ours, burns) = (run::<B>(true, with_beta, inputs, device), run::<Flex>(false, with_beta, inputs, &flex));
             for (name, (a, b)) in ["output", "d x", "d gamma", "d beta"].iter().zip(ours.into_iter().zip(burns)) {
                 let error = max_relative_error(a, b);
                 assert!(error < 1e-4, "{shape:?}, beta {with_beta}: {name} off by {error:e}");
             }
         }
+    }
+
+    #[test]
+    fn forward_and_gradients_match_burns_layer_norm() {
+        assert_matches_burns_layer_norm::<Flex>(&Default::default());
+    }
+
+    /// burn's operations on wgpu (lavapipe on a CPU-only machine) under the hand-written backward.
+    #[cfg(feature = "wgpu")]
+    #[test]
+    fn on_wgpu_forward_and_gradients_match_burns_layer_norm() {
+        assert_matches_burns_layer_norm::<burn::backend::Wgpu>(&Default::default());
+    }
+
+    /// The same on CUDA when a GPU is present; says so when it is skipped.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn on_cuda_forward_and_gradients_match_burns_layer_norm() {
+        use burn::backend::Cuda;
+        let Ok(_) = std::panic::catch_unwind(|| Tensor::<Cuda, 1>::zeros([1], &Default::default()).into_data()) else {
+            eprintln!("SKIPPED on_cuda_forward_and_gradients_match_burns_layer_norm: no CUDA device could be opened");
+            return;
+        };
+        assert_matches_burns_layer_norm::<Cuda>(&Default::default());
     }
 
     #[test]
