@@ -37,7 +37,7 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use crate::fast_math::exp_non_positive;
-use crate::flex_buffer::{contiguous, zeros_f32};
+use crate::flex_buffer::{contiguous, rows_per_task, zeros_f32};
 
 /// The score of a masked (padding) key after scaling, as in burn's `MultiHeadAttention`.
 pub const MASKED_SCORE: f32 = -1.0e4;
@@ -227,9 +227,6 @@ fn primitive<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> FloatTensor<B>
     tensor.into_primitive().tensor()
 }
 
-/// Softmax rows a rayon task takes at once: about [`ROW_CHUNK_VALUES`] values.
-const ROW_CHUNK_VALUES: usize = 1 << 14;
-
 impl FastAttention for Flex {
     fn attention_softmax(x: FlexTensor, scale: f32) -> FlexTensor {
         if x.dtype() != DType::F32 {
@@ -296,10 +293,6 @@ fn owned_contiguous(x: FlexTensor) -> FlexTensor {
 fn last_dim(x: &FlexTensor) -> usize {
     let shape = x.layout().shape();
     if shape.num_dims() == 0 { 1 } else { shape[shape.num_dims() - 1].max(1) }
-}
-
-fn rows_per_task(len: usize) -> usize {
-    (ROW_CHUNK_VALUES / len).max(1)
 }
 
 /// SIMD lanes of the reductions (8: AVX2's width; the compiler splits them on narrower machines).

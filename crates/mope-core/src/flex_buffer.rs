@@ -1,8 +1,18 @@
-//! Buffers of burn's CPU tensors (`flex`) for the kernels of this crate that write in place
-//! ([`crate::gelu`], [`crate::attention`]).
+//! Buffers of burn's CPU tensors (`flex`) for the kernels of this crate ([`crate::gelu`],
+//! [`crate::attention`], [`crate::layer_norm`]): which they may overwrite, how they are allocated
+//! and split over threads.
 
 use burn::tensor::{Shape, TensorData};
 use burn_flex::FlexTensor;
+
+/// Values a rayon task takes at once: enough to amortise the task, few enough to split an
+/// activation of a few megabytes over every thread.
+pub(crate) const TASK_VALUES: usize = 1 << 14;
+
+/// Whole rows of `row_len` values a rayon task takes at once: about [`TASK_VALUES`] values.
+pub(crate) fn rows_per_task(row_len: usize) -> usize {
+    (TASK_VALUES / row_len.max(1)).max(1)
+}
 
 /// A contiguous `f32` tensor of zeros, in one allocation. (`FlexTensor::empty` allocates the
 /// zeroed bytes and then copies them into a second allocation aligned to 16 bytes: burn 0.21's

@@ -31,7 +31,7 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use crate::fast_math::exp_non_positive;
-use crate::flex_buffer::{contiguous, zeros_f32};
+use crate::flex_buffer::{TASK_VALUES, contiguous, zeros_f32};
 
 /// A backend with a GELU of its own choosing (burn's by default).
 pub trait FastGelu: Backend {
@@ -54,10 +54,6 @@ pub fn gelu<B: FastGelu, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(B::fast_gelu(x.into_primitive().tensor())))
 }
 
-/// Elements a rayon task takes at once (big enough to amortise the task, small enough to split
-/// a `[tokens, d_ff]` activation over every thread).
-const CHUNK: usize = 1 << 14;
-
 impl FastGelu for Flex {
     fn fast_gelu(x: FlexTensor) -> FlexTensor {
         if x.dtype() != DType::F32 {
@@ -66,12 +62,12 @@ impl FastGelu for Flex {
         let mut x = contiguous(x);
         if x.is_unique() {
             // Nobody else holds the input (inference): overwrite it, no new buffer.
-            x.storage_mut::<f32>().par_chunks_mut(CHUNK).for_each(gelu_slice_in_place);
+            x.storage_mut::<f32>().par_chunks_mut(TASK_VALUES).for_each(gelu_slice_in_place);
             return x;
         }
         let mut out = zeros_f32(x.layout().shape().clone());
         let src = x.storage::<f32>();
-        out.storage_mut::<f32>().par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(out, x)| gelu_slice(out, x));
+        out.storage_mut::<f32>().par_chunks_mut(TASK_VALUES).zip(src.par_chunks(TASK_VALUES)).for_each(|(out, x)| gelu_slice(out, x));
         out
     }
 
@@ -83,8 +79,8 @@ impl FastGelu for Flex {
         let mut out = zeros_f32(x.layout().shape().clone());
         let (src, upstream) = (x.storage::<f32>(), grad.storage::<f32>());
         out.storage_mut::<f32>()
-            .par_chunks_mut(CHUNK)
-            .zip(src.par_chunks(CHUNK).zip(upstream.par_chunks(CHUNK)))
+            .par_chunks_mut(TASK_VALUES)
+            .zip(src.par_chunks(TASK_VALUES).zip(upstream.par_chunks(TASK_VALUES)))
             .for_each(|(out, (x, g))| gelu_backward_slice(out, x, g));
         out
     }

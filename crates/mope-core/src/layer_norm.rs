@@ -27,7 +27,7 @@ use burn::tensor::{DType, Tensor, TensorMetadata, TensorPrimitive, backend::Back
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use crate::flex_buffer::{contiguous, zeros_f32};
+use crate::flex_buffer::{contiguous, rows_per_task, zeros_f32};
 
 /// A backend with a layer-norm backward of its own choosing (burn's operations by default).
 pub trait FastLayerNorm: Backend {
@@ -86,11 +86,6 @@ pub fn input_backward_reference<B: Backend>(x: FloatTensor<B>, gamma: FloatTenso
 
 fn primitive<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> FloatTensor<B> {
     tensor.into_primitive().tensor()
-}
-
-/// Rows a rayon task takes at once: about 16 K values.
-fn rows_per_task(d: usize) -> usize {
-    ((1 << 14) / d.max(1)).max(1)
 }
 
 impl FastLayerNorm for Flex {
