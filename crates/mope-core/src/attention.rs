@@ -19,7 +19,7 @@
 //! time), and the softmax, five tensor operations each recorded under autodiff (about 2×).
 //! [`FastAttention`]'s hooks take them over on `flex`: the softmax (scale included) and its
 //! backward run in place, row by row, over rayon's threads, with the exponential of
-//! [`crate::fast_math`]; merging heads copies runs of `d` contiguous values. The products
+//! `fast_math`; merging heads copies runs of `d` contiguous values. The products
 //! stay burn's matmuls, which read the split heads through their strides without copying.
 //! Every other backend runs burn's own operations (the trait's default bodies), under the same
 //! hand-written backward.
