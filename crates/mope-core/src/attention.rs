@@ -32,12 +32,13 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::activation::softmax;
 use burn::tensor::ops::{BoolTensor, FloatTensor};
-use burn::tensor::{Bool, DType, Tensor, TensorPrimitive, backend::Backend};
+use burn::tensor::{Bool, DType, Tensor, backend::Backend};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use crate::fast_math::exp_non_positive;
 use crate::flex_buffer::{contiguous, rows_per_task, zeros_f32};
+use crate::kernels::{primitive, tensor};
 
 /// The score of a masked (padding) key after scaling, as in burn's `MultiHeadAttention`.
 pub const MASKED_SCORE: f32 = -1.0e4;
@@ -98,7 +99,7 @@ pub trait FastAttention: Backend {
 /// If the shapes disagree (the message names the dimensions).
 pub fn multi_head_attention<B: FastAttention>(q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>, heads: usize) -> Tensor<B, 3> {
     let out = B::multi_head_attention(primitive(q), primitive(k), primitive(v), mask_pad.map(Tensor::into_primitive), heads);
-    Tensor::from_primitive(TensorPrimitive::Float(out))
+    tensor(out)
 }
 
 /// The same attention composed of burn's tensor operations as burn's `MultiHeadAttention` does it
@@ -219,13 +220,6 @@ pub fn merge_heads_reference<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
     primitive(x.swap_dims(1, 2).reshape([batch, len, heads * d_head]))
 }
 
-fn tensor<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(primitive))
-}
-
-fn primitive<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> FloatTensor<B> {
-    tensor.into_primitive().tensor()
-}
 
 impl FastAttention for Flex {
     fn attention_softmax(x: FlexTensor, scale: f32) -> FlexTensor {

@@ -40,7 +40,9 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::activation::softmax;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Bool, Int, Tensor, TensorPrimitive, backend::Backend};
+use burn::tensor::{Bool, Int, Tensor, backend::Backend};
+
+use crate::kernels::{primitive, tensor};
 
 /// How logits become mixture weights: `softmax(top_k(logits) / temperature)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -91,13 +93,6 @@ pub fn softmax_mix_reference_primitive<B: Backend>(logits: FloatTensor<B>, share
     primitive(softmax_mix_reference::<B>(tensor(logits), tensor(shared), own.map(tensor), softmax))
 }
 
-fn tensor<B: Backend>(primitive: FloatTensor<B>) -> Tensor<B, 3> {
-    Tensor::from_primitive(TensorPrimitive::Float(primitive))
-}
-
-fn primitive<B: Backend>(tensor: Tensor<B, 3>) -> FloatTensor<B> {
-    tensor.into_primitive().tensor()
-}
 
 /// Checks the shapes of a [`FusedRouting::softmax_mix`] call; returns `(batch, groups, sources)`.
 ///
@@ -217,7 +212,7 @@ impl<B: Backend, const N: usize> Backward<B, N> for SoftmaxMix {
 
     fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let (weights, shared, own, temperature) = ops.state;
-        let grad = tensor::<B>(grads.consume::<B>(&ops.node));
+        let grad = tensor::<B, 3>(grads.consume::<B>(&ops.node));
         let (d_logits, d_shared, d_own) = softmax_mix_backward(grad, tensor(weights), tensor(shared), own.map(tensor), temperature);
         let mut parents = ops.parents.into_iter();
         let mut register = |g: Option<Tensor<B, 3>>| {

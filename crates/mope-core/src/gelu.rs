@@ -25,13 +25,14 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::tensor::ops::{ActivationOps, FloatTensor};
-use burn::tensor::{DType, Tensor, TensorPrimitive, backend::Backend};
+use burn::tensor::{DType, Tensor, backend::Backend};
 use burn::backend::Flex;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use crate::fast_math::exp_non_positive;
 use crate::flex_buffer::{TASK_VALUES, contiguous, zeros_f32};
+use crate::kernels::{primitive, tensor};
 
 /// A backend with a GELU of its own choosing (burn's by default).
 pub trait FastGelu: Backend {
@@ -51,7 +52,7 @@ pub trait FastGelu: Backend {
 /// # Shapes
 /// - `x`: any; output the same
 pub fn gelu<B: FastGelu, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(B::fast_gelu(x.into_primitive().tensor())))
+    tensor(B::fast_gelu(primitive(x)))
 }
 
 impl FastGelu for Flex {
@@ -195,8 +196,8 @@ mod tests {
         let device = Default::default();
         let input = Tensor::<Flex, 1>::from_floats(x.as_slice(), &device);
         let forward = gelu(input.clone()).into_data().to_vec::<f32>().unwrap();
-        let ones = Tensor::<Flex, 1>::ones([n], &device).into_primitive().tensor();
-        let backward = Tensor::<Flex, 1>::from_primitive(TensorPrimitive::Float(Flex::fast_gelu_backward(input.into_primitive().tensor(), ones)));
+        let ones = primitive(Tensor::<Flex, 1>::ones([n], &device));
+        let backward = tensor::<Flex, 1>(Flex::fast_gelu_backward(primitive(input), ones));
         let backward = backward.into_data().to_vec::<f32>().unwrap();
         for ((&x, &y), &dy) in x.iter().zip(&forward).zip(&backward) {
             let bound = 4e-7 * f64::from(x.abs()).max(1.0);
@@ -210,11 +211,11 @@ mod tests {
         let device = Default::default();
         let x = Tensor::<Flex, 2>::random([64, 300], Distribution::Normal(0.0, 2.0), &device);
         let shared = gelu(x.clone()).into_data(); // `x` is still held: a new buffer
-        let input = x.into_primitive().tensor();
+        let input = primitive(x);
         let address = input.storage::<f32>().as_ptr();
         let unshared = Flex::fast_gelu(input); // the last holder: in place
         assert_eq!(unshared.storage::<f32>().as_ptr(), address, "overwritten in place");
-        shared.assert_eq(&Tensor::<Flex, 2>::from_primitive(TensorPrimitive::Float(unshared)).into_data(), true);
+        shared.assert_eq(&tensor::<Flex, 2>(unshared).into_data(), true);
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! Implemented for `flex`, every CubeCL backend (wgpu, CUDA, features `wgpu`/`cuda`) and
 //! `Autodiff` over any of them.
 
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Tensor, TensorPrimitive, backend::Backend};
+
 use crate::attention::FastAttention;
 use crate::fused::FusedRouting;
 use crate::gelu::FastGelu;
@@ -14,3 +17,14 @@ use crate::layer_norm::FastLayerNorm;
 pub trait Kernels: FusedRouting + FastGelu + FastAttention + FastLayerNorm {}
 
 impl<B: FusedRouting + FastGelu + FastAttention + FastLayerNorm> Kernels for B {}
+
+/// A hook's float primitive as a tensor of rank `D` (hooks take primitives; their bodies and
+/// backwards are written with tensors).
+pub(crate) fn tensor<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(primitive))
+}
+
+/// A tensor as the float primitive a hook takes.
+pub(crate) fn primitive<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> FloatTensor<B> {
+    tensor.into_primitive().tensor()
+}

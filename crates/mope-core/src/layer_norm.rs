@@ -23,11 +23,12 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Tensor, TensorMetadata, TensorPrimitive, backend::Backend};
+use burn::tensor::{DType, Tensor, TensorMetadata, backend::Backend};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use crate::flex_buffer::{contiguous, rows_per_task, zeros_f32};
+use crate::kernels::{primitive, tensor};
 
 /// A backend with a layer-norm backward of its own choosing (burn's operations by default).
 pub trait FastLayerNorm: Backend {
@@ -58,14 +59,14 @@ pub fn layer_norm<B: FastLayerNorm, const D: usize>(x: Tensor<B, D>, gamma: Tens
     let [d] = gamma.dims();
     assert_eq!(x.dims()[D - 1], d, "layer norm: the last axis of x {:?} is not gamma's {d}", x.dims());
     let out = B::fast_layer_norm(primitive(x), primitive(gamma), beta.map(primitive), epsilon);
-    Tensor::from_primitive(TensorPrimitive::Float(out))
+    tensor(out)
 }
 
 /// `x` as `[rows, d]`, `d` its last axis.
 fn rows<B: Backend>(x: FloatTensor<B>) -> Tensor<B, 2> {
     let shape = x.shape();
     let d = shape[shape.num_dims() - 1];
-    Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(x)).reshape([shape.num_elements() / d.max(1), d])
+    tensor::<B, 1>(x).reshape([shape.num_elements() / d.max(1), d])
 }
 
 /// `x̂ = (x − μ)·r` and `r`, row by row.
@@ -84,9 +85,6 @@ pub fn input_backward_reference<B: Backend>(x: FloatTensor<B>, gamma: FloatTenso
     B::float_reshape(primitive(dx), shape)
 }
 
-fn primitive<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> FloatTensor<B> {
-    tensor.into_primitive().tensor()
-}
 
 impl FastLayerNorm for Flex {
     fn layer_norm_input_backward(x: FlexTensor, gamma: FlexTensor, grad: FlexTensor, epsilon: f64) -> FlexTensor {
@@ -270,7 +268,7 @@ mod tests {
         let grad = Tensor::<Flex, 2>::random([70, 50], Distribution::Normal(0.0, 1.0), &device);
         let fast = Flex::layer_norm_input_backward(primitive(x.clone()), primitive(gamma.clone()), primitive(grad.clone()), 1e-5);
         let reference = input_backward_reference::<Flex>(primitive(x), primitive(gamma), primitive(grad), 1e-5);
-        let as_tensor = |t| Tensor::<Flex, 2>::from_primitive(TensorPrimitive::Float(t));
+        let as_tensor = tensor::<Flex, 2>;
         assert!(max_relative_error(as_tensor(fast), as_tensor(reference)) < 1e-5);
     }
 
