@@ -1,13 +1,13 @@
 //! [`FusedRouting::softmax_mix`] as one CubeCL kernel, for the `wgpu` and `cuda` backends (and
-//! any other CubeCL runtime). Each routing row `(b, g)` is split over cubes of at most 256 units
-//! of [`ELEMENTS_PER_UNIT`] output elements each, so that a long row still spreads over the
-//! device. In each cube, the first `S` units each
-//! compute one source's weight (the row's max, top-k ranks when sparse, exponentials at the
-//! temperature) into shared memory; after one barrier every unit takes its elements of the row's
-//! `P·D`, each a dot product of the weights with the sources' values there, accumulated in a
-//! register and written once. Rows with more than [`MAX_SOURCES`] sources take the composed
-//! reference. Its backward is the hand-written one of [`crate::fused`], shared by
-//! every backend.
+//! any other CubeCL runtime). A cube takes one routing group for [`ROWS_PER_UNIT`] consecutive
+//! instances and up to 256 elements of the group's `P·D` prompt values (a long group spreads
+//! over several cubes). Its first `S` units compute the weight of one source for each of those
+//! instances (the row's max, top-k ranks when sparse, exponentials at the temperature) into
+//! shared memory; after one barrier every unit takes one element: it reads each shared source's
+//! value there once, for all the instances (MoPE's experts are the same for the whole batch),
+//! accumulates their weighted sums in registers, adds each instance's own source, and writes
+//! each output once. Rows with more than [`MAX_SOURCES`] sources take the composed reference.
+//! Its backward is the hand-written one of [`crate::fused`], shared by every backend.
 
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Shape, TensorMetadata};
@@ -22,14 +22,14 @@ use crate::fused::{FusedRouting, RoutingSoftmax, check_shapes};
 /// Most sources a routing row may have for the kernel (their weights live in shared memory).
 pub const MAX_SOURCES: usize = 64;
 
-/// Output elements each unit computes (the weights are computed once a cube, for this many times
-/// its units' elements).
-pub const ELEMENTS_PER_UNIT: usize = 4;
+/// Instances each unit mixes: every shared source value it loads serves this many outputs.
+pub const ROWS_PER_UNIT: usize = 4;
 
 /// `output[b, l, d] = Σ_s w[b, g(l), s] · source_s[(b,) l, d]`, `w` the softmax at
 /// `1 / inv_temperature` over the `top_k` largest logits of the row (all when `top_k` is 0).
 /// `own` is read only for the last source when the row has one more logit than `shared` rows.
-/// Launched with `cubes_per_row` cubes per routing row and at least `sources` units per cube.
+/// Launched with `cubes_per_tile` cubes for each group and tile of [`ROWS_PER_UNIT`]
+/// instances, and at least `sources` units per cube.
 #[cube(launch)]
 fn softmax_mix_kernel<F: Float>(
     logits: &Tensor<F>,
@@ -38,37 +38,48 @@ fn softmax_mix_kernel<F: Float>(
     output: &mut Tensor<F>,
     inv_temperature: f32,
     top_k: usize,
-    cubes_per_row: usize,
+    cubes_per_tile: usize,
 ) {
+    let batch = logits.shape(0);
     let groups = logits.shape(1);
     let sources = logits.shape(2);
-    let routing_row = CUBE_POS / cubes_per_row;
+    let tiles = (batch + ROWS_PER_UNIT - 1) / ROWS_PER_UNIT;
+    let tile = CUBE_POS / cubes_per_tile;
     // Uniform across the cube: a whole cube leaves, or none of its units.
-    if routing_row >= logits.shape(0) * groups {
+    if tile >= groups * tiles {
         terminate!();
     }
-    let row = routing_row * sources;
+    let group = tile / tiles;
+    let first_instance = (tile % tiles) * ROWS_PER_UNIT;
     let unit = UNIT_POS as usize;
 
-    let mut weights = SharedMemory::<F>::new(MAX_SOURCES);
+    // weights[t · MAX_SOURCES + s]: source s for the tile's instance t (zero past the batch).
+    let mut weights = SharedMemory::<F>::new(ROWS_PER_UNIT * MAX_SOURCES);
     if unit < sources {
         let sparse = top_k > 0 && top_k < sources;
         let scale = F::cast_from(inv_temperature);
-        let mut max = logits[row];
-        for s in 1..sources {
-            max = F::max(max, logits[row + s]);
-        }
-        let mut denominator = F::new(0.0);
-        for s in 0..sources {
-            if !sparse || rank(logits, row, sources, s) < top_k {
-                denominator += F::exp((logits[row + s] - max) * scale);
+        #[unroll]
+        for t in 0..ROWS_PER_UNIT {
+            let instance = first_instance + t;
+            let mut weight = F::new(0.0);
+            if instance < batch {
+                let row = (instance * groups + group) * sources;
+                let mut max = logits[row];
+                for s in 1..sources {
+                    max = F::max(max, logits[row + s]);
+                }
+                let mut denominator = F::new(0.0);
+                for s in 0..sources {
+                    if !sparse || rank(logits, row, sources, s) < top_k {
+                        denominator += F::exp((logits[row + s] - max) * scale);
+                    }
+                }
+                if !sparse || rank(logits, row, sources, unit) < top_k {
+                    weight = F::exp((logits[row + unit] - max) * scale) / denominator;
+                }
             }
+            weights[t * MAX_SOURCES + unit] = weight;
         }
-        let mut weight = F::new(0.0);
-        if !sparse || rank(logits, row, sources, unit) < top_k {
-            weight = F::exp((logits[row + unit] - max) * scale) / denominator;
-        }
-        weights[unit] = weight;
     }
     sync_cube();
 
@@ -77,31 +88,42 @@ fn softmax_mix_kernel<F: Float>(
     let num_shared = shared.shape(0);
     let source_stride = len * width;
     let group_size = len / groups * width;
-    let group_offset = (routing_row % groups) * group_size;
-    let out_offset = (routing_row / groups) * source_stride + group_offset;
-    let stride = CUBE_DIM as usize;
-    let first = (CUBE_POS % cubes_per_row) * stride * ELEMENTS_PER_UNIT + unit;
-    let mut count = 0;
-    if first < group_size {
-        count = (group_size - first + stride - 1) / stride;
-        if count > ELEMENTS_PER_UNIT {
-            count = ELEMENTS_PER_UNIT;
+    let element = (CUBE_POS % cubes_per_tile) * CUBE_DIM as usize + unit;
+    if element < group_size {
+        let at = group * group_size + element;
+        let mut sums = Array::<F>::new(ROWS_PER_UNIT);
+        #[unroll]
+        for t in 0..ROWS_PER_UNIT {
+            sums[t] = F::new(0.0);
         }
-    }
-    for i in 0..count {
-        let j = first + i * stride;
-        let mut acc = F::new(0.0);
         for s in 0..num_shared {
-            let w = weights[s];
-            // Masked (top-k) sources are skipped, uniformly across the cube.
-            if w != F::new(0.0) {
-                acc += w * shared[s * source_stride + group_offset + j];
+            // A source outside the top k of every instance of the tile is not read (uniform
+            // across the cube: the weights are shared).
+            let mut used = false;
+            #[unroll]
+            for t in 0..ROWS_PER_UNIT {
+                used = used || weights[t * MAX_SOURCES + s] != F::new(0.0);
+            }
+            if used {
+                let value = shared[s * source_stride + at];
+                #[unroll]
+                for t in 0..ROWS_PER_UNIT {
+                    sums[t] += weights[t * MAX_SOURCES + s] * value;
+                }
             }
         }
-        if sources > num_shared {
-            acc += weights[num_shared] * own[out_offset + j];
+        #[unroll]
+        for t in 0..ROWS_PER_UNIT {
+            let instance = first_instance + t;
+            if instance < batch {
+                let out = instance * source_stride + at;
+                let mut sum = sums[t];
+                if sources > num_shared {
+                    sum += weights[t * MAX_SOURCES + num_shared] * own[out];
+                }
+                output[out] = sum;
+            }
         }
-        output[out_offset + j] = acc;
     }
 }
 
@@ -138,8 +160,8 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedRouti
         let output = empty_device::<R, F>(client.clone(), logits.device.clone(), Shape::new([batch, len, width]));
         let group_size = len / groups * width;
         let cube_dim = group_size.next_power_of_two().clamp(MAX_SOURCES, 256);
-        let cubes_per_row = group_size.div_ceil(cube_dim * ELEMENTS_PER_UNIT);
-        let cubes = batch * groups * cubes_per_row;
+        let cubes_per_tile = group_size.div_ceil(cube_dim);
+        let cubes = groups * batch.div_ceil(ROWS_PER_UNIT) * cubes_per_tile;
         let cube_count = if cubes <= 65_535 { CubeCount::new_1d(cubes as u32) } else { CubeCount::new_2d(65_535, cubes.div_ceil(65_535) as u32) };
         softmax_mix_kernel::launch::<F, R>(
             &client,
@@ -151,7 +173,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedRouti
             output.clone().into_tensor_arg(),
             1.0 / softmax.temperature,
             softmax.top_k,
-            cubes_per_row,
+            cubes_per_tile,
         );
         output
     }
