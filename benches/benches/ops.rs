@@ -1,9 +1,10 @@
-//! The step's operations one by one at ViT-B shapes, ours (burn's `flex` CPU backend) against
-//! PyTorch on the same machine and threads: where the training step's time goes
-//! (docs/performance.md). Dense products in GFLOP/s, the other operations in milliseconds.
+//! The step's operations one by one at a step's shapes (ViT-B by default, `--shape small`), ours
+//! (burn's `flex` CPU backend) against PyTorch on the same machine and threads: where the
+//! training step's time goes (docs/performance.md). Dense products in GFLOP/s, the other
+//! operations in milliseconds.
 //!
 //! ```sh
-//! MOPE_TORCH_PYTHON=venv/bin/python cargo bench -p mope-benches --bench ops -- --threads 2
+//! MOPE_TORCH_PYTHON=venv/bin/python cargo bench -p mope-benches --bench ops -- --threads 2 [--shape small]
 //! ```
 
 use std::process::Command;
@@ -19,12 +20,12 @@ use burn::tensor::{Distribution, Tensor};
 use mope_core::attention::FastAttention;
 use mope_core::gelu::{FastGelu, gelu as fast_gelu};
 use mope_core::layer_norm::layer_norm;
-use mope_benches::VIT_B;
+use mope_benches::{StepShape, VIT_B};
 
-/// `[m, k] × [k, n]` products of one ViT-B layer at batch 8 (210 tokens a sample), forward
-/// and the input-gradient products of the backward pass, and one attention score product.
-fn shapes() -> Vec<(&'static str, usize, usize, usize, usize)> {
-    let s = VIT_B;
+/// `[m, k] × [k, n]` products of one layer of `s` (ViT-B: batch 8, 210 tokens a sample),
+/// forward and the input-gradient products of the backward pass, and the per-head attention
+/// products.
+fn shapes(s: StepShape) -> Vec<(&'static str, usize, usize, usize, usize)> {
     let rows = s.batch * s.tokens();
     let (d, ff, n) = (s.d_model, s.d_ff, s.tokens());
     vec![
@@ -63,11 +64,10 @@ fn mean_seconds(reps: usize, mut f: impl FnMut()) -> f64 {
     start.elapsed().as_secs_f64() / reps as f64
 }
 
-/// Other operations of a ViT-B layer at batch 8: `(name, our seconds, the PyTorch statement
-/// timed on tensors x [rows, d], h [rows, d_ff], s [batch·heads, n, n], bias [d_ff],
+/// Other operations of a layer of `s`: `(name, our seconds, the PyTorch statement timed on
+/// tensors x [rows, d], h [rows, d_ff], s [batch·heads, n, n], bias [d_ff],
 /// o [batch, heads, n, d/heads])`.
-fn other_ops(reps: usize) -> Vec<(&'static str, f64, &'static str)> {
-    let s = VIT_B;
+fn other_ops(s: StepShape, reps: usize) -> Vec<(&'static str, f64, &'static str)> {
     let device = Default::default();
     let rows = s.batch * s.tokens();
     let x = Tensor::<Flex, 2>::random([rows, s.d_model], Distribution::Default, &device);
@@ -141,8 +141,7 @@ fn primitive<const D: usize>(t: &Tensor<Flex, D>) -> FloatTensor<Flex> {
 }
 
 /// The PyTorch tensors [`other_ops`] statements read.
-fn torch_tensors() -> String {
-    let s = VIT_B;
+fn torch_tensors(s: StepShape) -> String {
     let rows = s.batch * s.tokens();
     format!(
         "x=torch.rand({rows},{d});h=torch.randn({rows},{ff});s=torch.rand({bh},{n},{n});bias=torch.rand({ff});o=torch.rand({b},{heads},{n},{dh})",
@@ -161,19 +160,25 @@ fn main() -> Result<()> {
     // PyTorch child inherits the setting).
     train::malloc::tune_glibc_malloc();
     let mut threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut shape = VIT_B;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--threads" => threads = args.next().context("--threads N")?.parse()?,
+            "--shape" => {
+                let name = args.next().context("--shape small|vit-b")?;
+                shape = StepShape::by_name(&name).with_context(|| format!("unknown shape `{name}` (small, vit-b)"))?;
+            }
             "--bench" => {}
             other => anyhow::bail!("unknown argument `{other}`"),
         }
     }
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
     let python = std::env::var("MOPE_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    println!("{} shapes, {threads} threads\n", shape.name);
     println!("| product | shape | ours GFLOP/s | PyTorch GFLOP/s | ours / PyTorch |");
     println!("|---|---|---:|---:|---:|");
-    for (name, batch, m, k, n) in shapes() {
+    for (name, batch, m, k, n) in shapes(shape) {
         let flops = 2.0 * (batch * m * k * n) as f64;
         let reps = (2e10 / flops).clamp(3.0, 200.0) as usize;
         let ours = flops / time_ours(batch, m, k, n, reps) / 1e9;
@@ -190,8 +195,8 @@ fn main() -> Result<()> {
     println!();
     println!("| operation | ours (ms) | PyTorch (ms) | PyTorch / ours |");
     println!("|---|---:|---:|---:|");
-    for (name, ours, stmt) in other_ops(20) {
-        let (t, r) = match torch_seconds(&python, threads, &torch_tensors(), stmt, 20) {
+    for (name, ours, stmt) in other_ops(shape, 20) {
+        let (t, r) = match torch_seconds(&python, threads, &torch_tensors(shape), stmt, 20) {
             Ok(t) => (format!("{:.2}", 1e3 * t), format!("{:.2}", t / ours)),
             Err(e) => {
                 eprintln!("PyTorch not measured: {e:#}");

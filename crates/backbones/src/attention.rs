@@ -11,6 +11,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Bool, Tensor, backend::Backend};
 use mope_core::attention::{FastAttention, multi_head_attention};
 
+use crate::linear::linear;
+
 /// Multi-head self-attention.
 #[derive(Module, Debug)]
 pub struct SelfAttention<B: Backend> {
@@ -46,8 +48,8 @@ impl<B: FastAttention> SelfAttention<B> {
     /// - `x`: `[batch, seq_len, d_model]`, `mask_pad`: `[batch, seq_len]` (`true` = padding)
     /// - output: `[batch, seq_len, d_model]`
     pub fn forward(&self, x: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>) -> Tensor<B, 3> {
-        let (q, k, v) = (self.query.forward(x.clone()), self.key.forward(x.clone()), self.value.forward(x));
-        self.output.forward(multi_head_attention(q, k, v, mask_pad, self.n_heads))
+        let (q, k, v) = (linear(&self.query, x.clone()), linear(&self.key, x.clone()), linear(&self.value, x));
+        linear(&self.output, multi_head_attention(q, k, v, mask_pad, self.n_heads))
     }
 }
 

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`any`] | [`AnyEncoder`]: any backbone chosen by name at run time, with its input preparation |
 //! | [`attention`] | [`SelfAttention`](attention::SelfAttention): multi-head self-attention as one operation (`mope_core::attention`) |
+//! | [`linear`] | the encoders' linear layers as a product with the weight's view (no weight copy in the backward) |
 //! | [`transformer`] | [`TransformerLayer`]: self-attention + GELU feed-forward, post-norm (BERT) or pre-norm (ViT) |
 //! | [`token_encoder`] | [`TokenEncoder`]: a BERT-shaped text encoder (word, position and token-type embeddings) |
 //! | [`pooling`] | [`Pooling`]: `[CLS]`, mean over tokens, or mean including prompt tokens |
@@ -32,6 +33,7 @@ pub mod ct2;
 pub mod error;
 pub mod frozen_batch_norm;
 pub mod hybrid;
+pub mod linear;
 pub mod mobilenet_v2;
 pub mod pooling;
 pub mod presets;

@@ -11,6 +11,7 @@ use mope_core::gelu::gelu;
 use mope_core::layer_norm::layer_norm;
 
 use crate::attention::SelfAttention;
+use crate::linear::linear;
 
 /// Configuration of a [`TransformerLayer`].
 #[derive(Config, Debug)]
@@ -80,7 +81,7 @@ impl<B: Kernels> TransformerLayer<B> {
     pub fn forward(&self, x: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>) -> Tensor<B, 3> {
         let attend = |h: Tensor<B, 3>| self.dropout.forward(self.attention.forward(h, mask_pad.clone()));
         let feed_forward =
-            |h: Tensor<B, 3>| self.dropout.forward(self.ffn_out.forward(gelu(self.ffn_in.forward(h))));
+            |h: Tensor<B, 3>| self.dropout.forward(linear(&self.ffn_out, gelu(linear(&self.ffn_in, h))));
         // burn's `LayerNorm` parameters, normalised by one autodiff operation (`mope_core::layer_norm`).
         let norm = |norm: &LayerNorm<B>, h: Tensor<B, 3>| layer_norm(h, norm.gamma.val(), norm.beta.as_ref().map(|b| b.val()), self.layer_norm_eps);
         if self.norm_first {

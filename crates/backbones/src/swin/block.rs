@@ -8,6 +8,7 @@ use mope_core::gelu::{FastGelu, gelu};
 use serde::{Deserialize, Serialize};
 
 use super::window_attention::WindowAttention;
+use crate::linear::linear;
 
 /// How a sample's prompt tokens are laid out across attention windows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -188,8 +189,8 @@ impl<B: FastGelu> SwinBlock<B> {
             patches
         };
         let x = shortcut + attended;
-        let hidden = gelu(self.ffn_in.forward(self.layernorm_after.forward(x.clone())));
-        x + self.ffn_out.forward(hidden)
+        let hidden = gelu(linear(&self.ffn_in, self.layernorm_after.forward(x.clone())));
+        x + linear(&self.ffn_out, hidden)
     }
 }
 

@@ -6,6 +6,8 @@ use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Tensor, backend::Backend};
 
+use crate::linear::linear;
+
 /// Patch merging at a fixed resolution.
 #[derive(Module, Debug)]
 pub struct PatchMerging<B: Backend> {
@@ -48,6 +50,6 @@ impl<B: Backend> PatchMerging<B> {
         } else {
             merged
         };
-        self.reduction.forward(self.norm.forward(merged))
+        linear(&self.reduction, self.norm.forward(merged))
     }
 }

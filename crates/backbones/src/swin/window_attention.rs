@@ -9,6 +9,8 @@ use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::{Int, Tensor, TensorData, activation::softmax, backend::Backend};
 
+use crate::linear::linear;
+
 /// Multi-head self-attention inside windows of `window × window` tokens.
 #[derive(Module, Debug)]
 pub struct WindowAttention<B: Backend> {
@@ -81,9 +83,9 @@ impl<B: Backend> WindowAttention<B> {
         let heads = self.n_heads;
         let d_head = d_model / heads;
         let split = |t: Tensor<B, 3>| t.reshape([windows, len, heads, d_head]).swap_dims(1, 2); // [w, h, len, d]
-        let q = split(self.query.forward(x.clone())) / (d_head as f64).sqrt();
-        let k = split(self.key.forward(x.clone()));
-        let v = split(self.value.forward(x));
+        let q = split(linear(&self.query, x.clone())) / (d_head as f64).sqrt();
+        let k = split(linear(&self.key, x.clone()));
+        let v = split(linear(&self.value, x));
         let mut scores = q.matmul(k.swap_dims(2, 3)); // [w, h, len, len]
         let n = self.window * self.window;
         // Bias and mask apply to window tokens only; prompt rows and columns get zero.
@@ -105,7 +107,7 @@ impl<B: Backend> WindowAttention<B> {
                 .reshape([windows, heads, len, len]);
         }
         let context = softmax(scores, 3).matmul(v); // [w, h, len, d]
-        self.output.forward(context.swap_dims(1, 2).reshape([windows, len, d_model]))
+        linear(&self.output, context.swap_dims(1, 2).reshape([windows, len, d_model]))
     }
 }
 
