@@ -1,5 +1,5 @@
 //! [`FusedRouting::softmax_mix`] as one CubeCL kernel, for the `wgpu` and `cuda` backends (and
-//! any other CubeCL runtime). A cube takes one routing group for [`ROWS_PER_UNIT`] consecutive
+//! any other CubeCL runtime). A cube takes one routing group for [`INSTANCES_PER_UNIT`] consecutive
 //! instances and up to 256 elements of the group's `P·D` prompt values (a long group spreads
 //! over several cubes). Its first `S` units compute the weight of one source for each of those
 //! instances (the row's max, top-k ranks when sparse, exponentials at the temperature) into
@@ -23,12 +23,12 @@ use crate::fused::{FusedRouting, RoutingSoftmax, check_shapes};
 pub const MAX_SOURCES: usize = 64;
 
 /// Instances each unit mixes: every shared source value it loads serves this many outputs.
-pub const ROWS_PER_UNIT: usize = 4;
+pub const INSTANCES_PER_UNIT: usize = 4;
 
 /// `output[b, l, d] = Σ_s w[b, g(l), s] · source_s[(b,) l, d]`, `w` the softmax at
 /// `1 / inv_temperature` over the `top_k` largest logits of the row (all when `top_k` is 0).
 /// `own` is read only for the last source when the row has one more logit than `shared` rows.
-/// Launched with `cubes_per_tile` cubes for each group and tile of [`ROWS_PER_UNIT`]
+/// Launched with `cubes_per_tile` cubes for each group and tile of [`INSTANCES_PER_UNIT`]
 /// instances, and at least `sources` units per cube.
 #[cube(launch)]
 fn softmax_mix_kernel<F: Float>(
@@ -43,23 +43,23 @@ fn softmax_mix_kernel<F: Float>(
     let batch = logits.shape(0);
     let groups = logits.shape(1);
     let sources = logits.shape(2);
-    let tiles = (batch + ROWS_PER_UNIT - 1) / ROWS_PER_UNIT;
+    let tiles = (batch + INSTANCES_PER_UNIT - 1) / INSTANCES_PER_UNIT;
     let tile = CUBE_POS / cubes_per_tile;
     // Uniform across the cube: a whole cube leaves, or none of its units.
     if tile >= groups * tiles {
         terminate!();
     }
     let group = tile / tiles;
-    let first_instance = (tile % tiles) * ROWS_PER_UNIT;
+    let first_instance = (tile % tiles) * INSTANCES_PER_UNIT;
     let unit = UNIT_POS as usize;
 
     // weights[t · MAX_SOURCES + s]: source s for the tile's instance t (zero past the batch).
-    let mut weights = SharedMemory::<F>::new(ROWS_PER_UNIT * MAX_SOURCES);
+    let mut weights = SharedMemory::<F>::new(INSTANCES_PER_UNIT * MAX_SOURCES);
     if unit < sources {
         let sparse = top_k > 0 && top_k < sources;
         let scale = F::cast_from(inv_temperature);
         #[unroll]
-        for t in 0..ROWS_PER_UNIT {
+        for t in 0..INSTANCES_PER_UNIT {
             let instance = first_instance + t;
             let mut weight = F::new(0.0);
             if instance < batch {
@@ -91,9 +91,9 @@ fn softmax_mix_kernel<F: Float>(
     let element = (CUBE_POS % cubes_per_tile) * CUBE_DIM as usize + unit;
     if element < group_size {
         let at = group * group_size + element;
-        let mut sums = Array::<F>::new(ROWS_PER_UNIT);
+        let mut sums = Array::<F>::new(INSTANCES_PER_UNIT);
         #[unroll]
-        for t in 0..ROWS_PER_UNIT {
+        for t in 0..INSTANCES_PER_UNIT {
             sums[t] = F::new(0.0);
         }
         for s in 0..num_shared {
@@ -101,19 +101,19 @@ fn softmax_mix_kernel<F: Float>(
             // across the cube: the weights are shared).
             let mut used = false;
             #[unroll]
-            for t in 0..ROWS_PER_UNIT {
+            for t in 0..INSTANCES_PER_UNIT {
                 used = used || weights[t * MAX_SOURCES + s] != F::new(0.0);
             }
             if used {
                 let value = shared[s * source_stride + at];
                 #[unroll]
-                for t in 0..ROWS_PER_UNIT {
+                for t in 0..INSTANCES_PER_UNIT {
                     sums[t] += weights[t * MAX_SOURCES + s] * value;
                 }
             }
         }
         #[unroll]
-        for t in 0..ROWS_PER_UNIT {
+        for t in 0..INSTANCES_PER_UNIT {
             let instance = first_instance + t;
             if instance < batch {
                 let out = instance * source_stride + at;
@@ -161,7 +161,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedRouti
         let group_size = len / groups * width;
         let cube_dim = group_size.next_power_of_two().clamp(MAX_SOURCES, 256);
         let cubes_per_tile = group_size.div_ceil(cube_dim);
-        let cubes = groups * batch.div_ceil(ROWS_PER_UNIT) * cubes_per_tile;
+        let cubes = groups * batch.div_ceil(INSTANCES_PER_UNIT) * cubes_per_tile;
         let cube_count = if cubes <= 65_535 { CubeCount::new_1d(cubes as u32) } else { CubeCount::new_2d(65_535, cubes.div_ceil(65_535) as u32) };
         softmax_mix_kernel::launch::<F, R>(
             &client,
