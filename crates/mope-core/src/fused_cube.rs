@@ -56,27 +56,12 @@ fn softmax_mix_kernel<F: Float>(
     // weights[t · MAX_SOURCES + s]: source s for the tile's instance t (zero past the batch).
     let mut weights = SharedMemory::<F>::new(INSTANCES_PER_UNIT * MAX_SOURCES);
     if unit < sources {
-        let sparse = top_k > 0 && top_k < sources;
-        let scale = F::cast_from(inv_temperature);
         #[unroll]
         for t in 0..INSTANCES_PER_UNIT {
             let instance = first_instance + t;
             let mut weight = F::new(0.0);
             if instance < batch {
-                let row = (instance * groups + group) * sources;
-                let mut max = logits[row];
-                for s in 1..sources {
-                    max = F::max(max, logits[row + s]);
-                }
-                let mut denominator = F::new(0.0);
-                for s in 0..sources {
-                    if !sparse || rank(logits, row, sources, s) < top_k {
-                        denominator += F::exp((logits[row + s] - max) * scale);
-                    }
-                }
-                if !sparse || rank(logits, row, sources, unit) < top_k {
-                    weight = F::exp((logits[row + unit] - max) * scale) / denominator;
-                }
+                weight = source_weight(logits, (instance * groups + group) * sources, sources, unit, inv_temperature, top_k);
             }
             weights[t * MAX_SOURCES + unit] = weight;
         }
@@ -125,6 +110,30 @@ fn softmax_mix_kernel<F: Float>(
             }
         }
     }
+}
+
+/// The weight of source `s` in the routing row starting at `row`: the softmax at
+/// `1 / inv_temperature` over the row's `top_k` largest logits (all when `top_k` is 0), zero
+/// outside them.
+#[cube]
+fn source_weight<F: Float>(logits: &Tensor<F>, row: usize, sources: usize, s: usize, inv_temperature: f32, top_k: usize) -> F {
+    let sparse = top_k > 0 && top_k < sources;
+    let scale = F::cast_from(inv_temperature);
+    let mut max = logits[row];
+    for r in 1..sources {
+        max = F::max(max, logits[row + r]);
+    }
+    let mut denominator = F::new(0.0);
+    for r in 0..sources {
+        if !sparse || rank(logits, row, sources, r) < top_k {
+            denominator += F::exp((logits[row + r] - max) * scale);
+        }
+    }
+    let mut weight = F::new(0.0);
+    if !sparse || rank(logits, row, sources, s) < top_k {
+        weight = F::exp((logits[row + s] - max) * scale) / denominator;
+    }
+    weight
 }
 
 /// How many of the row's logits rank before source `s` (larger, or equal at a lower index).
