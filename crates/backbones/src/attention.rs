@@ -10,6 +10,7 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Bool, Tensor, backend::Backend};
 use mope_core::attention::{FastAttention, multi_head_attention};
+use mope_core::linear::FastLinear;
 
 use crate::linear::linear;
 
@@ -41,7 +42,7 @@ impl<B: Backend> SelfAttention<B> {
     }
 }
 
-impl<B: FastAttention> SelfAttention<B> {
+impl<B: FastAttention + FastLinear> SelfAttention<B> {
     /// Attends every token to every non-padding token of its sample.
     ///
     /// # Shapes

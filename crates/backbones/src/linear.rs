@@ -1,25 +1,20 @@
-//! A linear layer's forward for the frozen encoders: a product with the weight's
-//! `[1, …, d_in, d_out]` view, then the bias. The values are those of burn's `Linear::forward`;
-//! what differs is the backward on `flex`. burn 0.21's `linear` operation computes the input
-//! gradient by reshaping the *transposed* weight, and `flex` copies any non-contiguous tensor it
-//! reshapes: a transposed copy of every weight matrix, once per layer and step. The product's own
-//! backward multiplies by the transposed view, which `flex`'s matmul reads through its strides.
+//! A linear layer's forward for the frozen encoders: burn's [`Linear`] parameters (names,
+//! initialisation and checkpoints unchanged) run through [`mope_core::linear`], one operation with
+//! a hand-written backward. On `flex` that is one product over every sample's rows, in row blocks
+//! over the threads, with the bias accumulated in place; burn 0.21's own `Linear::forward` copied
+//! the transposed weight in every backward, and allocated each product's output twice.
 
 use burn::nn::Linear;
 use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
+use mope_core::linear::FastLinear;
 
 /// `x · weight + bias` for burn's [`Linear`] `layer`.
 ///
 /// # Shapes
 /// - `x`: `[..., d_in]`
 /// - output: `[..., d_out]`
-pub fn linear<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
-    let y = x.matmul(layer.weight.val().unsqueeze());
-    match &layer.bias {
-        Some(bias) => y + bias.val().unsqueeze(),
-        None => y,
-    }
+pub fn linear<B: FastLinear, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    mope_core::linear::linear(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()))
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The backend the models need: burn's [`Backend`](burn::tensor::backend::Backend) with this
 //! workspace's custom operations, each a backend-extension hook with a default that every backend
 //! can run ([`FusedRouting`]: the routing softmax-mixture; [`FastGelu`]: the encoders' GELU;
-//! [`FastAttention`]: the encoders' attention; [`FastLayerNorm`]: their layer norms).
+//! [`FastAttention`]: the encoders' attention; [`FastLayerNorm`]: their layer norms;
+//! [`FastLinear`]: their linear layers).
 //! Implemented for `flex`, every CubeCL backend (wgpu, CUDA, features `wgpu`/`cuda`) and
 //! `Autodiff` over any of them.
 
@@ -12,11 +13,12 @@ use crate::attention::FastAttention;
 use crate::fused::FusedRouting;
 use crate::gelu::FastGelu;
 use crate::layer_norm::FastLayerNorm;
+use crate::linear::FastLinear;
 
 /// A backend with every custom operation of this workspace.
-pub trait Kernels: FusedRouting + FastGelu + FastAttention + FastLayerNorm {}
+pub trait Kernels: FusedRouting + FastGelu + FastAttention + FastLayerNorm + FastLinear {}
 
-impl<B: FusedRouting + FastGelu + FastAttention + FastLayerNorm> Kernels for B {}
+impl<B: FusedRouting + FastGelu + FastAttention + FastLayerNorm + FastLinear> Kernels for B {}
 
 /// A hook's float primitive as a tensor of rank `D` (hooks take primitives; their bodies and
 /// backwards are written with tensors).

@@ -23,6 +23,7 @@
 //! | [`gelu`] | [`FastGelu`]: the encoders' exact GELU, vectorised and multi-threaded on `flex` |
 //! | [`attention`] | [`FastAttention`]: the encoders' multi-head attention as one operation with a hand-written backward; softmax and head merging vectorised and multi-threaded on `flex` |
 //! | [`layer_norm`] | [`FastLayerNorm`]: the encoders' layer norm as one operation with a hand-written backward, one pass on `flex` |
+//! | [`linear`] | [`FastLinear`]: the encoders' linear layers as one operation with a hand-written backward; on `flex` one product over every sample's rows, in row blocks over the threads, the bias accumulated in place |
 //! | `fast_math`, `flex_buffer` | what the `flex` kernels share: a branch-free exponential; which buffers they may overwrite, one-allocation outputs, the split over threads |
 //! | [`kernels`] | [`Kernels`]: the backend the models need, every custom operation above |
 //! | [`router`] | [`Router`]: pairing-prior routing with frozen orthogonal keys, temperature, noise, top-k |
@@ -55,6 +56,7 @@ pub mod fused_cube;
 pub mod gelu;
 pub mod kernels;
 pub mod layer_norm;
+pub mod linear;
 pub mod mapper;
 pub mod orthogonal;
 pub mod params;
@@ -75,6 +77,7 @@ pub use fused::{FusedRouting, RoutingSoftmax, softmax_mix};
 pub use gelu::FastGelu;
 pub use kernels::Kernels;
 pub use layer_norm::FastLayerNorm;
+pub use linear::FastLinear;
 pub use mapper::{PromptMapper, PromptMapperConfig};
 pub use params::{FloatParam, ModuleParams, ParamSummary, float_params, materialize, params_with_gradient, replace_float_params, unfreeze};
 pub use prompts::{MopePrompts, MopePromptsConfig, MopeRun};

@@ -5,6 +5,7 @@ use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use mope_core::gelu::{FastGelu, gelu};
+use mope_core::linear::FastLinear;
 use serde::{Deserialize, Serialize};
 
 use super::window_attention::WindowAttention;
@@ -126,7 +127,7 @@ impl<B: Backend> SwinBlock<B> {
     }
 }
 
-impl<B: FastGelu> SwinBlock<B> {
+impl<B: FastGelu + FastLinear> SwinBlock<B> {
     /// Runs the block. The tokens after the first `seq_len − H·W` (the prompts) are the
     /// `H × W` patches in row-major order.
     ///

@@ -35,6 +35,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::tensor::{Bool, Tensor, backend::Backend};
 use mope_core::gelu::FastGelu;
+use mope_core::linear::FastLinear;
 use mope_core::{EncoderTokens, PromptableEncoder};
 use serde::Deserialize;
 
@@ -170,7 +171,7 @@ impl<B: Backend> Swin<B> {
     }
 }
 
-impl<B: FastGelu> PromptableEncoder<B> for Swin<B> {
+impl<B: FastGelu + FastLinear> PromptableEncoder<B> for Swin<B> {
     /// Normalised pixels `[batch, channels, image_size, image_size]`.
     type Input = Tensor<B, 4>;
 

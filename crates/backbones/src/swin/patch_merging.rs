@@ -5,6 +5,7 @@
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Tensor, backend::Backend};
+use mope_core::linear::FastLinear;
 
 use crate::linear::linear;
 
@@ -32,7 +33,9 @@ impl<B: Backend> PatchMerging<B> {
             resolution,
         }
     }
+}
 
+impl<B: FastLinear> PatchMerging<B> {
     /// # Shapes
     /// - `x`: `[batch, num_prompts + H·W, d_model]`
     /// - output: `[batch, num_prompts + H·W / 4, 2 · d_model]`

@@ -8,6 +8,7 @@
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::{Int, Tensor, TensorData, activation::softmax, backend::Backend};
+use mope_core::linear::FastLinear;
 
 use crate::linear::linear;
 
@@ -71,7 +72,9 @@ impl<B: Backend> WindowAttention<B> {
         let n = self.window * self.window;
         self.relative_position_bias_table.val().select(0, self.relative_index.clone()).reshape([n, n, self.n_heads]).permute([2, 0, 1])
     }
+}
 
+impl<B: FastLinear> WindowAttention<B> {
     /// Attention over windows, each preceded by its sample's `num_prompts` prompt tokens.
     ///
     /// # Shapes
