@@ -8,7 +8,7 @@
 //! |---|---|
 //! | [`any`] | [`AnyEncoder`]: any backbone chosen by name at run time, with its input preparation |
 //! | [`attention`] | [`SelfAttention`](attention::SelfAttention): multi-head self-attention as one operation (`mope_core::attention`) |
-//! | [`linear`] | the encoders' linear layers as a product with the weight's view (no weight copy in the backward) |
+//! | [`linear`] | the encoders' linear layers: burn's `Linear` parameters through `mope_core::linear` (one operation, hand-written backward) |
 //! | [`transformer`] | [`TransformerLayer`]: self-attention + GELU feed-forward, post-norm (BERT) or pre-norm (ViT) |
 //! | [`token_encoder`] | [`TokenEncoder`]: a BERT-shaped text encoder (word, position and token-type embeddings) |
 //! | [`pooling`] | [`Pooling`]: `[CLS]`, mean over tokens, or mean including prompt tokens |

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::deep_prompt::{PromptedTokens, forward_prompted};
 use crate::encoder::PromptableEncoder;
 use crate::fused::FusedRouting;
+use crate::splice::FastSplice;
 use crate::params::{materialize, unfreeze};
 use crate::prompts::{MopePrompts, MopePromptsConfig};
 use crate::regularizer::importance_loss;
@@ -192,7 +193,7 @@ impl MultimodalClassifierConfig {
     }
 }
 
-impl<B: FusedRouting, M: PromptableEncoder<B>, C: PromptableEncoder<B>> MultimodalClassifier<B, M, C> {
+impl<B: FusedRouting + FastSplice, M: PromptableEncoder<B>, C: PromptableEncoder<B>> MultimodalClassifier<B, M, C> {
     /// Pooled representation of the complementary modality (the router's pairing prior).
     /// Without complementary prompts it carries no gradient, so it can be cached.
     ///

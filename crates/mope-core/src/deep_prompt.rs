@@ -4,6 +4,7 @@
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 
 use crate::encoder::{EncoderTokens, PromptableEncoder};
+use crate::splice::{FastSplice, splice_tokens};
 
 /// Supplies the prompt tokens of each layer.
 pub trait LayerPromptSource<B: Backend> {
@@ -48,19 +49,16 @@ pub struct PromptedTokens<B: Backend> {
     pub pooled: Tensor<B, 2>,
 }
 
-/// `[x[:, ..prefix] ; inserted ; x[:, rest..]]` along dimension 1, skipping empty pieces.
-fn splice<B: Backend, const D: usize, K>(x: Tensor<B, D, K>, prefix: usize, rest: usize, inserted: Tensor<B, D, K>) -> Tensor<B, D, K>
-where
-    K: burn::tensor::BasicOps<B>,
-{
-    let len = x.dims()[1];
+/// The padding mask's side of [`splice_tokens`]: `[mask[:, ..prefix] ; inserted ; mask[:, rest..]]`.
+fn splice_mask<B: Backend>(mask: Tensor<B, 2, Bool>, prefix: usize, rest: usize, inserted: Tensor<B, 2, Bool>) -> Tensor<B, 2, Bool> {
+    let len = mask.dims()[1];
     let mut parts = Vec::with_capacity(3);
     if prefix > 0 {
-        parts.push(x.clone().narrow(1, 0, prefix));
+        parts.push(mask.clone().narrow(1, 0, prefix));
     }
     parts.push(inserted);
     if rest < len {
-        parts.push(x.narrow(1, rest, len - rest));
+        parts.push(mask.narrow(1, rest, len - rest));
     }
     Tensor::cat(parts, 1)
 }
@@ -73,7 +71,7 @@ where
 ///
 /// # Panics
 /// If a prompt's batch size or width differs from the hidden states'.
-pub fn forward_prompted<B: Backend, E: PromptableEncoder<B>>(
+pub fn forward_prompted<B: FastSplice, E: PromptableEncoder<B>>(
     encoder: &E,
     embedded: EncoderTokens<B>,
     source: &mut impl LayerPromptSource<B>,
@@ -94,11 +92,11 @@ pub fn forward_prompted<B: Backend, E: PromptableEncoder<B>>(
                  expected [{batch}, _, {d_model}] to match the hidden states"
             );
             let rest = prefix + num_prompts;
-            x = splice(x, prefix, rest, prompt);
+            x = splice_tokens(x, prefix, rest, prompt);
             mask = mask.map(|m| {
                 // Prompt tokens are never padding.
                 let visible = Tensor::<B, 2, Int>::zeros([batch, p_len], &m.device()).bool();
-                splice(m, prefix, rest, visible)
+                splice_mask(m, prefix, rest, visible)
             });
             num_prompts = p_len;
         }

@@ -2,7 +2,7 @@
 //! workspace's custom operations, each a backend-extension hook with a default that every backend
 //! can run ([`FusedRouting`]: the routing softmax-mixture; [`FastGelu`]: the encoders' GELU;
 //! [`FastAttention`]: the encoders' attention; [`FastLayerNorm`]: their layer norms;
-//! [`FastLinear`]: their linear layers).
+//! [`FastLinear`]: their linear layers; [`FastSplice`]: deep prompt insertion).
 //! Implemented for `flex`, every CubeCL backend (wgpu, CUDA, features `wgpu`/`cuda`) and
 //! `Autodiff` over any of them.
 
@@ -14,11 +14,12 @@ use crate::fused::FusedRouting;
 use crate::gelu::FastGelu;
 use crate::layer_norm::FastLayerNorm;
 use crate::linear::FastLinear;
+use crate::splice::FastSplice;
 
 /// A backend with every custom operation of this workspace.
-pub trait Kernels: FusedRouting + FastGelu + FastAttention + FastLayerNorm + FastLinear {}
+pub trait Kernels: FusedRouting + FastGelu + FastAttention + FastLayerNorm + FastLinear + FastSplice {}
 
-impl<B: FusedRouting + FastGelu + FastAttention + FastLayerNorm + FastLinear> Kernels for B {}
+impl<B: FusedRouting + FastGelu + FastAttention + FastLayerNorm + FastLinear + FastSplice> Kernels for B {}
 
 /// A hook's float primitive as a tensor of rank `D` (hooks take primitives; their bodies and
 /// backwards are written with tensors).

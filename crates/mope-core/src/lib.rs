@@ -24,6 +24,7 @@
 //! | [`attention`] | [`FastAttention`]: the encoders' multi-head attention as one operation with a hand-written backward; softmax and head merging vectorised and multi-threaded on `flex` |
 //! | [`layer_norm`] | [`FastLayerNorm`]: the encoders' layer norm as one operation with a hand-written backward, one pass on `flex` |
 //! | [`linear`] | [`FastLinear`]: the encoders' linear layers as one operation with a hand-written backward; on `flex` one product over every sample's rows, in row blocks over the threads, the bias accumulated in place |
+//! | [`splice`] | [`FastSplice`]: deep prompt insertion's token splice as one operation whose backward is the same splice of the gradient; one copy per run of tokens on `flex` |
 //! | `fast_math`, `flex_buffer` | what the `flex` kernels share: a branch-free exponential; which buffers they may overwrite, one-allocation outputs, the split over threads |
 //! | [`kernels`] | [`Kernels`]: the backend the models need, every custom operation above |
 //! | [`router`] | [`Router`]: pairing-prior routing with frozen orthogonal keys, temperature, noise, top-k |
@@ -63,6 +64,7 @@ pub mod params;
 pub mod prompts;
 pub mod regularizer;
 pub mod router;
+pub mod splice;
 pub mod strict;
 
 pub use attention::{FastAttention, multi_head_attention};
@@ -78,6 +80,7 @@ pub use gelu::FastGelu;
 pub use kernels::Kernels;
 pub use layer_norm::FastLayerNorm;
 pub use linear::FastLinear;
+pub use splice::FastSplice;
 pub use mapper::{PromptMapper, PromptMapperConfig};
 pub use params::{FloatParam, ModuleParams, ParamSummary, float_params, materialize, params_with_gradient, replace_float_params, unfreeze};
 pub use prompts::{MopePrompts, MopePromptsConfig, MopeRun};

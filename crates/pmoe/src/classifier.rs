@@ -19,7 +19,7 @@ use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Bool, Tensor, backend::Backend};
 use mope_core::experts::vpt_init_range;
-use mope_core::{FusedRouting, LayerPromptSource, PromptableEncoder, PromptedTokens, forward_prompted, materialize};
+use mope_core::{FastSplice, FusedRouting, LayerPromptSource, PromptableEncoder, PromptedTokens, forward_prompted, materialize};
 use serde::{Deserialize, Serialize};
 
 use crate::dispatcher::{TokenDispatcher, TokenDispatcherConfig};
@@ -212,7 +212,7 @@ impl<B: FusedRouting> LayerPromptSource<B> for ExpertRun<'_, B> {
     }
 }
 
-impl<B: FusedRouting, E: PromptableEncoder<B>> PmoeClassifier<B, E> {
+impl<B: FusedRouting + FastSplice, E: PromptableEncoder<B>> PmoeClassifier<B, E> {
     /// Number of experts.
     pub fn num_experts(&self) -> usize {
         self.experts.len()
