@@ -17,7 +17,7 @@
 //! frozen `W` (the encoders' case) gets no gradient and keeps no copy of `x` for one.
 //!
 //! The one module of the workspace with `unsafe` code: `gemm`'s entry point takes raw pointers
-//! and strides, and the output is written uninitialised. Each block is commented with what makes
+//! and strides, and the output is allocated uninitialised. Each block is commented with what makes
 //! it sound, and the tests compare every layout `flex` hands it with burn's own operations.
 
 #![allow(unsafe_code)]
@@ -104,6 +104,11 @@ impl FastLinear for Flex {
         let (rows, d_in) = ((0..last).map(|i| shape[i]).product::<usize>(), shape[last]);
         let [w_rows, w_cols] = [0, 1].map(|i| weight.layout().strides()[i]);
         let d_out = weight.layout().shape()[1];
+        // What the products below read and write depends on these; [`linear`] checks them too.
+        assert_eq!(weight.layout().shape()[0], d_in, "linear: the last axis of x {} is not the weight's d_in in {}", x.layout().shape(), weight.layout().shape());
+        if let Some(bias) = &bias {
+            assert_eq!(bias.layout().num_elements(), d_out, "linear: the bias {} is not the weight's d_out in {}", bias.layout().shape(), weight.layout().shape());
+        }
         let product = Product {
             rows,
             d_in,
@@ -434,6 +439,13 @@ mod tests {
             return;
         }
         assert_matches_burns_operations::<Cuda>(&Default::default());
+    }
+
+    /// The `flex` hook checks the shapes its products rely on, even when called directly.
+    #[test]
+    #[should_panic(expected = "linear: the bias [4] is not the weight's d_out in [3, 5]")]
+    fn the_flex_hook_checks_the_bias() {
+        Flex::fast_linear(primitive(random([2, 3])), primitive(random([3, 5])), Some(primitive(Tensor::<Flex, 1>::zeros([4], &Default::default()))));
     }
 
     #[test]
