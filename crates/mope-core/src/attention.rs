@@ -532,32 +532,17 @@ mod tests {
         }
     }
 
-    /// burn's operations on wgpu (lavapipe on a CPU-only machine) under the hand-written backward,
-    /// against the composed reference on `flex`.
-    #[cfg(feature = "wgpu")]
-    #[test]
-    fn on_wgpu_forward_and_gradients_match_the_reference() {
+    /// Every case on `B` with all three inputs tracked, against the composed reference on `flex`.
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    fn assert_matches_reference_on<B: FastAttention>(device: &B::Device) {
         for case in CASES {
             let inputs = random_inputs(case);
-            let got = run::<burn::backend::Wgpu>(case, &inputs, true, [true; 3], &Default::default());
+            let got = run::<B>(case, &inputs, true, [true; 3], device);
             assert_matches_reference(case, &inputs, [true; 3], got);
         }
     }
 
-    /// The same on CUDA when a GPU is present; says so when it is skipped.
-    #[cfg(feature = "cuda")]
-    #[test]
-    fn on_cuda_forward_and_gradients_match_the_reference() {
-        use burn::backend::Cuda;
-        if !crate::fused::tests::cuda_device_opens("on_cuda_forward_and_gradients_match_the_reference") {
-            return;
-        }
-        for case in CASES {
-            let inputs = random_inputs(case);
-            let got = run::<Cuda>(case, &inputs, true, [true; 3], &Default::default());
-            assert_matches_reference(case, &inputs, [true; 3], got);
-        }
-    }
+    crate::kernels::gpu_backend_tests!(assert_matches_reference_on);
 
     #[test]
     #[should_panic(expected = "attention: width 10 is not a multiple of heads = 3")]

@@ -31,3 +31,30 @@ pub(crate) fn tensor<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> T
 pub(crate) fn primitive<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> FloatTensor<B> {
     tensor.into_primitive().tensor()
 }
+
+/// The GPU-backend tests of an operation: `gpu_backends::wgpu` (feature `wgpu`; lavapipe on a
+/// CPU-only machine) and `gpu_backends::cuda` (feature `cuda`; says `SKIPPED` without a device),
+/// each running the calling test module's `check::<B>(&device)`, which compares the operation on
+/// `B` with its reference on `flex`.
+#[cfg(test)]
+macro_rules! gpu_backend_tests {
+    ($check:ident) => {
+        mod gpu_backends {
+            #[cfg(feature = "wgpu")]
+            #[test]
+            fn wgpu() {
+                super::$check::<burn::backend::Wgpu>(&Default::default());
+            }
+
+            #[cfg(feature = "cuda")]
+            #[test]
+            fn cuda() {
+                if crate::fused::tests::cuda_device_opens(module_path!()) {
+                    super::$check::<burn::backend::Cuda>(&Default::default());
+                }
+            }
+        }
+    };
+}
+#[cfg(test)]
+pub(crate) use gpu_backend_tests;

@@ -242,23 +242,7 @@ mod tests {
         assert_matches_burns_layer_norm::<Flex>(&Default::default());
     }
 
-    /// burn's operations on wgpu (lavapipe on a CPU-only machine) under the hand-written backward.
-    #[cfg(feature = "wgpu")]
-    #[test]
-    fn on_wgpu_forward_and_gradients_match_burns_layer_norm() {
-        assert_matches_burns_layer_norm::<burn::backend::Wgpu>(&Default::default());
-    }
-
-    /// The same on CUDA when a GPU is present; says so when it is skipped.
-    #[cfg(feature = "cuda")]
-    #[test]
-    fn on_cuda_forward_and_gradients_match_burns_layer_norm() {
-        use burn::backend::Cuda;
-        if !crate::fused::tests::cuda_device_opens("on_cuda_forward_and_gradients_match_burns_layer_norm") {
-            return;
-        }
-        assert_matches_burns_layer_norm::<Cuda>(&Default::default());
-    }
+    crate::kernels::gpu_backend_tests!(assert_matches_burns_layer_norm);
 
     #[test]
     fn the_flex_backward_matches_the_reference() {

@@ -423,23 +423,7 @@ mod tests {
         assert_eq!(rows_per_task(5, 0, 8, 0), 1 << 20);
     }
 
-    /// burn's operations on wgpu (lavapipe on a CPU-only machine) under the hand-written backward.
-    #[cfg(feature = "wgpu")]
-    #[test]
-    fn on_wgpu_forward_and_gradients_match_burns_operations() {
-        assert_matches_burns_operations::<burn::backend::Wgpu>(&Default::default());
-    }
-
-    /// The same on CUDA when a GPU is present; says so when it is skipped.
-    #[cfg(feature = "cuda")]
-    #[test]
-    fn on_cuda_forward_and_gradients_match_burns_operations() {
-        use burn::backend::Cuda;
-        if !crate::fused::tests::cuda_device_opens("on_cuda_forward_and_gradients_match_burns_operations") {
-            return;
-        }
-        assert_matches_burns_operations::<Cuda>(&Default::default());
-    }
+    crate::kernels::gpu_backend_tests!(assert_matches_burns_operations);
 
     /// The `flex` hook checks the shapes its products rely on, even when called directly.
     #[test]

@@ -196,23 +196,7 @@ mod tests {
         assert_eq!(per_token, [3.0, 0.0, 0.0, 3.0, 3.0].repeat(2));
     }
 
-    /// burn's operations on wgpu (lavapipe on a CPU-only machine) under the hand-written backward.
-    #[cfg(feature = "wgpu")]
-    #[test]
-    fn on_wgpu_forward_and_gradients_match_burns_operations() {
-        assert_matches_burns_operations::<burn::backend::Wgpu>(&Default::default());
-    }
-
-    /// The same on CUDA when a GPU is present; says so when it is skipped.
-    #[cfg(feature = "cuda")]
-    #[test]
-    fn on_cuda_forward_and_gradients_match_burns_operations() {
-        use burn::backend::Cuda;
-        if !crate::fused::tests::cuda_device_opens("on_cuda_forward_and_gradients_match_burns_operations") {
-            return;
-        }
-        assert_matches_burns_operations::<Cuda>(&Default::default());
-    }
+    crate::kernels::gpu_backend_tests!(assert_matches_burns_operations);
 
     #[test]
     #[should_panic(expected = "splice: tokens 2..6 are not a range of x's 5")]
