@@ -43,7 +43,7 @@ fn softmax_mix_kernel<F: Float>(
     let batch = logits.shape(0);
     let groups = logits.shape(1);
     let sources = logits.shape(2);
-    let tiles = (batch + INSTANCES_PER_UNIT - 1) / INSTANCES_PER_UNIT;
+    let tiles = batch.div_ceil(INSTANCES_PER_UNIT);
     let tile = CUBE_POS / cubes_per_tile;
     // Uniform across the cube: a whole cube leaves, or none of its units.
     if tile >= groups * tiles {
