@@ -1,7 +1,8 @@
 //! The step's operations one by one at a step's shapes (ViT-B by default, `--shape small`), ours
 //! (burn's `flex` CPU backend) against PyTorch on the same machine and threads: where the
-//! training step's time goes (docs/performance.md). Dense products in GFLOP/s, the other
-//! operations in milliseconds.
+//! training step's time goes (docs/performance.md). Dense products (burn's matmul, and the
+//! encoders' linear layers as the step runs them) in GFLOP/s, the other operations in
+//! milliseconds.
 //!
 //! ```sh
 //! MOPE_TORCH_PYTHON=venv/bin/python cargo bench -p mope-benches --bench ops -- --threads 2 [--shape small]
@@ -20,6 +21,7 @@ use burn::tensor::{Distribution, Tensor};
 use mope_core::attention::FastAttention;
 use mope_core::gelu::{FastGelu, gelu as fast_gelu};
 use mope_core::layer_norm::layer_norm;
+use mope_core::linear::linear;
 use mope_benches::{StepShape, VIT_B};
 
 /// `[m, k] × [k, n]` products of one layer of `s` (ViT-B: batch 8, 210 tokens a sample),
@@ -35,6 +37,28 @@ fn shapes(s: StepShape) -> Vec<(&'static str, usize, usize, usize, usize)> {
         ("attention scores (per head)", s.batch * s.n_heads, n, d / s.n_heads, n),
         ("attention mixing (per head)", s.batch * s.n_heads, n, n, d / s.n_heads),
     ]
+}
+
+/// The encoders' linear layers of one layer of `s` as the step runs them: `(name, d_in, d_out)`,
+/// on `[batch, tokens, d_in]`.
+fn linear_layers(s: StepShape) -> Vec<(&'static str, usize, usize)> {
+    vec![("qkv/out projection", s.d_model, s.d_model), ("ffn in", s.d_model, s.d_ff), ("ffn out", s.d_ff, s.d_model)]
+}
+
+/// Mean seconds of [`mope_core::linear::linear`] on `[batch, len, d_in]` with a bias (`forward`),
+/// or of its input-gradient product, a gradient times the weight's transposed view (without).
+fn time_our_linear(s: StepShape, d_in: usize, d_out: usize, forward: bool, reps: usize) -> f64 {
+    let device = Default::default();
+    let random = |shape: [usize; 3]| Tensor::<Flex, 3>::random(shape, Distribution::Default, &device);
+    let weight = Tensor::<Flex, 2>::random([d_in, d_out], Distribution::Default, &device);
+    let bias = Tensor::<Flex, 1>::random([d_out], Distribution::Default, &device);
+    if forward {
+        let x = random([s.batch, s.tokens(), d_in]);
+        mean_seconds(reps, || drop(linear(x.clone(), weight.clone(), Some(bias.clone())).into_data()))
+    } else {
+        let grad = random([s.batch, s.tokens(), d_out]);
+        mean_seconds(reps, || drop(linear(grad.clone(), weight.clone().transpose(), None).into_data()))
+    }
 }
 
 fn time_ours(batch: usize, m: usize, k: usize, n: usize, reps: usize) -> f64 {
@@ -191,6 +215,28 @@ fn main() -> Result<()> {
             }
         };
         println!("| {name} | {batch}×[{m}×{k}]·[{k}×{n}] | {ours:.1} | {t} | {r} |");
+    }
+    println!();
+    println!("| linear layer (ours: `mope_core::linear`; PyTorch: `F.linear`) | pass | ours GFLOP/s | PyTorch GFLOP/s | ours / PyTorch |");
+    println!("|---|---|---:|---:|---:|");
+    for (name, d_in, d_out) in linear_layers(shape) {
+        let (batch, len) = (shape.batch, shape.tokens());
+        let flops = 2.0 * (batch * len * d_in * d_out) as f64;
+        let reps = (2e10 / flops).clamp(3.0, 200.0) as usize;
+        for (pass, forward, setup, stmt) in [
+            ("forward, with bias", true, format!("x=torch.rand({batch},{len},{d_in});w=torch.rand({d_out},{d_in});b=torch.rand({d_out})"), "F.linear(x,w,b)"),
+            ("input gradient", false, format!("g=torch.rand({batch},{len},{d_out});w=torch.rand({d_out},{d_in})"), "g@w"),
+        ] {
+            let ours = flops / time_our_linear(shape, d_in, d_out, forward, reps) / 1e9;
+            let (t, r) = match torch_seconds(&python, threads, &setup, stmt, reps).map(|t| flops / t / 1e9) {
+                Ok(t) => (format!("{t:.1}"), format!("{:.2}", ours / t)),
+                Err(e) => {
+                    eprintln!("PyTorch not measured: {e:#}");
+                    ("n/a".into(), "n/a".into())
+                }
+            };
+            println!("| {name} {batch}×[{len}×{d_in}]·[{d_in}×{d_out}] | {pass} | {ours:.1} | {t} | {r} |");
+        }
     }
     println!();
     println!("| operation | ours (ms) | PyTorch (ms) | PyTorch / ours |");
