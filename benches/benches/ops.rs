@@ -78,6 +78,17 @@ fn torch_seconds(python: &str, threads: usize, setup: &str, stmt: &str, reps: us
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
+/// PyTorch's GFLOP/s and ours over it, as table cells (`n/a` where PyTorch was not measured).
+fn rate_columns(ours: f64, theirs: Result<f64>) -> (String, String) {
+    match theirs {
+        Ok(t) => (format!("{t:.1}"), format!("{:.2}", ours / t)),
+        Err(e) => {
+            eprintln!("PyTorch not measured: {e:#}");
+            ("n/a".into(), "n/a".into())
+        }
+    }
+}
+
 /// Mean seconds of `f` over `reps` calls, after one untimed call.
 fn mean_seconds(reps: usize, mut f: impl FnMut()) -> f64 {
     f();
@@ -206,14 +217,8 @@ fn main() -> Result<()> {
         let flops = 2.0 * (batch * m * k * n) as f64;
         let reps = (2e10 / flops).clamp(3.0, 200.0) as usize;
         let ours = flops / time_ours(batch, m, k, n, reps) / 1e9;
-        let theirs = torch_seconds(&python, threads, &format!("a=torch.rand({batch},{m},{k});b=torch.rand({batch},{k},{n})"), "a@b", reps).map(|t| flops / t / 1e9);
-        let (t, r) = match theirs {
-            Ok(t) => (format!("{t:.1}"), format!("{:.2}", ours / t)),
-            Err(e) => {
-                eprintln!("PyTorch not measured: {e:#}");
-                ("n/a".into(), "n/a".into())
-            }
-        };
+        let theirs = torch_seconds(&python, threads, &format!("a=torch.rand({batch},{m},{k});b=torch.rand({batch},{k},{n})"), "a@b", reps);
+        let (t, r) = rate_columns(ours, theirs.map(|t| flops / t / 1e9));
         println!("| {name} | {batch}×[{m}×{k}]·[{k}×{n}] | {ours:.1} | {t} | {r} |");
     }
     println!();
@@ -228,13 +233,7 @@ fn main() -> Result<()> {
             ("input gradient", false, format!("g=torch.rand({batch},{len},{d_out});w=torch.rand({d_out},{d_in})"), "g@w"),
         ] {
             let ours = flops / time_our_linear(shape, d_in, d_out, forward, reps) / 1e9;
-            let (t, r) = match torch_seconds(&python, threads, &setup, stmt, reps).map(|t| flops / t / 1e9) {
-                Ok(t) => (format!("{t:.1}"), format!("{:.2}", ours / t)),
-                Err(e) => {
-                    eprintln!("PyTorch not measured: {e:#}");
-                    ("n/a".into(), "n/a".into())
-                }
-            };
+            let (t, r) = rate_columns(ours, torch_seconds(&python, threads, &setup, stmt, reps).map(|t| flops / t / 1e9));
             println!("| {name} {batch}×[{len}×{d_in}]·[{d_in}×{d_out}] | {pass} | {ours:.1} | {t} | {r} |");
         }
     }
