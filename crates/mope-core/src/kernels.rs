@@ -1,4 +1,4 @@
-//! The backend the models need: burn's [`Backend`](burn::tensor::backend::Backend) with this
+//! The backend the models need: burn's [`Backend`] with this
 //! workspace's custom operations, each a backend-extension hook with a default that every backend
 //! can run ([`FusedRouting`]: the routing softmax-mixture; [`FastGelu`]: the encoders' GELU;
 //! [`FastAttention`]: the encoders' attention; [`FastLayerNorm`]: their layer norms;
