@@ -22,11 +22,11 @@ use serde::{Deserialize, Serialize};
 use crate::deep_prompt::{PromptedTokens, forward_prompted};
 use crate::encoder::PromptableEncoder;
 use crate::fused::FusedRouting;
-use crate::splice::FastSplice;
 use crate::params::{materialize, unfreeze};
 use crate::prompts::{MopePrompts, MopePromptsConfig};
 use crate::regularizer::importance_loss;
 use crate::router::RoutingOutput;
+use crate::splice::FastSplice;
 
 /// How the two modalities are fused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,7 +4,7 @@
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 
 use crate::encoder::{EncoderTokens, PromptableEncoder};
-use crate::splice::{FastSplice, splice_tokens};
+use crate::splice::{FastSplice, splice_by_cat, splice_tokens};
 
 /// Supplies the prompt tokens of each layer.
 pub trait LayerPromptSource<B: Backend> {
@@ -49,20 +49,6 @@ pub struct PromptedTokens<B: Backend> {
     pub pooled: Tensor<B, 2>,
 }
 
-/// The padding mask's side of [`splice_tokens`]: `[mask[:, ..prefix] ; inserted ; mask[:, rest..]]`.
-fn splice_mask<B: Backend>(mask: Tensor<B, 2, Bool>, prefix: usize, rest: usize, inserted: Tensor<B, 2, Bool>) -> Tensor<B, 2, Bool> {
-    let len = mask.dims()[1];
-    let mut parts = Vec::with_capacity(3);
-    if prefix > 0 {
-        parts.push(mask.clone().narrow(1, 0, prefix));
-    }
-    parts.push(inserted);
-    if rest < len {
-        parts.push(mask.narrow(1, rest, len - rest));
-    }
-    Tensor::cat(parts, 1)
-}
-
 /// Runs `encoder` on `embedded`, inserting the prompts of `source` before every layer.
 ///
 /// # Shapes
@@ -96,7 +82,7 @@ pub fn forward_prompted<B: FastSplice, E: PromptableEncoder<B>>(
             mask = mask.map(|m| {
                 // Prompt tokens are never padding.
                 let visible = Tensor::<B, 2, Int>::zeros([batch, p_len], &m.device()).bool();
-                splice_mask(m, prefix, rest, visible)
+                splice_by_cat(m, prefix, rest, visible)
             });
             num_prompts = p_len;
         }

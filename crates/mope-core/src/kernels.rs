@@ -7,7 +7,7 @@
 //! `Autodiff` over any of them.
 
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Tensor, TensorPrimitive, backend::Backend};
+use burn::tensor::{Tensor, TensorMetadata, TensorPrimitive, backend::Backend};
 
 use crate::attention::FastAttention;
 use crate::fused::FusedRouting;
@@ -25,6 +25,14 @@ impl<B: FusedRouting + FastGelu + FastAttention + FastLayerNorm + FastLinear + F
 /// backwards are written with tensors).
 pub(crate) fn tensor<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(primitive))
+}
+
+/// A hook's float primitive as `[rows, d]`, `d` its last axis (the row view the hooks'
+/// backwards reduce over).
+pub(crate) fn rows<B: Backend>(x: FloatTensor<B>) -> Tensor<B, 2> {
+    let shape = x.shape();
+    let d = shape[shape.num_dims() - 1];
+    tensor::<B, 1>(x).reshape([shape.num_elements() / d.max(1), d])
 }
 
 /// A tensor as the float primitive a hook takes.

@@ -28,7 +28,7 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use crate::flex_buffer::{contiguous, rows_per_task, zeros_f32};
-use crate::kernels::{primitive, tensor};
+use crate::kernels::{primitive, rows, tensor};
 
 /// A backend with a layer-norm backward of its own choosing (burn's operations by default).
 pub trait FastLayerNorm: Backend {
@@ -60,13 +60,6 @@ pub fn layer_norm<B: FastLayerNorm, const D: usize>(x: Tensor<B, D>, gamma: Tens
     assert_eq!(x.dims()[D - 1], d, "layer norm: the last axis of x {:?} is not gamma's {d}", x.dims());
     let out = B::fast_layer_norm(primitive(x), primitive(gamma), beta.map(primitive), epsilon);
     tensor(out)
-}
-
-/// `x` as `[rows, d]`, `d` its last axis.
-fn rows<B: Backend>(x: FloatTensor<B>) -> Tensor<B, 2> {
-    let shape = x.shape();
-    let d = shape[shape.num_dims() - 1];
-    tensor::<B, 1>(x).reshape([shape.num_elements() / d.max(1), d])
 }
 
 /// `x̂ = (x − μ)·r` and `r`, row by row.

@@ -36,7 +36,7 @@ use burn_flex::{FlexTensor, Layout};
 use rayon::prelude::*;
 
 use crate::flex_buffer::contiguous;
-use crate::kernels::{primitive, tensor};
+use crate::kernels::{primitive, rows, tensor};
 
 /// A backend with a linear layer of its own choosing (burn's matmul and add by default).
 pub trait FastLinear: Backend {
@@ -68,13 +68,6 @@ pub fn linear<B: FastLinear, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 
     tensor(B::fast_linear(primitive(x), primitive(weight), bias.map(primitive)))
 }
 
-/// `x` as `[rows, d]`, `d` its last axis.
-fn rows<B: Backend>(x: FloatTensor<B>) -> Tensor<B, 2> {
-    let shape = x.shape();
-    let d = shape[shape.num_dims() - 1];
-    tensor::<B, 1>(x).reshape([shape.num_elements() / d.max(1), d])
-}
-
 /// [`FastLinear::fast_linear`] composed of burn's operations: the rows of `x` times `weight`,
 /// plus `bias`.
 pub fn linear_reference<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, bias: Option<FloatTensor<B>>) -> FloatTensor<B> {
@@ -95,13 +88,15 @@ impl FastLinear for Flex {
         if !f32s || weight.layout().num_dims() != 2 {
             return linear_reference::<Self>(x, weight, bias);
         }
-        // The rows of `x` must be evenly spaced; a view whose leading axes do not merge is copied.
-        let x = if row_strides(x.layout()).is_some() { x } else { contiguous(x) };
-        let bias = bias.map(contiguous);
-        let (row_stride, col_stride) = row_strides(x.layout()).expect("a contiguous tensor has evenly spaced rows");
         let mut shape = x.layout().shape().clone();
         let last = shape.num_dims() - 1;
         let (rows, d_in) = ((0..last).map(|i| shape[i]).product::<usize>(), shape[last]);
+        let (x, (row_stride, col_stride)) = match row_strides(x.layout()) {
+            Some(strides) => (x, strides),
+            // A view whose leading axes do not merge into evenly spaced rows is copied.
+            None => (contiguous(x), (d_in as isize, 1)),
+        };
+        let bias = bias.map(contiguous);
         let [w_rows, w_cols] = [0, 1].map(|i| weight.layout().strides()[i]);
         let d_out = weight.layout().shape()[1];
         // What the products below read and write depends on these; [`linear`] checks them too.
@@ -118,7 +113,7 @@ impl FastLinear for Flex {
         };
         // SAFETY: `lhs` addresses the `rows × d_in` values of `x` through its strides and `rhs`
         // the `d_in × d_out` of `weight`; both tensors live until the product returns.
-        let values = unsafe { product.run(bias.as_ref().map(|b| b.storage::<f32>()), rows_per_task(rows, d_in, d_out, rayon::current_num_threads())) };
+        let values = unsafe { product.run(bias.as_ref().map(|b| b.storage::<f32>()), rows_per_block(rows, d_in, d_out, rayon::current_num_threads())) };
         shape[last] = d_out;
         FlexTensor::from_data(TensorData::new(values, shape))
     }
@@ -166,16 +161,16 @@ unsafe impl Sync for Product {}
 
 impl Product {
     /// The product plus `bias` (added to every row), row-major in a fresh vector, computed in
-    /// blocks of `rows_per_task` rows over rayon's threads.
+    /// blocks of `rows_per_block` rows over rayon's threads.
     ///
     /// # Safety
     /// `lhs` and `rhs` must address `rows × d_in` and `d_in × d_out` readable values.
-    unsafe fn run(self, bias: Option<&[f32]>, rows_per_task: usize) -> Vec<f32> {
+    unsafe fn run(self, bias: Option<&[f32]>, rows_per_block: usize) -> Vec<f32> {
         let len = self.rows * self.d_out;
         let mut out = Vec::<f32>::with_capacity(len);
         if len > 0 {
-            out.spare_capacity_mut()[..len].par_chunks_mut(rows_per_task.max(1) * self.d_out).enumerate().for_each(|(task, block)| {
-                let first = task * rows_per_task.max(1);
+            out.spare_capacity_mut()[..len].par_chunks_mut(rows_per_block.max(1) * self.d_out).enumerate().for_each(|(index, block)| {
+                let first = index * rows_per_block.max(1);
                 // SAFETY: the block is rows `first..` of the output, and `self`'s operands hold
                 // those rows (the caller's promise).
                 unsafe { self.block(first, block, bias) }
@@ -233,10 +228,10 @@ impl Product {
     }
 }
 
-/// Rows of the input one rayon task multiplies: a quarter of an even split over the `threads`
-/// (so that a slow thread does not hold the others up), and enough for about 2^20 multiply-adds
-/// (a smaller product is not worth a task of its own).
-fn rows_per_task(rows: usize, d_in: usize, d_out: usize, threads: usize) -> usize {
+/// Rows of the input one block (one rayon task, one `gemm` call) multiplies: a quarter of an
+/// even split over the `threads` (so that a slow thread does not hold the others up), and enough
+/// for about 2^20 multiply-adds (a smaller product is not worth a task of its own).
+fn rows_per_block(rows: usize, d_in: usize, d_out: usize, threads: usize) -> usize {
     let even = rows.div_ceil(4 * threads.max(1));
     let worth_a_task = (1 << 20) / (d_in * d_out).max(1);
     even.max(worth_a_task).max(1)
@@ -387,13 +382,13 @@ mod tests {
             lhs: Operand { start: start_of(&x_primitive), row_stride: 9, col_stride: 1 },
             rhs: Operand { start: start_of(&w_primitive), row_stride: 11, col_stride: 1 },
         };
-        for task in [1, 4, 37, 100] {
+        for rows_per_block in [1, 4, 37, 100] {
             for bias in [None, Some(bias.clone())] {
                 let b = bias.clone().map(primitive);
                 // SAFETY: the operands point into `x_primitive` and `w_primitive`, alive here.
-                let got = unsafe { product.run(b.as_ref().map(|b| b.storage::<f32>()), task) };
+                let got = unsafe { product.run(b.as_ref().map(|b| b.storage::<f32>()), rows_per_block) };
                 let got = Tensor::<Flex, 2>::from_data(TensorData::new(got, [37, 11]), &Default::default());
-                assert!(max_relative_error(got, reference(x.clone(), bias.clone())) < 1e-6, "{task} rows a task");
+                assert!(max_relative_error(got, reference(x.clone(), bias.clone())) < 1e-6, "{rows_per_block} rows a block");
             }
         }
         let through_hook = |x: Tensor<Flex, 2>| tensor::<Flex, 2>(Flex::fast_linear(primitive(x), primitive(weight.clone()), Some(primitive(bias.clone()))));
@@ -415,12 +410,12 @@ mod tests {
     }
 
     #[test]
-    fn tasks_split_the_rows_over_the_threads_unless_the_product_is_small() {
-        assert_eq!(rows_per_task(2016, 384, 384, 2), 252);
-        assert_eq!(rows_per_task(1680, 768, 3072, 2), 210);
-        assert_eq!(rows_per_task(64, 8, 8, 2), 16384, "a product of 4 K multiply-adds is one task");
-        assert_eq!(rows_per_task(0, 8, 8, 2), 16384);
-        assert_eq!(rows_per_task(5, 0, 8, 0), 1 << 20);
+    fn blocks_split_the_rows_over_the_threads_unless_the_product_is_small() {
+        assert_eq!(rows_per_block(2016, 384, 384, 2), 252);
+        assert_eq!(rows_per_block(1680, 768, 3072, 2), 210);
+        assert_eq!(rows_per_block(64, 8, 8, 2), 16384, "a product of 4 K multiply-adds is one block");
+        assert_eq!(rows_per_block(0, 8, 8, 2), 16384);
+        assert_eq!(rows_per_block(5, 0, 8, 0), 1 << 20);
     }
 
     crate::kernels::gpu_backend_tests!(assert_matches_burns_operations);

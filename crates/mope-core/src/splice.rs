@@ -21,7 +21,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Shape, Tensor, TensorData, TensorMetadata, backend::Backend};
+use burn::tensor::{BasicOps, DType, Shape, Tensor, TensorData, TensorMetadata, backend::Backend};
 use burn_flex::FlexTensor;
 
 use crate::flex_buffer::contiguous;
@@ -56,17 +56,23 @@ pub fn splice_tokens<B: FastSplice>(x: Tensor<B, 3>, prefix: usize, rest: usize,
 
 /// [`FastSplice::splice_tokens`] composed of burn's operations.
 pub fn splice_reference<B: Backend>(x: FloatTensor<B>, prefix: usize, rest: usize, inserted: FloatTensor<B>) -> FloatTensor<B> {
-    let x = tensor::<B, 3>(x);
+    primitive(splice_by_cat(tensor::<B, 3>(x), prefix, rest, tensor(inserted)))
+}
+
+/// `[x[:, ..prefix] ; inserted ; x[:, rest..]]` along axis 1 with burn's narrow and
+/// concatenation, skipping empty pieces, for tensors of any kind: the reference above, and the
+/// padding mask's side of deep prompt insertion.
+pub(crate) fn splice_by_cat<B: Backend, const D: usize, K: BasicOps<B>>(x: Tensor<B, D, K>, prefix: usize, rest: usize, inserted: Tensor<B, D, K>) -> Tensor<B, D, K> {
     let len = x.dims()[1];
     let mut parts = Vec::with_capacity(3);
     if prefix > 0 {
         parts.push(x.clone().narrow(1, 0, prefix));
     }
-    parts.push(tensor(inserted));
+    parts.push(inserted);
     if rest < len {
         parts.push(x.narrow(1, rest, len - rest));
     }
-    primitive(Tensor::cat(parts, 1))
+    Tensor::cat(parts, 1)
 }
 
 impl FastSplice for Flex {
