@@ -18,7 +18,7 @@ use burn::nn::LayerNormConfig;
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::ops::{ActivationOps, FloatTensor};
 use burn::tensor::{Distribution, Tensor};
-use mope_core::attention::FastAttention;
+use mope_core::attention::multi_head_attention;
 use mope_core::gelu::{FastGelu, gelu as fast_gelu};
 use mope_core::layer_norm::layer_norm;
 use mope_core::linear::linear;
@@ -101,7 +101,7 @@ fn mean_seconds(reps: usize, mut f: impl FnMut()) -> f64 {
 
 /// Other operations of a layer of `s`: `(name, our seconds, the PyTorch statement timed on
 /// tensors x [rows, d], h [rows, d_ff], s [batch·heads, n, n], bias [d_ff],
-/// o [batch, heads, n, d/heads])`.
+/// o [batch, heads, n, d/heads], q, k, v [batch, n, d], with `split` and `merge` of heads)`.
 fn other_ops(s: StepShape, reps: usize) -> Vec<(&'static str, f64, &'static str)> {
     let device = Default::default();
     let rows = s.batch * s.tokens();
@@ -114,6 +114,7 @@ fn other_ops(s: StepShape, reps: usize) -> Vec<(&'static str, f64, &'static str)
     let norm = LayerNormConfig::new(s.d_model).init::<Flex>(&device);
     let norm_ad = LayerNormConfig::new(s.d_model).init::<Autodiff<Flex>>(&device).no_grad();
     let (b, n, heads, dh) = (s.batch, s.tokens(), s.n_heads, s.d_model / s.n_heads);
+    let qkv = [0; 3].map(|_| Tensor::<Flex, 3>::random([b, n, s.d_model], Distribution::Default, &device));
     // `flex` computes eagerly: dropping the result times the operation alone (no read-back, as
     // on the PyTorch side).
     vec![
@@ -134,29 +135,27 @@ fn other_ops(s: StepShape, reps: usize) -> Vec<(&'static str, f64, &'static str)
             "xg=x.requires_grad_(); torch.autograd.grad(F.layer_norm(xg, (x.shape[1],)), xg, x)",
         ),
         ("softmax [b·heads, n, n], burn's", mean_seconds(reps, || drop(softmax(scores.clone(), 2))), "s.softmax(2)"),
-        ("softmax [b·heads, n, n], ours (`mope_core::attention`)", mean_seconds(reps, || drop(Flex::attention_softmax(primitive(&scores), 1.0))), "s.softmax(2)"),
-        (
-            // The attention operation's case: the input is the fresh product of the scores, which
-            // nothing else holds, so it is overwritten (here: the previous call's output).
-            "softmax, ours, in place",
-            {
-                let mut unique = Some(scores.clone() + 0.0);
-                mean_seconds(reps, || unique = unique.take().map(|x| tensor(Flex::attention_softmax(x.into_primitive().tensor(), 1.0))))
-            },
-            "s.softmax(2)",
-        ),
-        (
-            "softmax backward [b·heads, n, n], ours",
-            mean_seconds(reps, || drop(Flex::attention_softmax_backward(primitive(&scores), primitive(&scores), 1.0))),
-            "torch.ops.aten._softmax_backward_data(s, s, 2, s.dtype)",
-        ),
         (
             // The reshape of the permuted view is what copies.
             "merge heads [b, heads, n, d/heads] → [b, n, d], burn's",
             mean_seconds(reps, || drop(heads_out.clone().swap_dims(1, 2).reshape([b, n, heads * dh]))),
             "o.transpose(1, 2).reshape(o.shape[0], o.shape[2], -1)",
         ),
-        ("merge heads, ours", mean_seconds(reps, || drop(Flex::merge_heads(primitive(&heads_out)))), "o.transpose(1, 2).reshape(o.shape[0], o.shape[2], -1)"),
+        (
+            "attention [b, n, d], forward (ours: `mope_core::attention`; PyTorch: `F.scaled_dot_product_attention` on the split heads, merged)",
+            mean_seconds(reps, || drop(multi_head_attention(qkv[0].clone(), qkv[1].clone(), qkv[2].clone(), None, heads))),
+            "merge(F.scaled_dot_product_attention(split(q), split(k), split(v)))",
+        ),
+        (
+            "attention, forward + gradients of q, k, v under autodiff",
+            mean_seconds(reps, || {
+                let [q, k, v] = qkv.clone().map(|t| Tensor::<Autodiff<Flex>, 3>::from_inner(t).require_grad());
+                let out = multi_head_attention(q.clone(), k.clone(), v.clone(), None, heads);
+                let grads = (out * Tensor::from_inner(qkv[0].clone())).sum().backward();
+                drop([q, k, v].map(|t| t.grad(&grads)));
+            }),
+            "qg,kg,vg=(t.requires_grad_() for t in (q,k,v)); torch.autograd.grad(merge(F.scaled_dot_product_attention(split(qg), split(kg), split(vg))), (qg,kg,vg), q)",
+        ),
     ]
 }
 
@@ -167,10 +166,6 @@ fn layer_norm_gradient(x: &Tensor<Flex, 2>, f: impl Fn(Tensor<Autodiff<Flex>, 2>
     input.grad(&grads).expect("x is tracked")
 }
 
-fn tensor<const D: usize>(t: FloatTensor<Flex>) -> Tensor<Flex, D> {
-    Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(t))
-}
-
 fn primitive<const D: usize>(t: &Tensor<Flex, D>) -> FloatTensor<Flex> {
     t.clone().into_primitive().tensor()
 }
@@ -179,7 +174,9 @@ fn primitive<const D: usize>(t: &Tensor<Flex, D>) -> FloatTensor<Flex> {
 fn torch_tensors(s: StepShape) -> String {
     let rows = s.batch * s.tokens();
     format!(
-        "x=torch.rand({rows},{d});h=torch.randn({rows},{ff});s=torch.rand({bh},{n},{n});bias=torch.rand({ff});o=torch.rand({b},{heads},{n},{dh})",
+        "x=torch.rand({rows},{d});h=torch.randn({rows},{ff});s=torch.rand({bh},{n},{n});bias=torch.rand({ff});o=torch.rand({b},{heads},{n},{dh})\n\
+         q,k,v=(torch.rand({b},{n},{d}) for _ in range(3))\n\
+         split=lambda t: t.view({b},{n},{heads},{dh}).transpose(1,2);merge=lambda t: t.transpose(1,2).reshape({b},{n},{d})",
         d = s.d_model,
         heads = s.n_heads,
         dh = s.d_model / s.n_heads,

@@ -1,10 +1,10 @@
 //! Multi-head scaled dot-product attention as one operation, with a hand-written backward and
-//! backend-extension hooks for the parts burn's CPU backend runs slowly.
+//! backend-extension hooks for its forward and backward passes.
 //!
 //! ```text
 //! q_h, k_h, v_h = split(q), split(k), split(v)        [b, t, h·d] → [b, h, t, d]   (views)
 //! p             = softmax(scale · q_h·k_hᵀ)            [b, h, t, s]; scale = 1/√d; padded keys masked
-//! out           = merge(p·v_h)                         [b, h, t, d] → [b, t, h·d]   (one copy)
+//! out           = merge(p·v_h)                         [b, h, t, d] → [b, t, h·d]
 //!
 //! g_h   = split(upstream gradient)                                                  (a view)
 //! d v   = merge(pᵀ·g_h)
@@ -13,16 +13,21 @@
 //! ```
 //!
 //! It computes what burn's `MultiHeadAttention` computes (masked keys get the score −10⁴ after
-//! scaling, as there), as one node of the autodiff graph instead of a dozen. On burn's CPU backend
-//! (`flex`, 0.21) that attention spent most of its non-matmul time in two operations:
-//! merging heads, a permuted copy that `flex` walks one element at a time (about 10× PyTorch's
-//! time), and the softmax, five tensor operations each recorded under autodiff (about 2×).
-//! [`FastAttention`]'s hooks take them over on `flex`: the softmax (scale included) and its
-//! backward run in place, row by row, over rayon's threads, with the exponential of
-//! `fast_math`; merging heads copies runs of `d` contiguous values. The products
-//! stay burn's matmuls, which read the split heads through their strides without copying.
-//! Every other backend runs burn's own operations (the trait's default bodies), under the same
-//! hand-written backward.
+//! scaling, as there), as one node of the autodiff graph instead of a dozen. Composed of burn's
+//! operations (every backend's default), each line above is a batched matmul, a softmax or a
+//! permuted copy; on burn's CPU backend (`flex`, 0.21) each matmul allocates its output zeroed and
+//! copies it again to align it on one thread while the pool waits, merging heads walks one
+//! element at a time (about 10× PyTorch's time), and the softmax is five operations. On `flex`
+//! the hooks run each sample's each head as one rayon task, start to end: the scores' product
+//! (`gemm` reading the heads through their strides), the mask, the softmax in place (vectorised,
+//! the exponential of `fast_math`), and the product with the values written straight into its
+//! columns of the merged output; the backward the same way with its four products. The outputs
+//! and `p` are each one uninitialised allocation, written by the tasks, nothing merged or
+//! copied after. Hence the module's `unsafe` code (raw pointers into those buffers, each task its
+//! own disjoint part), commented where it is used; the tests compare it with burn's composed
+//! attention on every layout.
+
+#![allow(unsafe_code)]
 
 use burn::backend::Autodiff;
 use burn::backend::Flex;
@@ -32,12 +37,12 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::activation::softmax;
 use burn::tensor::ops::{BoolTensor, FloatTensor};
-use burn::tensor::{Bool, DType, Tensor, backend::Backend};
+use burn::tensor::{Bool, DType, Tensor, TensorData, backend::Backend};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use crate::fast_math::exp_non_positive;
-use crate::flex_buffer::{contiguous, rows_per_task, zeros_f32};
+use crate::flex_gemm::{Destination, Strided, product};
 use crate::kernels::{primitive, tensor};
 
 /// The score of a masked (padding) key after scaling, as in burn's `MultiHeadAttention`.
@@ -45,32 +50,6 @@ pub const MASKED_SCORE: f32 = -1.0e4;
 
 /// A backend with an attention of its own choosing (burn's operations by default).
 pub trait FastAttention: Backend {
-    /// `softmax(scale · x)` over the last axis.
-    ///
-    /// # Shapes
-    /// - `x`: `[batch, heads, queries, keys]`; output the same
-    fn attention_softmax(x: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
-        softmax_reference::<Self>(x, scale)
-    }
-
-    /// The gradient of `softmax(scale · x)` from its output `p`: `scale · p ⊙ (grad − Σ p ⊙ grad)`,
-    /// the sum over the last axis.
-    ///
-    /// # Shapes
-    /// - `p`, `grad`: `[batch, heads, queries, keys]`; output the same
-    fn attention_softmax_backward(p: FloatTensor<Self>, grad: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
-        softmax_backward_reference::<Self>(p, grad, scale)
-    }
-
-    /// Heads back into the model width, contiguous.
-    ///
-    /// # Shapes
-    /// - `x`: `[batch, heads, len, d_head]`
-    /// - output: `[batch, len, heads · d_head]`
-    fn merge_heads(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        merge_heads_reference::<Self>(x)
-    }
-
     /// The attention of the module docs, from the projected queries, keys and values.
     ///
     /// # Shapes
@@ -84,9 +63,39 @@ pub trait FastAttention: Backend {
         mask_pad: Option<BoolTensor<Self>>,
         heads: usize,
     ) -> FloatTensor<Self> {
-        attention_forward::<Self>(q, k, v, mask_pad, heads).0
+        Self::multi_head_attention_with_probabilities(q, k, v, mask_pad, heads).0
+    }
+
+    /// [`multi_head_attention`](FastAttention::multi_head_attention) and the attention
+    /// probabilities `p`, what its backward needs.
+    ///
+    /// # Shapes
+    /// - as [`multi_head_attention`](FastAttention::multi_head_attention)
+    /// - `p`: `[batch, heads, queries, keys]`
+    fn multi_head_attention_with_probabilities(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask_pad: Option<BoolTensor<Self>>,
+        heads: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        attention_forward_reference::<Self>(q, k, v, mask_pad, heads)
+    }
+
+    /// The gradients against `q`, `k` and `v` of those `wanted` (the module docs), from the
+    /// upstream gradient and the forward pass's inputs and `p`.
+    ///
+    /// # Shapes
+    /// - `grad`: `[batch, queries, width]`; the others as
+    ///   [`multi_head_attention_with_probabilities`](FastAttention::multi_head_attention_with_probabilities)
+    /// - the gradients: shaped as `q`, `k` and `v`
+    fn multi_head_attention_backward(grad: FloatTensor<Self>, state: AttentionState<Self>, wanted: [bool; 3]) -> [Option<FloatTensor<Self>>; 3] {
+        attention_backward_reference::<Self>(grad, state, wanted)
     }
 }
+
+/// What the backward reads: `q`, `k`, `v`, the probabilities `p`, and the number of heads.
+pub type AttentionState<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, usize);
 
 /// [`FastAttention::multi_head_attention`] on tensors.
 ///
@@ -109,14 +118,7 @@ pub fn multi_head_attention<B: FastAttention>(q: Tensor<B, 3>, k: Tensor<B, 3>, 
 /// # Shapes
 /// As [`multi_head_attention`].
 pub fn multi_head_attention_reference<B: Backend>(q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>, heads: usize) -> Tensor<B, 3> {
-    let dims = AttentionDims::of(&q, &k, &v, heads);
-    let scores = dims.split(q, dims.queries).matmul(dims.split(k, dims.keys).swap_dims(2, 3)).mul_scalar(dims.scale);
-    let scores = match mask_pad {
-        Some(mask) => scores.mask_fill(dims.mask(mask), MASKED_SCORE),
-        None => scores,
-    };
-    let context = softmax(scores, 3).matmul(dims.split(v, dims.keys));
-    context.swap_dims(1, 2).reshape([dims.batch, dims.queries, dims.width])
+    tensor(attention_forward_reference::<B>(primitive(q), primitive(k), primitive(v), mask_pad.map(Tensor::into_primitive), heads).0)
 }
 
 /// The sizes of one attention, checked.
@@ -145,9 +147,18 @@ impl AttentionDims {
         Self { batch, queries, keys, width, heads, scale: 1.0 / ((width / heads) as f32).sqrt() }
     }
 
+    /// [`AttentionDims::of`] a hook's primitives.
+    fn of_primitives<B: Backend>(q: &FloatTensor<B>, k: &FloatTensor<B>, v: &FloatTensor<B>, heads: usize) -> Self {
+        Self::of::<B>(&tensor(q.clone()), &tensor(k.clone()), &tensor(v.clone()), heads)
+    }
+
+    fn d_head(&self) -> usize {
+        self.width / self.heads
+    }
+
     /// `[batch, len, width]` → `[batch, heads, len, d_head]`, a view.
     fn split<B: Backend>(&self, x: Tensor<B, 3>, len: usize) -> Tensor<B, 4> {
-        x.reshape([self.batch, len, self.heads, self.width / self.heads]).swap_dims(1, 2)
+        x.reshape([self.batch, len, self.heads, self.d_head()]).swap_dims(1, 2)
     }
 
     /// `[batch, keys]` → `[batch, 1, 1, keys]`.
@@ -157,9 +168,14 @@ impl AttentionDims {
     }
 }
 
-/// The forward pass through the hooks: the output and the attention probabilities `p`
-/// (`[batch, heads, queries, keys]`, what the backward needs).
-fn attention_forward<B: FastAttention>(
+/// `[batch, heads, len, d_head]` → `[batch, len, heads · d_head]` (a permuted copy).
+fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
+    let [batch, heads, len, d_head] = x.dims();
+    x.swap_dims(1, 2).reshape([batch, len, heads * d_head])
+}
+
+/// [`FastAttention::multi_head_attention_with_probabilities`] composed of burn's operations.
+pub fn attention_forward_reference<B: Backend>(
     q: FloatTensor<B>,
     k: FloatTensor<B>,
     v: FloatTensor<B>,
@@ -168,125 +184,226 @@ fn attention_forward<B: FastAttention>(
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let (q, k, v) = (tensor::<B, 3>(q), tensor::<B, 3>(k), tensor::<B, 3>(v));
     let dims = AttentionDims::of(&q, &k, &v, heads);
-    let scores = dims.split(q, dims.queries).matmul(dims.split(k, dims.keys).swap_dims(2, 3));
+    let scores = dims.split(q, dims.queries).matmul(dims.split(k, dims.keys).swap_dims(2, 3)).mul_scalar(dims.scale);
     let scores = match mask_pad {
-        // Filled before scaling: the scaled score is MASKED_SCORE.
-        Some(mask) => scores.mask_fill(dims.mask(Tensor::from_primitive(mask)), MASKED_SCORE / dims.scale),
+        Some(mask) => scores.mask_fill(dims.mask(Tensor::from_primitive(mask)), MASKED_SCORE),
         None => scores,
     };
-    let p = B::attention_softmax(primitive(scores), dims.scale);
-    let context = tensor::<B, 4>(p.clone()).matmul(dims.split(v, dims.keys));
-    (B::merge_heads(primitive(context)), p)
+    let p = softmax(scores, 3);
+    let context = p.clone().matmul(dims.split(v, dims.keys));
+    (primitive(merge_heads(context)), primitive(p))
 }
 
-/// The gradients against `q`, `k` and `v` of those asked for (the module docs).
-fn attention_backward<B: FastAttention>(
-    grad: FloatTensor<B>,
-    (q, k, v, p, heads): AttentionState<B>,
-    wanted: [bool; 3],
-) -> [Option<FloatTensor<B>>; 3] {
+/// [`FastAttention::multi_head_attention_backward`] composed of burn's operations.
+pub fn attention_backward_reference<B: Backend>(grad: FloatTensor<B>, (q, k, v, p, heads): AttentionState<B>, wanted: [bool; 3]) -> [Option<FloatTensor<B>>; 3] {
     let (q, k, v) = (tensor::<B, 3>(q), tensor::<B, 3>(k), tensor::<B, 3>(v));
     let dims = AttentionDims::of(&q, &k, &v, heads);
     let p = tensor::<B, 4>(p);
     let grad = dims.split(tensor(grad), dims.queries);
-    let merge = |x: Tensor<B, 4>| B::merge_heads(primitive(x));
+    let merge = |x: Tensor<B, 4>| primitive(merge_heads(x));
     let d_v = wanted[2].then(|| merge(p.clone().swap_dims(2, 3).matmul(grad.clone())));
     if !wanted[0] && !wanted[1] {
         return [None, None, d_v];
     }
     let d_p = grad.matmul(dims.split(v, dims.keys).swap_dims(2, 3));
-    let d_scores = tensor::<B, 4>(B::attention_softmax_backward(primitive(p), primitive(d_p), dims.scale));
+    let centred = d_p.clone() - (p.clone() * d_p).sum_dim(3);
+    let d_scores = (p * centred).mul_scalar(dims.scale);
     let d_q = wanted[0].then(|| merge(d_scores.clone().matmul(dims.split(k, dims.keys))));
     let d_k = wanted[1].then(|| merge(d_scores.swap_dims(2, 3).matmul(dims.split(q, dims.queries))));
     [d_q, d_k, d_v]
 }
 
-/// [`FastAttention::attention_softmax`] composed of burn's operations.
-pub fn softmax_reference<B: Backend>(x: FloatTensor<B>, scale: f32) -> FloatTensor<B> {
-    primitive(softmax(tensor::<B, 4>(x).mul_scalar(scale), 3))
-}
-
-/// [`FastAttention::attention_softmax_backward`] composed of burn's operations.
-pub fn softmax_backward_reference<B: Backend>(p: FloatTensor<B>, grad: FloatTensor<B>, scale: f32) -> FloatTensor<B> {
-    let (p, grad) = (tensor::<B, 4>(p), tensor::<B, 4>(grad));
-    let centred = grad.clone() - (p.clone() * grad).sum_dim(3);
-    primitive((p * centred).mul_scalar(scale))
-}
-
-/// [`FastAttention::merge_heads`] composed of burn's operations.
-pub fn merge_heads_reference<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
-    let x = tensor::<B, 4>(x);
-    let [batch, heads, len, d_head] = x.dims();
-    primitive(x.swap_dims(1, 2).reshape([batch, len, heads * d_head]))
-}
-
-
 impl FastAttention for Flex {
-    fn attention_softmax(x: FlexTensor, scale: f32) -> FlexTensor {
-        if x.dtype() != DType::F32 {
-            return softmax_reference::<Self>(x, scale);
+    fn multi_head_attention(q: FlexTensor, k: FlexTensor, v: FlexTensor, mask_pad: Option<FlexTensor>, heads: usize) -> FlexTensor {
+        match FlexHeads::of(&q, &k, &v, heads) {
+            Some(inputs) => inputs.forward(mask_pad, false).0,
+            None => attention_forward_reference::<Self>(q, k, v, mask_pad, heads).0,
         }
-        let mut x = owned_contiguous(x);
-        let len = last_dim(&x);
-        let rows = rows_per_task(len);
-        x.storage_mut::<f32>().par_chunks_mut(rows * len).for_each(|chunk| softmax_rows(chunk, len, scale));
-        x
     }
 
-    fn attention_softmax_backward(p: FlexTensor, grad: FlexTensor, scale: f32) -> FlexTensor {
-        if p.dtype() != DType::F32 || grad.dtype() != DType::F32 || p.layout().shape() != grad.layout().shape() {
-            return softmax_backward_reference::<Self>(p, grad, scale);
+    fn multi_head_attention_with_probabilities(q: FlexTensor, k: FlexTensor, v: FlexTensor, mask_pad: Option<FlexTensor>, heads: usize) -> (FlexTensor, FlexTensor) {
+        match FlexHeads::of(&q, &k, &v, heads) {
+            Some(inputs) => {
+                let (out, p) = inputs.forward(mask_pad, true);
+                (out, p.expect("kept"))
+            }
+            None => attention_forward_reference::<Self>(q, k, v, mask_pad, heads),
         }
-        let p = p.to_contiguous();
-        let mut grad = owned_contiguous(grad);
-        let len = last_dim(&p);
-        let rows = rows_per_task(len);
-        grad.storage_mut::<f32>()
-            .par_chunks_mut(rows * len)
-            .zip(p.storage::<f32>().par_chunks(rows * len))
-            .for_each(|(grad, p)| softmax_backward_rows(grad, p, len, scale));
-        grad
     }
 
-    fn merge_heads(x: FlexTensor) -> FlexTensor {
+    fn multi_head_attention_backward(grad: FlexTensor, state: AttentionState<Self>, wanted: [bool; 3]) -> [Option<FlexTensor>; 3] {
+        let (q, k, v, p, heads) = &state;
+        let dims = AttentionDims::of_primitives::<Self>(q, k, v, *heads);
+        let p_shape = [dims.batch, dims.heads, dims.queries, dims.keys];
+        let readable = grad.dtype() == DType::F32 && grad.layout().shape().clone() == [dims.batch, dims.queries, dims.width].into() && p.dtype() == DType::F32 && p.layout().shape().clone() == p_shape.into();
+        match (FlexHeads::of(q, k, v, *heads), Heads::of(&grad, dims.d_head())) {
+            (Some(inputs), Some(grad_heads)) if readable => {
+                let p = p.to_contiguous();
+                inputs.backward(grad_heads, p.storage::<f32>(), wanted)
+            }
+            _ => attention_backward_reference::<Self>(grad, state, wanted),
+        }
+    }
+}
+
+/// A `[batch, len, width]` `flex` tensor's heads as strided matrices: head `h` of sample `b` is
+/// `[len, d_head]`, read in place.
+#[derive(Debug, Clone, Copy)]
+struct Heads {
+    /// Head 0 of sample 0.
+    first: Strided,
+    batch_stride: isize,
+    d_head: usize,
+}
+
+impl Heads {
+    /// `None` unless `x` is a 3-D `f32` tensor with non-negative strides.
+    fn of(x: &FlexTensor, d_head: usize) -> Option<Self> {
         let layout = x.layout();
-        let shape = layout.shape();
-        if x.dtype() != DType::F32 || shape.num_dims() != 4 || layout.strides()[3] != 1 || layout.strides().iter().any(|&s| s < 0) {
-            return merge_heads_reference::<Self>(x);
+        let strides = layout.strides();
+        if x.dtype() != DType::F32 || layout.num_dims() != 3 || strides.iter().any(|&s| s < 0) {
+            return None;
         }
-        let [batch, heads, len, d_head] = [shape[0], shape[1], shape[2], shape[3]];
-        let [batch_stride, head_stride, row_stride] = [0, 1, 2].map(|i| layout.strides()[i] as usize);
-        let start = layout.start_offset();
-        let src = x.storage::<f32>();
-        let mut out = zeros_f32([batch, len, heads * d_head].into());
-        // One output row (a token: every head's `d_head` values side by side) per item.
-        out.storage_mut::<f32>().par_chunks_mut(heads * d_head).enumerate().for_each(|(row, out)| {
-            let (b, t) = (row / len, row % len);
-            for (h, out) in out.chunks_exact_mut(d_head).enumerate() {
-                let from = start + b * batch_stride + h * head_stride + t * row_stride;
-                out.copy_from_slice(&src[from..from + d_head]);
+        let start = x.storage::<f32>()[layout.start_offset()..].as_ptr();
+        Some(Self { first: Strided { start, row_stride: strides[1], col_stride: strides[2] }, batch_stride: strides[0], d_head })
+    }
+
+    /// Head `head` of sample `sample`.
+    fn get(&self, sample: usize, head: usize) -> Strided {
+        self.first.offset(sample as isize * self.batch_stride + (head * self.d_head) as isize * self.first.col_stride)
+    }
+}
+
+/// The inputs of one attention on `flex`, read in place.
+struct FlexHeads {
+    dims: AttentionDims,
+    q: Heads,
+    k: Heads,
+    v: Heads,
+}
+
+impl FlexHeads {
+    /// `None` where the kernels below cannot read an input (not `f32`, negative strides): the
+    /// composed reference runs instead.
+    fn of(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, heads: usize) -> Option<Self> {
+        let dims = AttentionDims::of_primitives::<Flex>(q, k, v, heads);
+        let d_head = dims.d_head();
+        Some(Self { dims, q: Heads::of(q, d_head)?, k: Heads::of(k, d_head)?, v: Heads::of(v, d_head)? })
+    }
+
+    /// The output `[batch, queries, width]` and, when `keep_probabilities`, `p`
+    /// `[batch, heads, queries, keys]`: one task per sample and head.
+    fn forward(&self, mask_pad: Option<FlexTensor>, keep_probabilities: bool) -> (FlexTensor, Option<FlexTensor>) {
+        let AttentionDims { batch, queries, keys, width, heads, scale } = self.dims;
+        let d_head = self.dims.d_head();
+        let masked = mask_pad.map(|mask| padding(mask, [batch, keys]));
+        let scores_len = queries * keys;
+        let mut out = Vec::<f32>::with_capacity(batch * queries * width);
+        let mut p = Vec::<f32>::with_capacity(if keep_probabilities { batch * heads * scores_len } else { 0 });
+        let (out_at, p_at) = (Destination(out.as_mut_ptr()), Destination(p.as_mut_ptr()));
+        (0..batch * heads).into_par_iter().for_each_init(Vec::<f32>::new, |scratch, task| {
+            let (sample, head) = (task / heads, task % heads);
+            let scores_at = if keep_probabilities {
+                p_at.offset(task * scores_len)
+            } else {
+                scratch.resize(scores_len, 0.0);
+                scratch.as_mut_ptr()
+            };
+            // SAFETY: `scores_at` is this task's own `[queries, keys]` (of `p`, or its scratch);
+            // the heads are within the inputs, which outlive the tasks.
+            let scores = unsafe {
+                product(scores_at, keys, [queries, d_head, keys], self.q.get(sample, head), self.k.get(sample, head).transposed(), false);
+                std::slice::from_raw_parts_mut(scores_at, scores_len)
+            };
+            if let Some(masked) = &masked {
+                for key in (0..keys).filter(|&key| masked[sample * keys + key]) {
+                    // Filled before scaling: the scaled score is MASKED_SCORE.
+                    scores[key..].iter_mut().step_by(keys).for_each(|s| *s = MASKED_SCORE / scale);
+                }
+            }
+            if keys > 0 {
+                softmax_rows(scores, keys, scale);
+            }
+            // SAFETY: the output's columns `head · d_head..` of sample `sample`'s rows are this
+            // task's alone; `scores` is initialised.
+            unsafe {
+                let at = out_at.offset(sample * queries * width + head * d_head);
+                product(at, width, [queries, keys, d_head], Strided::row_major(scores_at, keys), self.v.get(sample, head), false);
             }
         });
+        // SAFETY: the tasks wrote every value: each sample's each head its columns of the output,
+        // and its `[queries, keys]` of `p` when kept.
+        unsafe {
+            out.set_len(batch * queries * width);
+            if keep_probabilities {
+                p.set_len(batch * heads * scores_len);
+            }
+        }
+        let p = keep_probabilities.then(|| float_tensor(p, [batch, heads, queries, keys]));
+        (float_tensor(out, [batch, queries, width]), p)
+    }
+
+    /// The gradients of those `wanted` of `q`, `k`, `v` from the upstream gradient `grad` and the
+    /// probabilities `p` (contiguous `[batch, heads, queries, keys]`): one task per sample and head.
+    fn backward(&self, grad: Heads, p: &[f32], wanted: [bool; 3]) -> [Option<FlexTensor>; 3] {
+        let AttentionDims { batch, queries, keys, width, heads, scale } = self.dims;
+        let d_head = self.dims.d_head();
+        let scores_len = queries * keys;
+        let lens = [queries, keys, keys];
+        let mut gradients = [0, 1, 2].map(|i| Vec::<f32>::with_capacity(if wanted[i] { batch * lens[i] * width } else { 0 }));
+        let [d_q, d_k, d_v] = gradients.each_mut().map(|g| Destination(g.as_mut_ptr()));
+        let p_at = Strided::row_major(p.as_ptr(), keys);
+        (0..batch * heads).into_par_iter().for_each_init(Vec::<f32>::new, |d_scores, task| {
+            let (sample, head) = (task / heads, task % heads);
+            let (q, k, v, g) = (self.q.get(sample, head), self.k.get(sample, head), self.v.get(sample, head), grad.get(sample, head));
+            let p_h = p_at.offset((task * scores_len) as isize);
+            let columns = |gradient: Destination, len: usize| gradient.offset(sample * len * width + head * d_head);
+            // SAFETY (the products): each writes this task's own columns of a gradient (or its
+            // scratch); the heads and `p` are within the inputs, which outlive the tasks.
+            if wanted[2] {
+                unsafe { product(columns(d_v, keys), width, [keys, queries, d_head], p_h.transposed(), g, false) };
+            }
+            if !wanted[0] && !wanted[1] {
+                return;
+            }
+            d_scores.resize(scores_len, 0.0);
+            unsafe { product(d_scores.as_mut_ptr(), keys, [queries, d_head, keys], g, v.transposed(), false) };
+            if keys > 0 {
+                softmax_backward_rows(d_scores, &p[task * scores_len..(task + 1) * scores_len], keys, scale);
+            }
+            let d_s = Strided::row_major(d_scores.as_ptr(), keys);
+            if wanted[0] {
+                unsafe { product(columns(d_q, queries), width, [queries, keys, d_head], d_s, k, false) };
+            }
+            if wanted[1] {
+                unsafe { product(columns(d_k, keys), width, [keys, queries, d_head], d_s.transposed(), q, false) };
+            }
+        });
+        let mut out = [None, None, None];
+        for (i, mut gradient) in gradients.into_iter().enumerate() {
+            if wanted[i] {
+                // SAFETY: every task wrote its columns of each wanted gradient: all of them.
+                unsafe { gradient.set_len(batch * lens[i] * width) };
+                out[i] = Some(float_tensor(gradient, [batch, lens[i], width]));
+            }
+        }
         out
     }
 }
 
-/// `x` itself where it is contiguous and nothing else holds it (then it is overwritten), else a
-/// contiguous copy.
-fn owned_contiguous(x: FlexTensor) -> FlexTensor {
-    let x = contiguous(x);
-    if x.is_unique() {
-        return x;
-    }
-    let mut copy = zeros_f32(x.layout().shape().clone());
-    copy.storage_mut::<f32>().copy_from_slice(x.storage::<f32>());
-    copy
+/// Whether each key of each sample is padding, read from a `[batch, keys]` mask.
+///
+/// # Panics
+/// If the mask has another shape.
+fn padding(mask: FlexTensor, [batch, keys]: [usize; 2]) -> Vec<bool> {
+    let mask = Tensor::<Flex, 2, Bool>::from_primitive(mask);
+    assert_eq!(mask.dims(), [batch, keys], "attention: mask_pad is not [batch, keys]");
+    mask.into_data().convert::<bool>().to_vec::<bool>().expect("a bool tensor")
 }
 
-/// The size of the last axis (1 for a scalar).
-fn last_dim(x: &FlexTensor) -> usize {
-    let shape = x.layout().shape();
-    if shape.num_dims() == 0 { 1 } else { shape[shape.num_dims() - 1].max(1) }
+/// `values` as a contiguous `f32` tensor of `shape`.
+fn float_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
 }
 
 /// SIMD lanes of the reductions (8: AVX2's width; the compiler splits them on narrower machines).
@@ -360,9 +477,6 @@ fn lane_sum(row: &[f32]) -> f32 {
     row[body..].iter().sum::<f32>() + sums.iter().sum::<f32>()
 }
 
-/// The backward's state: `q`, `k`, `v`, the probabilities `p`, and the number of heads.
-type AttentionState<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, usize);
-
 /// [`FastAttention::multi_head_attention`] as a node of the autodiff graph (parents `q`, `k`, `v`).
 #[derive(Debug)]
 struct AttentionOp;
@@ -373,7 +487,7 @@ impl<B: FastAttention> Backward<B, 3> for AttentionOp {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let grad = grads.consume::<B>(&ops.node);
         let wanted = ops.parents.each_ref().map(Option::is_some);
-        let gradients = attention_backward::<B>(grad, ops.state, wanted);
+        let gradients = B::multi_head_attention_backward(grad, ops.state, wanted);
         for (parent, gradient) in ops.parents.into_iter().zip(gradients) {
             if let (Some(node), Some(gradient)) = (parent, gradient) {
                 grads.register::<B>(node.id, gradient);
@@ -393,7 +507,7 @@ impl<B: FastAttention, C: CheckpointStrategy> FastAttention for Autodiff<B, C> {
         let parents = [q.node.clone(), k.node.clone(), v.node.clone()];
         match AttentionOp.prepare::<C>(parents).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let (out, p) = attention_forward::<B>(q.primitive.clone(), k.primitive.clone(), v.primitive.clone(), mask_pad, heads);
+                let (out, p) = B::multi_head_attention_with_probabilities(q.primitive.clone(), k.primitive.clone(), v.primitive.clone(), mask_pad, heads);
                 prep.finish((q.primitive, k.primitive, v.primitive, p, heads), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::multi_head_attention(q.primitive, k.primitive, v.primitive, mask_pad, heads)),
@@ -490,45 +604,60 @@ mod tests {
         }
     }
 
-    /// `flex`'s softmax, its backward and head merging against burn's operations; masked scores
-    /// get exactly 0, a shared input is left as it was.
+    /// `flex`'s softmax rows and their backward against burn's operations; masked scores get
+    /// exactly 0.
     #[test]
-    fn the_flex_hooks_match_burns_operations() {
+    fn the_flex_softmax_matches_burns_operations() {
         let device = Default::default();
         let scale = 0.25;
-        let random = |shape: [usize; 4]| Tensor::<Flex, 4>::random(shape, Distribution::Normal(0.0, 3.0), &device);
-        let x = random([2, 3, 5, 37]);
+        let x = Tensor::<Flex, 2>::random([10, 37], Distribution::Normal(0.0, 3.0), &device);
         let x = x.clone().mask_fill(x.greater_elem(4.0), MASKED_SCORE / scale);
-        let before = x.to_data();
-        let fast = tensor::<Flex, 4>(Flex::attention_softmax(primitive(x.clone()), scale));
-        x.to_data().assert_eq(&before, true);
-        assert!(max_relative_error(fast.clone(), tensor(softmax_reference::<Flex>(primitive(x.clone()), scale))) < 1e-6);
-        let (scores, p) = (x.to_data().to_vec::<f32>().unwrap(), fast.to_data().to_vec::<f32>().unwrap());
-        let masked = scores.iter().filter(|&&s| s == MASKED_SCORE / scale).count();
-        assert!(masked > 10, "the test masks some scores");
-        for (s, p) in scores.iter().zip(&p) {
+        let scores = x.to_data().to_vec::<f32>().unwrap();
+        let mut p = scores.clone();
+        softmax_rows(&mut p, 37, scale);
+        let p = Tensor::<Flex, 2>::from_data(TensorData::new(p, [10, 37]), &device);
+        assert!(max_relative_error(p.clone(), softmax(x.mul_scalar(scale), 1)) < 1e-6);
+        let probabilities = p.to_data().to_vec::<f32>().unwrap();
+        assert!(scores.iter().filter(|&&s| s == MASKED_SCORE / scale).count() > 10, "the test masks some scores");
+        for (s, p) in scores.iter().zip(&probabilities) {
             assert!(*s != MASKED_SCORE / scale || *p == 0.0, "a masked score has probability {p}");
         }
-        for row in p.chunks(37) {
-            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        }
 
-        // The last holder's buffer is overwritten.
-        let unique = primitive(x.clone() + 0.0);
-        let address = unique.storage::<f32>().as_ptr();
-        assert_eq!(Flex::attention_softmax(unique, scale).storage::<f32>().as_ptr(), address);
+        let grad = Tensor::<Flex, 2>::random([10, 37], Distribution::Normal(0.0, 3.0), &device);
+        let mut got = grad.to_data().to_vec::<f32>().unwrap();
+        softmax_backward_rows(&mut got, &probabilities, 37, scale);
+        let expected = (p.clone() * (grad.clone() - (p * grad).sum_dim(1))).mul_scalar(scale);
+        assert!(max_relative_error(Tensor::from_data(TensorData::new(got, [10, 37]), &device), expected) < 1e-5);
+    }
 
-        let (probabilities, grad) = (fast, random([2, 3, 5, 37]));
-        let fast = Flex::attention_softmax_backward(primitive(probabilities.clone()), primitive(grad.clone()), scale);
-        let reference = softmax_backward_reference::<Flex>(primitive(probabilities), primitive(grad), scale);
-        assert!(max_relative_error(tensor::<Flex, 4>(fast), tensor(reference)) < 1e-5);
-
-        // Heads of a contiguous tensor, of a transposed view, of a narrowed view (offset, long
-        // rows), and of a view whose last axis is strided (the reference's fallback): the same copy.
-        let x = random([2, 3, 5, 4]);
-        for view in [x.clone(), random([2, 5, 3, 4]).swap_dims(1, 2), random([2, 3, 5, 9]).narrow(3, 2, 4), random([2, 3, 4, 5]).swap_dims(2, 3)] {
-            let fast = tensor::<Flex, 3>(Flex::merge_heads(primitive(view.clone())));
-            fast.to_data().assert_eq(&tensor::<Flex, 3>(merge_heads_reference::<Flex>(primitive(view))).to_data(), true);
+    /// `flex`'s kernels read `q`, `k` and `v` through their strides: a slice of one packed
+    /// `[batch, len, 3·width]` projection, a `[len, batch, width]` tensor's transposed view, an
+    /// offset view; with and without a mask, with and without autodiff, against the composed
+    /// reference.
+    #[test]
+    fn the_flex_kernels_read_strided_views() {
+        type AB = Autodiff<Flex>;
+        let device = Default::default();
+        let (batch, len, width, heads) = (3, 6, 8, 2);
+        let random = |shape: [usize; 3]| Tensor::<AB, 3>::random(shape, Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let sources = [random([batch, len, 3 * width]), random([len, batch, width]), random([batch + 1, len, width])];
+        let views = |[packed, k, v]: &[Tensor<AB, 3>; 3]| (packed.clone().narrow(2, width, width), k.clone().swap_dims(0, 1), v.clone().narrow(0, 1, batch));
+        let upstream = Tensor::<AB, 3>::random([batch, len, width], Distribution::Normal(0.0, 1.0), &device);
+        let mask = Tensor::<AB, 2, Bool>::from_data(TensorData::new((0..batch * len).map(|i| i % 4 == 3).collect::<Vec<_>>(), [batch, len]), &device);
+        for mask in [None, Some(mask)] {
+            // Each backward pass consumes the graph of its views: one set of views for each.
+            let (q, k, v) = views(&sources);
+            let expected = multi_head_attention_reference(q, k, v, mask.clone(), heads);
+            let (q, k, v) = views(&sources);
+            let got = multi_head_attention(q.clone().inner(), k.clone().inner(), v.clone().inner(), mask.clone().map(|m| m.inner()), heads);
+            assert!(max_relative_error(got, expected.clone().inner()) < 1e-5, "inference, mask {}", mask.is_some());
+            let got = multi_head_attention(q, k, v, mask.clone(), heads);
+            assert!(max_relative_error(got.clone().inner(), expected.clone().inner()) < 1e-5, "forward, mask {}", mask.is_some());
+            let (ours, reference) = ((got * upstream.clone()).sum().backward(), (expected * upstream.clone()).sum().backward());
+            for (i, source) in sources.iter().enumerate() {
+                let error = max_relative_error(source.grad(&ours).unwrap(), source.grad(&reference).unwrap());
+                assert!(error < 1e-4, "gradient of source {i} off by {error:e}, mask {}", mask.is_some());
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 //! Buffers of burn's CPU tensors (`flex`) for the kernels of this crate ([`crate::gelu`],
-//! [`crate::attention`], [`crate::layer_norm`], [`crate::linear`], [`crate::splice`]): which they
-//! may overwrite, how they are allocated and split over threads.
+//! [`crate::layer_norm`], [`crate::linear`], [`crate::splice`]): which they may overwrite, how
+//! they are allocated and split over threads.
 
 use burn::tensor::{Shape, TensorData};
 use burn_flex::FlexTensor;

@@ -21,11 +21,11 @@
 //! | [`fused`] | [`FusedRouting`]: softmax over sources (temperature, top-k) fused with their mixture, for MoPE's experts and pMoE's dispatcher; a backend hook with the composed reference and a hand-written backward |
 //! | `fused_cube` | (features `wgpu`, `cuda`) the same as one CubeCL kernel |
 //! | [`gelu`] | [`FastGelu`]: the encoders' exact GELU, vectorised and multi-threaded on `flex` |
-//! | [`attention`] | [`FastAttention`]: the encoders' multi-head attention as one operation with a hand-written backward; softmax and head merging vectorised and multi-threaded on `flex` |
+//! | [`attention`] | [`FastAttention`]: the encoders' multi-head attention as one operation with a hand-written backward; on `flex` one task per sample and head (products, mask, softmax), written straight into the merged output |
 //! | [`layer_norm`] | [`FastLayerNorm`]: the encoders' layer norm as one operation with a hand-written backward, one pass on `flex` |
 //! | [`linear`] | [`FastLinear`]: the encoders' linear layers as one operation with a hand-written backward; on `flex` one product over every sample's rows, in row blocks over the threads, the bias accumulated in place |
 //! | [`splice`] | [`FastSplice`]: deep prompt insertion's token splice as one operation whose backward is the same splice of the gradient; one copy per run of tokens on `flex` |
-//! | `fast_math`, `flex_buffer` | what the `flex` kernels share: a branch-free exponential; which buffers they may overwrite, one-allocation outputs, the split over threads |
+//! | `fast_math`, `flex_buffer`, `flex_gemm` | what the `flex` kernels share: a branch-free exponential; which buffers they may overwrite, one-allocation outputs, the split over threads; strided products into a caller's buffer |
 //! | [`kernels`] | [`Kernels`]: the backend the models need, every custom operation above |
 //! | [`router`] | [`Router`]: pairing-prior routing with frozen orthogonal keys, temperature, noise, top-k |
 //! | [`orthogonal`] | deterministic orthogonal matrices (the router keys) |
@@ -51,6 +51,7 @@ pub mod encoder;
 pub mod experts;
 pub(crate) mod fast_math;
 mod flex_buffer;
+mod flex_gemm;
 pub mod fused;
 #[cfg(feature = "cube")]
 pub mod fused_cube;

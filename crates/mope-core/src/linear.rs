@@ -16,9 +16,10 @@
 //! the bias already in place (`gemm` accumulates onto it), reading `W` through its strides. A
 //! frozen `W` (the encoders' case) gets no gradient and keeps no copy of `x` for one.
 //!
-//! The one module of the workspace with `unsafe` code: `gemm`'s entry point takes raw pointers
-//! and strides, and the output is allocated uninitialised. Each block is commented with what makes
-//! it sound, and the tests compare every layout `flex` hands it with burn's own operations.
+//! One of the workspace's three modules with `unsafe` code (with `flex_gemm` and
+//! [`crate::attention`]): the products take raw pointers and strides, and the output is allocated
+//! uninitialised. Each block is commented with what makes it sound, and the tests compare every
+//! layout `flex` hands it with burn's own operations.
 
 #![allow(unsafe_code)]
 
@@ -36,6 +37,7 @@ use burn_flex::{FlexTensor, Layout};
 use rayon::prelude::*;
 
 use crate::flex_buffer::contiguous;
+use crate::flex_gemm::{Strided, product};
 use crate::kernels::{primitive, rows, tensor};
 
 /// A backend with a linear layer of its own choosing (burn's matmul and add by default).
@@ -108,8 +110,8 @@ impl FastLinear for Flex {
             rows,
             d_in,
             d_out,
-            lhs: Operand { start: start_of(&x), row_stride, col_stride },
-            rhs: Operand { start: start_of(&weight), row_stride: w_rows, col_stride: w_cols },
+            lhs: Strided { start: start_of(&x), row_stride, col_stride },
+            rhs: Strided { start: start_of(&weight), row_stride: w_rows, col_stride: w_cols },
         };
         // SAFETY: `lhs` addresses the `rows × d_in` values of `x` through its strides and `rhs`
         // the `d_in × d_out` of `weight`; both tensors live until the product returns.
@@ -136,28 +138,15 @@ fn start_of(x: &FlexTensor) -> *const f32 {
     x.storage::<f32>()[x.layout().start_offset()..].as_ptr()
 }
 
-/// A matrix read through strides (in values).
-#[derive(Debug, Clone, Copy)]
-struct Operand {
-    start: *const f32,
-    row_stride: isize,
-    col_stride: isize,
-}
-
 /// `lhs [rows, d_in] · rhs [d_in, d_out]`.
 #[derive(Debug, Clone, Copy)]
 struct Product {
     rows: usize,
     d_in: usize,
     d_out: usize,
-    lhs: Operand,
-    rhs: Operand,
+    lhs: Strided,
+    rhs: Strided,
 }
-
-// SAFETY: a `Product` only reads through its pointers, and `run`'s caller keeps what they point
-// to alive and unchanged while it runs.
-unsafe impl Send for Product {}
-unsafe impl Sync for Product {}
 
 impl Product {
     /// The product plus `bias` (added to every row), row-major in a fresh vector, computed in
@@ -188,42 +177,16 @@ impl Product {
     /// Those rows must be within `lhs`.
     unsafe fn block(&self, first: usize, block: &mut [MaybeUninit<f32>], bias: Option<&[f32]>) {
         let rows = block.len() / self.d_out;
-        let initialised = bias.is_some() || self.d_in == 0;
-        if initialised {
+        let initialised = bias.is_some();
+        if let Some(bias) = bias {
             for row in block.chunks_exact_mut(self.d_out) {
-                match bias {
-                    Some(bias) => row.iter_mut().zip(bias).for_each(|(out, &b)| _ = out.write(b)),
-                    None => row.iter_mut().for_each(|out| _ = out.write(0.0)),
-                }
+                row.iter_mut().zip(bias).for_each(|(out, &b)| _ = out.write(b));
             }
         }
-        if self.d_in == 0 {
-            return;
-        }
-        // SAFETY: the rows are within `lhs` (the caller's promise); `gemm` writes all of `block`
-        // (`read_dst` false) or adds to the values just written (`read_dst` true).
+        // SAFETY: the rows are within `lhs` (the caller's promise); `block` is those rows of the
+        // output, written whole (`accumulate` false) or added to the values just written.
         unsafe {
-            gemm::gemm(
-                rows,
-                self.d_out,
-                self.d_in,
-                block.as_mut_ptr().cast::<f32>(),
-                1,
-                self.d_out as isize,
-                initialised,
-                self.lhs.start.offset(first as isize * self.lhs.row_stride),
-                self.lhs.col_stride,
-                self.lhs.row_stride,
-                self.rhs.start,
-                self.rhs.col_stride,
-                self.rhs.row_stride,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
+            product(block.as_mut_ptr().cast::<f32>(), self.d_out, [rows, self.d_in, self.d_out], self.lhs.offset(first as isize * self.lhs.row_stride), self.rhs, initialised);
         }
     }
 }
@@ -379,8 +342,8 @@ mod tests {
             rows: 37,
             d_in: 9,
             d_out: 11,
-            lhs: Operand { start: start_of(&x_primitive), row_stride: 9, col_stride: 1 },
-            rhs: Operand { start: start_of(&w_primitive), row_stride: 11, col_stride: 1 },
+            lhs: Strided::row_major(start_of(&x_primitive), 9),
+            rhs: Strided::row_major(start_of(&w_primitive), 11),
         };
         for rows_per_block in [1, 4, 37, 100] {
             for bias in [None, Some(bias.clone())] {
