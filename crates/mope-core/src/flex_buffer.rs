@@ -4,6 +4,7 @@
 
 use burn::tensor::{Shape, TensorData};
 use burn_flex::FlexTensor;
+use rayon::prelude::*;
 
 /// Values a rayon task takes at once: enough to amortise the task, few enough to split an
 /// activation of a few megabytes over every thread.
@@ -18,8 +19,12 @@ pub(crate) fn rows_per_task(row_len: usize) -> usize {
 /// zeroed bytes and then copies them into a second allocation aligned to 16 bytes: burn 0.21's
 /// `Bytes::from_bytes_vec` judges alignment by the vector's element type, `u8`, so it copies every
 /// time. The kernels here read `f32`s, which need 4.)
+///
+/// The zeros are written over rayon's threads: `vec![0.0; n]` would have the allocator clear a
+/// reused block on the calling thread alone, while the pool waits.
 pub(crate) fn zeros_f32(shape: Shape) -> FlexTensor {
-    let values = vec![0.0f32; shape.num_elements()];
+    let mut values = Vec::with_capacity(shape.num_elements());
+    values.par_extend(rayon::iter::repeat_n(0.0f32, shape.num_elements()));
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
