@@ -1,15 +1,18 @@
-//! The MoPE training step, ours (burn, CPU) against the PyTorch reference of the same step
-//! (`benches/reference/mope_step.py`), measured side by side in one run with the same shapes and
-//! the same number of threads.
+//! The MoPE training step, ours (burn) against the PyTorch reference of the same step
+//! (`benches/reference/mope_step.py`), measured side by side in one run with the same shapes, the
+//! same number of threads and the same kind of device.
 //!
 //! ```sh
 //! cargo bench -p mope-benches --bench train_step                  # both shapes, 2 timed steps each
 //! cargo bench -p mope-benches --bench train_step -- small --steps 5 --threads 2
 //! MOPE_TORCH_PYTHON=/path/to/venv/bin/python cargo bench -p mope-benches --bench train_step
+//! cargo bench -p mope-benches --features cuda --bench train_step -- --device cuda   # both on the GPU
 //! ```
 //!
-//! Each side builds the model, runs one untimed warm-up step, then `--steps` timed steps, and
-//! reports samples per second, its peak resident memory, and the achieved rate against the step's
+//! Each side builds the model, runs one untimed warm-up step (on a GPU: kernel compilation and
+//! autotuning), then `--steps` timed steps, waiting for the device at the end of the forward pass
+//! and of each step, and reports samples per second, its peak resident memory (CPU runs only:
+//! burn 0.21 does not report a device's peak), and the achieved rate against the step's
 //! arithmetic floor ([`StepShape::step_flops`]).
 
 use std::process::Command;
@@ -17,15 +20,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use backbones::ViTConfig;
-use burn::backend::{Autodiff, Flex};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::{Distribution, Int, Tensor};
 use mope_benches::{SMALL, StepShape, VIT_B, peak_rss_bytes};
 use mope_core::{FusionMethod, MopePromptsConfig, MultimodalClassifierConfig};
 use serde::Deserialize;
-
-type B = Autodiff<Flex>;
+use train::device::{BackendJob, DeviceChoice, TrainBackend, run_on};
 
 /// What one side measured.
 #[derive(Debug, Deserialize)]
@@ -39,49 +40,68 @@ struct Measurement {
     label: String,
 }
 
-fn burn_step(shape: &StepShape, steps: usize) -> Measurement {
-    let device = Default::default();
-    let main = ViTConfig::new(shape.image_size, shape.patch_size, shape.d_model, shape.n_heads, shape.d_ff, shape.num_layers).init::<B>(&device);
-    // The complementary feature is cached (computed once per sample and epoch), so its encoder
-    // never runs here; a one-layer stand-in of the right width fills the slot.
-    let complementary = ViTConfig::new(16, 16, shape.d_complementary, 12, shape.d_complementary, 1).init::<B>(&device);
-    let prompts = MopePromptsConfig::new(0, 0, 0)
-        .with_static_len(shape.static_len)
-        .with_num_experts(shape.num_experts)
-        .with_expert_len(shape.expert_len)
-        .with_mapped_len(shape.mapped_len);
-    let mut model = MultimodalClassifierConfig::new(FusionMethod::Mope, shape.num_classes, prompts).init(main, complementary, &device);
-    let mut optimizer = AdamWConfig::new().with_weight_decay(1e-3).init();
-    let pixels = Tensor::<B, 4>::random([shape.batch, 3, shape.image_size, shape.image_size], Distribution::Normal(0.0, 1.0), &device);
-    let feature = Tensor::<B, 2>::random([shape.batch, shape.d_complementary], Distribution::Normal(0.0, 1.0), &device);
-    let labels = Tensor::<B, 1, Int>::from_ints((0..shape.batch as i64).map(|i| i % shape.num_classes as i64).collect::<Vec<_>>().as_slice(), &device);
-    let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    let (mut timed, mut forward) = (0.0, 0.0);
-    for step in 0..=steps {
-        let start = Instant::now();
-        let out = model.forward_with_feature(&pixels, feature.clone());
-        let loss = loss_fn.forward(out.logits, labels.clone()) + out.importance_loss * 0.01;
-        // flex runs eagerly: the loss is computed when this returns.
-        let forward_done = start.elapsed().as_secs_f64();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optimizer.step(1e-3, model, grads);
-        if step > 0 {
-            timed += start.elapsed().as_secs_f64();
-            forward += forward_done;
+/// Our step on the backend [`run_on`] picks.
+struct BurnStep {
+    shape: StepShape,
+    steps: usize,
+    device: DeviceChoice,
+}
+
+impl BackendJob for BurnStep {
+    type Output = Measurement;
+
+    fn run<B: TrainBackend>(self) -> Result<Measurement> {
+        let Self { shape, steps, device: choice } = self;
+        let device = Default::default();
+        let main = ViTConfig::new(shape.image_size, shape.patch_size, shape.d_model, shape.n_heads, shape.d_ff, shape.num_layers).init::<B>(&device);
+        // The complementary feature is cached (computed once per sample and epoch), so its encoder
+        // never runs here; a one-layer stand-in of the right width fills the slot.
+        let complementary = ViTConfig::new(16, 16, shape.d_complementary, 12, shape.d_complementary, 1).init::<B>(&device);
+        let prompts = MopePromptsConfig::new(0, 0, 0)
+            .with_static_len(shape.static_len)
+            .with_num_experts(shape.num_experts)
+            .with_expert_len(shape.expert_len)
+            .with_mapped_len(shape.mapped_len);
+        let mut model = MultimodalClassifierConfig::new(FusionMethod::Mope, shape.num_classes, prompts).init(main, complementary, &device);
+        let mut optimizer = AdamWConfig::new().with_weight_decay(1e-3).init();
+        let pixels = Tensor::<B, 4>::random([shape.batch, 3, shape.image_size, shape.image_size], Distribution::Normal(0.0, 1.0), &device);
+        let feature = Tensor::<B, 2>::random([shape.batch, shape.d_complementary], Distribution::Normal(0.0, 1.0), &device);
+        let labels = Tensor::<B, 1, Int>::from_ints((0..shape.batch as i64).map(|i| i % shape.num_classes as i64).collect::<Vec<_>>().as_slice(), &device);
+        let loss_fn = CrossEntropyLossConfig::new().init(&device);
+        // A GPU backend queues its work: wait for it before reading the clock (on `flex`, which
+        // runs eagerly, this returns at once).
+        let sync = || B::sync(&device).map_err(|e| anyhow::anyhow!("the device failed: {e:?}"));
+        let (mut timed, mut forward) = (0.0, 0.0);
+        for step in 0..=steps {
+            sync()?;
+            let start = Instant::now();
+            let out = model.forward_with_feature(&pixels, feature.clone());
+            let loss = loss_fn.forward(out.logits, labels.clone()) + out.importance_loss * 0.01;
+            sync()?;
+            let forward_done = start.elapsed().as_secs_f64();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optimizer.step(1e-3, model, grads);
+            sync()?;
+            if step > 0 {
+                timed += start.elapsed().as_secs_f64();
+                forward += forward_done;
+            }
         }
-    }
-    Measurement {
-        samples_per_second: (steps * shape.batch) as f64 / timed,
-        forward_seconds: forward / steps as f64,
-        peak_rss_bytes: peak_rss_bytes(),
-        label: "burn 0.21 flex".into(),
+        let on_cpu = choice == DeviceChoice::Cpu;
+        Ok(Measurement {
+            samples_per_second: (steps * shape.batch) as f64 / timed,
+            forward_seconds: forward / steps as f64,
+            // burn 0.21 does not report a device's peak memory; the host's would mislead.
+            peak_rss_bytes: if on_cpu { peak_rss_bytes() } else { None },
+            label: format!("burn 0.21 {}", if on_cpu { "flex".to_string() } else { format!("{choice:?}").to_lowercase() }),
+        })
     }
 }
 
-fn reference_step(python: &str, shape: &StepShape, steps: usize, threads: usize) -> Result<Measurement> {
+fn reference_step(python: &str, shape: &StepShape, steps: usize, threads: usize, device: &str) -> Result<Measurement> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/reference/mope_step.py");
     let output = Command::new(python)
-        .args([script, "--shape", &shape.to_json(), "--steps", &steps.to_string(), "--threads", &threads.to_string()])
+        .args([script, "--shape", &shape.to_json(), "--steps", &steps.to_string(), "--threads", &threads.to_string(), "--device", device])
         .output()
         .with_context(|| format!("cannot run `{python}` (set MOPE_TORCH_PYTHON to a Python with torch)"))?;
     if !output.status.success() {
@@ -101,6 +121,7 @@ fn main() -> Result<()> {
     train::malloc::tune_glibc_malloc();
     let mut shapes = Vec::new();
     let (mut steps, mut threads, mut reference) = (2usize, std::thread::available_parallelism().map_or(1, |n| n.get()), true);
+    let mut device = DeviceChoice::Cpu;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -108,6 +129,7 @@ fn main() -> Result<()> {
             "--steps" => steps = args.next().context("--steps N")?.parse()?,
             "--threads" => threads = args.next().context("--threads N")?.parse()?,
             "--no-reference" => reference = false,
+            "--device" => device = args.next().context("--device cpu|wgpu|cuda")?.parse().map_err(anyhow::Error::msg)?,
             name => shapes.push(StepShape::by_name(name).with_context(|| format!("unknown shape `{name}` (small, vit-b)"))?),
         }
     }
@@ -121,12 +143,23 @@ fn main() -> Result<()> {
     // burn's CPU backend runs its kernels on rayon's global pool; PyTorch gets the same count.
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("rayon's pool was already built")?;
     let python = std::env::var("MOPE_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    // PyTorch runs where ours does: its CPU, or its CUDA device (it has no wgpu backend).
+    let torch_device = match device {
+        DeviceChoice::Cpu => "cpu",
+        DeviceChoice::Cuda => "cuda",
+        DeviceChoice::Wgpu => {
+            if reference {
+                eprintln!("PyTorch has no wgpu backend: its reference runs on the CPU, the ratio compares different devices");
+            }
+            "cpu"
+        }
+    };
     println!("| shape | batch | tokens | ours (samples/s) | PyTorch (samples/s) | ours / PyTorch | ours fwd / rest (s) | PyTorch fwd / rest (s) | ours peak MiB | PyTorch peak MiB | ours GFLOP/s | PyTorch GFLOP/s | floor (GFLOP/step) |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for shape in shapes {
         // The reference runs first, in its own process, so that our peak memory is ours alone.
-        let theirs = if reference { Some(reference_step(&python, &shape, steps, threads)) } else { None };
-        let ours = burn_step(&shape, steps);
+        let theirs = if reference { Some(reference_step(&python, &shape, steps, threads, torch_device)) } else { None };
+        let ours = run_on(device, BurnStep { shape, steps, device })?;
         let flops = shape.step_flops();
         let rate = |m: &Measurement| m.samples_per_second * flops / 1e9;
         let split = |m: &Measurement| {
@@ -159,7 +192,7 @@ fn main() -> Result<()> {
             flops * shape.batch as f64 / 1e9
         );
         if let Some(Ok(m)) = &theirs {
-            eprintln!("{}: ours {}, reference {} ({threads} threads, {steps} timed steps)", shape.name, ours.label, m.label);
+            eprintln!("{}: ours {}, reference {} ({threads} CPU threads, {steps} timed steps)", shape.name, ours.label, m.label);
         }
     }
     Ok(())

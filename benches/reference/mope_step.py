@@ -9,8 +9,8 @@ Linear-GELU-Linear-GELU-dropout; the head reads the final-normed [CLS]; cross-en
 0.01 x the importance loss (squared coefficient of variation of the experts' summed weights,
 values at or below 0.1 zeroed); backward; one AdamW step (lr 1e-3, weight decay 1e-3).
 
-Usage (the Rust harness calls it): python mope_step.py --shape '<json>' --steps N --threads T
-Prints one JSON line: samples_per_second, forward_seconds (per step), peak_rss_bytes, label.
+Usage (the Rust harness calls it): python mope_step.py --shape '<json>' --steps N --threads T [--device cuda]
+Prints one JSON line: samples_per_second, forward_seconds (per step), peak_rss_bytes (CPU runs), label.
 """
 
 import argparse
@@ -118,34 +118,46 @@ def main():
     parser.add_argument("--shape", required=True)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
     s = json.loads(args.shape)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = MoPE(s).train()
+    device = torch.device(args.device)
+    model = MoPE(s).train().to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-3, weight_decay=1e-3)
     b = s["batch"]
-    pixels = torch.randn(b, 3, s["image_size"], s["image_size"])
-    comp = torch.randn(b, s["d_complementary"])
-    labels = torch.arange(b) % s["num_classes"]
+    pixels = torch.randn(b, 3, s["image_size"], s["image_size"], device=device)
+    comp = torch.randn(b, s["d_complementary"], device=device)
+    labels = torch.arange(b, device=device) % s["num_classes"]
+
+    def sync():
+        # CUDA queues its work: wait for it before reading the clock.
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     timed = forward = 0.0
     for step in range(args.steps + 1):
+        sync()
         start = time.perf_counter()
         logits, importance = model(pixels, comp)
         loss = F.cross_entropy(logits, labels) + 0.01 * importance
+        sync()
         forward_done = time.perf_counter() - start
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        sync()
         if step > 0:
             timed += time.perf_counter() - start
             forward += forward_done
     print(json.dumps({
         "samples_per_second": args.steps * b / timed,
         "forward_seconds": forward / args.steps,
-        "peak_rss_bytes": peak_rss_bytes(),
-        "label": f"PyTorch {torch.__version__} eager",
+        # The host's high-water mark means nothing for a GPU run (as on our side).
+        "peak_rss_bytes": peak_rss_bytes() if device.type == "cpu" else None,
+        "label": f"PyTorch {torch.__version__} eager on {device.type}",
     }))
 
 
