@@ -99,7 +99,10 @@ impl BackendJob for BurnStep {
 }
 
 fn reference_step(python: &str, shape: &StepShape, steps: usize, threads: usize, device: &str) -> Result<Measurement> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/reference/mope_step.py");
+    // Where this crate was built; a binary carried to another machine finds the script from the
+    // repository's root instead.
+    let built = concat!(env!("CARGO_MANIFEST_DIR"), "/reference/mope_step.py");
+    let script = if std::path::Path::new(built).exists() { built } else { "benches/reference/mope_step.py" };
     let output = Command::new(python)
         .args([script, "--shape", &shape.to_json(), "--steps", &steps.to_string(), "--threads", &threads.to_string(), "--device", device])
         .output()
