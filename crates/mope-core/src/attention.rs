@@ -42,7 +42,7 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use crate::fast_math::exp_non_positive;
-use crate::flex_gemm::{Destination, Strided, product};
+use crate::flex_gemm::{Destination, Strided, product, start_of};
 use crate::kernels::{primitive, tensor};
 
 /// The score of a masked (padding) key after scaling, as in burn's `MultiHeadAttention`.
@@ -264,8 +264,7 @@ impl Heads {
         if x.dtype() != DType::F32 || layout.num_dims() != 3 || strides.iter().any(|&s| s < 0) {
             return None;
         }
-        let start = x.storage::<f32>()[layout.start_offset()..].as_ptr();
-        Some(Self { first: Strided { start, row_stride: strides[1], col_stride: strides[2] }, batch_stride: strides[0], d_head })
+        Some(Self { first: Strided { start: start_of(x), row_stride: strides[1], col_stride: strides[2] }, batch_stride: strides[0], d_head })
     }
 
     /// Head `head` of sample `sample`.

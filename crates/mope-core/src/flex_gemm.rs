@@ -9,6 +9,13 @@
 
 #![allow(unsafe_code)]
 
+use burn_flex::FlexTensor;
+
+/// The address of `x`'s first value (its view's, past any offset into the buffer).
+pub(crate) fn start_of(x: &FlexTensor) -> *const f32 {
+    x.storage::<f32>()[x.layout().start_offset()..].as_ptr()
+}
+
 /// A matrix read through strides (in values) from the address of its first value.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Strided {

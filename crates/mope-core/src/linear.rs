@@ -37,7 +37,7 @@ use burn_flex::{FlexTensor, Layout};
 use rayon::prelude::*;
 
 use crate::flex_buffer::contiguous;
-use crate::flex_gemm::{Strided, product};
+use crate::flex_gemm::{Strided, product, start_of};
 use crate::kernels::{primitive, rows, tensor};
 
 /// A backend with a linear layer of its own choosing (burn's matmul and add by default).
@@ -131,11 +131,6 @@ fn row_strides(layout: &Layout) -> Option<(isize, isize)> {
     }
     let merges = (0..last - 1).all(|i| shape[i] == 1 || strides[i] == strides[i + 1] * shape[i + 1] as isize);
     merges.then_some((strides[last - 1], strides[last]))
-}
-
-/// The address of `x`'s first value.
-fn start_of(x: &FlexTensor) -> *const f32 {
-    x.storage::<f32>()[x.layout().start_offset()..].as_ptr()
 }
 
 /// `lhs [rows, d_in] · rhs [d_in, d_out]`.
