@@ -233,16 +233,14 @@ impl FastAttention for Flex {
 
     fn multi_head_attention_backward(grad: FlexTensor, state: AttentionState<Self>, wanted: [bool; 3]) -> [Option<FlexTensor>; 3] {
         let (q, k, v, p, heads) = &state;
-        let dims = AttentionDims::of_primitives::<Self>(q, k, v, *heads);
-        let p_shape = [dims.batch, dims.heads, dims.queries, dims.keys];
-        let readable = grad.dtype() == DType::F32 && grad.layout().shape().clone() == [dims.batch, dims.queries, dims.width].into() && p.dtype() == DType::F32 && p.layout().shape().clone() == p_shape.into();
-        match (FlexHeads::of(q, k, v, *heads), Heads::of(&grad, dims.d_head())) {
-            (Some(inputs), Some(grad_heads)) if readable => {
-                let p = p.to_contiguous();
-                inputs.backward(grad_heads, p.storage::<f32>(), wanted)
+        if let Some(inputs) = FlexHeads::of(q, k, v, *heads) {
+            let AttentionDims { batch, queries, keys, width, heads, .. } = inputs.dims;
+            let shaped = grad.layout().shape().clone() == [batch, queries, width].into() && p.dtype() == DType::F32 && p.layout().shape().clone() == [batch, heads, queries, keys].into();
+            if let Some(grad_heads) = Heads::of(&grad, inputs.dims.d_head()).filter(|_| shaped) {
+                return inputs.backward(grad_heads, p.to_contiguous().storage::<f32>(), wanted);
             }
-            _ => attention_backward_reference::<Self>(grad, state, wanted),
         }
+        attention_backward_reference::<Self>(grad, state, wanted)
     }
 }
 
@@ -351,16 +349,15 @@ impl FlexHeads {
         let lens = [queries, keys, keys];
         let mut gradients = [0, 1, 2].map(|i| Vec::<f32>::with_capacity(if wanted[i] { batch * lens[i] * width } else { 0 }));
         let [d_q, d_k, d_v] = gradients.each_mut().map(|g| Destination(g.as_mut_ptr()));
-        let p_at = Strided::row_major(p.as_ptr(), keys);
         (0..batch * heads).into_par_iter().for_each_init(Vec::<f32>::new, |d_scores, task| {
             let (sample, head) = (task / heads, task % heads);
             let (q, k, v, g) = (self.q.get(sample, head), self.k.get(sample, head), self.v.get(sample, head), grad.get(sample, head));
-            let p_h = p_at.offset((task * scores_len) as isize);
+            let p_h = &p[task * scores_len..(task + 1) * scores_len];
             let columns = |gradient: Destination, len: usize| gradient.offset(sample * len * width + head * d_head);
             // SAFETY (the products): each writes this task's own columns of a gradient (or its
             // scratch); the heads and `p` are within the inputs, which outlive the tasks.
             if wanted[2] {
-                unsafe { product(columns(d_v, keys), width, [keys, queries, d_head], p_h.transposed(), g, false) };
+                unsafe { product(columns(d_v, keys), width, [keys, queries, d_head], Strided::row_major(p_h.as_ptr(), keys).transposed(), g, false) };
             }
             if !wanted[0] && !wanted[1] {
                 return;
@@ -368,7 +365,7 @@ impl FlexHeads {
             d_scores.resize(scores_len, 0.0);
             unsafe { product(d_scores.as_mut_ptr(), keys, [queries, d_head, keys], g, v.transposed(), false) };
             if keys > 0 {
-                softmax_backward_rows(d_scores, &p[task * scores_len..(task + 1) * scores_len], keys, scale);
+                softmax_backward_rows(d_scores, p_h, keys, scale);
             }
             let d_s = Strided::row_major(d_scores.as_ptr(), keys);
             if wanted[0] {
