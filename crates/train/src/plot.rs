@@ -7,8 +7,9 @@
 //! - `routing_per_class`: mean routing weight per class and expert (source) at the last
 //!   routing site.
 //!
-//! Text is drawn with a TrueType font found on the system (DejaVu Sans, Liberation Sans, Arial)
-//! or named by `$MOPE_FONT`.
+//! Text is drawn with DejaVu Sans, embedded in the binary (the `dejavu` crate), so that no system
+//! font is needed and the pictures are the same on every machine; `$MOPE_FONT` names another
+//! TrueType font.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -24,27 +25,19 @@ use crate::run_dir::RunTask;
 /// Environment variable naming a TrueType font for plots.
 pub const FONT_ENV: &str = "MOPE_FONT";
 
-const FONT_CANDIDATES: &[&str] = &[
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/Library/Fonts/Arial.ttf",
-    "/System/Library/Fonts/Supplemental/Arial.ttf",
-    "C:\\Windows\\Fonts\\arial.ttf",
-];
-
 /// Registers the plot font once per process.
 fn register_font() -> Result<()> {
     static FONT: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    FONT.get_or_init(|| {
-        let candidates: Vec<PathBuf> =
-            std::env::var_os(FONT_ENV).map(PathBuf::from).into_iter().chain(FONT_CANDIDATES.iter().map(PathBuf::from)).collect();
-        let path = candidates.iter().find(|p| p.is_file()).ok_or_else(|| {
-            format!("no font for plots: set {FONT_ENV} to a .ttf file, or install one (Debian: `apt-get install fonts-dejavu-core`)")
-        })?;
-        let bytes: &'static [u8] = Box::leak(std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?.into_boxed_slice());
-        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).map_err(|_| format!("{}: not a TrueType font", path.display()))
+    FONT.get_or_init(|| match std::env::var_os(FONT_ENV) {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            let bytes: &'static [u8] =
+                Box::leak(std::fs::read(&path).map_err(|e| format!("{FONT_ENV}={}: {e}", path.display()))?.into_boxed_slice());
+            plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+                .map_err(|_| format!("{FONT_ENV}={}: not a TrueType font", path.display()))
+        }
+        None => plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
+            .map_err(|_| "the embedded DejaVu Sans did not load".to_string()),
     })
     .clone()
     .map_err(anyhow::Error::msg)

@@ -118,3 +118,72 @@ fn pmoe_trains_on_an_image_folder_with_experts_from_user_directories() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(read_result(&run)["environment"]["allocator"], serde_json::json!(["MALLOC_TRIM_THRESHOLD_=131072"]));
 }
+
+/// A repository of the user's, `experiments/shapes/<method>/experiment.toml`, over the image
+/// folder the pMoE test draws: two single-expert prompt-tuning experiments on the tiny ViT.
+fn shapes_repository(root: &Path) {
+    let data = root.join("data/shapes");
+    for (class, colour) in [("red", [220u8, 30, 30]), ("green", [30, 200, 30]), ("blue", [30, 30, 220])] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for i in 0..8u8 {
+            let [r, g, b] = colour;
+            image::RgbImage::from_fn(32, 32, |x, _| image::Rgb([r.saturating_sub(i * 5), g, b.saturating_sub((x % 8) as u8)])).save(data.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let vit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../backbones/tests/fixtures/tiny-vit");
+    for (method, prompt_len) in [("short", 1), ("long", 3)] {
+        let dir = root.join("experiments/shapes").join(method);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("experiment.toml"),
+            format!(
+                "tags = [\"default\"]\n[data]\ndataset = \"image-folder\"\nroot = \"data/shapes\"\ncache_dir = \"\"\n[model]\nmethod = \"prompt-tuning\"\n\
+                 experts = [\"vit-base-patch16-224={}\"]\n[pmoe]\nprompt_len = {prompt_len}\n[train]\nepochs = 1\nbatch_size = 4\ndrop_last = false\n",
+                vit.display()
+            ),
+        )
+        .unwrap();
+    }
+}
+
+/// `mope reproduce`, what `cargo xtask reproduce` hands the experiments to: the default runs one
+/// by one with the table so far after each, a finished result is reused, and an experiment
+/// interrupted after its first epoch goes on from its last checkpoint.
+#[test]
+fn reproduce_runs_the_default_reuses_results_and_resumes_an_interrupted_experiment() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    shapes_repository(root);
+    let root_arg = root.to_string_lossy().into_owned();
+    let args = ["reproduce", "--root", &root_arg, "--workers", "1"];
+
+    let out = mope(&args);
+    let (stdout, err) = (String::from_utf8_lossy(&out.stdout).into_owned(), stderr(&out));
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("== [1/2] shapes/long") && err.contains("== [2/2] shapes/short"), "{err}");
+    assert!(err.contains("the table so far (1 of 2 experiments; about"), "{err}");
+    assert!(stdout.contains("| shapes/long | accuracy (test) |") && stdout.contains("| shapes/short | accuracy (test) |"), "{stdout}");
+    let last_line = stdout.lines().last().unwrap();
+    assert!(last_line.starts_with("results: the runs in") && last_line.contains("runs/reproduce.md"), "{last_line}");
+    assert!(root.join("runs/reproduce.json").is_file());
+
+    // Interrupted after its epoch: the checkpoint is there, the result is not.
+    let long = root.join("runs/shapes/long");
+    std::fs::remove_file(long.join("result.json")).unwrap();
+    let out = mope(&args);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("== [1/2] shapes/long (resuming from its last checkpoint)"), "{err}");
+    assert!(err.contains("shapes/short: result newer than the experiment, reused"), "{err}");
+    assert!(long.join("result.json").is_file());
+
+    // A changed experiment starts over: neither its result nor its checkpoint is used.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let spec = root.join("experiments/shapes/long/experiment.toml");
+    std::fs::write(&spec, std::fs::read_to_string(&spec).unwrap().replace("prompt_len = 3", "prompt_len = 2")).unwrap();
+    let err = stderr(&mope(&["reproduce", "shapes/long", "--root", &root_arg, "--workers", "1"]));
+    assert!(err.contains("== [1/1] shapes/long\n"), "{err}");
+
+    let err = stderr(&mope(&["reproduce", "--root", &dir.path().join("data").to_string_lossy()]));
+    assert!(err.contains("no experiments/ folder here"), "{err}");
+}

@@ -5,6 +5,7 @@
 //! mope eval runs/emoji/mope [--split test]
 //! mope predict runs/emoji/mope --image cat.png --text "a cat"
 //! mope plot runs/emoji/mope
+//! mope reproduce [emoji food101/mope] [--list] [--smoke]   # from the repository root
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -87,6 +88,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the experiments of `experiments/` (those tagged `default` if none is named) and print the
+    /// table of results; what `cargo xtask reproduce` runs after the set-up.
+    Reproduce {
+        /// Experiments (`emoji/mope`) or datasets (`emoji`).
+        names: Vec<String>,
+        /// The repository: the folder holding `experiments/`, where `runs/` is written.
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+        /// List the experiments with their data and results, and stop.
+        #[arg(long)]
+        list: bool,
+        /// Resolve each experiment and its trainable parameters without training.
+        #[arg(long)]
+        dry_run: bool,
+        /// One epoch on a few samples per experiment, into `runs/smoke/`.
+        #[arg(long)]
+        smoke: bool,
+        /// Train again even where a result is newer than its experiment.
+        #[arg(long)]
+        force: bool,
+    },
     /// Draw training curves, expert usage per layer and per-class routing (PNG and SVG).
     Plot {
         /// Run directory.
@@ -126,6 +148,19 @@ fn main() -> Result<()> {
         Command::Predict { run, image, depth, audio, text, json } => {
             let sample = Sample { id: "input".into(), image, depth, audio, text, target: Target::Class(0) };
             run_on(cli.device, PredictJob { run, sample, json })
+        }
+        Command::Reproduce { names, root, list, dry_run, smoke, force } => {
+            if !root.join("experiments").is_dir() {
+                bail!("{}: no experiments/ folder here; run from the repository root or pass --root", root.display());
+            }
+            let names = names.into_iter().map(|n| n.trim_end_matches('/').to_string()).collect();
+            let device = match cli.device {
+                DeviceChoice::Cpu => None,
+                DeviceChoice::Wgpu => Some("wgpu".to_string()),
+                DeviceChoice::Cuda => Some("cuda".to_string()),
+            };
+            let options = train::reproduce::Options { names, list, dry_run, smoke, force, device };
+            train::reproduce::run(&root, &std::env::current_exe()?, &options)
         }
         Command::Plot { run, out } => {
             let out = out.unwrap_or_else(|| run.join("plots"));

@@ -1,15 +1,16 @@
-//! `cargo xtask reproduce`: runs the experiments under `experiments/<dataset>/<method>/` with the
-//! `mope` binary, and prints and saves one table: method, metric (ours and the paper's), trainable
-//! parameters, adapter size and time, and for each dataset whether MoPE beats vanilla prompt
-//! tuning, and at what parameter cost.
+//! `mope reproduce` (what `cargo xtask reproduce` runs after the set-up): runs the experiments
+//! under `experiments/<dataset>/<method>/`, each as a `mope train` child process, and prints and
+//! saves one table: method, metric (ours and the paper's), trainable parameters, adapter size and
+//! time, and for each dataset whether MoPE beats vanilla prompt tuning, and at what parameter cost.
 //!
 //! ```text
-//! cargo xtask reproduce                 # the experiments tagged "default" (shipped data)
-//! cargo xtask reproduce emoji food101/mope
-//! cargo xtask reproduce --list | --dry-run | --smoke | --force | --device cuda
+//! mope reproduce                 # the experiments tagged "default" (shipped data)
+//! mope reproduce emoji food101/mope
+//! mope reproduce --list | --dry-run | --smoke | --force | --device cuda
 //! ```
-//! Missing assets of the shipped experiments are fetched first (`cargo xtask fetch-assets`).
-//! A result newer than its experiment file is reused unless `--force`. `--smoke` runs every
+//! A result newer than its experiment file is reused unless `--force`; an experiment interrupted
+//! after an epoch resumes from its last checkpoint. The table so far is printed after each
+//! experiment, with the time left estimated from the experiments run so far. `--smoke` runs every
 //! selected experiment for seconds (one epoch on a few samples) into `runs/smoke/`: what CI runs.
 
 use std::path::{Path, PathBuf};
@@ -19,8 +20,9 @@ use std::time::{Instant, SystemTime};
 use anyhow::{Context, Result, anyhow, bail};
 use mope_core::adapter::human_bytes;
 use mope_core::params::thousands;
-use train::RunResult;
-use train::spec::{ExperimentSpec, Method};
+
+use crate::RunResult;
+use crate::spec::{ExperimentSpec, Method};
 
 const SMOKE: &[&str] = &[
     "train.epochs=1",
@@ -31,41 +33,22 @@ const SMOKE: &[&str] = &[
     "train.log_every=1",
 ];
 
-/// Command-line options.
-#[derive(Debug, Default)]
-struct Options {
-    names: Vec<String>,
-    list: bool,
-    dry_run: bool,
-    smoke: bool,
-    force: bool,
-    device: Option<String>,
+/// What to run and how.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    /// Experiments (`emoji/mope`) or datasets (`emoji`); none: those tagged `default`.
+    pub names: Vec<String>,
+    /// List the experiments with their data and results, and stop.
+    pub list: bool,
+    /// Resolve each experiment (`mope train --dry-run`) without training.
+    pub dry_run: bool,
+    /// One epoch on a few samples each, into `runs/smoke/`.
+    pub smoke: bool,
+    /// Train again even where a result is newer than its experiment.
+    pub force: bool,
+    /// The `--device` passed to `mope train`.
+    pub device: Option<String>,
 }
-
-fn parse(args: &[String]) -> Result<Options> {
-    let mut o = Options::default();
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--list" => o.list = true,
-            "--dry-run" => o.dry_run = true,
-            "--smoke" => o.smoke = true,
-            "--force" => o.force = true,
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            "--device" => o.device = Some(args.next().context("--device needs a value: cpu, wgpu or cuda")?.clone()),
-            flag if flag.starts_with("--") => bail!("unknown option `{flag}`\n\n{USAGE}"),
-            name => o.names.push(name.trim_end_matches('/').to_string()),
-        }
-    }
-    Ok(o)
-}
-
-/// Usage of the command.
-pub const USAGE: &str = "usage: cargo xtask reproduce [NAME...] [--list] [--dry-run] [--smoke] [--force] [--device cpu|wgpu|cuda]
-  NAME: an experiment (`emoji/mope`) or a dataset (`emoji`); none: the experiments tagged `default`";
 
 /// One experiment file, checked as `mope train` checks it.
 #[derive(Debug)]
@@ -144,71 +127,52 @@ fn read_result(path: &Path) -> Result<Option<RunResult>> {
     Ok(Some(result))
 }
 
-/// Runs the command.
-pub fn run(root: &Path, args: &[String]) -> Result<()> {
-    let options = parse(args)?;
+/// Runs the selected experiments from the repository `root` with the `mope` binary `mope`.
+pub fn run(root: &Path, mope: &Path, options: &Options) -> Result<()> {
     let all = discover(root)?;
     let chosen = select(&all, &options.names)?;
     let runs = if options.smoke { root.join("runs/smoke") } else { root.join("runs") };
     if options.list {
-        let name_width = all.iter().map(|e| e.name().len()).max().unwrap_or(0).max(10);
-        let method_width = all.iter().map(|e| e.method().name().len()).max().unwrap_or(0).max(6);
-        println!("{:<name_width$} {:<method_width$} {:<10} {:<8} {:>10}", "experiment", "method", "tags", "data", "result");
-        for e in &all {
-            let result = match read_result(&runs.join(e.name()).join("result.json")) {
-                Ok(Some(r)) => format!("{:.2}", r.value),
-                Ok(None) => "-".into(),
-                Err(error) => {
-                    eprintln!("warning: {error:#}");
-                    "unreadable".into()
-                }
-            };
-            let data = if e.data_root.exists() { "present" } else { "missing" };
-            println!("{:<name_width$} {:<method_width$} {:<10} {:<8} {:>10}", e.name(), e.method().name(), e.spec.tags.join(","), data, result);
-        }
+        list(&all, &runs);
         return Ok(());
     }
-
-    // The shipped experiments read assets that `fetch-assets` provides: fetch them when missing,
-    // so that one command sets up and runs the default.
-    let assets = root.join(".assets");
-    if chosen.iter().any(|e| e.data_root.starts_with(&assets) && (!e.data_root.exists() || !assets.join("models").exists())) {
-        eprintln!("== fetching the real weights and datasets into {} (cargo xtask fetch-assets)", assets.display());
-        crate::assets::fetch_all(&assets)?;
-    }
-    let mope = build_mope(root, options.device.as_deref())?;
     let mut rows = Vec::new();
     let mut failures = Vec::new();
-    for &e in &chosen {
+    let mut trained_seconds = 0.0;
+    let mut trained = 0usize;
+    for (index, &e) in chosen.iter().enumerate() {
+        let position = format!("[{}/{}]", index + 1, chosen.len());
         let run_dir = runs.join(e.name());
         let result_path = run_dir.join("result.json");
-        let fresh = !options.force
-            && !options.smoke
-            && !options.dry_run
-            && matches!((modified(&result_path), modified(&e.path)), (Some(r), Some(s)) if r > s);
-        if fresh {
+        let reusable = !options.force && !options.smoke && !options.dry_run;
+        if reusable && newer(&result_path, &e.path) {
             match read_result(&result_path) {
                 Ok(Some(result)) => {
-                    eprintln!("== {}: result newer than the experiment, reused ({})", e.name(), result_path.display());
+                    eprintln!("\n== {position} {}: result newer than the experiment, reused ({})", e.name(), result_path.display());
                     rows.push((e, result));
                     continue;
                 }
                 Ok(None) => {}
-                Err(error) => eprintln!("== {}: the previous result is unreadable, running again: {error:#}", e.name()),
+                Err(error) => eprintln!("== {position} {}: the previous result is unreadable, running again: {error:#}", e.name()),
             }
         }
         if !e.data_root.exists() {
-            failures.push(format!("{}: data not found at {} (see datasets/README.md)", e.name(), e.data_root.display()));
+            failures.push(format!("{}: data not found at {} (see datasets/README.md; `cargo xtask setup` builds the shipped ones)", e.name(), e.data_root.display()));
             continue;
         }
-        eprintln!("== {}", e.name());
-        let mut command = Command::new(&mope);
+        // An interrupted experiment goes on from its last epoch, unless the experiment changed since.
+        let resume = reusable && newer(&run_dir.join("last"), &e.path);
+        eprintln!("\n== {position} {}{}", e.name(), if resume { " (resuming from its last checkpoint)" } else { "" });
+        let mut command = Command::new(mope);
         command.current_dir(root).arg("train").arg(&e.path).arg("--run-dir").arg(&run_dir).arg("--plain");
         if let Some(device) = &options.device {
             command.args(["--device", device]);
         }
         if options.dry_run {
             command.arg("--dry-run");
+        }
+        if resume {
+            command.arg("--resume");
         }
         if options.smoke {
             for set in SMOKE {
@@ -224,10 +188,17 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         if options.dry_run {
             continue;
         }
+        trained_seconds += start.elapsed().as_secs_f64();
+        trained += 1;
         match read_result(&result_path) {
             Ok(Some(result)) => rows.push((e, result)),
             Ok(None) => failures.push(format!("{}: no result.json after {:.0} s", e.name(), start.elapsed().as_secs_f64())),
             Err(error) => failures.push(format!("{}: {error:#}", e.name())),
+        }
+        let left = chosen.len() - index - 1;
+        if left > 0 && !rows.is_empty() {
+            let eta = trained_seconds / trained as f64 * left as f64;
+            eprintln!("\n== the table so far ({} of {} experiments; about {:.0} min left at the mean so far):\n{}", rows.len(), chosen.len(), eta / 60.0, table(&rows));
         }
     }
     if !rows.is_empty() {
@@ -235,11 +206,13 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         println!("\n{table}");
         let claims = claims(&rows);
         println!("{claims}");
-        std::fs::create_dir_all(&runs)?;
-        std::fs::write(runs.join("reproduce.md"), format!("{table}\n{claims}"))?;
+        std::fs::create_dir_all(&runs).with_context(|| format!("creating {}", runs.display()))?;
+        let markdown = runs.join("reproduce.md");
+        let json_path = runs.join("reproduce.json");
+        std::fs::write(&markdown, format!("{table}\n{claims}")).with_context(|| format!("writing {}", markdown.display()))?;
         let json: Vec<&RunResult> = rows.iter().map(|(_, r)| r).collect();
-        std::fs::write(runs.join("reproduce.json"), serde_json::to_string_pretty(&json)?)?;
-        println!("written: {} and {}", runs.join("reproduce.md").display(), runs.join("reproduce.json").display());
+        std::fs::write(&json_path, serde_json::to_string_pretty(&json)?).with_context(|| format!("writing {}", json_path.display()))?;
+        println!("results: the runs in {}, the table in {} and {}", runs.display(), markdown.display(), json_path.display());
     }
     if !failures.is_empty() {
         for f in &failures {
@@ -250,19 +223,28 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn build_mope(root: &Path, device: Option<&str>) -> Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut command = Command::new(cargo);
-    command.current_dir(root).args(["build", "-p", "train", "--bin", "mope"]);
-    if let Some(feature @ ("wgpu" | "cuda")) = device {
-        command.args(["--features", feature]);
+/// Whether `path` exists and was modified after `than`.
+fn newer(path: &Path, than: &Path) -> bool {
+    matches!((modified(path), modified(than)), (Some(a), Some(b)) if a > b)
+}
+
+/// Every experiment with its tags, whether its data is there, and its result.
+fn list(all: &[Experiment], runs: &Path) {
+    let name_width = all.iter().map(|e| e.name().len()).max().unwrap_or(0).max(10);
+    let method_width = all.iter().map(|e| e.method().name().len()).max().unwrap_or(0).max(6);
+    println!("{:<name_width$} {:<method_width$} {:<10} {:<8} {:>10}", "experiment", "method", "tags", "data", "result");
+    for e in all {
+        let result = match read_result(&runs.join(e.name()).join("result.json")) {
+            Ok(Some(r)) => format!("{:.2}", r.value),
+            Ok(None) => "-".into(),
+            Err(error) => {
+                eprintln!("warning: {error:#}");
+                "unreadable".into()
+            }
+        };
+        let data = if e.data_root.exists() { "present" } else { "missing" };
+        println!("{:<name_width$} {:<method_width$} {:<10} {:<8} {:>10}", e.name(), e.method().name(), e.spec.tags.join(","), data, result);
     }
-    let status = command.status().context("cannot run cargo")?;
-    if !status.success() {
-        bail!("building the mope binary failed");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    Ok(target.join("debug").join(if cfg!(windows) { "mope.exe" } else { "mope" }))
 }
 
 /// The result table, in Markdown.

@@ -7,16 +7,17 @@
 //! The text is the CLDR name and tags with the words of the category names removed ("flag",
 //! "food", "animal", …), so that it does not spell out the label; the image is the 64×64 Noto
 //! PNG. Splits are deterministic and stratified: 70% train, 15% val, 15% test. The output is the
-//! [`jsonl`](crate::jsonl) layout.
+//! JSON-lines layout that `data::jsonl` reads.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::error::DataError;
-use crate::sample::read;
-use crate::stratify::train_val_test;
+use anyhow::{Context, Result};
+
+use super::read;
+use super::stratify::train_val_test;
 
 /// The categories, in the order of the class ids.
 pub const CATEGORIES: [&str; 9] =
@@ -76,16 +77,16 @@ pub fn text_of(label: &str, tags: &[String]) -> String {
 
 /// Builds the dataset from the unpacked packages (`datasource` holds `emoji.json` and
 /// `img/google/64/`; `emojibase` holds `en/data.json`) into `out`.
-pub fn build(datasource: &Path, emojibase: &Path, out: &Path) -> Result<BuildReport, DataError> {
+pub fn build(datasource: &Path, emojibase: &Path, out: &Path) -> Result<BuildReport> {
     let emoji_json = datasource.join("emoji.json");
     let entries: Vec<Datasource> =
-        serde_json::from_str(&read(&emoji_json)?).map_err(|e| DataError::malformed(&emoji_json, e.line(), e.to_string()))?;
+        serde_json::from_str(&read(&emoji_json)?).with_context(|| format!("{}: not the emoji-datasource layout", emoji_json.display()))?;
     let cldr_json = emojibase.join("en/data.json");
-    let cldr: Vec<Cldr> = serde_json::from_str(&read(&cldr_json)?).map_err(|e| DataError::malformed(&cldr_json, e.line(), e.to_string()))?;
+    let cldr: Vec<Cldr> = serde_json::from_str(&read(&cldr_json)?).with_context(|| format!("{}: not the emojibase layout", cldr_json.display()))?;
     let cldr: BTreeMap<String, Cldr> = cldr.into_iter().map(|c| (strip_fe0f(&c.hexcode), c)).collect();
 
     let images = out.join("images");
-    std::fs::create_dir_all(&images).map_err(|e| DataError::io(&images, e))?;
+    std::fs::create_dir_all(&images).with_context(|| format!("writing {}", images.display()))?;
     let mut rows = Vec::new();
     let mut left_out = 0;
     for entry in entries {
@@ -95,7 +96,7 @@ pub fn build(datasource: &Path, emojibase: &Path, out: &Path) -> Result<BuildRep
         match (class, text) {
             (Some(class), Some(text)) if entry.has_img_google && !text.is_empty() && src.is_file() => {
                 let dst = images.join(&entry.image);
-                std::fs::copy(&src, &dst).map_err(|e| DataError::io(&src, e))?;
+                std::fs::copy(&src, &dst).with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
                 rows.push((entry.unified.to_lowercase(), format!("images/{}", entry.image), text, class));
             }
             _ => left_out += 1,
@@ -106,7 +107,7 @@ pub fn build(datasource: &Path, emojibase: &Path, out: &Path) -> Result<BuildRep
     let classes: Vec<usize> = rows.iter().map(|r| r.3).collect();
     let [train, val, test] = train_val_test(&ids, &classes, (1, 2));
 
-    let write = |name: &str, indices: &[usize]| -> Result<(), DataError> {
+    let write = |name: &str, indices: &[usize]| -> Result<()> {
         let path = out.join(format!("{name}.jsonl"));
         let mut text = String::new();
         for &i in indices {
@@ -115,13 +116,13 @@ pub fn build(datasource: &Path, emojibase: &Path, out: &Path) -> Result<BuildRep
             text.push_str(&row.to_string());
             text.push('\n');
         }
-        std::fs::write(&path, text).map_err(|e| DataError::io(&path, e))
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
     };
     write("train", &train)?;
     write("val", &val)?;
     write("test", &test)?;
     let labels = out.join("labels.txt");
-    std::fs::write(&labels, CATEGORIES.join("\n") + "\n").map_err(|e| DataError::io(&labels, e))?;
+    std::fs::write(&labels, CATEGORIES.join("\n") + "\n").with_context(|| format!("writing {}", labels.display()))?;
     Ok(BuildReport { sizes: [train.len(), val.len(), test.len()], left_out })
 }
 

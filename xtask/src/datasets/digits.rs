@@ -7,14 +7,15 @@
 //! Splits are stratified over the images (70/15/15) and **disjoint in voices**: train speaks
 //! with 4 accents in 4 variants (16 voices), val and test each with one unseen accent (4 voices),
 //! and the real speaker is only in test, so the test set measures transfer to unseen and real
-//! voices. The output is the [`jsonl`](crate::jsonl) layout
+//! voices. The output is the JSON-lines layout that `data::jsonl` reads
 //! with `img` and `audio` fields.
 
 use std::path::{Path, PathBuf};
 
-use crate::error::DataError;
-use crate::sample::read;
-use crate::stratify::train_val_test;
+use anyhow::{Context, Result, bail};
+
+use super::read;
+use super::stratify::train_val_test;
 
 /// The digit names, in the order of the class ids (and the words espeak-ng speaks).
 pub const DIGITS: [&str; 10] = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
@@ -43,7 +44,7 @@ pub struct BuildReport {
 
 /// Builds the dataset into `out` from scikit-learn's `digits.csv` (decompressed), the real
 /// recordings `<recorded>/<d>.wav`, and espeak-ng renderings `<rendered>/<voice>/<d>.wav`.
-pub fn build(digits_csv: &Path, recorded: &Path, rendered: &Path, out: &Path) -> Result<BuildReport, DataError> {
+pub fn build(digits_csv: &Path, recorded: &Path, rendered: &Path, out: &Path) -> Result<BuildReport> {
     let text = read(digits_csv)?;
     let mut images: Vec<(Vec<u8>, usize)> = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
@@ -51,25 +52,25 @@ pub fn build(digits_csv: &Path, recorded: &Path, rendered: &Path, out: &Path) ->
             .split(',')
             .map(|v| v.trim().parse::<f64>().map(|x| x as u8))
             .collect::<Result<_, _>>()
-            .map_err(|e| DataError::malformed(digits_csv, i + 1, format!("not a number: {e}")))?;
+            .with_context(|| format!("{} line {}: not a number", digits_csv.display(), i + 1))?;
         let [pixels @ .., label] = values.as_slice() else { unreachable!("split yields at least one field") };
         if pixels.len() != 64 || *label > 9 || pixels.iter().any(|&p| p > 16) {
-            return Err(DataError::malformed(digits_csv, i + 1, "expected 64 pixels in 0..=16 and a digit"));
+            bail!("{} line {}: expected 64 pixels in 0..=16 and a digit", digits_csv.display(), i + 1);
         }
         images.push((pixels.iter().map(|&p| (p as u32 * 255 / 16) as u8).collect(), *label as usize));
     }
     let voices = espeak_voices();
     let split_voices: [Vec<String>; 3] = [voices[..16].to_vec(), voices[16..20].to_vec(), voices[20..].to_vec()];
     for dir in ["images", "audio"] {
-        std::fs::create_dir_all(out.join(dir)).map_err(|e| DataError::io(&out.join(dir), e))?;
+        std::fs::create_dir_all(out.join(dir)).with_context(|| format!("writing {}", out.join(dir).display()))?;
     }
     // Copy the clips: audio/<voice>/<d>.wav, the real speaker as `allison`.
-    let copy = |from: PathBuf, voice: &str, digit: usize| -> Result<String, DataError> {
+    let copy = |from: PathBuf, voice: &str, digit: usize| -> Result<String> {
         let rel = format!("audio/{voice}/{digit}.wav");
         let to = out.join(&rel);
         if !to.exists() {
-            std::fs::create_dir_all(to.parent().expect("has a parent")).map_err(|e| DataError::io(&to, e))?;
-            std::fs::copy(&from, &to).map_err(|e| DataError::io(&from, e))?;
+            std::fs::create_dir_all(to.parent().expect("has a parent")).with_context(|| format!("writing {}", to.display()))?;
+            std::fs::copy(&from, &to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
         }
         Ok(rel)
     };
@@ -89,10 +90,7 @@ pub fn build(digits_csv: &Path, recorded: &Path, rendered: &Path, out: &Path) ->
             let (pixels, digit) = &images[i];
             let img = format!("images/{}.png", ids[i]);
             let path = out.join(&img);
-            image::GrayImage::from_raw(8, 8, pixels.clone())
-                .expect("64 pixels")
-                .save(&path)
-                .map_err(|e| DataError::Decode { path: path.clone(), message: e.to_string() })?;
+            write_grey_png(&path, 8, 8, pixels)?;
             let (voice, dir) = &clips[seen[*digit] % clips.len()];
             seen[*digit] += 1;
             let audio = copy(dir.join(format!("{digit}.wav")), voice, *digit)?;
@@ -101,12 +99,23 @@ pub fn build(digits_csv: &Path, recorded: &Path, rendered: &Path, out: &Path) ->
             lines.push('\n');
         }
         let file = out.join(format!("{name}.jsonl"));
-        std::fs::write(&file, lines).map_err(|e| DataError::io(&file, e))?;
+        std::fs::write(&file, lines).with_context(|| format!("writing {}", file.display()))?;
         sizes[s] = indices.len();
     }
     let labels = out.join("labels.txt");
-    std::fs::write(&labels, DIGITS.join("\n") + "\n").map_err(|e| DataError::io(&labels, e))?;
+    std::fs::write(&labels, DIGITS.join("\n") + "\n").with_context(|| format!("writing {}", labels.display()))?;
     Ok(BuildReport { sizes })
+}
+
+/// Writes `pixels` (row-major, one byte each) as a greyscale PNG.
+fn write_grey_png(path: &Path, width: u32, height: u32, pixels: &[u8]) -> Result<()> {
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), width, height);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().with_context(|| format!("writing {}", path.display()))?;
+    writer.write_image_data(pixels).with_context(|| format!("writing {}", path.display()))?;
+    writer.finish().with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]
