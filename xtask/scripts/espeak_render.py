@@ -52,6 +52,7 @@ def main(argv):
     lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
     lib.espeak_SetVoiceByProperties.argtypes = [ctypes.POINTER(Voice)]
     lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
     lib.espeak_Synth.argtypes = [
         ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
         ctypes.c_void_p, ctypes.c_void_p,
@@ -78,7 +79,9 @@ def main(argv):
             if lib.espeak_SetVoiceByProperties(ctypes.byref(wanted)) != EE_OK:
                 sys.exit(f"espeak: no voice named {voice!r} and none of that language in {data_dir}")
         lib.espeak_SetParameter(ESPEAK_RATE, rate, 0)
-        # The noise of unvoiced sounds draws from the C library's rand(): a fixed seed per file.
+        # Breath noise draws from eSpeak NG's own generator, seeded from the clock at start-up, and
+        # other noise from the C library's rand(): both get a fixed seed for every file.
+        lib.espeak_ng_SetRandSeed(1)
         libc.srand(1)
         samples.clear()
         text = word.encode() + b"\0"

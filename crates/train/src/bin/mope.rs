@@ -153,6 +153,7 @@ fn main() -> Result<()> {
             if !root.join("experiments").is_dir() {
                 bail!("{}: no experiments/ folder here; run from the repository root or pass --root", root.display());
             }
+            let root = std::path::absolute(&root)?;
             let names = names.into_iter().map(|n| n.trim_end_matches('/').to_string()).collect();
             let device = match cli.device {
                 DeviceChoice::Cpu => None,
