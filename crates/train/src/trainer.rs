@@ -309,6 +309,11 @@ pub fn train<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: &S
     anyhow::ensure!(steps_per_epoch > 0, "{} training samples make no batch of {} (drop_last)", train_samples.len(), t.batch_size);
     let total_steps = steps_per_epoch * t.epochs;
     let mut cache = FeatureCache::for_model(&model, feature_store);
+    if options.progress != ProgressMode::Quiet
+        && let Some(line) = cache.describe("train", &train_samples)
+    {
+        eprintln!("{line}");
+    }
     for epoch in state.epochs_done..t.epochs {
         // Reseeded every epoch: routing noise and dropout depend on the seed and the epoch only,
         // so a resumed run draws what an uninterrupted one would.

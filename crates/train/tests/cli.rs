@@ -32,6 +32,17 @@ fn write_spec(dir: &Path, body: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// An image dataset in the folder-per-class layout: 8 images of 32×32 in each of three colours.
+fn write_shapes(data: &Path) {
+    for (class, colour) in [("red", [220u8, 30, 30]), ("green", [30, 200, 30]), ("blue", [30, 30, 220])] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for i in 0..8u8 {
+            let [r, g, b] = colour;
+            image::RgbImage::from_fn(32, 32, |x, _| image::Rgb([r.saturating_sub(i * 5), g, b.saturating_sub((x % 8) as u8)])).save(data.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+}
+
 const MODEL: &str = "[model]\nmethod = \"mope\"\nmain = \"all-minilm-l6-v2\"\ncomplementary = \"mobilenet-v2\"\n";
 
 #[test]
@@ -76,13 +87,7 @@ fn eval_of_a_directory_that_is_not_a_run_says_so() {
 fn pmoe_trains_on_an_image_folder_with_experts_from_user_directories() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("shapes");
-    for (class, colour) in [("red", [220u8, 30, 30]), ("green", [30, 200, 30]), ("blue", [30, 30, 220])] {
-        std::fs::create_dir_all(data.join(class)).unwrap();
-        for i in 0..8u8 {
-            let [r, g, b] = colour;
-            image::RgbImage::from_fn(32, 32, |x, _| image::Rgb([r.saturating_sub(i * 5), g, b.saturating_sub((x % 8) as u8)])).save(data.join(class).join(format!("{i}.png"))).unwrap();
-        }
-    }
+    write_shapes(&data);
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../backbones/tests/fixtures");
     let spec = write_spec(
         dir.path(),
@@ -119,17 +124,10 @@ fn pmoe_trains_on_an_image_folder_with_experts_from_user_directories() {
     assert_eq!(read_result(&run)["environment"]["allocator"], serde_json::json!(["MALLOC_TRIM_THRESHOLD_=131072"]));
 }
 
-/// A repository of the user's, `experiments/shapes/<method>/experiment.toml`, over the image
-/// folder the pMoE test draws: two single-expert prompt-tuning experiments on the tiny ViT.
+/// A repository of the user's, `experiments/shapes/<method>/experiment.toml`, over the shapes
+/// image folder: two single-expert prompt-tuning experiments on the tiny ViT.
 fn shapes_repository(root: &Path) {
-    let data = root.join("data/shapes");
-    for (class, colour) in [("red", [220u8, 30, 30]), ("green", [30, 200, 30]), ("blue", [30, 30, 220])] {
-        std::fs::create_dir_all(data.join(class)).unwrap();
-        for i in 0..8u8 {
-            let [r, g, b] = colour;
-            image::RgbImage::from_fn(32, 32, |x, _| image::Rgb([r.saturating_sub(i * 5), g, b.saturating_sub((x % 8) as u8)])).save(data.join(class).join(format!("{i}.png"))).unwrap();
-        }
-    }
+    write_shapes(&root.join("data/shapes"));
     let vit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../backbones/tests/fixtures/tiny-vit");
     for (method, prompt_len) in [("short", 1), ("long", 3)] {
         let dir = root.join("experiments/shapes").join(method);
