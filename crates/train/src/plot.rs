@@ -144,7 +144,11 @@ pub fn plot_run(run: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     }
     let rows = history.routing.len();
     written.extend(render(out, "experts", (760, 140 + 28 * rows as u32), &Experts(&history))?);
-    let classes = task.labels.len();
+    let classes = history.routing.last().map_or(0, |deepest| deepest.per_class.iter().filter(|row| !row.is_empty()).count());
+    if classes == 0 {
+        eprintln!("no per-class routing in this run (segmentation routes per image, not per class): routing_per_class skipped");
+        return Ok(written);
+    }
     written.extend(render(out, "routing_per_class", (760, 140 + 24 * classes.min(60) as u32), &PerClass(&history, &task.labels))?);
     Ok(written)
 }
@@ -292,6 +296,10 @@ where
 {
     let columns = values.iter().map(Vec::len).max().unwrap_or(0);
     let rows = row_names.len();
+    // plotters' tick computation never returns on an axis without a segment.
+    if rows == 0 || columns == 0 {
+        bail!("{title}: nothing to draw ({rows} rows, {columns} columns)");
+    }
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 18))
         .margin(12)
@@ -359,4 +367,20 @@ where
         .map(|(name, row)| (name.chars().take(18).collect(), row.clone()))
         .unzip();
     heatmap(area, &format!("routing per class, {} ({})", h.site(deepest), h.routing_source), &names, &h.column_axis(deepest), &h.columns(deepest), &values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_heatmap_is_refused_instead_of_drawn() {
+        register_font().unwrap();
+        let mut svg = String::new();
+        let area = SVGBackend::with_string(&mut svg, (200, 100)).into_drawing_area();
+        let err = heatmap(&area, "empty", &[], "expert", &[], &[]).unwrap_err().to_string();
+        assert_eq!(err, "empty: nothing to draw (0 rows, 0 columns)");
+        let err = heatmap(&area, "no columns", &["a".to_string()], "expert", &[], &[vec![]]).unwrap_err().to_string();
+        assert_eq!(err, "no columns: nothing to draw (1 rows, 0 columns)");
+    }
 }

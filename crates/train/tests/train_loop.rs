@@ -219,6 +219,12 @@ fn segmentation_trains_a_dense_head_routed_by_depth() {
     let routing = &events(&run, "epoch")[1]["val"]["routing"];
     assert_eq!(routing.as_array().unwrap().len(), 2);
     assert!(routing[0]["per_class"].as_array().unwrap().iter().all(|row| row.as_array().unwrap().is_empty()));
+
+    // The plots return: curves and expert usage; the per-class figure, which has no rows here,
+    // is left out.
+    let plots = train::plot::plot_run(&run, &run.join("plots")).unwrap();
+    let names: Vec<String> = plots.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["curves.png", "curves.svg", "experts.png", "experts.svg"]);
 }
 
 /// Two heterogeneous experts (the ViT and Swin fixtures: different depths, grids and
