@@ -251,11 +251,13 @@ pub struct EncoderOptions {
     /// Side of the square image crop, overriding the preset's (the resize keeps the preset's
     /// resize-to-crop ratio); 0: the preset's. Smaller crops give fewer tokens: faster, coarser.
     pub image_size: usize,
+    /// Bytes of frozen CNN maps a hybrid keeps per image ([`crate::frozen_map_memo`]); 0: none.
+    pub frozen_map_memo_bytes: usize,
 }
 
 impl Default for EncoderOptions {
     fn default() -> Self {
-        Self { depth: false, audio_seconds: 30.0, swin_layout: PromptLayout::PerSample, hybrid_feature_index: 13, image_size: 0 }
+        Self { depth: false, audio_seconds: 30.0, swin_layout: PromptLayout::PerSample, hybrid_feature_index: 13, image_size: 0, frozen_map_memo_bytes: 0 }
     }
 }
 
@@ -331,7 +333,8 @@ pub fn load_encoder<B: Backend>(
             &transformer.dir(weights_dir)?,
             feature_index,
             device,
-        )?;
+        )?
+        .with_frozen_map_memo(options.frozen_map_memo_bytes);
         return Ok(LoadedEncoder { encoder: AnyEncoder::Hybrid(encoder), preparer: image(cnn), name: name.to_string() });
     }
     let (preset, custom) = match name.split_once('=') {

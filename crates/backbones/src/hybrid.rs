@@ -24,6 +24,7 @@ use mope_core::{EncoderTokens, Kernels, PromptableEncoder};
 
 use crate::bert::load_bert;
 use crate::error::BackboneError;
+use crate::frozen_map_memo::FrozenMapMemo;
 use crate::mobilenet_v2::{MobileNetV2, MobileNetV2Config, load_mobilenet_v2};
 use crate::pooling::Pooling;
 use crate::token_encoder::TokenEncoder;
@@ -41,6 +42,9 @@ pub struct CnnTokenEncoder<B: Backend> {
     feature_index: usize,
     #[module(skip)]
     cls_id: usize,
+    /// The CNN's maps kept per image (off unless [`CnnTokenEncoder::with_frozen_map_memo`]).
+    #[module(skip)]
+    memo: FrozenMapMemo,
 }
 
 impl<B: Backend> CnnTokenEncoder<B> {
@@ -56,7 +60,14 @@ impl<B: Backend> CnnTokenEncoder<B> {
             transformer,
             feature_index,
             cls_id,
+            memo: FrozenMapMemo::default(),
         }
+    }
+
+    /// Keeps the frozen CNN's maps per image, up to `budget` bytes (0: none), so that training
+    /// computes each image's map once: the CNN is frozen and nothing before it trains.
+    pub fn with_frozen_map_memo(self, budget: usize) -> Self {
+        Self { memo: FrozenMapMemo::with_budget(budget), ..self }
     }
 }
 
@@ -80,8 +91,9 @@ impl<B: Kernels> PromptableEncoder<B> for CnnTokenEncoder<B> {
     /// - `pixels`: `[batch, 3, height, width]`
     /// - output tokens: `[batch, 1 + h·w, d_model]`, no mask
     fn embed(&self, pixels: &Tensor<B, 4>) -> EncoderTokens<B> {
-        // The CNN is frozen and nothing before it trains: no graph is kept through it.
-        let map = self.cnn.feature_map(pixels.clone(), self.feature_index).detach();
+        // The CNN is frozen and nothing before it trains: no graph is kept through it, and its
+        // map of an image is a constant (kept by the memo when it is on).
+        let map = self.memo.map(pixels, |pixels| self.cnn.feature_map(pixels, self.feature_index).detach());
         let [batch, channels, h, w] = map.dims();
         let tokens = map.reshape([batch, channels, h * w]).swap_dims(1, 2); // [batch, h·w, channels]
         let projected = self.projection.forward(tokens);

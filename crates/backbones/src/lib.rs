@@ -17,6 +17,7 @@
 //! | [`vit`] | [`ViT`]: Vision Transformer from Hugging Face ViT/DeiT snapshots |
 //! | [`mobilenet_v2`] | [`MobileNetV2`]: torchvision's ImageNet CNN, features and feature maps |
 //! | [`frozen_batch_norm`] | batch norm with fixed statistics |
+//! | [`frozen_map_memo`] | a frozen CNN's maps kept per input image, so that training computes each once |
 //! | [`audio`] | Whisper's log-mel front end and encoder |
 //! | [`ct2`] | reader of CTranslate2 model files |
 //! | [`hybrid`] | [`CnnTokenEncoder`]: MobileNetV2 feature-map tokens into a frozen pretrained transformer |
@@ -32,6 +33,7 @@ pub mod bert;
 pub mod ct2;
 pub mod error;
 pub mod frozen_batch_norm;
+pub mod frozen_map_memo;
 pub mod hybrid;
 pub mod linear;
 pub mod mobilenet_v2;

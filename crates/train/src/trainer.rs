@@ -103,6 +103,9 @@ fn cache_dir(spec: &ExperimentSpec) -> Option<std::path::PathBuf> {
 
 impl<B: Kernels> Setup<B> {
     /// Loads the encoders the experiment names and builds the model.
+    ///
+    /// Hybrid encoders keep their frozen CNN's map of each image on the CPU backend
+    /// ([`backbones::frozen_map_memo`]): computed once per image instead of at every step.
     pub fn load(spec: &ExperimentSpec, labels: Vec<String>, objective: Task, device: &B::Device) -> Result<Self> {
         if spec.model.is_pmoe() {
             return Self::load_experts(spec, labels, objective, device);
@@ -115,6 +118,7 @@ impl<B: Kernels> Setup<B> {
             depth,
             audio_seconds: spec.model.audio_seconds,
             image_size: spec.model.image_size,
+            frozen_map_memo_bytes: frozen_map_memo_bytes::<B>(device),
             ..EncoderOptions::default()
         };
         let main = load_encoder(&spec.model.main, &weights, options(spec.model.main_reads_depth), device)
@@ -169,7 +173,12 @@ impl<B: Kernels> Setup<B> {
     /// Loads the image experts a pMoE-family experiment names and builds the model.
     fn load_experts(spec: &ExperimentSpec, labels: Vec<String>, objective: Task, device: &B::Device) -> Result<Self> {
         let weights = weights_dir(spec);
-        let options = EncoderOptions { image_size: spec.model.image_size, depth: spec.model.main_reads_depth, ..EncoderOptions::default() };
+        let options = EncoderOptions {
+            image_size: spec.model.image_size,
+            depth: spec.model.main_reads_depth,
+            frozen_map_memo_bytes: frozen_map_memo_bytes::<B>(device),
+            ..EncoderOptions::default()
+        };
         let experts = spec
             .model
             .experts
@@ -213,6 +222,13 @@ impl<B: Kernels> Setup<B> {
             feature_store: None,
         })
     }
+}
+
+/// The bytes of frozen CNN maps each hybrid encoder keeps: 1 GiB on the CPU backend (`flex`),
+/// where the images are on the host anyway; none on a GPU, where keeping them would copy every
+/// batch back to the host.
+fn frozen_map_memo_bytes<B: Backend>(device: &B::Device) -> usize {
+    if B::name(device).contains("flex") { 1 << 30 } else { 0 }
 }
 
 /// How [`train`] runs.
