@@ -15,15 +15,14 @@
 //! burn 0.21 does not report a device's peak), and the achieved rate against the step's
 //! arithmetic floor ([`StepShape::step_flops`]).
 
-use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use backbones::ViTConfig;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::{Distribution, Int, Tensor};
-use mope_benches::{SMALL, StepShape, VIT_B, peak_rss_bytes};
+use mope_benches::{SMALL, StepShape, VIT_B, mib, peak_rss_bytes, run_reference};
 use mope_core::{FusionMethod, MopePromptsConfig, MultimodalClassifierConfig};
 use serde::Deserialize;
 use train::device::{BackendJob, DeviceChoice, TrainBackend, run_on};
@@ -99,24 +98,8 @@ impl BackendJob for BurnStep {
 }
 
 fn reference_step(python: &str, shape: &StepShape, steps: usize, threads: usize, device: &str) -> Result<Measurement> {
-    // Where this crate was built; a binary carried to another machine finds the script from the
-    // repository's root instead.
-    let built = concat!(env!("CARGO_MANIFEST_DIR"), "/reference/mope_step.py");
-    let script = if std::path::Path::new(built).exists() { built } else { "benches/reference/mope_step.py" };
-    let output = Command::new(python)
-        .args([script, "--shape", &shape.to_json(), "--steps", &steps.to_string(), "--threads", &threads.to_string(), "--device", device])
-        .output()
-        .with_context(|| format!("cannot run `{python}` (set MOPE_TORCH_PYTHON to a Python with torch)"))?;
-    if !output.status.success() {
-        bail!("{python} {script} failed:\n{}", String::from_utf8_lossy(&output.stderr));
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).with_context(|| format!("the reference printed `{last}`, not a measurement"))
-}
-
-fn mib(bytes: Option<u64>) -> String {
-    bytes.map_or_else(|| "n/a".into(), |b| format!("{:.0}", b as f64 / (1u64 << 20) as f64))
+    let (steps, threads) = (steps.to_string(), threads.to_string());
+    run_reference(python, "mope_step.py", &["--shape", &shape.to_json(), "--steps", &steps, "--threads", &threads, "--device", device])
 }
 
 fn main() -> Result<()> {

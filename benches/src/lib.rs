@@ -118,6 +118,32 @@ impl StepShape {
     }
 }
 
+/// Runs the PyTorch reference `script` (a file of `benches/reference/`) with `python` and parses
+/// the JSON line it prints last.
+pub fn run_reference<T: serde::de::DeserializeOwned>(python: &str, script: &str, args: &[&str]) -> anyhow::Result<T> {
+    use anyhow::Context;
+    // Where this crate was built; a binary carried to another machine finds the script from the
+    // repository's root instead.
+    let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("reference").join(script);
+    let script = if built.exists() { built } else { std::path::Path::new("benches/reference").join(script) };
+    let output = std::process::Command::new(python)
+        .arg(&script)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run `{python}` (set MOPE_TORCH_PYTHON to a Python with torch)"))?;
+    if !output.status.success() {
+        anyhow::bail!("{python} {} failed:\n{}", script.display(), String::from_utf8_lossy(&output.stderr));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).with_context(|| format!("the reference printed `{last}`, not a measurement"))
+}
+
+/// Bytes in MiB for tables, `n/a` when unknown.
+pub fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or_else(|| "n/a".into(), |b| format!("{:.0}", b as f64 / (1u64 << 20) as f64))
+}
+
 /// Peak resident memory of this process so far, in bytes (`VmHWM`), where `/proc` has it.
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

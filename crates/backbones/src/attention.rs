@@ -13,6 +13,7 @@ use mope_core::attention::{FastAttention, multi_head_attention};
 use mope_core::linear::FastLinear;
 
 use crate::linear::linear;
+use crate::unpadded::Unpadded;
 
 /// Multi-head self-attention.
 #[derive(Module, Debug)]
@@ -51,6 +52,18 @@ impl<B: FastAttention + FastLinear> SelfAttention<B> {
     pub fn forward(&self, x: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>) -> Tensor<B, 3> {
         let (q, k, v) = (linear(&self.query, x.clone()), linear(&self.key, x.clone()), linear(&self.value, x));
         linear(&self.output, multi_head_attention(q, k, v, mask_pad, self.n_heads))
+    }
+
+    /// [`forward`](Self::forward) on the real tokens of a padded batch alone: the projections run
+    /// on their rows, the attention on the padded layout (zeros at the padding, masked as keys).
+    ///
+    /// # Shapes
+    /// - `rows`: `[tokens, d_model]`, the real tokens of `unpadded`; `mask_pad`: `[batch, seq_len]`
+    /// - output: `[tokens, d_model]`
+    pub fn forward_unpadded(&self, rows: Tensor<B, 2>, unpadded: &Unpadded<B>, mask_pad: Tensor<B, 2, Bool>) -> Tensor<B, 2> {
+        let project = |layer: &Linear<B>| unpadded.unpack(linear(layer, rows.clone()));
+        let (q, k, v) = (project(&self.query), project(&self.key), project(&self.value));
+        linear(&self.output, unpadded.pack(multi_head_attention(q, k, v, Some(mask_pad), self.n_heads)))
     }
 }
 

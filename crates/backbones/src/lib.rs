@@ -44,6 +44,7 @@ pub mod swin;
 pub mod token_encoder;
 pub mod tokenizer;
 pub mod transformer;
+pub mod unpadded;
 pub mod vit;
 pub mod weights;
 

@@ -12,6 +12,7 @@ use mope_core::layer_norm::layer_norm;
 
 use crate::attention::SelfAttention;
 use crate::linear::linear;
+use crate::unpadded::Unpadded;
 
 /// Configuration of a [`TransformerLayer`].
 #[derive(Config, Debug)]
@@ -73,17 +74,33 @@ impl TransformerLayerConfig {
 }
 
 impl<B: Kernels> TransformerLayer<B> {
-    /// Runs the layer.
+    /// Runs the layer. With padding, the row-wise work (projections, feed-forward, norms,
+    /// residuals) runs on the real tokens alone ([`Unpadded`]); the padding positions of the
+    /// output are then zero, which nothing reads (they are masked wherever tokens are mixed).
     ///
     /// # Shapes
     /// - `x`: `[batch, seq_len, d_model]`, `mask_pad`: `[batch, seq_len]` (`true` = padding)
     /// - output: `[batch, seq_len, d_model]`
     pub fn forward(&self, x: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>) -> Tensor<B, 3> {
-        let attend = |h: Tensor<B, 3>| self.dropout.forward(self.attention.forward(h, mask_pad.clone()));
+        match (mask_pad.as_ref().and_then(Unpadded::from_mask), mask_pad) {
+            (Some(unpadded), Some(mask)) => {
+                let attend = |rows| self.attention.forward_unpadded(rows, &unpadded, mask.clone());
+                unpadded.unpack(self.blocks(unpadded.pack(x), attend))
+            }
+            (_, mask) => self.blocks(x, |h| self.attention.forward(h, mask.clone())),
+        }
+    }
+
+    /// The attention block (`attend`) and the feed-forward block, with residuals and norms.
+    ///
+    /// # Shapes
+    /// - `x`: `[..., d_model]` (a padded batch or the rows of its real tokens); output the same
+    fn blocks<const D: usize>(&self, x: Tensor<B, D>, attend: impl Fn(Tensor<B, D>) -> Tensor<B, D>) -> Tensor<B, D> {
+        let attend = |h: Tensor<B, D>| self.dropout.forward(attend(h));
         let feed_forward =
-            |h: Tensor<B, 3>| self.dropout.forward(linear(&self.ffn_out, gelu(linear(&self.ffn_in, h))));
+            |h: Tensor<B, D>| self.dropout.forward(linear(&self.ffn_out, gelu(linear(&self.ffn_in, h))));
         // burn's `LayerNorm` parameters, normalised by one autodiff operation (`mope_core::layer_norm`).
-        let norm = |norm: &LayerNorm<B>, h: Tensor<B, 3>| layer_norm(h, norm.gamma.val(), norm.beta.as_ref().map(|b| b.val()), self.layer_norm_eps);
+        let norm = |norm: &LayerNorm<B>, h: Tensor<B, D>| layer_norm(h, norm.gamma.val(), norm.beta.as_ref().map(|b| b.val()), self.layer_norm_eps);
         if self.norm_first {
             let x = x.clone() + attend(norm(&self.attention_norm, x));
             x.clone() + feed_forward(norm(&self.ffn_norm, x))

@@ -39,7 +39,8 @@ impl<B: Backend> LayerPromptSource<B> for () {
 /// Output of [`forward_prompted`].
 #[derive(Debug, Clone)]
 pub struct PromptedTokens<B: Backend> {
-    /// Final hidden states, prompt outputs included. Shape `[batch, seq_len, d_model]`.
+    /// Final hidden states, prompt outputs included; what a padding position holds is unspecified
+    /// (encoders may skip padding and leave zeros there). Shape `[batch, seq_len, d_model]`.
     pub tokens: Tensor<B, 3>,
     /// Padding mask matching `tokens`. Shape `[batch, seq_len]`.
     pub mask_pad: Option<Tensor<B, 2, Bool>>,

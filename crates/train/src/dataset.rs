@@ -2,9 +2,39 @@
 
 use data::mustard::MustardSplit;
 use data::segmentation::RgbdDataset;
-use data::{LoadOptions, Split, SplitName};
+use data::{LoadOptions, Split, SplitName, Task};
 
-use crate::spec::{DataSpec, DatasetKind, MustardSplitKind};
+use crate::spec::{DataSpec, DatasetKind, ExperimentSpec, MustardSplitKind};
+
+/// The splits of an experiment.
+#[derive(Debug)]
+pub struct Splits {
+    /// Training samples.
+    pub train: Split,
+    /// Validation samples (selects the best epoch).
+    pub val: Split,
+    /// Test samples, where the dataset has them.
+    pub test: Option<Split>,
+}
+
+/// Loads the train, val and (where the dataset has one) test splits of `spec`, printing each
+/// one's summary; returns them with the task and the labels of the training split.
+pub fn load_splits(spec: &ExperimentSpec) -> anyhow::Result<(Splits, Task, Vec<String>)> {
+    let train = load_split(&spec.data, SplitName::Train, spec.train.seed)?;
+    let val = load_split(&spec.data, SplitName::Val, spec.train.seed)?;
+    let test = match load_split(&spec.data, SplitName::Test, spec.train.seed) {
+        Ok(test) => Some(test),
+        Err(data::DataError::NoSuchSplit { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    for split in [Some(&train), Some(&val), test.as_ref()].into_iter().flatten() {
+        eprintln!("{}", split.summary());
+    }
+    let objective = train.task;
+    let labels = train.labels.clone();
+    Ok((Splits { train, val, test }, objective, labels))
+}
+
 
 /// Loads `split` of the dataset `spec` names, cut to the spec's size limit (training samples:
 /// the first of a seeded shuffle, so a small cut still covers the classes; evaluation samples:

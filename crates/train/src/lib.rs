@@ -44,4 +44,5 @@ pub use evaluation::{EvalReport, Objective};
 pub use run_dir::{RunDir, RunResult};
 pub use spec::ExperimentSpec;
 pub use model::Model;
-pub use trainer::{Setup, Splits, TrainOptions, evaluate, train};
+pub use dataset::{Splits, load_splits};
+pub use trainer::{Setup, TrainOptions, evaluate, train};

@@ -12,12 +12,13 @@ use backbones::{AnyEncoder, EncoderOptions, LoadedEncoder, load_encoder};
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::{ElementConversion, backend::Backend};
-use data::{LoaderConfig, Sample, Split, batches};
+use data::{LoaderConfig, Sample, batches};
 use mope_core::{Kernels, MopePromptsConfig, MultimodalClassifierConfig, RouterSettings, materialize};
 use pmoe::PmoeConfig;
 use serde_json::json;
 
 use crate::checkpoint::{self, LoopState, TrainOptimizer};
+use crate::dataset::Splits;
 use crate::device::TrainBackend;
 use crate::feature_cache::FeatureCache;
 use crate::model::{ExpertsModel, Model, PixelAdapt};
@@ -242,17 +243,6 @@ pub struct TrainOptions {
     pub workers: usize,
 }
 
-/// The splits of an experiment.
-#[derive(Debug)]
-pub struct Splits {
-    /// Training samples.
-    pub train: Split,
-    /// Validation samples (selects the best epoch).
-    pub val: Split,
-    /// Test samples, where the dataset has them.
-    pub test: Option<Split>,
-}
-
 fn loader(batch_size: usize, workers: usize, shuffle: Option<u64>, drop_last: bool) -> LoaderConfig {
     let mut config = LoaderConfig::new(batch_size);
     if workers > 0 {
@@ -376,7 +366,9 @@ pub fn train<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: &S
         cache.flush()?;
         let train_seconds = start.elapsed().as_secs_f64();
         state.seconds += train_seconds;
+        let val_start = Instant::now();
         let val = evaluate(&model.valid(), &prepare, objective, &mut cache, "val", &val_samples, t.eval_batch_size, options.workers, options.progress)?;
+        let val_seconds = val_start.elapsed().as_secs_f64();
         let value = val.metric(objective.primary_metric()).expect("the primary metric is always reported");
         let improved = state.best.is_none_or(|(best, _)| value > best);
         if improved {
@@ -388,7 +380,7 @@ pub fn train<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: &S
             "lr": t.schedule.rate(t.lr, state.step.saturating_sub(1), total_steps, steps_per_epoch),
             "train_loss": loss_sum / seen.max(1) as f64, "train_importance_loss": importance_sum / seen.max(1) as f64,
             "train_seconds": train_seconds, "train_samples_per_second": samples as f64 / train_seconds,
-            "val": val, "best": improved }))?;
+            "val_seconds": val_seconds, "val_samples_per_second": val_samples.len() as f64 / val_seconds, "val": val, "best": improved }))?;
         eprintln!(
             "epoch {}/{}: train loss {:.4}, val {} {:.2}{} ({train_seconds:.1} s)",
             epoch + 1,

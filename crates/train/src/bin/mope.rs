@@ -16,11 +16,11 @@ use burn::tensor::activation::{sigmoid, softmax};
 use clap::{Parser, Subcommand};
 use data::{Sample, SplitName, Target, Task};
 
-use train::dataset::load_split;
+use train::dataset::{load_split, load_splits};
 use train::device::{BackendJob, DeviceChoice, TrainBackend, run_on};
 use train::progress::ProgressMode;
 use train::feature_cache::FeatureCache;
-use train::{ExperimentSpec, RunDir, Setup, Splits, TrainOptions, evaluate};
+use train::{ExperimentSpec, RunDir, Setup, TrainOptions, evaluate};
 
 #[derive(Parser)]
 #[command(name = "mope", version, about = "Mixture of Prompt Experts: parameter-efficient multimodal fusion on frozen encoders")]
@@ -177,23 +177,6 @@ fn main() -> Result<()> {
 struct Common {
     workers: usize,
     progress: ProgressMode,
-}
-
-/// Loads the splits and labels of an experiment.
-fn load_splits(spec: &ExperimentSpec) -> Result<(Splits, Task, Vec<String>)> {
-    let train = load_split(&spec.data, SplitName::Train, spec.train.seed)?;
-    let val = load_split(&spec.data, SplitName::Val, spec.train.seed)?;
-    let test = match load_split(&spec.data, SplitName::Test, spec.train.seed) {
-        Ok(test) => Some(test),
-        Err(data::DataError::NoSuchSplit { .. }) => None,
-        Err(e) => return Err(e.into()),
-    };
-    for split in [Some(&train), Some(&val), test.as_ref()].into_iter().flatten() {
-        eprintln!("{}", split.summary());
-    }
-    let objective = train.task;
-    let labels = train.labels.clone();
-    Ok((Splits { train, val, test }, objective, labels))
 }
 
 struct TrainJob {
