@@ -3,7 +3,7 @@
 //! same number of threads and the same kind of device.
 //!
 //! ```sh
-//! cargo bench -p mope-benches --bench train_step                  # both shapes, 2 timed steps each
+//! cargo bench -p mope-benches --bench train_step                  # the three shapes, 2 timed steps each
 //! cargo bench -p mope-benches --bench train_step -- small --steps 5 --threads 2
 //! MOPE_TORCH_PYTHON=/path/to/venv/bin/python cargo bench -p mope-benches --bench train_step
 //! cargo bench -p mope-benches --features cuda --bench train_step -- --device cuda   # both on the GPU
@@ -19,11 +19,14 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use backbones::ViTConfig;
+use backbones::pooling::Pooling;
+use backbones::token_encoder::{TokenBatch, TokenEncoderConfig};
+use burn::module::{AutodiffModule, ModuleDisplay};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
-use burn::tensor::{Distribution, Int, Tensor};
-use mope_benches::{SMALL, StepShape, VIT_B, mib, peak_rss_bytes, run_reference};
-use mope_core::{FusionMethod, MopePromptsConfig, MultimodalClassifierConfig};
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use mope_benches::{SMALL, StepShape, TEXT, VIT_B, mib, peak_rss_bytes, run_reference};
+use mope_core::{FusionMethod, MopePromptsConfig, MultimodalClassifierConfig, PromptableEncoder};
 use serde::Deserialize;
 use train::device::{BackendJob, DeviceChoice, TrainBackend, run_on};
 
@@ -52,40 +55,30 @@ impl BackendJob for BurnStep {
     fn run<B: TrainBackend>(self) -> Result<Measurement> {
         let Self { shape, steps, device: choice } = self;
         let device = Default::default();
-        let main = ViTConfig::new(shape.image_size, shape.patch_size, shape.d_model, shape.n_heads, shape.d_ff, shape.num_layers).init::<B>(&device);
-        // The complementary feature is cached (computed once per sample and epoch), so its encoder
-        // never runs here; a one-layer stand-in of the right width fills the slot.
-        let complementary = ViTConfig::new(16, 16, shape.d_complementary, 12, shape.d_complementary, 1).init::<B>(&device);
-        let prompts = MopePromptsConfig::new(0, 0, 0)
-            .with_static_len(shape.static_len)
-            .with_num_experts(shape.num_experts)
-            .with_expert_len(shape.expert_len)
-            .with_mapped_len(shape.mapped_len);
-        let mut model = MultimodalClassifierConfig::new(FusionMethod::Mope, shape.num_classes, prompts).init(main, complementary, &device);
-        let mut optimizer = AdamWConfig::new().with_weight_decay(1e-3).init();
-        let pixels = Tensor::<B, 4>::random([shape.batch, 3, shape.image_size, shape.image_size], Distribution::Normal(0.0, 1.0), &device);
-        let feature = Tensor::<B, 2>::random([shape.batch, shape.d_complementary], Distribution::Normal(0.0, 1.0), &device);
-        let labels = Tensor::<B, 1, Int>::from_ints((0..shape.batch as i64).map(|i| i % shape.num_classes as i64).collect::<Vec<_>>().as_slice(), &device);
-        let loss_fn = CrossEntropyLossConfig::new().init(&device);
-        // A GPU backend queues its work: wait for it before reading the clock (on `flex`, which
-        // runs eagerly, this returns at once).
-        let sync = || B::sync(&device).map_err(|e| anyhow::anyhow!("the device failed: {e:?}"));
-        let (mut timed, mut forward) = (0.0, 0.0);
-        for step in 0..=steps {
-            sync()?;
-            let start = Instant::now();
-            let out = model.forward_with_feature(&pixels, feature.clone());
-            let loss = loss_fn.forward(out.logits, labels.clone()) + out.importance_loss * 0.01;
-            sync()?;
-            let forward_done = start.elapsed().as_secs_f64();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optimizer.step(1e-3, model, grads);
-            sync()?;
-            if step > 0 {
-                timed += start.elapsed().as_secs_f64();
-                forward += forward_done;
-            }
-        }
+        let (timed, forward) = if shape.is_text() {
+            let main = TokenEncoderConfig::new(shape.vocab_size, shape.d_model, shape.n_heads, shape.d_ff, shape.num_layers)
+                .with_pooling(Pooling::Mean)
+                .init::<B>(&device);
+            let longest = shape.lengths.iter().copied().max().unwrap_or(0);
+            // Random ids after [CLS] (id 101); padding (id 0) after each text.
+            let ids: Vec<i64> = (0..shape.batch * longest)
+                .map(|i| match (i % longest, shape.lengths[i / longest]) {
+                    (0, _) => 101,
+                    (t, len) if t < len => 1000 + (i as i64 * 7919) % (shape.vocab_size as i64 - 1000),
+                    _ => 0,
+                })
+                .collect();
+            let padding: Vec<bool> = (0..shape.batch * longest).map(|i| i % longest >= shape.lengths[i / longest]).collect();
+            let input = TokenBatch {
+                ids: Tensor::from_data(TensorData::new(ids, [shape.batch, longest]), &device),
+                mask_pad: Tensor::from_data(TensorData::new(padding, [shape.batch, longest]), &device),
+            };
+            time_steps::<B, _>(&shape, main, &input, steps)?
+        } else {
+            let main = ViTConfig::new(shape.image_size, shape.patch_size, shape.d_model, shape.n_heads, shape.d_ff, shape.num_layers).init::<B>(&device);
+            let pixels = Tensor::<B, 4>::random([shape.batch, 3, shape.image_size, shape.image_size], Distribution::Normal(0.0, 1.0), &device);
+            time_steps::<B, _>(&shape, main, &pixels, steps)?
+        };
         let on_cpu = choice == DeviceChoice::Cpu;
         Ok(Measurement {
             samples_per_second: (steps * shape.batch) as f64 / timed,
@@ -95,6 +88,49 @@ impl BackendJob for BurnStep {
             label: format!("burn 0.21 {}", if on_cpu { "flex".to_string() } else { format!("{choice:?}").to_lowercase() }),
         })
     }
+}
+
+/// One untimed and `steps` timed training steps of MoPE on the frozen `main` encoder; returns
+/// the seconds of the timed steps and of their forward passes.
+fn time_steps<B: TrainBackend, M>(shape: &StepShape, main: M, input: &M::Input, steps: usize) -> Result<(f64, f64)>
+where
+    M: PromptableEncoder<B> + AutodiffModule<B> + ModuleDisplay,
+    M::InnerModule: ModuleDisplay,
+{
+    let device = Default::default();
+    // The complementary feature is cached (computed once per sample and epoch), so its encoder
+    // never runs here; a one-layer stand-in of the right width fills the slot.
+    let complementary = ViTConfig::new(16, 16, shape.d_complementary, 16, shape.d_complementary, 1).init::<B>(&device);
+    let prompts = MopePromptsConfig::new(0, 0, 0)
+        .with_static_len(shape.static_len)
+        .with_num_experts(shape.num_experts)
+        .with_expert_len(shape.expert_len)
+        .with_mapped_len(shape.mapped_len);
+    let mut model = MultimodalClassifierConfig::new(FusionMethod::Mope, shape.num_classes, prompts).init(main, complementary, &device);
+    let mut optimizer = AdamWConfig::new().with_weight_decay(1e-3).init();
+    let feature = Tensor::<B, 2>::random([shape.batch, shape.d_complementary], Distribution::Normal(0.0, 1.0), &device);
+    let labels = Tensor::<B, 1, Int>::from_ints((0..shape.batch as i64).map(|i| i % shape.num_classes as i64).collect::<Vec<_>>().as_slice(), &device);
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    // A GPU backend queues its work: wait for it before reading the clock (on `flex`, which
+    // runs eagerly, this returns at once).
+    let sync = || B::sync(&device).map_err(|e| anyhow::anyhow!("the device failed: {e:?}"));
+    let (mut timed, mut forward) = (0.0, 0.0);
+    for step in 0..=steps {
+        sync()?;
+        let start = Instant::now();
+        let out = model.forward_with_feature(input, feature.clone());
+        let loss = loss_fn.forward(out.logits, labels.clone()) + out.importance_loss * 0.01;
+        sync()?;
+        let forward_done = start.elapsed().as_secs_f64();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optimizer.step(1e-3, model, grads);
+        sync()?;
+        if step > 0 {
+            timed += start.elapsed().as_secs_f64();
+            forward += forward_done;
+        }
+    }
+    Ok((timed, forward))
 }
 
 fn reference_step(python: &str, shape: &StepShape, steps: usize, threads: usize, device: &str) -> Result<Measurement> {
@@ -116,11 +152,11 @@ fn main() -> Result<()> {
             "--threads" => threads = args.next().context("--threads N")?.parse()?,
             "--no-reference" => reference = false,
             "--device" => device = args.next().context("--device cpu|wgpu|cuda")?.parse().map_err(anyhow::Error::msg)?,
-            name => shapes.push(StepShape::by_name(name).with_context(|| format!("unknown shape `{name}` (small, vit-b)"))?),
+            name => shapes.push(StepShape::by_name(name).with_context(|| format!("unknown shape `{name}` (small, vit-b, text)"))?),
         }
     }
     if shapes.is_empty() {
-        shapes = vec![SMALL, VIT_B];
+        shapes = vec![SMALL, VIT_B, TEXT];
     }
     // Peak memory is the process's high-water mark: the smaller steps run first, so that each
     // shape's figure is its own.

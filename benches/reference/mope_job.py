@@ -16,12 +16,13 @@ layer in place of the previous ones, mean pooling over the text tokens, and a li
   below 0.1).
 
 AdamW (lr 2e-3, weight decay 1e-3), warm-up 5 steps then cosine to 0.05 of the rate, batch 32.
-The image features (MobileNetV2's pooled 1280-wide map, resize 256, centre-crop 224) are computed
-once before the clock starts, as ours come from its warm feature cache.
+Gradients are clipped to a global norm of 1, as ours. The image features (MobileNetV2's pooled
+1280-wide map, resize 256, centre-crop 224) are computed before the clock starts and kept in
+`.cache/reference/`, as ours come from its feature cache.
 
-Usage: python mope_job.py --method mope --assets .assets --threads 2 [--epochs 1] [--static-len 6 ...]
+Usage: python mope_job.py --method mope --assets .assets --threads 2 [--epochs 1] [--static-len 6 ...] [--phases]
 Prints one JSON line: train_samples_per_second (first epoch, everything in the loop), val_samples_per_second,
-val_accuracy, peak_rss_bytes, label.
+val_accuracy, peak_rss_bytes, label; with --phases, seconds per step of each phase over one epoch.
 """
 
 import argparse
@@ -170,10 +171,13 @@ class Model(nn.Module):
         self.mapper = nn.Sequential(nn.Linear(d_comp, a.mapper_hidden), nn.GELU(), nn.Linear(a.mapper_hidden, d), nn.GELU(), nn.Dropout(0.1)) if mapped else None
         self.head = nn.Linear(d + (d_comp if a.method == "prompt-tuning" else 0), classes)
 
-    def forward(self, ids, pad, comp):
+    def forward(self, ids, pad, comp, clock=None):
+        lap = clock.lap if clock else (lambda *_: None)
         b = ids.shape[0]
         x, keep = self.encoder.embed(ids), ~pad
+        lap("embed")
         mapped = self.mapper(comp).unsqueeze(1) if self.mapper is not None else None
+        lap("prompts")
         weights, n_prompts = [], 0
         for layer, module in enumerate(self.encoder.layers):
             if layer in self.layers:
@@ -187,24 +191,55 @@ class Model(nn.Module):
                 if mapped is not None:
                     parts.append(mapped)
                 prompt = torch.cat(parts, 1)
+                lap("prompts")
                 x = torch.cat([x[:, :1], prompt, x[:, 1 + n_prompts:]], 1)
                 keep = torch.cat([keep[:, :1], keep.new_ones(b, prompt.shape[1]), keep[:, 1 + n_prompts:]], 1)
                 n_prompts = prompt.shape[1]
             x = module(x, keep[:, None, None, :])
+            if layer + 1 < len(self.encoder.layers):
+                lap(f"layer{layer}")
         text = keep.clone()
         text[:, 1:1 + n_prompts] = False
         t = text.unsqueeze(2).float()
         pooled = (x * t).sum(1) / t.sum(1).clamp_min(1)
+        lap(f"layer{len(self.encoder.layers) - 1}")  # the last layer's time includes the pooling, as ours
         if self.method == "prompt-tuning":
             pooled = torch.cat([pooled, comp], 1)
         importance = sum(importance_loss(r) for r in weights) / len(weights) if weights else torch.zeros(())
         return self.head(pooled), importance
 
 
+class Clock:
+    """Seconds per phase: each lap adds the time since the previous one to a phase."""
+
+    def __init__(self):
+        self.seconds, self.last = {}, time.perf_counter()
+
+    def lap(self, phase):
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self.last
+        self.last = now
+
+
 def importance_loss(weights, threshold=0.1):
     importance = weights.sum(0)
     cv2 = importance.var() / importance.mean() ** 2
     return torch.where(cv2 > threshold, cv2, torch.zeros_like(cv2))
+
+
+def cached_features(assets, root, train, val):
+    """The image features of both splits, kept in `.cache/` beside ours between runs."""
+    path = Path(".cache") / "reference" / "mope_job_features.pt"
+    ids = [r["id"] for r in train] + [r["id"] for r in val]
+    if path.exists():
+        saved = torch.load(path)
+        if saved["ids"] == ids:
+            return saved["train"], saved["val"]
+    cnn = mobilenet_v2(str(assets / "models" / "mobilenet-v2" / "model.safetensors"))
+    train_f, val_f = image_features(cnn, root, train), image_features(cnn, root, val)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"ids": ids, "train": train_f, "val": val_f}, path)
+    return train_f, val_f
 
 
 def read_split(root, split, labels):
@@ -221,6 +256,36 @@ def batches(tokenizer, rows, order, batch):
         yield index, ids, pad
 
 
+def phases(a, model, optimizer, schedule, tokenizer, train, train_y, train_f, generator):
+    """One epoch with each phase timed; the keys of `benches/benches/job/phases.rs`."""
+    model.train()
+    trainable = [q for q in model.parameters() if q.requires_grad]
+    clock, steps, loss_sum = Clock(), 0, 0.0
+    order = torch.randperm(len(train), generator=generator).tolist()
+    for index, ids, pad in batches(tokenizer, train, order, a.batch):
+        clock.lap("data")
+        comp = train_f[index]
+        clock.lap("features")
+        logits, importance = model(ids, pad, comp, clock)
+        task = F.cross_entropy(logits, train_y[index])
+        loss = task + 0.01 * importance
+        clock.lap("head_and_loss")
+        loss.backward()
+        clock.lap("backward")
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        schedule.step()
+        clock.lap("optimizer")
+        loss_sum += task.item()
+        importance.item()
+        clock.lap("metrics")
+        steps += 1
+    per_step = {k: v / steps for k, v in clock.seconds.items()}
+    layers = [per_step.pop(f"layer{i}") for i in range(len(model.encoder.layers))]
+    return {**per_step, "layers": layers, "mean_loss": loss_sum / steps, "steps": steps}
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--method", choices=["prompt-tuning", "sequential", "mope"], required=True)
@@ -235,6 +300,7 @@ def main():
     p.add_argument("--mapper-hidden", dest="mapper_hidden", type=int, default=64)
     p.add_argument("--prompted-layers", dest="prompted_layers", default="0,1,2,3,4,5")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--phases", action="store_true", help="time one epoch by phase instead")
     a = p.parse_args()
     a.prompted_layers = [int(v) for v in a.prompted_layers.split(",")]
     torch.set_num_threads(a.threads)
@@ -247,8 +313,7 @@ def main():
     tokenizer.enable_truncation(512)
     tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # to the batch's longest text
     (train, train_y), (val, val_y) = read_split(root, "train", labels), read_split(root, "val", labels)
-    cnn = mobilenet_v2(str(assets / "models" / "mobilenet-v2" / "model.safetensors"))
-    train_f, val_f = image_features(cnn, root, train), image_features(cnn, root, val)
+    train_f, val_f = cached_features(assets, root, train, val)
     generator = torch.Generator().manual_seed(a.seed)
     model = Model(a, MiniLM(str(assets / "models" / "all-minilm-l6-v2" / "model.safetensors")), 1280, len(labels), generator)
     trainable = [q for q in model.parameters() if q.requires_grad]
@@ -257,6 +322,9 @@ def main():
     warmup, floor = 5, 0.05
     rate = lambda s: (s + 1) / warmup if s < warmup else floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
+    if a.phases:
+        print(json.dumps(phases(a, model, optimizer, schedule, tokenizer, train, train_y, train_f, generator)))
+        return
     train_rate = val_rate = val_accuracy = None
     for epoch in range(a.epochs):
         model.train()
@@ -267,6 +335,7 @@ def main():
             loss = F.cross_entropy(logits, train_y[index]) + 0.01 * importance
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
             schedule.step()
             loss.item()  # the logged value, as ours logs each step's loss

@@ -8,6 +8,8 @@ keys, divides by the temperature 0.1, adds noise of std 1/256, softmax; the mapp
 Linear-GELU-Linear-GELU-dropout; the head reads the final-normed [CLS]; cross-entropy plus
 0.01 x the importance loss (squared coefficient of variation of the experts' summed weights,
 values at or below 0.1 zeroed); backward; one AdamW step (lr 1e-3, weight decay 1e-3).
+A text shape (`lengths` set) runs the same step on BERT-style embeddings and PyTorch's post-norm
+`nn.TransformerEncoderLayer`s over token ids padded to the longest text, with the padding mask.
 
 Usage (the Rust harness calls it): python mope_step.py --shape '<json>' --steps N --threads T [--device cuda]
 Prints one JSON line: samples_per_second, forward_seconds (per step), peak_rss_bytes (CPU runs), label.
@@ -58,13 +60,21 @@ class MoPE(nn.Module):
     def __init__(self, s):
         super().__init__()
         d, self.s = s["d_model"], s
-        patches = (s["image_size"] // s["patch_size"]) ** 2
         # Frozen backbone.
-        self.embed = nn.Conv2d(3, d, s["patch_size"], s["patch_size"])
-        self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02)
-        self.pos = nn.Parameter(torch.randn(1, 1 + patches, d) * 0.02)
-        self.layers = nn.ModuleList(Layer(d, s["n_heads"], s["d_ff"]) for _ in range(s["num_layers"]))
-        self.norm = nn.LayerNorm(d, eps=1e-12)
+        if s["lengths"]:
+            # Text: BERT's embeddings and post-norm layers, as PyTorch offers them.
+            self.word = nn.Embedding(s["vocab_size"], d)
+            self.position = nn.Parameter(torch.randn(512, d) * 0.02)
+            self.embed_norm = nn.LayerNorm(d, eps=1e-12)
+            layer = lambda: nn.TransformerEncoderLayer(d, s["n_heads"], s["d_ff"], dropout=0.0, activation="gelu", layer_norm_eps=1e-12, batch_first=True)
+            self.layers = nn.ModuleList(layer() for _ in range(s["num_layers"]))
+        else:
+            patches = (s["image_size"] // s["patch_size"]) ** 2
+            self.embed = nn.Conv2d(3, d, s["patch_size"], s["patch_size"])
+            self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+            self.pos = nn.Parameter(torch.randn(1, 1 + patches, d) * 0.02)
+            self.layers = nn.ModuleList(Layer(d, s["n_heads"], s["d_ff"]) for _ in range(s["num_layers"]))
+            self.norm = nn.LayerNorm(d, eps=1e-12)
         for p in self.parameters():
             p.requires_grad_(False)
         # Trainable: prompts, routers, mapper, head.
@@ -78,6 +88,8 @@ class MoPE(nn.Module):
         self.head = nn.Linear(d, s["num_classes"])
 
     def forward(self, pixels, comp):
+        if self.s["lengths"]:
+            return self.forward_text(*pixels, comp)
         s, b = self.s, pixels.shape[0]
         d = s["d_model"]
         x = self.embed(pixels).flatten(2).transpose(1, 2)
@@ -93,6 +105,33 @@ class MoPE(nn.Module):
             n_prompts = prompts.shape[1]
             x = layer(x)
         logits = self.head(self.norm(x)[:, 0])
+        importance = torch.stack([imp_loss(w) for w in weights]).mean()
+        return logits, importance
+
+
+    def forward_text(self, ids, pad, comp):
+        """Text tokens padded to the longest (`pad`: True at padding); the router reads the mean
+        of the real tokens, the head the mean of the text tokens (prompts and padding left out)."""
+        s, b = self.s, ids.shape[0]
+        d = s["d_model"]
+        x = self.embed_norm(self.word(ids) + self.position[: ids.shape[1]])
+        keep = ~pad
+        mapped = self.drop(F.gelu(self.map_out(F.gelu(self.map_hidden(comp))))).view(b, s["mapped_len"], d)
+        n_prompts, weights = 0, []
+        for i, layer in enumerate(self.layers):
+            k = keep.unsqueeze(2).float()
+            w = self.routers[i]((x * k).sum(1) / k.sum(1), comp)
+            weights.append(w)
+            dynamic = (w @ self.experts[i].flatten(1)).view(b, s["expert_len"], d)
+            prompts = torch.cat([self.static[i].expand(b, -1, -1), dynamic, mapped], 1)
+            x = torch.cat([x[:, :1], prompts, x[:, 1 + n_prompts:]], 1)
+            keep = torch.cat([keep[:, :1], keep.new_ones(b, prompts.shape[1]), keep[:, 1 + n_prompts:]], 1)
+            n_prompts = prompts.shape[1]
+            x = layer(x, src_key_padding_mask=~keep)
+        text = keep.clone()
+        text[:, 1:1 + n_prompts] = False
+        t = text.unsqueeze(2).float()
+        logits = self.head((x * t).sum(1) / t.sum(1))
         importance = torch.stack([imp_loss(w) for w in weights]).mean()
         return logits, importance
 
@@ -128,7 +167,18 @@ def main():
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-3, weight_decay=1e-3)
     b = s["batch"]
-    pixels = torch.randn(b, 3, s["image_size"], s["image_size"], device=device)
+    if s["lengths"]:
+        # Random ids after [CLS] (101), padding (0) after each text, as ours.
+        longest = max(s["lengths"])
+        position = torch.arange(longest).expand(b, -1)
+        lengths = torch.tensor(s["lengths"]).unsqueeze(1)
+        ids = torch.randint(1000, s["vocab_size"], (b, longest))
+        ids[:, 0] = 101
+        pad = position >= lengths
+        ids[pad] = 0
+        pixels = (ids.to(device), pad.to(device))
+    else:
+        pixels = torch.randn(b, 3, s["image_size"], s["image_size"], device=device)
     comp = torch.randn(b, s["d_complementary"], device=device)
     labels = torch.arange(b, device=device) % s["num_classes"]
 

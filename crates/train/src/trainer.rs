@@ -254,6 +254,12 @@ fn loader(batch_size: usize, workers: usize, shuffle: Option<u64>, drop_last: bo
     config
 }
 
+/// The samples of one epoch's batches, in batch order: with `drop_last`, the shuffled remainder
+/// that makes no full batch is not among them (so the feature cache need not hold it).
+pub fn epoch_samples(samples: &[Sample], loader: &LoaderConfig, epoch: u64) -> Vec<Sample> {
+    data::pipeline::batch_indices(samples.len(), loader, epoch).concat().into_iter().map(|i| samples[i].clone()).collect()
+}
+
 /// Evaluates `model` on `samples`.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate<B: Kernels>(
@@ -316,7 +322,7 @@ pub fn train<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: &S
     let total_steps = steps_per_epoch * t.epochs;
     let mut cache = FeatureCache::for_model(&model, feature_store);
     if options.progress != ProgressMode::Quiet
-        && let Some(line) = cache.describe("train", &train_samples)
+        && let Some(line) = cache.describe("train", &epoch_samples(&train_samples, &train_loader, state.epochs_done as u64))
     {
         eprintln!("{line}");
     }
@@ -325,7 +331,8 @@ pub fn train<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: &S
         // so a resumed run draws what an uninterrupted one would.
         B::seed(&device, t.seed.wrapping_add(1 + epoch as u64));
         let start = Instant::now();
-        let epoch_prepare = if cache.covers("train", &train_samples) { Arc::new(prepare.main_only()) } else { prepare.clone() };
+        let covered = cache.covers("train", &epoch_samples(&train_samples, &train_loader, epoch as u64));
+        let epoch_prepare = if covered { Arc::new(prepare.main_only()) } else { prepare.clone() };
         let batches = batches(train_samples.clone(), epoch_prepare, &train_loader, epoch as u64);
         let mut bar = Progress::new(options.progress, format!("epoch {}/{}", epoch + 1, t.epochs), batches.len());
         let (mut loss_sum, mut importance_sum, mut seen, mut samples) = (0.0, 0.0, 0usize, 0usize);
@@ -405,4 +412,27 @@ pub fn train<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: &S
     let result = RunResult::new::<B>(spec, objective, &summary, run, best_epoch, best_value, test_name, test, &state, &device)?;
     run.write_result(&result)?;
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_epoch_leaves_out_the_remainder_that_makes_no_full_batch() {
+        let samples: Vec<Sample> = (0..5)
+            .map(|i| Sample { id: format!("s{i}"), image: None, depth: None, audio: None, text: None, target: data::Target::Class(0) })
+            .collect();
+        let ids = |loader: &LoaderConfig, epoch| epoch_samples(&samples, loader, epoch).into_iter().map(|s| s.id).collect::<Vec<_>>();
+        let dropping = loader(2, 0, Some(7), true);
+        let (first, second) = (ids(&dropping, 0), ids(&dropping, 1));
+        assert_eq!((first.len(), second.len()), (4, 4));
+        let mut all = first.clone();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 4, "each sample at most once");
+        let keeping = ids(&loader(2, 0, Some(7), false), 0);
+        assert_eq!(keeping.len(), 5);
+        assert_eq!(keeping[..4], first[..], "the same shuffle, the remainder last");
+    }
 }
