@@ -14,4 +14,4 @@ if grep -q SKIPPED "$out/cuda_tests.log"; then
 fi
 # The bench finds benches/reference/mope_step.py from the repository's root; the machine's
 # python3 has CUDA PyTorch.
-MOPE_TORCH_PYTHON=python3 .gpu/train_step small vit-b --steps 5 --device cuda 2>&1 | tee "$out/train_step.log"
+MOPE_TORCH_PYTHON=python3 .gpu/train_step small vit-b text --steps 5 --device cuda 2>&1 | tee "$out/train_step.log"
