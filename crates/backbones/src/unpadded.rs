@@ -22,7 +22,8 @@ pub struct Unpadded<B: Backend> {
 
 impl<B: Backend> Unpadded<B> {
     /// The real tokens of `mask_pad` (`true` = padding), or `None` when no token is padding
-    /// (the padded layout is then already without padding).
+    /// (the padded layout is then already without padding). Reads the mask back to the host,
+    /// which on a GPU backend waits for the work queued before it.
     ///
     /// # Shapes
     /// - `mask_pad`: `[batch, seq_len]`

@@ -35,7 +35,6 @@ pub fn load_splits(spec: &ExperimentSpec) -> anyhow::Result<(Splits, Task, Vec<S
     Ok((Splits { train, val, test }, objective, labels))
 }
 
-
 /// Loads `split` of the dataset `spec` names, cut to the spec's size limit (training samples:
 /// the first of a seeded shuffle, so a small cut still covers the classes; evaluation samples:
 /// the first in file order).
