@@ -168,6 +168,19 @@ pub enum WeightsError {
         /// What is wrong, with the byte offset where known.
         message: String,
     },
+    /// A frozen weight holds NaN or infinite values (a damaged or diverged checkpoint): every
+    /// output it touches would be NaN, or a finite-looking wrong number.
+    #[error("{path}: tensor `{key}` holds {count} non-finite values (NaN or Inf) of {total}; the checkpoint is damaged")]
+    NonFinite {
+        /// File concerned.
+        path: PathBuf,
+        /// Checkpoint key.
+        key: String,
+        /// Values that are NaN or infinite.
+        count: usize,
+        /// Values of the stored tensor.
+        total: usize,
+    },
     /// A parameter that the key map does not cover.
     #[error("{path}: no checkpoint key is known for parameter `{param}`")]
     Unmapped {
@@ -345,6 +358,10 @@ fn fetch(
             found: shape,
             transposed,
         });
+    }
+    let non_finite = values.iter().filter(|v| !v.is_finite()).count();
+    if non_finite > 0 {
+        return Err(WeightsError::NonFinite { path, key, count: non_finite, total: values.len() });
     }
     let (values, rows, cols) = match &map {
         Source::Rows { start, len, .. } => {

@@ -116,6 +116,30 @@ fn broken_weight_files_name_the_file_and_key() {
     let msg = load_error(dir.path());
     assert!(msg.contains("tensor `encoder.layer.0.intermediate.dense.weight` has shape [36, 32], parameter `layers.0.ffn_in.weight` expects [37, 32]"), "{msg}");
 
+    // Three values of a query weight NaN and one Inf: named with the count, never trained on.
+    let dir = broken_copy(|p| {
+        let bytes = std::fs::read(p).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let owned: Vec<_> = st
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                let mut data = view.data().to_vec();
+                if name == "encoder.layer.0.attention.self.query.weight" {
+                    assert_eq!(view.dtype(), safetensors::Dtype::F32);
+                    for (i, value) in [f32::NAN, f32::NAN, f32::INFINITY, f32::NAN].into_iter().enumerate() {
+                        data[i * 4..i * 4 + 4].copy_from_slice(&value.to_le_bytes());
+                    }
+                }
+                (name, view.dtype(), view.shape().to_vec(), data)
+            })
+            .collect();
+        let views: Vec<_> = owned.iter().map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap())).collect();
+        safetensors::serialize_to_file(views, None, p).unwrap();
+    });
+    let msg = load_error(dir.path());
+    assert!(msg.contains("model.safetensors: tensor `encoder.layer.0.attention.self.query.weight` holds 4 non-finite values (NaN or Inf) of 1024"), "{msg}");
+
     let dir = broken_copy(|p| {
         let bytes = std::fs::read(p).unwrap();
         std::fs::write(p, &bytes[..bytes.len() - 100]).unwrap();

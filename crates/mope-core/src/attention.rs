@@ -600,6 +600,27 @@ mod tests {
         }
     }
 
+    /// A NaN in a query, key or value gives NaN where the composed reference (and PyTorch) gives
+    /// it, not a finite mixture: a NaN score must not drop out of its softmax.
+    #[test]
+    fn nan_propagates_as_in_the_reference() {
+        let device = Default::default();
+        let normal = || Tensor::<Flex, 3>::random([2, 5, 8], Distribution::Normal(0.0, 1.0), &device);
+        let clean = [normal(), normal(), normal()];
+        let nan_positions = |t: Tensor<Flex, 3>| t.to_data().to_vec::<f32>().unwrap().iter().map(|v| v.is_nan()).collect::<Vec<_>>();
+        for (poisoned, name) in ["query", "key", "value"].iter().enumerate() {
+            let mut inputs = clean.clone();
+            let mut values = inputs[poisoned].to_data().to_vec::<f32>().unwrap();
+            values[3] = f32::NAN; // sample 0, token 0, head 0
+            inputs[poisoned] = Tensor::from_data(TensorData::new(values, [2, 5, 8]), &device);
+            let [q, k, v] = inputs;
+            let got = nan_positions(multi_head_attention(q.clone(), k.clone(), v.clone(), None, 2));
+            let expected = nan_positions(multi_head_attention_reference(q, k, v, None, 2));
+            assert!(expected.iter().any(|&n| n) && !expected.iter().all(|&n| n), "the {name} NaN reaches part of the output");
+            assert_eq!(got, expected, "a NaN {name}");
+        }
+    }
+
     /// `flex`'s softmax rows and their backward against burn's operations; masked scores get
     /// exactly 0.
     #[test]

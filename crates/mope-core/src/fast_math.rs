@@ -6,6 +6,7 @@
 /// `exp(v)` for `v ≤ 0`, relative error about 1e-7: `v = k·ln2 + r` with `|r| ≤ ln2/2`, a degree-7
 /// polynomial for `exp(r)`, `2^k` put into the exponent bits. Below −87 it returns about 1e-38,
 /// not 0 (GELU's terms are far below f32's resolution there; the softmax selects 0 itself).
+/// NaN stays NaN, as libm's (a clamp by `f32::max` would turn it into −87 and the result finite).
 #[inline(always)]
 pub(crate) fn exp_non_positive(v: f32) -> f32 {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
@@ -14,7 +15,8 @@ pub(crate) fn exp_non_positive(v: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     // Adding and subtracting 1.5·2²³ rounds to the nearest integer (no libm call: vectorises).
     const ROUND: f32 = 12_582_912.0;
-    let v = v.max(-87.0);
+    // A select, not `f32::max`: a NaN fails the comparison and goes on as NaN.
+    let v = if v < -87.0 { -87.0 } else { v };
     let rounded = v * LOG2_E + ROUND;
     let k = rounded - ROUND;
     let r = v - k * LN2_HI - k * LN2_LO;
@@ -37,5 +39,11 @@ mod tests {
             let (got, expected) = (exp_non_positive(v) as f64, (v as f64).exp());
             assert!((got - expected).abs() <= 2e-7 * expected, "exp({v}) = {got}, not {expected}");
         }
+    }
+
+    #[test]
+    fn nan_stays_nan_and_minus_infinity_gives_about_zero() {
+        assert!(exp_non_positive(f32::NAN).is_nan());
+        assert!((0.0..1e-37).contains(&exp_non_positive(f32::NEG_INFINITY)));
     }
 }

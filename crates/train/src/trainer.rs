@@ -254,6 +254,23 @@ fn loader(batch_size: usize, workers: usize, shuffle: Option<u64>, drop_last: bo
     config
 }
 
+/// The error of a training step whose loss or gradient is not finite (nothing of it is applied):
+/// where it happened, the values, and the last good checkpoint to resume from.
+fn non_finite_step(epoch: usize, step: usize, (task, importance, grad_norm): (f64, f64, f64), run: &RunDir, epochs_done: usize) -> String {
+    let checkpoint = if epochs_done == 0 {
+        "no checkpoint was saved yet: check the weights and the inputs for NaN or Inf, or lower train.lr".to_string()
+    } else {
+        format!(
+            "the last good checkpoint is {} (after epoch {epochs_done}): resume from it with --resume and a lower train.lr, or check the weights and the inputs",
+            run.last().display()
+        )
+    };
+    format!(
+        "epoch {epoch}, step {step}: the training loss is not finite (task loss {task}, importance loss {importance}, gradient norm {grad_norm}); \
+         the step was not applied; {checkpoint}"
+    )
+}
+
 /// The samples of one epoch's batches, in batch order: with `drop_last`, the shuffled remainder
 /// that makes no full batch is not among them (so the feature cache need not hold it).
 pub fn epoch_samples(samples: &[Sample], loader: &LoaderConfig, epoch: u64) -> Vec<Sample> {
@@ -353,11 +370,14 @@ pub fn train<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: &S
                 groups.extend(complementary.as_mut());
                 clip_global_norm(&model, &mut groups, t.grad_clip)
             };
+            let (task, importance) = (task.into_scalar().elem::<f64>(), out.importance_loss.into_scalar().elem::<f64>());
+            if !(task.is_finite() && importance.is_finite() && grad_norm.is_finite()) {
+                anyhow::bail!(non_finite_step(epoch + 1, state.step + 1, (task, importance, grad_norm), run, state.epochs_done));
+            }
             model = optimizer.step(lr, model, rest);
             if let Some(grads) = complementary {
                 model = optimizer.step(lr_complementary, model, grads);
             }
-            let (task, importance) = (task.into_scalar().elem::<f64>(), out.importance_loss.into_scalar().elem::<f64>());
             loss_sum += task;
             importance_sum += importance;
             seen += 1;

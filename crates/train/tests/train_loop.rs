@@ -116,6 +116,28 @@ fn a_run_writes_its_files_reproduces_with_its_seed_and_resumes_exactly() {
     run_checks::<Autodiff<Flex>>();
 }
 
+/// A step whose loss is not finite stops the run with an error that names the epoch and the
+/// step and applies nothing of it (a learning rate of 1e38 sends the prompts past f32's range
+/// in one step).
+#[test]
+fn a_non_finite_loss_stops_training_and_names_the_step() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("colours");
+    make_dataset(&data);
+    let spec = spec(&data, &dir.path().join("cache"), &["train.lr=1e38"]);
+    let (setup, splits) = setup::<Autodiff<Flex>>(&spec);
+    let run = dir.path().join("diverged");
+    let options = TrainOptions { resume: false, progress: ProgressMode::Quiet, workers: 2 };
+    let err = train::train(&spec, setup, &splits, &RunDir::open(&run).unwrap(), &options).unwrap_err().to_string();
+    assert!(err.starts_with("epoch 1, step 2: the training loss is not finite"), "{err}");
+    assert!(err.contains("no checkpoint was saved yet"), "{err}");
+    let losses = step_losses(&run);
+    assert_eq!(losses.len(), 1, "the first step is logged, the failing one is not");
+    assert!(losses[0].is_finite());
+    assert!(!run.join("best").exists() && !run.join("last").exists(), "nothing saved from a diverged epoch");
+}
+
 /// The same on the GPU (`cargo test -p train --features cuda --test train_loop`).
 #[cfg(feature = "cuda")]
 #[test]
