@@ -96,7 +96,13 @@ pub fn load<B: TrainBackend>(dir: &Path, model: Model<B>, optimizer: TrainOptimi
     }
     let record: <TrainOptimizer<Model<B>, B> as Optimizer<Model<B>, B>>::Record = BinFileRecorder::<FullPrecisionSettings>::new()
         .load(dir.join(OPTIMIZER_FILE), &Default::default())
-        .with_context(|| format!("{}: cannot read the optimiser state", dir.display()))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{}: the optimiser state cannot be read ({e:?}): the checkpoint is damaged (was the run killed while saving?); \
+                 train again without --resume, into a new run directory to keep this one",
+                dir.join(OPTIMIZER_FILE).with_extension("bin").display()
+            )
+        })?;
     let record = record.into_iter().map(|(id, state)| (rekey.get(&id).copied().unwrap_or(id), state)).collect();
     Ok((model, optimizer.load_record(record), saved.state))
 }

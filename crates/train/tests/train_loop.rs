@@ -192,6 +192,18 @@ fn run_checks<AB: TrainBackend>() {
     assert_eq!(resumed_losses[4..], step_losses(&first)[4..], "the second epoch continues exactly");
     assert_eq!(resumed_result.report.metrics, result.report.metrics);
 
+    // A damaged checkpoint is named, with what to do.
+    let damaged = dir.path().join("damaged");
+    train_in::<AB>(&damaged, &crate::spec(&data, &cache, &["train.epochs=1"]), false);
+    let optimizer = damaged.join("last/optimizer.bin");
+    let bytes = std::fs::read(&optimizer).unwrap();
+    std::fs::write(&optimizer, &bytes[..bytes.len() / 2]).unwrap();
+    let (setup, splits) = setup::<AB>(&spec);
+    let options = TrainOptions { resume: true, progress: ProgressMode::Quiet, workers: 2 };
+    let err = train::train(&spec, setup, &splits, &RunDir::open(&damaged).unwrap(), &options).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("{}: the optimiser state cannot be read", optimizer.display())), "{err}");
+    assert!(err.contains("train again without --resume"), "{err}");
+
     // Plots from the run directory.
     let plots = train::plot::plot_run(&first, &first.join("plots")).unwrap();
     let names: Vec<String> = plots.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
