@@ -36,6 +36,7 @@ pub mod plot;
 pub mod progress;
 pub mod reproduce;
 pub mod run_dir;
+pub mod run_lock;
 pub mod schedule;
 pub mod spec;
 pub mod trainer;

@@ -8,6 +8,7 @@
 //! <run>/best/           adapter of the best validation epoch (adapter contract)
 //! <run>/last/           adapter, optimiser state and counters of the last epoch (resume)
 //! <run>/result.json     the result: metrics, trainable params, adapter bytes, times, environment
+//! <run>/.lock           while training: the process that writes here ([`crate::run_lock`])
 //! ```
 
 use std::io::Write;

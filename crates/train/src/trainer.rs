@@ -29,6 +29,7 @@ use crate::optim::clip_global_norm;
 use crate::pair::PairPrepare;
 use crate::progress::{Progress, ProgressMode};
 use crate::run_dir::{RunDir, RunResult, RunTask};
+use crate::run_lock::RunLock;
 use crate::spec::ExperimentSpec;
 
 /// A model ready to train or evaluate, with what it needs around it.
@@ -315,6 +316,8 @@ pub fn evaluate<B: Kernels>(
 /// (the validation split where there is none).
 pub fn train<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: &Splits, run: &RunDir, options: &TrainOptions) -> Result<RunResult> {
     let device: B::Device = Default::default();
+    // One writer per run directory, until this function returns.
+    let _lock = RunLock::acquire(run.path())?;
     let Setup { mut model, prepare, objective, labels, classifier, base_model, feature_store } = setup;
     let t = &spec.train;
     let summary = model.summary();
