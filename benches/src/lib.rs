@@ -181,12 +181,18 @@ pub fn run_reference<T: serde::de::DeserializeOwned>(python: &str, script: &str,
         .args(args)
         .output()
         .with_context(|| format!("cannot run `{python}` (set MOPE_TORCH_PYTHON to a Python with torch)"))?;
+    measurement_of(output, &format!("{python} {}", script.display()))
+}
+
+/// The JSON line a measuring child process (`what`) printed last, or its failure with its stderr.
+pub fn measurement_of<T: serde::de::DeserializeOwned>(output: std::process::Output, what: &str) -> anyhow::Result<T> {
+    use anyhow::Context;
     if !output.status.success() {
-        anyhow::bail!("{python} {} failed:\n{}", script.display(), String::from_utf8_lossy(&output.stderr));
+        anyhow::bail!("{what} failed:\n{}", String::from_utf8_lossy(&output.stderr));
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).with_context(|| format!("the reference printed `{last}`, not a measurement"))
+    serde_json::from_str(last).with_context(|| format!("{what} printed `{last}`, not a measurement"))
 }
 
 /// Bytes in MiB for tables, `n/a` when unknown.

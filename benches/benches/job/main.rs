@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use mope_benches::{mib, peak_rss_bytes, run_reference};
+use mope_benches::{measurement_of, mib, peak_rss_bytes, run_reference};
 use serde::{Deserialize, Serialize};
 use train::device::{BackendJob, DeviceChoice, TrainBackend, run_on};
 use train::progress::ProgressMode;
@@ -115,7 +115,7 @@ impl BackendJob for OursByPhase {
 
 /// Runs ours for `method` in a child process (this bench with `--child`), for its own peak memory.
 fn ours_in_child<T: serde::de::DeserializeOwned>(method: &str, threads: usize, by_phase: bool) -> Result<T> {
-    let run_dir = tempdir_path(method)?;
+    let run_dir = tempdir_path(method);
     let mut command = Command::new(std::env::current_exe()?);
     command.args(["--child", method, "--threads", &threads.to_string(), "--run-dir"]).arg(&run_dir);
     if by_phase {
@@ -123,18 +123,14 @@ fn ours_in_child<T: serde::de::DeserializeOwned>(method: &str, threads: usize, b
     }
     let output = command.output()?;
     let _ = std::fs::remove_dir_all(&run_dir);
-    if !output.status.success() {
-        bail!("our {method} job failed:\n{}", String::from_utf8_lossy(&output.stderr));
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).with_context(|| format!("our {method} job printed `{last}`, not a measurement"))
+    measurement_of(output, &format!("our {method} job"))
 }
 
-fn tempdir_path(method: &str) -> Result<PathBuf> {
+/// A fresh run directory for one child's job, removed again once the child is done.
+fn tempdir_path(method: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("mope-job-bench-{}-{method}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(dir)
+    dir
 }
 
 fn main() -> Result<()> {

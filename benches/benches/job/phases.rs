@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, ElementConversion, Tensor};
@@ -138,15 +137,8 @@ pub fn profile<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: 
         times.layers.iter_mut().zip(&timed.layers).for_each(|(total, s)| *total += s);
         times.prompts += timed.prompts;
         lap();
-        let head_input = if spec.model.method.name() == "prompt-tuning" { Tensor::cat(vec![out.pooled, feature], 1) } else { out.pooled };
-        let logits = classifier.head.forward(head_input);
-        let importance = match run.routing.len() {
-            0 => Tensor::zeros([1], &device),
-            n => {
-                let threshold = spec.train.importance_threshold;
-                run.routing.iter().map(|(_, r)| mope_core::importance_loss(r.weights.clone(), threshold)).reduce(|a, b| a + b).expect("routed") / n as f64
-            }
-        };
+        let logits = classifier.head_logits(out.pooled, feature);
+        let importance = classifier.mean_importance_loss(&run.routing, &device);
         let task = objective.loss(&Logits::Scores(logits), &items);
         let loss = task.clone() + importance.clone() * t.importance_weight;
         times.head_and_loss += lap();
@@ -171,6 +163,5 @@ pub fn profile<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: 
         *seconds /= steps;
     }
     times.mean_loss = loss_sum / steps;
-    let _ = model.valid();
     Ok(times)
 }

@@ -83,23 +83,22 @@ fn load_error(dir: &Path) -> String {
     load_bert::<B>(dir, Pooling::Cls, &Default::default()).map(|_| ()).unwrap_err().to_string()
 }
 
+/// An edit of one tensor of a weights file: name, type, shape, bytes; false drops the tensor.
+type TensorEdit = dyn Fn(&str, safetensors::Dtype, &mut Vec<usize>, &mut Vec<u8>) -> bool;
+
 #[test]
 fn broken_weight_files_name_the_file_and_key() {
-    let rewrite = |path: &Path, keep: &dyn Fn(&str) -> bool, reshape: Option<&str>| {
+    // Rewrites the weights file tensor by tensor: `edit` (name, type, shape, bytes) may change a
+    // tensor's shape and bytes, and drops it by returning false.
+    let rewrite = |path: &Path, edit: &TensorEdit| {
         let bytes = std::fs::read(path).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let mut owned = Vec::new();
         for (name, view) in st.tensors() {
-            if !keep(&name) {
-                continue;
+            let (mut shape, mut data) = (view.shape().to_vec(), view.data().to_vec());
+            if edit(&name, view.dtype(), &mut shape, &mut data) {
+                owned.push((name, view.dtype(), shape, data));
             }
-            let mut shape = view.shape().to_vec();
-            let mut data = view.data().to_vec();
-            if reshape == Some(name.as_str()) {
-                shape[0] -= 1;
-                data.truncate(shape.iter().product::<usize>() * 4);
-            }
-            owned.push((name, view.dtype(), shape, data));
         }
         let views: Vec<_> = owned
             .iter()
@@ -108,34 +107,33 @@ fn broken_weight_files_name_the_file_and_key() {
         safetensors::serialize_to_file(views, None, path).unwrap();
     };
 
-    let dir = broken_copy(|p| rewrite(p, &|n| n != "encoder.layer.1.attention.self.key.weight", None));
+    let dir = broken_copy(|p| rewrite(p, &|name, _, _, _| name != "encoder.layer.1.attention.self.key.weight"));
     let msg = load_error(dir.path());
     assert!(msg.contains("model.safetensors: missing tensor `encoder.layer.1.attention.self.key.weight` (for parameter `layers.1.attention.key.weight`)"), "{msg}");
 
-    let dir = broken_copy(|p| rewrite(p, &|_| true, Some("encoder.layer.0.intermediate.dense.weight")));
+    let dir = broken_copy(|p| {
+        rewrite(p, &|name, _, shape, data| {
+            if name == "encoder.layer.0.intermediate.dense.weight" {
+                shape[0] -= 1;
+                data.truncate(shape.iter().product::<usize>() * 4);
+            }
+            true
+        })
+    });
     let msg = load_error(dir.path());
     assert!(msg.contains("tensor `encoder.layer.0.intermediate.dense.weight` has shape [36, 32], parameter `layers.0.ffn_in.weight` expects [37, 32]"), "{msg}");
 
     // Three values of a query weight NaN and one Inf: named with the count, never trained on.
     let dir = broken_copy(|p| {
-        let bytes = std::fs::read(p).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let owned: Vec<_> = st
-            .tensors()
-            .into_iter()
-            .map(|(name, view)| {
-                let mut data = view.data().to_vec();
-                if name == "encoder.layer.0.attention.self.query.weight" {
-                    assert_eq!(view.dtype(), safetensors::Dtype::F32);
-                    for (i, value) in [f32::NAN, f32::NAN, f32::INFINITY, f32::NAN].into_iter().enumerate() {
-                        data[i * 4..i * 4 + 4].copy_from_slice(&value.to_le_bytes());
-                    }
+        rewrite(p, &|name, dtype, _, data| {
+            if name == "encoder.layer.0.attention.self.query.weight" {
+                assert_eq!(dtype, safetensors::Dtype::F32);
+                for (i, value) in [f32::NAN, f32::NAN, f32::INFINITY, f32::NAN].into_iter().enumerate() {
+                    data[i * 4..i * 4 + 4].copy_from_slice(&value.to_le_bytes());
                 }
-                (name, view.dtype(), view.shape().to_vec(), data)
-            })
-            .collect();
-        let views: Vec<_> = owned.iter().map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap())).collect();
-        safetensors::serialize_to_file(views, None, p).unwrap();
+            }
+            true
+        })
     });
     let msg = load_error(dir.path());
     assert!(msg.contains("model.safetensors: tensor `encoder.layer.0.attention.self.query.weight` holds 4 non-finite values (NaN or Inf) of 1024"), "{msg}");

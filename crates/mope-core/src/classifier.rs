@@ -227,8 +227,32 @@ impl<B: FusedRouting + FastSplice, M: PromptableEncoder<B>, C: PromptableEncoder
     /// If `complementary` is not `d_complementary` wide.
     pub fn forward_with_feature(&self, main: &M::Input, complementary: Tensor<B, 2>) -> ClassifierOutput<B> {
         let (out, routing, importance_loss) = self.prompted_main(main, &complementary);
-        let head_input = if self.concatenate_features { Tensor::cat(vec![out.pooled, complementary], 1) } else { out.pooled };
-        ClassifierOutput { logits: self.head.forward(head_input), routing, importance_loss }
+        ClassifierOutput { logits: self.head_logits(out.pooled, complementary), routing, importance_loss }
+    }
+
+    /// The head on the main encoder's pooled representation, with the complementary feature
+    /// concatenated for the methods that concatenate it.
+    ///
+    /// # Shapes
+    /// - `pooled`: `[batch, d_main]`, `complementary`: `[batch, d_complementary]`
+    /// - output: `[batch, num_classes]`
+    pub fn head_logits(&self, pooled: Tensor<B, 2>, complementary: Tensor<B, 2>) -> Tensor<B, 2> {
+        let head_input = if self.concatenate_features { Tensor::cat(vec![pooled, complementary], 1) } else { pooled };
+        self.head.forward(head_input)
+    }
+
+    /// The importance loss of a forward pass: the mean over the routed layers of each layer's
+    /// [`importance_loss`] at this classifier's threshold; 0 when nothing was routed.
+    ///
+    /// # Shapes
+    /// - output: `[1]`
+    pub fn mean_importance_loss(&self, routing: &[(usize, RoutingOutput<B>)], device: &B::Device) -> Tensor<B, 1> {
+        let n = routing.len() as f64;
+        routing
+            .iter()
+            .map(|(_, r)| importance_loss(r.weights.clone(), self.importance_threshold))
+            .reduce(|a, b| a + b)
+            .map_or_else(|| Tensor::zeros([1], device), |sum| sum / n)
     }
 
     /// Dense prediction (segmentation): the head applied to every patch of the main encoder's
@@ -271,17 +295,7 @@ impl<B: FusedRouting + FastSplice, M: PromptableEncoder<B>, C: PromptableEncoder
             }
             None => (forward_prompted(&self.main, embedded, &mut ()), Vec::new()),
         };
-        let importance = if routing.is_empty() {
-            Tensor::zeros([1], &device)
-        } else {
-            let n = routing.len() as f64;
-            routing
-                .iter()
-                .map(|(_, r)| importance_loss(r.weights.clone(), self.importance_threshold))
-                .reduce(|a, b| a + b)
-                .expect("routing is not empty")
-                / n
-        };
+        let importance = self.mean_importance_loss(&routing, &device);
         (out, routing, importance)
     }
 }
