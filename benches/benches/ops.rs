@@ -18,11 +18,8 @@ use burn::nn::LayerNormConfig;
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::ops::{ActivationOps, FloatTensor};
 use burn::tensor::{Distribution, Tensor};
-use mope_core::attention::multi_head_attention;
-use mope_core::gelu::{FastGelu, gelu as fast_gelu};
-use mope_core::layer_norm::layer_norm;
-use mope_core::linear::linear;
 use mope_benches::{StepShape, VIT_B};
+use ops::{FastGelu, gelu as fast_gelu, layer_norm, linear, multi_head_attention};
 
 /// `[m, k] × [k, n]` products of one layer of `s` (ViT-B: batch 8, 210 tokens a sample),
 /// forward and the input-gradient products of the backward pass, and the per-head attention
@@ -45,7 +42,7 @@ fn linear_layers(s: StepShape) -> Vec<(&'static str, usize, usize)> {
     vec![("qkv/out projection", s.d_model, s.d_model), ("ffn in", s.d_model, s.d_ff), ("ffn out", s.d_ff, s.d_model)]
 }
 
-/// Mean seconds of [`mope_core::linear::linear`] on `[batch, len, d_in]` with a bias (`forward`),
+/// Mean seconds of [`ops::linear`] on `[batch, len, d_in]` with a bias (`forward`),
 /// or of its input-gradient product, a gradient times the weight's transposed view (without).
 fn time_our_linear(s: StepShape, d_in: usize, d_out: usize, forward: bool, reps: usize) -> f64 {
     let device = Default::default();
@@ -120,7 +117,7 @@ fn other_ops(s: StepShape, reps: usize) -> Vec<(&'static str, f64, &'static str)
     vec![
         ("bias add [rows, d_ff] + [d_ff]", mean_seconds(reps, || drop(h.clone() + bias.clone().unsqueeze::<2>())), "h + bias"),
         ("GELU [rows, d_ff], burn's", mean_seconds(reps, || drop(gelu(h.clone()))), "F.gelu(h)"),
-        ("GELU [rows, d_ff], ours (`mope_core::gelu`)", mean_seconds(reps, || drop(fast_gelu(h.clone()))), "F.gelu(h)"),
+        ("GELU [rows, d_ff], ours (`ops::gelu`)", mean_seconds(reps, || drop(fast_gelu(h.clone()))), "F.gelu(h)"),
         ("GELU backward [rows, d_ff], burn's", mean_seconds(reps, || drop(Flex::gelu_backward(primitive(&h), primitive(&h)))), "torch.ops.aten.gelu_backward(h, h)"),
         ("GELU backward [rows, d_ff], ours", mean_seconds(reps, || drop(Flex::fast_gelu_backward(primitive(&h), primitive(&h)))), "torch.ops.aten.gelu_backward(h, h)"),
         ("layer norm [rows, d]", mean_seconds(reps, || drop(norm.forward(x.clone()))), "F.layer_norm(x, (x.shape[1],))"),
@@ -130,7 +127,7 @@ fn other_ops(s: StepShape, reps: usize) -> Vec<(&'static str, f64, &'static str)
             "xg=x.requires_grad_(); torch.autograd.grad(F.layer_norm(xg, (x.shape[1],)), xg, x)",
         ),
         (
-            "layer norm forward + input gradient under autodiff, ours (`mope_core::layer_norm`)",
+            "layer norm forward + input gradient under autodiff, ours (`ops::layer_norm`)",
             mean_seconds(reps, || drop(layer_norm_gradient(&x, |x| layer_norm(x, norm_ad.gamma.val(), norm_ad.beta.as_ref().map(|b| b.val()), 1e-5)))),
             "xg=x.requires_grad_(); torch.autograd.grad(F.layer_norm(xg, (x.shape[1],)), xg, x)",
         ),
@@ -142,7 +139,7 @@ fn other_ops(s: StepShape, reps: usize) -> Vec<(&'static str, f64, &'static str)
             "o.transpose(1, 2).reshape(o.shape[0], o.shape[2], -1)",
         ),
         (
-            "attention [b, n, d], forward (ours: `mope_core::attention`; PyTorch: `F.scaled_dot_product_attention` on the split heads, merged)",
+            "attention [b, n, d], forward (ours: `ops::attention`; PyTorch: `F.scaled_dot_product_attention` on the split heads, merged)",
             mean_seconds(reps, || drop(multi_head_attention(qkv[0].clone(), qkv[1].clone(), qkv[2].clone(), None, heads))),
             "merge(F.scaled_dot_product_attention(split(q), split(k), split(v)))",
         ),
@@ -219,7 +216,7 @@ fn main() -> Result<()> {
         println!("| {name} | {batch}×[{m}×{k}]·[{k}×{n}] | {ours:.1} | {t} | {r} |");
     }
     println!();
-    println!("| linear layer (ours: `mope_core::linear`; PyTorch: `F.linear`) | pass | ours GFLOP/s | PyTorch GFLOP/s | ours / PyTorch |");
+    println!("| linear layer (ours: `ops::linear`; PyTorch: `F.linear`) | pass | ours GFLOP/s | PyTorch GFLOP/s | ours / PyTorch |");
     println!("|---|---|---:|---:|---:|");
     for (name, d_in, d_out) in linear_layers(shape) {
         let (batch, len) = (shape.batch, shape.tokens());

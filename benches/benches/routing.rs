@@ -1,4 +1,4 @@
-//! Criterion benchmarks of the fused routing operation ([`mope_core::fused`]) against its
+//! Criterion benchmarks of the fused routing operation ([`ops::routing_mixture`]) against its
 //! composed-tensor reference, at the paper's shapes: MoPE's dynamic prompt (batch 32; 4 to 16
 //! experts of 6 or 16 tokens, 384 to 1024 wide; dense and top-2) and pMoE's dispatcher (one
 //! routing group per slot, 2 or 4 experts' EPTs plus the carried prompt, 10 slots, 768 wide).
@@ -20,7 +20,8 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use criterion::{BenchmarkId, Criterion};
-use mope_core::fused::{FusedRouting, RoutingSoftmax, softmax_mix, softmax_mix_reference};
+use ops::routing_mixture::softmax_mix_reference;
+use ops::{RoutingMixture, RoutingSoftmax, softmax_mix};
 
 /// One benchmarked shape of the operation.
 #[derive(Debug, Clone, Copy)]
@@ -77,11 +78,11 @@ fn inputs<B: Backend>(shape: Shape, device: &B::Device) -> Inputs<B> {
     )
 }
 
-fn mix<B: FusedRouting>(fused: bool, (logits, shared, own): (Tensor<B, 3>, Tensor<B, 3>, Option<Tensor<B, 3>>), softmax: RoutingSoftmax) -> Tensor<B, 3> {
+fn mix<B: RoutingMixture>(fused: bool, (logits, shared, own): (Tensor<B, 3>, Tensor<B, 3>, Option<Tensor<B, 3>>), softmax: RoutingSoftmax) -> Tensor<B, 3> {
     if fused { softmax_mix(logits, shared, own, softmax) } else { softmax_mix_reference(logits, shared, own, softmax) }
 }
 
-fn bench_backend<B: FusedRouting>(c: &mut Criterion, backend: &str, device: &B::Device) {
+fn bench_backend<B: RoutingMixture>(c: &mut Criterion, backend: &str, device: &B::Device) {
     for shape in SHAPES {
         let mut group = c.benchmark_group(format!("{backend}/{}", shape.label()));
         let (logits, shared, own, upstream) = inputs::<B>(shape, device);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds, on this machine, the two programs a lent GPU machine runs (the device tool: it reaches no
-# package registry, so nothing can be built there): mope-core's tests with the CUDA backend, and
+# package registry, so nothing can be built there): the operations' tests (crate `ops`) with the CUDA backend, and
 # the training-step bench with it. Stripped and gzipped into .gpu/ (ignored by git), about 10 MB
 # each, for the device tool's `carry: [".gpu"]`; benches/gpu/run.sh runs them there.
 set -euo pipefail
@@ -12,9 +12,9 @@ executable() {
     cargo "$@" --no-run --message-format=json | grep -o '"executable":"[^"]*"' | tail -1 | cut -d'"' -f4
 }
 
-tests=$(executable test -p mope-core --features cuda --lib)
+tests=$(executable test -p ops --features cuda --lib)
 bench=$(executable bench -p mope-benches --features cuda --bench train_step)
-for pair in "mope_core_tests=$tests" "train_step=$bench"; do
+for pair in "ops_tests=$tests" "train_step=$bench"; do
     name=${pair%%=*}
     strip -o ".gpu/$name" "${pair#*=}"
     gzip -9f ".gpu/$name"

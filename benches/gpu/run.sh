@@ -5,9 +5,9 @@
 # (the device tool brings them back) or /tmp. Exits non-zero if a CUDA test was skipped.
 set -uo pipefail
 out=${OUT:-/tmp}
-gunzip -kf .gpu/*.gz && chmod +x .gpu/mope_core_tests .gpu/train_step || exit 1
+gunzip -kf .gpu/*.gz && chmod +x .gpu/ops_tests .gpu/train_step || exit 1
 nvidia-smi -L 2>&1 | tee "$out/device.txt"
-.gpu/mope_core_tests fused attention layer_norm linear splice --nocapture 2>&1 | tee "$out/cuda_tests.log"
+.gpu/ops_tests --nocapture 2>&1 | tee "$out/cuda_tests.log"
 if grep -q SKIPPED "$out/cuda_tests.log"; then
     echo "a CUDA test was SKIPPED: no CUDA device could be opened" >&2
     exit 1

@@ -17,7 +17,8 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::tensor::{Bool, Tensor, backend::Backend};
-use mope_core::{EncoderTokens, Kernels, PromptableEncoder};
+use mope_core::{EncoderTokens, PromptableEncoder};
+use ops::Kernels;
 
 use crate::audio::whisper::WhisperEncoder;
 use crate::error::BackboneError;

@@ -29,7 +29,7 @@ use crate::error::BackboneError;
 use crate::snapshot::{self, check_gelu, check_model_type, read_config, unsupported};
 use crate::pooling::Pooling;
 use crate::token_encoder::{TokenEncoder, TokenEncoderConfig};
-use crate::weights::{LoadReport, Source, load_safetensors};
+use crate::weights::{LoadReport, Source, layer_norm_source, linear_source, load_safetensors};
 
 /// The fields of a Hugging Face BERT `config.json` that define the architecture. Other fields
 /// (dropout rates, ids, `architectures`, …) are read by Hugging Face only and ignored here.
@@ -108,21 +108,8 @@ impl HfBertConfig {
 /// The Hugging Face key of a [`TokenEncoder`] parameter (see the table in the module docs).
 pub fn bert_key(prefix: &str, param: &str, layer_norm_names: (&str, &str)) -> Option<Source> {
     let parts: Vec<&str> = param.split('.').collect();
-    let norm = |base: String, leaf: &str| -> Option<Source> {
-        let name = match leaf {
-            "gamma" => layer_norm_names.0,
-            "beta" => layer_norm_names.1,
-            _ => return None,
-        };
-        Some(Source::Copy(format!("{prefix}{base}.{name}")))
-    };
-    let linear = |base: String, leaf: &str| -> Option<Source> {
-        match leaf {
-            "weight" => Some(Source::Transpose(format!("{prefix}{base}.weight"))),
-            "bias" => Some(Source::Copy(format!("{prefix}{base}.bias"))),
-            _ => None,
-        }
-    };
+    let norm = |base: String, leaf: &str| layer_norm_source(&format!("{prefix}{base}"), ".", leaf, layer_norm_names);
+    let linear = |base: String, leaf: &str| linear_source(&format!("{prefix}{base}"), ".", leaf);
     match parts.as_slice() {
         [table @ ("word_embeddings" | "position_embeddings" | "token_type_embeddings"), "weight"] => {
             Some(Source::Copy(format!("{prefix}embeddings.{table}.weight")))

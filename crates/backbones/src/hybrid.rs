@@ -20,7 +20,8 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
-use mope_core::{EncoderTokens, Kernels, PromptableEncoder};
+use mope_core::{EncoderTokens, PromptableEncoder};
+use ops::Kernels;
 
 use crate::bert::load_bert;
 use crate::error::BackboneError;

@@ -7,8 +7,8 @@
 //! | module | owns |
 //! |---|---|
 //! | [`any`] | [`AnyEncoder`]: any backbone chosen by name at run time, with its input preparation |
-//! | [`attention`] | [`SelfAttention`](attention::SelfAttention): multi-head self-attention as one operation (`mope_core::attention`) |
-//! | [`linear`] | the encoders' linear layers: burn's `Linear` parameters through `mope_core::linear` (one operation, hand-written backward) |
+//! | [`attention`] | [`SelfAttention`](attention::SelfAttention): multi-head self-attention as one operation (`ops::attention`) |
+//! | [`linear`] | the encoders' linear layers: burn's `Linear` parameters through `ops::linear` (one operation, hand-written backward) |
 //! | [`transformer`] | [`TransformerLayer`]: self-attention + GELU feed-forward, post-norm (BERT) or pre-norm (ViT) |
 //! | [`token_encoder`] | [`TokenEncoder`]: a BERT-shaped text encoder (word, position and token-type embeddings) |
 //! | [`pooling`] | [`Pooling`]: `[CLS]`, mean over tokens, or mean including prompt tokens |
@@ -27,7 +27,7 @@
 //! | [`error`] | [`BackboneError`] |
 
 pub mod any;
-pub mod attention;
+pub mod self_attention;
 pub mod audio;
 pub mod bert;
 pub mod ct2;
@@ -35,7 +35,7 @@ pub mod error;
 pub mod frozen_batch_norm;
 pub mod frozen_map_memo;
 pub mod hybrid;
-pub mod linear;
+pub mod linear_layer;
 pub mod mobilenet_v2;
 pub mod pooling;
 pub mod presets;

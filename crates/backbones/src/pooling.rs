@@ -1,7 +1,7 @@
 //! How an encoder turns its final token sequence into one vector per sample.
 
 use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
-use mope_core::prompts::masked_mean;
+use ops::masked_mean;
 use serde::{Deserialize, Serialize};
 
 /// Pooling of the final hidden states.

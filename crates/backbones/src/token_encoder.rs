@@ -6,7 +6,8 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
-use mope_core::{EncoderTokens, Kernels, PromptableEncoder};
+use mope_core::{EncoderTokens, PromptableEncoder};
+use ops::Kernels;
 
 use crate::pooling::Pooling;
 use crate::transformer::{TransformerLayer, TransformerLayerConfig};

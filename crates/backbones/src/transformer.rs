@@ -6,12 +6,10 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Bool, Tensor, backend::Backend};
-use mope_core::Kernels;
-use mope_core::gelu::gelu;
-use mope_core::layer_norm::layer_norm;
+use ops::{Kernels, gelu, layer_norm};
 
-use crate::attention::SelfAttention;
-use crate::linear::linear;
+use crate::self_attention::SelfAttention;
+use crate::linear_layer::linear;
 use crate::unpadded::Unpadded;
 
 /// Configuration of a [`TransformerLayer`].
@@ -99,7 +97,7 @@ impl<B: Kernels> TransformerLayer<B> {
         let attend = |h: Tensor<B, D>| self.dropout.forward(attend(h));
         let feed_forward =
             |h: Tensor<B, D>| self.dropout.forward(linear(&self.ffn_out, gelu(linear(&self.ffn_in, h))));
-        // burn's `LayerNorm` parameters, normalised by one autodiff operation (`mope_core::layer_norm`).
+        // burn's `LayerNorm` parameters, normalised by one autodiff operation (`ops::layer_norm`).
         let norm = |norm: &LayerNorm<B>, h: Tensor<B, D>| layer_norm(h, norm.gamma.val(), norm.beta.as_ref().map(|b| b.val()), self.layer_norm_eps);
         if self.norm_first {
             let x = x.clone() + attend(norm(&self.attention_norm, x));

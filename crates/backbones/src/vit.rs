@@ -25,14 +25,15 @@ use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig};
 use burn::tensor::{Bool, Tensor, backend::Backend};
-use mope_core::{EncoderTokens, Kernels, PromptableEncoder};
+use mope_core::{EncoderTokens, PromptableEncoder};
+use ops::Kernels;
 use serde::Deserialize;
 
 use crate::error::BackboneError;
 use crate::pooling::Pooling;
 use crate::transformer::{TransformerLayer, TransformerLayerConfig};
 use crate::snapshot::{self, check_gelu, check_model_type, read_config, unsupported};
-use crate::weights::{LoadReport, Source, load_safetensors};
+use crate::weights::{LoadReport, Source, layer_norm_source, linear_source, load_safetensors};
 
 /// Configuration of a [`ViT`]. Names follow burn; Hugging Face's are in the docs.
 #[derive(Config, Debug)]
@@ -248,16 +249,8 @@ impl HfViTConfig {
 pub fn vit_key(prefix: &str, param: &str) -> Option<Source> {
     let parts: Vec<&str> = param.split('.').collect();
     let copy = |key: String| Some(Source::Copy(format!("{prefix}{key}")));
-    let norm = |base: String, leaf: &str| match leaf {
-        "gamma" => copy(format!("{base}.weight")),
-        "beta" => copy(format!("{base}.bias")),
-        _ => None,
-    };
-    let linear = |base: String, leaf: &str| match leaf {
-        "weight" => Some(Source::Transpose(format!("{prefix}{base}.weight"))),
-        "bias" => copy(format!("{base}.bias")),
-        _ => None,
-    };
+    let norm = |base: String, leaf: &str| layer_norm_source(&format!("{prefix}{base}"), ".", leaf, ("weight", "bias"));
+    let linear = |base: String, leaf: &str| linear_source(&format!("{prefix}{base}"), ".", leaf);
     match parts.as_slice() {
         ["cls_token"] => copy("embeddings.cls_token".into()),
         ["position_embeddings"] => copy("embeddings.position_embeddings".into()),

@@ -31,6 +31,29 @@ pub enum Source {
     },
 }
 
+/// Where burn's [`Linear`](burn::nn::Linear) parameter `leaf` comes from in a checkpoint that
+/// keeps the layer under `base` (prefix included) and joins names with `separator`: the weight
+/// transposed (PyTorch's is `[out, in]`, burn's `[in, out]`), the bias copied.
+pub fn linear_source(base: &str, separator: &str, leaf: &str) -> Option<Source> {
+    match leaf {
+        "weight" => Some(Source::Transpose(format!("{base}{separator}weight"))),
+        "bias" => Some(Source::Copy(format!("{base}{separator}bias"))),
+        _ => None,
+    }
+}
+
+/// Where burn's [`LayerNorm`](burn::nn::LayerNorm) parameter `leaf` (`gamma`, `beta`) comes from
+/// in a checkpoint that keeps the norm under `base` (prefix included), names them `names` and
+/// joins names with `separator`.
+pub fn layer_norm_source(base: &str, separator: &str, leaf: &str, names: (&str, &str)) -> Option<Source> {
+    let name = match leaf {
+        "gamma" => names.0,
+        "beta" => names.1,
+        _ => return None,
+    };
+    Some(Source::Copy(format!("{base}{separator}{name}")))
+}
+
 impl Source {
     /// The checkpoint key.
     pub fn key(&self) -> &str {

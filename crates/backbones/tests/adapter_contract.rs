@@ -13,7 +13,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
-use mope_core::adapter::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
+use mope_core::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
 use mope_core::{
     FusionMethod, MopePromptsConfig, materialize, MultimodalClassifier, MultimodalClassifierConfig, ParamSummary, float_params,
     load_adapter, params_with_gradient, save_adapter,
@@ -121,8 +121,8 @@ fn trainable_count_is_what_the_config_implies() {
         summary.to_string(),
         format!(
             "trainable params: {} || all params: {} || trainable%: {:.4}",
-            mope_core::params::thousands(trainable),
-            mope_core::params::thousands(summary.total),
+            mope_core::thousands(trainable),
+            mope_core::thousands(summary.total),
             100.0 * trainable as f64 / summary.total as f64
         )
     );

@@ -21,7 +21,8 @@ use burn::tensor::{TensorData, backend::AutodiffBackend, backend::Backend};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
-use crate::params::{FloatParam, ParamSummary, float_params, replace_float_params, thousands};
+use crate::format::{human_bytes, thousands};
+use crate::params::{FloatParam, ParamSummary, float_params, replace_float_params};
 use crate::strict::{StrictError, from_value_strict};
 
 /// File name of the adapter weights.
@@ -187,18 +188,6 @@ impl fmt::Display for AdapterSaveReport {
     }
 }
 
-/// `1536` → `1.5 KiB`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
-}
-
 /// Saves the trainable parameters of `model` to `dir` (created if needed), with
 /// `adapter_config.json` beside them. Files are written to temporary names first and renamed,
 /// so an interrupted save never leaves a half-written adapter under the final names.
@@ -335,16 +324,4 @@ pub fn load_adapter<B: Backend, M: Module<B>>(model: M, dir: &Path) -> Result<(M
     });
     debug_assert!(tensors.is_empty(), "every checked tensor was applied");
     Ok((model, config))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn human_bytes_units() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(3 * 1024 * 1024), "3.0 MiB");
-    }
 }

@@ -17,16 +17,15 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Tensor, backend::Backend};
+use ops::{FastSplice, RoutingMixture};
 use serde::{Deserialize, Serialize};
 
 use crate::deep_prompt::{PromptedTokens, forward_prompted};
 use crate::encoder::PromptableEncoder;
-use crate::fused::FusedRouting;
 use crate::params::{materialize, unfreeze};
 use crate::prompts::{MopePrompts, MopePromptsConfig};
 use crate::regularizer::importance_loss;
 use crate::router::RoutingOutput;
-use crate::splice::FastSplice;
 
 /// How the two modalities are fused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,7 +192,7 @@ impl MultimodalClassifierConfig {
     }
 }
 
-impl<B: FusedRouting + FastSplice, M: PromptableEncoder<B>, C: PromptableEncoder<B>> MultimodalClassifier<B, M, C> {
+impl<B: RoutingMixture + FastSplice, M: PromptableEncoder<B>, C: PromptableEncoder<B>> MultimodalClassifier<B, M, C> {
     /// Pooled representation of the complementary modality (the router's pairing prior).
     /// Without complementary prompts it carries no gradient, so it can be cached.
     ///

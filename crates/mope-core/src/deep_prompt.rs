@@ -2,9 +2,9 @@
 //! layer are replaced by fresh prompt tokens, placed right after the encoder's prefix tokens.
 
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
+use ops::{FastSplice, splice_by_cat, splice_tokens};
 
 use crate::encoder::{EncoderTokens, PromptableEncoder};
-use crate::splice::{FastSplice, splice_by_cat, splice_tokens};
 
 /// Supplies the prompt tokens of each layer.
 pub trait LayerPromptSource<B: Backend> {

@@ -4,8 +4,7 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Tensor, backend::Backend};
-
-use crate::fused::{FusedRouting, RoutingSoftmax, softmax_mix};
+use ops::{RoutingMixture, RoutingSoftmax, softmax_mix};
 
 /// Configuration of [`PromptExperts`].
 #[derive(Config, Debug)]
@@ -65,7 +64,7 @@ impl<B: Backend> PromptExperts<B> {
 
     /// Mixes the experts per instance: `out[b] = Σ_e softmax(logits[b])[e] · experts[e]` (softmax
     /// as `softmax` says), one fused operation on backends with a kernel for it
-    /// ([`crate::fused`]).
+    /// ([`ops::routing_mixture`]).
     ///
     /// # Shapes
     /// - `logits`: `[batch, num_experts]`
@@ -75,7 +74,7 @@ impl<B: Backend> PromptExperts<B> {
     /// If `logits` does not have `num_experts` columns.
     pub fn mix_routed(&self, logits: Tensor<B, 2>, softmax: RoutingSoftmax) -> Tensor<B, 3>
     where
-        B: FusedRouting,
+        B: RoutingMixture,
     {
         let num_experts = self.num_experts();
         let n = logits.dims()[1];

@@ -7,6 +7,8 @@ use std::fmt;
 use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Tensor, TensorData, backend::AutodiffBackend, backend::Backend};
 
+use crate::format::thousands;
+
 /// One float parameter, found by walking a module.
 #[derive(Debug, Clone)]
 pub struct FloatParam {
@@ -238,19 +240,6 @@ impl fmt::Display for ParamSummary {
     }
 }
 
-/// `1234567` → `1,234,567`.
-pub fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,13 +283,5 @@ mod tests {
         };
         let paths: Vec<String> = float_params::<AB, _>(&toy, |_, _| false).into_iter().map(|p| p.path).collect();
         assert_eq!(paths, ["backbone.weight", "backbone.bias", "head.weight"]);
-    }
-
-    #[test]
-    fn thousands_separators() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(3_089_625_088), "3,089,625,088");
     }
 }

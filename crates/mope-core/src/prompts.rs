@@ -9,10 +9,10 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Bool, Tensor, backend::Backend};
+use ops::{RoutingMixture, masked_mean};
 
 use crate::deep_prompt::LayerPromptSource;
 use crate::experts::{PromptExperts, PromptExpertsConfig, vpt_init_range};
-use crate::fused::FusedRouting;
 use crate::mapper::{PromptMapper, PromptMapperConfig};
 use crate::router::{Router, RouterConfig, RouterSettings, RoutingOutput};
 
@@ -209,26 +209,7 @@ pub struct MopeRun<'a, B: Backend> {
     pub routing: Vec<(usize, RoutingOutput<B>)>,
 }
 
-/// Mean over the non-padding tokens, as a product with each sample's averaging weights (`1 / n`
-/// on its `n` real tokens): its backward is one more product, where burn's `mean_dim` fills a
-/// tensor of ones and multiplies it by the broadcast gradient element by element (`flex`).
-///
-/// # Shapes
-/// - `hidden`: `[batch, seq_len, d_model]`, `mask_pad`: `[batch, seq_len]`; output `[batch, d_model]`
-pub fn masked_mean<B: Backend>(hidden: Tensor<B, 3>, mask_pad: Option<&Tensor<B, 2, Bool>>) -> Tensor<B, 2> {
-    let [_, seq_len, _] = hidden.dims();
-    let weights = match mask_pad {
-        None => Tensor::<B, 3>::full([1, 1, seq_len], 1.0 / seq_len.max(1) as f64, &hidden.device()),
-        Some(mask) => {
-            let keep = mask.clone().bool_not().float().unsqueeze_dim::<3>(1); // [batch, 1, seq_len]
-            let count = keep.clone().sum_dim(2).clamp_min(1.0); // [batch, 1, 1]
-            keep / count
-        }
-    };
-    weights.matmul(hidden).squeeze_dim(1)
-}
-
-impl<B: FusedRouting> LayerPromptSource<B> for MopeRun<'_, B> {
+impl<B: RoutingMixture> LayerPromptSource<B> for MopeRun<'_, B> {
     fn prompts(
         &mut self,
         layer: usize,
@@ -308,31 +289,6 @@ mod tests {
         let p = run.prompts(0, &hidden, None).unwrap();
         assert_eq!(p.dims(), [4, 3, 8]);
         assert!(run.routing.is_empty());
-    }
-
-    #[test]
-    fn masked_mean_ignores_padding() {
-        let device = Default::default();
-        let hidden = Tensor::<B, 3>::from_floats([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]], &device);
-        let mask = Tensor::<B, 2, Bool>::from_bool([[false, false, true]].into(), &device);
-        let mean = masked_mean(hidden.clone(), Some(&mask));
-        mean.to_data().assert_approx_eq::<f32>(&Tensor::<B, 2>::from_floats([[2.0, 3.0]], &device).to_data(), Tolerance::default());
-        let mean = masked_mean(hidden, None);
-        mean.to_data().assert_approx_eq::<f32>(&Tensor::<B, 2>::from_floats([[104.0 / 3.0, 106.0 / 3.0]], &device).to_data(), Tolerance::default());
-    }
-
-    /// The gradient of the mean is `1 / n` on each of a sample's `n` real tokens, 0 on padding.
-    #[test]
-    fn masked_mean_gradient_spreads_evenly_over_real_tokens() {
-        type AB = burn::backend::Autodiff<B>;
-        let device = Default::default();
-        let hidden = Tensor::<AB, 3>::random([2, 4, 3], Distribution::Normal(0.0, 1.0), &device).require_grad();
-        let mask = Tensor::<AB, 2, Bool>::from_bool([[false, true, false, false], [false; 4]].into(), &device);
-        for (mask, expected) in [(None, [[0.25; 4], [0.25; 4]]), (Some(&mask), [[1.0 / 3.0, 0.0, 1.0 / 3.0, 1.0 / 3.0], [0.25; 4]])] {
-            let grads = masked_mean(hidden.clone(), mask).sum().backward();
-            let expected = Tensor::<B, 2>::from_floats(expected, &device).unsqueeze_dim::<3>(2).repeat_dim(2, 3);
-            hidden.grad(&grads).unwrap().to_data().assert_approx_eq::<f32>(&expected.to_data(), Tolerance::default());
-        }
     }
 
     #[test]

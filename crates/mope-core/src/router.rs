@@ -13,8 +13,8 @@ use burn::config::Config;
 use burn::module::{Module, Param, ParamId};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Distribution, Tensor, TensorData, backend::Backend};
+use ops::{RoutingSoftmax, routing_weights};
 
-use crate::fused::{RoutingSoftmax, routing_weights};
 use crate::orthogonal::orthogonal;
 
 /// The options of a router that do not depend on the encoders it connects (shared by all

@@ -18,8 +18,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Bool, Tensor, backend::Backend};
-use mope_core::experts::vpt_init_range;
-use mope_core::{FastSplice, FusedRouting, LayerPromptSource, PromptableEncoder, PromptedTokens, forward_prompted, materialize};
+use mope_core::{LayerPromptSource, PromptableEncoder, PromptedTokens, forward_prompted, materialize, vpt_init_range};
+use ops::{FastSplice, RoutingMixture};
 use serde::{Deserialize, Serialize};
 
 use crate::dispatcher::{TokenDispatcher, TokenDispatcherConfig};
@@ -187,7 +187,7 @@ struct ExpertRun<'a, B: Backend> {
     dispatch: Vec<Dispatch<B>>,
 }
 
-impl<B: FusedRouting> LayerPromptSource<B> for ExpertRun<'_, B> {
+impl<B: RoutingMixture> LayerPromptSource<B> for ExpertRun<'_, B> {
     fn prompts(&mut self, layer: usize, hidden: &Tensor<B, 3>, mask_pad: Option<&Tensor<B, 2, Bool>>) -> Option<Tensor<B, 3>> {
         let own = &self.prompts[self.expert];
         let step = layer.checked_sub(self.first_layer).filter(|&t| t < own.steps.len())?;
@@ -212,7 +212,7 @@ impl<B: FusedRouting> LayerPromptSource<B> for ExpertRun<'_, B> {
     }
 }
 
-impl<B: FusedRouting + FastSplice, E: PromptableEncoder<B>> PmoeClassifier<B, E> {
+impl<B: RoutingMixture + FastSplice, E: PromptableEncoder<B>> PmoeClassifier<B, E> {
     /// Number of experts.
     pub fn num_experts(&self) -> usize {
         self.experts.len()

@@ -16,15 +16,14 @@
 //! ViT-B experts, all 768 wide) and a learned linear map where they do not. The gate starts at
 //! zero, so every slot starts as the plain mean of its sources. With a single source (one expert,
 //! nothing carried) the weight is exactly 1 and the dispatcher hands the expert its own EPTs:
-//! deep prompt tuning. The mixture is [`mope_core::fused`]'s softmax-mixture with one routing
+//! deep prompt tuning. The mixture is [`ops::routing_mixture`]'s softmax-mixture with one routing
 //! group per slot (one CubeCL kernel on `wgpu`/`cuda`).
 
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::{Bool, Tensor, backend::Backend};
-use mope_core::fused::{FusedRouting, RoutingSoftmax, routing_weights, softmax_mix};
-use mope_core::prompts::masked_mean;
+use ops::{RoutingMixture, RoutingSoftmax, masked_mean, routing_weights, softmax_mix};
 
 /// Configuration of a [`TokenDispatcher`].
 #[derive(Config, Debug)]
@@ -119,7 +118,7 @@ impl<B: Backend> TokenDispatcher<B> {
     }
 }
 
-impl<B: FusedRouting> TokenDispatcher<B> {
+impl<B: RoutingMixture> TokenDispatcher<B> {
     /// Builds the target expert's prompt tokens.
     ///
     /// # Shapes

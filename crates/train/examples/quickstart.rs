@@ -18,10 +18,8 @@ use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
-use mope_core::{
-    FusionMethod, Kernels, MopePromptsConfig, MultimodalClassifier, MultimodalClassifierConfig, ParamSummary, RoutingStats,
-    load_adapter, materialize, save_adapter,
-};
+use mope_core::{FusionMethod, MopePromptsConfig, MultimodalClassifier, MultimodalClassifierConfig, ParamSummary, RoutingStats, load_adapter, materialize, save_adapter};
+use ops::Kernels;
 
 type AB = Autodiff<Flex>;
 type Model<B> = MultimodalClassifier<B, TokenEncoder<B>, TokenEncoder<B>>;

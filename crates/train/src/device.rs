@@ -4,10 +4,10 @@
 
 use anyhow::{Result, bail};
 use burn::tensor::backend::AutodiffBackend;
-use mope_core::Kernels;
+use ops::Kernels;
 
 /// An autodiff backend the trainer runs on: with the workspace's custom operations
-/// ([`mope_core::Kernels`]) on it and on its inner backend (validation runs there).
+/// ([`ops::Kernels`]) on it and on its inner backend (validation runs there).
 pub trait TrainBackend: AutodiffBackend<InnerBackend: Kernels> + Kernels {}
 
 impl<B> TrainBackend for B where B: AutodiffBackend<InnerBackend: Kernels> + Kernels {}

@@ -11,7 +11,8 @@ use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use data::Task;
-use mope_core::{Kernels, RoutingStats};
+use mope_core::RoutingStats;
+use ops::Kernels;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{Accuracy, MultiLabelF1, Segmentation};

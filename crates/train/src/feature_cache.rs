@@ -7,12 +7,12 @@
 //! and the dataset root. Both are written atomically; a file that does not match is ignored and
 //! rebuilt.
 
-use mope_core::Kernels;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use burn::tensor::{Tensor, TensorData};
+use ops::Kernels;
 use serde::{Deserialize, Serialize};
 
 use crate::pair::{PairPrepare, PreparedPair};

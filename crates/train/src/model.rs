@@ -9,7 +9,8 @@ use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Tensor, backend::Backend};
 use data::image::ImagePreprocess;
-use mope_core::{AdapterConfig, AdapterError, AdapterSaveReport, Kernels, MopePrompts, MultimodalClassifier, ParamSummary, RoutingOutput};
+use mope_core::{AdapterConfig, AdapterError, AdapterSaveReport, MopePrompts, MultimodalClassifier, ParamSummary, RoutingOutput};
+use ops::Kernels;
 use pmoe::{Dispatch, PmoeClassifier};
 
 use crate::device::TrainBackend;

@@ -18,8 +18,8 @@ use std::process::Command;
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
-use mope_core::adapter::human_bytes;
-use mope_core::params::thousands;
+use mope_core::human_bytes;
+use mope_core::thousands;
 
 use crate::RunResult;
 use crate::spec::{ExperimentSpec, Method};

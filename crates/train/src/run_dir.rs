@@ -255,7 +255,7 @@ impl RunResult {
         device: &B::Device,
     ) -> Result<Self> {
         let metric = objective.primary_metric().to_string();
-        let weights = run.best().join(mope_core::adapter::ADAPTER_WEIGHTS_FILE);
+        let weights = run.best().join(mope_core::ADAPTER_WEIGHTS_FILE);
         let adapter_bytes = std::fs::metadata(&weights).with_context(|| format!("{}: missing", weights.display()))?.len();
         Ok(Self {
             name: spec.name.clone(),

@@ -13,7 +13,8 @@ use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::{ElementConversion, backend::Backend};
 use data::{LoaderConfig, Sample, batches};
-use mope_core::{Kernels, MopePromptsConfig, MultimodalClassifierConfig, RouterSettings, materialize};
+use mope_core::{MopePromptsConfig, MultimodalClassifierConfig, RouterSettings, materialize};
+use ops::Kernels;
 use pmoe::PmoeConfig;
 use serde_json::json;
 

@@ -30,14 +30,14 @@ use burn::module::{Module, Param};
 use burn::nn::conv::{Conv1d, Conv1dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, PaddingConfig1d};
 use burn::tensor::{Bool, Tensor, backend::Backend};
-use mope_core::gelu::gelu;
-use mope_core::{EncoderTokens, Kernels, PromptableEncoder};
+use mope_core::{EncoderTokens, PromptableEncoder};
+use ops::{Kernels, gelu};
 
 use crate::ct2::Ct2Model;
 use crate::error::BackboneError;
 use crate::pooling::Pooling;
 use crate::transformer::{TransformerLayer, TransformerLayerConfig};
-use crate::weights::{LoadReport, Source, TensorSource, WeightsError, load_tensors};
+use crate::weights::{LoadReport, Source, TensorSource, WeightsError, layer_norm_source, linear_source, load_tensors};
 
 /// Configuration of a [`WhisperEncoder`].
 #[derive(Config, Debug)]
@@ -153,15 +153,8 @@ impl<B: Kernels> PromptableEncoder<B> for WhisperEncoder<B> {
 pub fn whisper_key(param: &str, d_model: usize) -> Option<Source> {
     let parts: Vec<&str> = param.split('.').collect();
     let copy = |k: String| Some(Source::Copy(format!("encoder/{k}")));
-    let norm = |base: String, leaf: &str| match leaf {
-        "gamma" | "beta" => copy(format!("{base}/{leaf}")),
-        _ => None,
-    };
-    let linear = |base: String, leaf: &str| match leaf {
-        "weight" => Some(Source::Transpose(format!("encoder/{base}/weight"))),
-        "bias" => copy(format!("{base}/bias")),
-        _ => None,
-    };
+    let norm = |base: String, leaf: &str| layer_norm_source(&format!("encoder/{base}"), "/", leaf, ("gamma", "beta"));
+    let linear = |base: String, leaf: &str| linear_source(&format!("encoder/{base}"), "/", leaf);
     match parts.as_slice() {
         [conv @ ("conv1" | "conv2"), leaf @ ("weight" | "bias")] => copy(format!("{conv}/{leaf}")),
         ["positions"] => copy("position_encodings/encodings".into()),

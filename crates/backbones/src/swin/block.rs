@@ -4,12 +4,11 @@
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
-use mope_core::gelu::{FastGelu, gelu};
-use mope_core::linear::FastLinear;
 use serde::{Deserialize, Serialize};
 
 use super::window_attention::WindowAttention;
-use crate::linear::linear;
+use ops::{FastGelu, FastLinear, gelu};
+use crate::linear_layer::linear;
 
 /// How a sample's prompt tokens are laid out across attention windows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

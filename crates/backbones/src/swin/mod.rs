@@ -34,18 +34,17 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::tensor::{Bool, Tensor, backend::Backend};
-use mope_core::gelu::FastGelu;
-use mope_core::linear::FastLinear;
 use mope_core::{EncoderTokens, PromptableEncoder};
 use serde::Deserialize;
 
 pub use block::{PromptLayout, SwinBlock};
 pub use patch_merging::PatchMerging;
+use ops::{FastGelu, FastLinear};
 
 use crate::error::BackboneError;
 use crate::pooling::Pooling;
 use crate::snapshot::{self, check_gelu, check_model_type, read_config, unsupported};
-use crate::weights::{LoadReport, Source, load_safetensors};
+use crate::weights::{LoadReport, Source, layer_norm_source, linear_source, load_safetensors};
 
 /// Configuration of a [`Swin`].
 #[derive(Config, Debug)]
@@ -316,16 +315,8 @@ impl HfSwinConfig {
 pub fn swin_key(prefix: &str, param: &str, depths: &[usize]) -> Option<Source> {
     let parts: Vec<&str> = param.split('.').collect();
     let copy = |key: String| Some(Source::Copy(format!("{prefix}{key}")));
-    let norm = |base: String, leaf: &str| match leaf {
-        "gamma" => copy(format!("{base}.weight")),
-        "beta" => copy(format!("{base}.bias")),
-        _ => None,
-    };
-    let linear = |base: String, leaf: &str| match leaf {
-        "weight" => Some(Source::Transpose(format!("{prefix}{base}.weight"))),
-        "bias" => copy(format!("{base}.bias")),
-        _ => None,
-    };
+    let norm = |base: String, leaf: &str| layer_norm_source(&format!("{prefix}{base}"), ".", leaf, ("weight", "bias"));
+    let linear = |base: String, leaf: &str| linear_source(&format!("{prefix}{base}"), ".", leaf);
     match parts.as_slice() {
         ["patch_embedding", leaf @ ("weight" | "bias")] => copy(format!("embeddings.patch_embeddings.projection.{leaf}")),
         ["embedding_norm", leaf] => norm("embeddings.norm".into(), leaf),

@@ -5,9 +5,9 @@
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Tensor, backend::Backend};
-use mope_core::linear::FastLinear;
+use ops::FastLinear;
 
-use crate::linear::linear;
+use crate::linear_layer::linear;
 
 /// Patch merging at a fixed resolution.
 #[derive(Module, Debug)]

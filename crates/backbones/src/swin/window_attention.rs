@@ -8,9 +8,9 @@
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::{Int, Tensor, TensorData, activation::softmax, backend::Backend};
-use mope_core::linear::FastLinear;
+use ops::FastLinear;
 
-use crate::linear::linear;
+use crate::linear_layer::linear;
 
 /// Multi-head self-attention inside windows of `window × window` tokens.
 #[derive(Module, Debug)]

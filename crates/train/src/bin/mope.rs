@@ -212,9 +212,9 @@ impl BackendJob for TrainJob {
             result.value,
             result.best_epoch,
             result.best_val,
-            mope_core::params::thousands(result.trainable_params),
-            mope_core::params::thousands(result.total_params),
-            mope_core::adapter::human_bytes(result.adapter_bytes),
+            mope_core::thousands(result.trainable_params),
+            mope_core::thousands(result.total_params),
+            mope_core::human_bytes(result.adapter_bytes),
             run.best().display()
         );
         Ok(())

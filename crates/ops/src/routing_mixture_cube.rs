@@ -1,4 +1,4 @@
-//! [`FusedRouting::softmax_mix`] as one CubeCL kernel, for the `wgpu` and `cuda` backends (and
+//! [`RoutingMixture::softmax_mix`] as one CubeCL kernel, for the `wgpu` and `cuda` backends (and
 //! any other CubeCL runtime). A cube takes one routing group for [`INSTANCES_PER_UNIT`] consecutive
 //! instances and up to 256 elements of the group's `P·D` prompt values (a long group spreads
 //! over several cubes). Its first `S` units compute the weight of one source for each of those
@@ -7,7 +7,7 @@
 //! value there once, for all the instances (MoPE's experts are the same for the whole batch),
 //! accumulates their weighted sums in registers, adds each instance's own source, and writes
 //! each output once. Rows with more than [`MAX_SOURCES`] sources take the composed reference.
-//! Its backward is the hand-written one of [`crate::fused`], shared by every backend.
+//! Its backward is the hand-written one of [`crate::routing_mixture`], shared by every backend.
 
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Shape, TensorMetadata};
@@ -17,7 +17,7 @@ use burn_cubecl::ops::numeric::empty_device;
 use burn_cubecl::{CubeBackend, CubeRuntime};
 use cubecl::prelude::*;
 
-use crate::fused::{FusedRouting, RoutingSoftmax, check_shapes};
+use crate::routing_mixture::{RoutingMixture, RoutingSoftmax, check_shapes};
 
 /// Most sources a routing row may have for the kernel (their weights live in shared memory).
 pub const MAX_SOURCES: usize = 64;
@@ -150,7 +150,7 @@ fn rank<F: Float>(logits: &Tensor<F>, row: usize, sources: usize, s: usize) -> u
     rank
 }
 
-impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedRouting for CubeBackend<R, F, I, BT> {
+impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> RoutingMixture for CubeBackend<R, F, I, BT> {
     fn softmax_mix(logits: FloatTensor<Self>, shared: FloatTensor<Self>, own: Option<FloatTensor<Self>>, softmax: RoutingSoftmax) -> FloatTensor<Self> {
         let dims = |t: &FloatTensor<Self>| {
             let s = t.shape();
@@ -160,7 +160,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedRouti
         let [_, len, width] = dims(&shared);
         let sources = dims(&logits)[2];
         if sources > MAX_SOURCES {
-            return crate::fused::softmax_mix_reference_primitive::<Self>(logits, shared, own, softmax);
+            return crate::routing_mixture::softmax_mix_reference_primitive::<Self>(logits, shared, own, softmax);
         }
         let (logits, shared) = (into_contiguous(logits), into_contiguous(shared));
         // Without an own source the kernel never reads it: any bound buffer does.

@@ -38,7 +38,7 @@ use rayon::prelude::*;
 
 use crate::flex_buffer::contiguous;
 use crate::flex_gemm::{Strided, product, start_of};
-use crate::kernels::{primitive, rows, tensor};
+use crate::primitive::{primitive, rows, tensor};
 
 /// A backend with a linear layer of its own choosing (burn's matmul and add by default).
 pub trait FastLinear: Backend {
@@ -260,7 +260,7 @@ impl<R: burn_cubecl::CubeRuntime, F: burn_cubecl::element::FloatElement, I: burn
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fused::tests::max_relative_error;
+    use crate::test_support::max_relative_error;
     use burn::tensor::Distribution;
 
     fn random<const D: usize>(shape: [usize; D]) -> Tensor<Flex, D> {
@@ -376,7 +376,7 @@ mod tests {
         assert_eq!(rows_per_block(5, 0, 8, 0), 1 << 20);
     }
 
-    crate::kernels::gpu_backend_tests!(assert_matches_burns_operations);
+    crate::test_support::gpu_backend_tests!(assert_matches_burns_operations);
 
     /// The `flex` hook checks the shapes its products rely on, even when called directly.
     #[test]

@@ -32,7 +32,7 @@ use rayon::prelude::*;
 
 use crate::fast_math::exp_non_positive;
 use crate::flex_buffer::{TASK_VALUES, contiguous, zeros_f32};
-use crate::kernels::{primitive, tensor};
+use crate::primitive::{primitive, tensor};
 
 /// A backend with a GELU of its own choosing (burn's by default).
 pub trait FastGelu: Backend {

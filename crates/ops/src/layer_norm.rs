@@ -28,7 +28,7 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use crate::flex_buffer::{contiguous, rows_per_task, zeros_f32};
-use crate::kernels::{primitive, rows, tensor};
+use crate::primitive::{primitive, rows, tensor};
 
 /// A backend with a layer-norm backward of its own choosing (burn's operations by default).
 pub trait FastLayerNorm: Backend {
@@ -190,7 +190,7 @@ impl<R: burn_cubecl::CubeRuntime, F: burn_cubecl::element::FloatElement, I: burn
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fused::tests::max_relative_error;
+    use crate::test_support::max_relative_error;
     use burn::module::Param;
     use burn::nn::{LayerNorm, LayerNormConfig};
     use burn::tensor::{Distribution, TensorData};
@@ -235,7 +235,7 @@ mod tests {
         assert_matches_burns_layer_norm::<Flex>(&Default::default());
     }
 
-    crate::kernels::gpu_backend_tests!(assert_matches_burns_layer_norm);
+    crate::test_support::gpu_backend_tests!(assert_matches_burns_layer_norm);
 
     #[test]
     fn the_flex_backward_matches_the_reference() {

@@ -25,7 +25,7 @@ use burn::tensor::{BasicOps, DType, Shape, Tensor, TensorData, TensorMetadata, b
 use burn_flex::FlexTensor;
 
 use crate::flex_buffer::contiguous;
-use crate::kernels::{primitive, tensor};
+use crate::primitive::{primitive, tensor};
 
 /// A backend with a token splice of its own choosing (burn's narrow and concatenation by default).
 pub trait FastSplice: Backend {
@@ -62,7 +62,7 @@ pub fn splice_reference<B: Backend>(x: FloatTensor<B>, prefix: usize, rest: usiz
 /// `[x[:, ..prefix] ; inserted ; x[:, rest..]]` along axis 1 with burn's narrow and
 /// concatenation, skipping empty pieces, for tensors of any kind: the reference above, and the
 /// padding mask's side of deep prompt insertion.
-pub(crate) fn splice_by_cat<B: Backend, const D: usize, K: BasicOps<B>>(x: Tensor<B, D, K>, prefix: usize, rest: usize, inserted: Tensor<B, D, K>) -> Tensor<B, D, K> {
+pub fn splice_by_cat<B: Backend, const D: usize, K: BasicOps<B>>(x: Tensor<B, D, K>, prefix: usize, rest: usize, inserted: Tensor<B, D, K>) -> Tensor<B, D, K> {
     let len = x.dims()[1];
     let mut parts = Vec::with_capacity(3);
     if prefix > 0 {
@@ -202,7 +202,7 @@ mod tests {
         assert_eq!(per_token, [3.0, 0.0, 0.0, 3.0, 3.0].repeat(2));
     }
 
-    crate::kernels::gpu_backend_tests!(assert_matches_burns_operations);
+    crate::test_support::gpu_backend_tests!(assert_matches_burns_operations);
 
     #[test]
     #[should_panic(expected = "splice: tokens 2..6 are not a range of x's 5")]

@@ -43,7 +43,7 @@ use rayon::prelude::*;
 
 use crate::fast_math::exp_non_positive;
 use crate::flex_gemm::{Destination, Strided, product, start_of};
-use crate::kernels::{primitive, tensor};
+use crate::primitive::{primitive, tensor};
 
 /// The score of a masked (padding) key after scaling, as in burn's `MultiHeadAttention`.
 pub const MASKED_SCORE: f32 = -1.0e4;
@@ -520,7 +520,7 @@ impl<R: burn_cubecl::CubeRuntime, F: burn_cubecl::element::FloatElement, I: burn
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fused::tests::max_relative_error;
+    use crate::test_support::max_relative_error;
     use burn::tensor::{Distribution, TensorData};
 
     /// One test case: shapes, and whether some keys are padding.
@@ -688,7 +688,7 @@ mod tests {
         }
     }
 
-    crate::kernels::gpu_backend_tests!(assert_matches_reference_on);
+    crate::test_support::gpu_backend_tests!(assert_matches_reference_on);
 
     #[test]
     #[should_panic(expected = "attention: width 10 is not a multiple of heads = 3")]

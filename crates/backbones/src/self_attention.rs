@@ -1,6 +1,6 @@
 //! Multi-head self-attention of the transformer encoders (BERT, ViT, Whisper): the parameters of
 //! burn's `MultiHeadAttention` (query, key, value and output projections, under the same names),
-//! run as one operation with a hand-written backward ([`mope_core::attention`]), which is several
+//! run as one operation with a hand-written backward ([`ops::attention`]), which is several
 //! times cheaper than burn's composed attention on its CPU backend.
 //!
 //! Unlike burn's module it has no dropout inside the attention: the frozen encoders run with
@@ -9,10 +9,9 @@
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Bool, Tensor, backend::Backend};
-use mope_core::attention::{FastAttention, multi_head_attention};
-use mope_core::linear::FastLinear;
+use ops::{FastAttention, FastLinear, multi_head_attention};
 
-use crate::linear::linear;
+use crate::linear_layer::linear;
 use crate::unpadded::Unpadded;
 
 /// Multi-head self-attention.

@@ -10,11 +10,11 @@
 //! optionally, one per-instance prompt (`own`, `[batch, len, width]`) as the last source. Both
 //! methods are instances of it:
 //! - MoPE's dynamic prompt: one group (every token of the prompt takes the instance's expert
-//!   weights), the experts as shared sources, no own source ([`crate::PromptExperts::mix_routed`]);
+//!   weights), the experts as shared sources, no own source (`mope_core::PromptExperts::mix_routed`);
 //! - pMoE's dispatcher: one group per prompt slot, every expert's prompt tokens as shared sources
 //!   and the prompt the expert carried from its previous layer as the own source.
 //!
-//! [`FusedRouting`] is implemented by a backend that has a fused kernel for it; its default body is
+//! [`RoutingMixture`] is implemented by a backend that has a fused kernel for it; its default body is
 //! the composed-tensor reference ([`softmax_mix_reference`]: a mask, a softmax, a batched matmul),
 //! which every backend can run. Under autodiff the operation has a hand-written backward, so a
 //! backend's fused forward is differentiable without a backward of its own (`P·D`: the tokens of a
@@ -28,8 +28,8 @@
 //! ```
 //!
 //! With the `wgpu` or `cuda` feature, CubeCL backends run the forward as one kernel
-//! (`fused_cube`), checked against the reference on lavapipe in CI:
-//! `cargo test -p mope-core --features wgpu --lib fused` (Debian: `mesa-vulkan-drivers`).
+//! ([`routing_mixture_cube`](crate::routing_mixture_cube)), checked against the reference on lavapipe in CI:
+//! `cargo test -p ops --features wgpu --lib routing_mixture` (Debian: `mesa-vulkan-drivers`).
 //! Ties between logits at the top-k boundary go to the lower source index in the kernel; the
 //! reference takes burn's sort order.
 
@@ -42,7 +42,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 
-use crate::kernels::{primitive, tensor};
+use crate::primitive::{primitive, tensor};
 
 /// How logits become mixture weights: `softmax(top_k(logits) / temperature)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -74,7 +74,7 @@ impl RoutingSoftmax {
 }
 
 /// A backend that can run the fused softmax-mixture of prompt sources.
-pub trait FusedRouting: Backend {
+pub trait RoutingMixture: Backend {
     /// `out[b, l] = Σ_s softmax(top_k(logits[b, g(l)]) / temperature)[s] · source_s[l]`, the
     /// sources being `shared`'s rows, then `own[b]` if given.
     ///
@@ -87,14 +87,14 @@ pub trait FusedRouting: Backend {
     }
 }
 
-/// [`softmax_mix_reference`] on primitives: the default body of [`FusedRouting::softmax_mix`],
+/// [`softmax_mix_reference`] on primitives: the default body of [`RoutingMixture::softmax_mix`],
 /// and a kernel's fallback for shapes it does not take.
 pub fn softmax_mix_reference_primitive<B: Backend>(logits: FloatTensor<B>, shared: FloatTensor<B>, own: Option<FloatTensor<B>>, softmax: RoutingSoftmax) -> FloatTensor<B> {
     primitive(softmax_mix_reference::<B>(tensor(logits), tensor(shared), own.map(tensor), softmax))
 }
 
 
-/// Checks the shapes of a [`FusedRouting::softmax_mix`] call; returns `(batch, groups, sources)`.
+/// Checks the shapes of a [`RoutingMixture::softmax_mix`] call; returns `(batch, groups, sources)`.
 ///
 /// # Panics
 /// With the mismatching dimensions named.
@@ -110,7 +110,7 @@ pub fn check_shapes(logits: [usize; 3], shared: [usize; 3], own: Option<[usize; 
     logits
 }
 
-/// The weights of [`FusedRouting::softmax_mix`]: `softmax(top_k(logits) / temperature)` over the
+/// The weights of [`RoutingMixture::softmax_mix`]: `softmax(top_k(logits) / temperature)` over the
 /// last dimension, composed from tensor operations.
 ///
 /// # Shapes
@@ -139,10 +139,10 @@ pub fn top_k_mask<B: Backend>(logits: Tensor<B, 2>, k: usize) -> Tensor<B, 2, Bo
         .greater_elem(0.5)
 }
 
-/// The composed-tensor reference of [`FusedRouting::softmax_mix`], the fallback of every backend.
+/// The composed-tensor reference of [`RoutingMixture::softmax_mix`], the fallback of every backend.
 ///
 /// # Shapes
-/// As [`FusedRouting::softmax_mix`].
+/// As [`RoutingMixture::softmax_mix`].
 pub fn softmax_mix_reference<B: Backend>(logits: Tensor<B, 3>, shared: Tensor<B, 3>, own: Option<Tensor<B, 3>>, softmax_of: RoutingSoftmax) -> Tensor<B, 3> {
     check_shapes(logits.dims(), shared.dims(), own.as_ref().map(Tensor::dims));
     mix_with_weights(routing_weights(logits, softmax_of), shared, own)
@@ -167,7 +167,7 @@ fn mix_with_weights<B: Backend>(weights: Tensor<B, 3>, shared: Tensor<B, 3>, own
     mixed.reshape([batch, len, width])
 }
 
-/// The gradients of [`FusedRouting::softmax_mix`] against logits, shared and own sources, from the
+/// The gradients of [`RoutingMixture::softmax_mix`] against logits, shared and own sources, from the
 /// forward's weights (the formulas in the module docs).
 ///
 /// # Shapes
@@ -198,12 +198,12 @@ fn softmax_mix_backward<B: Backend>(
     (d_logits, d_shared, d_own)
 }
 
-impl FusedRouting for burn::backend::Flex {}
+impl RoutingMixture for burn::backend::Flex {}
 
 /// The backward's state: the forward's weights, the shared and own sources, the temperature.
 type MixState<B> = (FloatTensor<B>, FloatTensor<B>, Option<FloatTensor<B>>, f32);
 
-/// [`FusedRouting::softmax_mix`] as a node of the autodiff graph, `N` = 2 (logits, shared) or 3 (and own).
+/// [`RoutingMixture::softmax_mix`] as a node of the autodiff graph, `N` = 2 (logits, shared) or 3 (and own).
 #[derive(Debug)]
 struct SoftmaxMix;
 
@@ -226,9 +226,9 @@ impl<B: Backend, const N: usize> Backward<B, N> for SoftmaxMix {
     }
 }
 
-impl<B: FusedRouting, C: CheckpointStrategy> FusedRouting for Autodiff<B, C> {
+impl<B: RoutingMixture, C: CheckpointStrategy> RoutingMixture for Autodiff<B, C> {
     fn softmax_mix(logits: FloatTensor<Self>, shared: FloatTensor<Self>, own: Option<FloatTensor<Self>>, softmax_of: RoutingSoftmax) -> FloatTensor<Self> {
-        fn run<B: FusedRouting, C: CheckpointStrategy, const N: usize>(
+        fn run<B: RoutingMixture, C: CheckpointStrategy, const N: usize>(
             kind: OpsKind<SoftmaxMix, B, MixState<B>, C, N>,
             logits: FloatTensor<B>,
             shared: FloatTensor<B>,
@@ -258,7 +258,7 @@ impl<B: FusedRouting, C: CheckpointStrategy> FusedRouting for Autodiff<B, C> {
     }
 }
 
-/// [`FusedRouting::softmax_mix`] on tensors.
+/// [`RoutingMixture::softmax_mix`] on tensors.
 ///
 /// # Shapes
 /// - `logits`: `[batch, groups, sources]` with `sources = shared + (own ? 1 : 0)`
@@ -267,7 +267,7 @@ impl<B: FusedRouting, C: CheckpointStrategy> FusedRouting for Autodiff<B, C> {
 ///
 /// # Panics
 /// If the shapes disagree (the message names the dimensions).
-pub fn softmax_mix<B: FusedRouting>(logits: Tensor<B, 3>, shared: Tensor<B, 3>, own: Option<Tensor<B, 3>>, softmax_of: RoutingSoftmax) -> Tensor<B, 3> {
+pub fn softmax_mix<B: RoutingMixture>(logits: Tensor<B, 3>, shared: Tensor<B, 3>, own: Option<Tensor<B, 3>>, softmax_of: RoutingSoftmax) -> Tensor<B, 3> {
     // Every implementation checks the shapes ([`check_shapes`]) before it runs.
     tensor(B::softmax_mix(primitive(logits), primitive(shared), own.map(primitive), softmax_of))
 }
@@ -277,18 +277,9 @@ pub(crate) mod tests {
     use super::*;
     use burn::backend::Flex;
     use burn::tensor::Distribution;
+    use crate::test_support::max_relative_error;
 
     type AB = Autodiff<Flex>;
-
-    /// `max |a − b| / max |b|`: the error relative to the tensor's scale (an element-wise ratio
-    /// would blow up on entries that are themselves near zero); absolute where `b` is all zero.
-    pub(crate) fn max_relative_error<const D: usize>(a: Tensor<Flex, D>, b: Tensor<Flex, D>) -> f32 {
-        let (a, b) = (a.into_data().to_vec::<f32>().unwrap(), b.into_data().to_vec::<f32>().unwrap());
-        assert_eq!(a.len(), b.len());
-        let scale = b.iter().fold(0f32, |m, y| m.max(y.abs()));
-        // An all-zero reference (a source outside every row's top k) is compared absolutely.
-        a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / if scale > 0.0 { scale } else { 1.0 }
-    }
 
     /// One test case: shapes and the softmax.
     #[derive(Debug, Clone, Copy)]
@@ -328,7 +319,7 @@ pub(crate) mod tests {
 
     /// Forward output and the gradients of logits, shared and own sources (a placeholder without
     /// an own source), on `Autodiff<B>`, of `sum(mix · upstream)`.
-    pub(crate) fn run_op<B: FusedRouting>(case: Case, inputs: &[Tensor<Flex, 3>; 4], fused: bool, device: &B::Device) -> [Tensor<Flex, 3>; 4] {
+    pub(crate) fn run_op<B: RoutingMixture>(case: Case, inputs: &[Tensor<Flex, 3>; 4], fused: bool, device: &B::Device) -> [Tensor<Flex, 3>; 4] {
         let to = |t: &Tensor<Flex, 3>| Tensor::<Autodiff<B>, 3>::from_data(t.to_data(), device).require_grad();
         let (logits, shared, own) = (to(&inputs[0]), to(&inputs[1]), to(&inputs[2]));
         let own = case.own.then_some(own);
@@ -436,23 +427,12 @@ pub(crate) mod tests {
         }
     }
 
-    /// Whether a CUDA device opens; where none does, says on stderr that `test` is skipped.
-    #[cfg(feature = "cuda")]
-    pub(crate) fn cuda_device_opens(test: &str) -> bool {
-        use burn::backend::Cuda;
-        let opens = std::panic::catch_unwind(|| Tensor::<Cuda, 1>::zeros([1], &Default::default()).into_data()).is_ok();
-        if !opens {
-            eprintln!("SKIPPED {test}: no CUDA device could be opened");
-        }
-        opens
-    }
-
     /// The same on CUDA when a GPU is present; says so when it is skipped.
     #[cfg(feature = "cuda")]
     #[test]
     fn the_cuda_kernel_matches_the_reference() {
         use burn::backend::Cuda;
-        if !cuda_device_opens("the_cuda_kernel_matches_the_reference") {
+        if !crate::test_support::cuda_device_opens("the_cuda_kernel_matches_the_reference") {
             return;
         }
         for case in CASES {

@@ -1,12 +1,12 @@
 //! A linear layer's forward for the frozen encoders: burn's [`Linear`] parameters (names,
-//! initialisation and checkpoints unchanged) run through [`mope_core::linear`], one operation with
+//! initialisation and checkpoints unchanged) run through [`ops::linear`], one operation with
 //! a hand-written backward. On `flex` that is one product over every sample's rows, in row blocks
 //! over the threads, with the bias accumulated in place; burn 0.21's own `Linear::forward` copied
 //! the transposed weight in every backward, and allocated each product's output twice.
 
 use burn::nn::Linear;
 use burn::tensor::Tensor;
-use mope_core::linear::FastLinear;
+use ops::FastLinear;
 
 /// `x · weight + bias` for burn's [`Linear`] `layer`.
 ///
@@ -14,7 +14,7 @@ use mope_core::linear::FastLinear;
 /// - `x`: `[..., d_in]`
 /// - output: `[..., d_out]`
 pub fn linear<B: FastLinear, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
-    mope_core::linear::linear(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()))
+    ops::linear(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()))
 }
 
 #[cfg(test)]

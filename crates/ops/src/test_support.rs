@@ -1,0 +1,51 @@
+//! What the operations' tests share: the error measure they compare with, whether a CUDA device
+//! opens, and the macro that runs an operation's check on the GPU backends.
+
+use burn::backend::Flex;
+use burn::tensor::Tensor;
+
+/// `max |a − b| / max |b|`: the error relative to the tensor's scale (an element-wise ratio
+/// would blow up on entries that are themselves near zero); absolute where `b` is all zero.
+pub(crate) fn max_relative_error<const D: usize>(a: Tensor<Flex, D>, b: Tensor<Flex, D>) -> f32 {
+    let (a, b) = (a.into_data().to_vec::<f32>().unwrap(), b.into_data().to_vec::<f32>().unwrap());
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, y| m.max(y.abs()));
+    // An all-zero reference (a source outside every row's top k) is compared absolutely.
+    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / if scale > 0.0 { scale } else { 1.0 }
+}
+
+/// Whether a CUDA device opens; where none does, says on stderr that `test` is skipped.
+#[cfg(feature = "cuda")]
+pub(crate) fn cuda_device_opens(test: &str) -> bool {
+    use burn::backend::Cuda;
+    let opens = std::panic::catch_unwind(|| Tensor::<Cuda, 1>::zeros([1], &Default::default()).into_data()).is_ok();
+    if !opens {
+        eprintln!("SKIPPED {test}: no CUDA device could be opened");
+    }
+    opens
+}
+
+/// The GPU-backend tests of an operation: `gpu_backends::wgpu` (feature `wgpu`; lavapipe on a
+/// CPU-only machine) and `gpu_backends::cuda` (feature `cuda`; says `SKIPPED` without a device),
+/// each running the calling test module's `check::<B>(&device)`, which compares the operation on
+/// `B` with its reference on `flex`.
+macro_rules! gpu_backend_tests {
+    ($check:ident) => {
+        mod gpu_backends {
+            #[cfg(feature = "wgpu")]
+            #[test]
+            fn wgpu() {
+                super::$check::<burn::backend::Wgpu>(&Default::default());
+            }
+
+            #[cfg(feature = "cuda")]
+            #[test]
+            fn cuda() {
+                if crate::test_support::cuda_device_opens(module_path!()) {
+                    super::$check::<burn::backend::Cuda>(&Default::default());
+                }
+            }
+        }
+    };
+}
+pub(crate) use gpu_backend_tests;
