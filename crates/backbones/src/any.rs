@@ -386,7 +386,7 @@ fn missing(sample: &data::Sample, modality: Modality) -> BackboneError {
 impl InputPreparer {
     /// Prepares the part of `sample` this encoder reads. `images` decodes (and caches) images
     /// with this preparer's preprocessing.
-    pub fn prepare(&self, sample: &data::Sample, images: Option<&data::image_text::ImageTextPrepare>) -> Result<PreparedInput, BackboneError> {
+    pub fn prepare(&self, sample: &data::Sample, images: Option<&data::ImageCache>) -> Result<PreparedInput, BackboneError> {
         match self {
             Self::Text(_) => Ok(PreparedInput::Text(sample.text.clone().ok_or_else(|| missing(sample, Modality::Text))?)),
             Self::Image(modality, pre) => {

@@ -8,8 +8,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use data::image_text::ImageTextPrepare;
-use data::{ImagePreprocess, LoadOptions, LoaderConfig, SplitName, batches};
+use data::{ImageCache, ImagePreprocess, LoadOptions, LoaderConfig, SplitName, batches};
 
 fn main() -> Result<(), data::DataError> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.assets/datasets/emoji");
@@ -24,7 +23,7 @@ fn main() -> Result<(), data::DataError> {
     println!("{} samples, 64x64 PNG -> 3x224x224 f32, batch 32", samples.len());
     println!("{:<28} {:>12}", "configuration", "samples/s");
     for (label, workers, cached) in [("1 worker, no cache", 1, false), ("2 workers, no cache", 2, false), ("2 workers, warm cache", 2, true)] {
-        let prepare = Arc::new(ImageTextPrepare::new(preprocess, cached.then(|| cache.clone())));
+        let prepare = Arc::new(ImageCache::new(preprocess, cached.then(|| cache.clone())));
         if cached {
             // Fill the cache once, untimed.
             for batch in batches(samples.clone(), prepare.clone(), &LoaderConfig { workers, ..LoaderConfig::new(32) }, 0) {

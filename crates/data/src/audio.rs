@@ -4,11 +4,9 @@
 //! Resampling is band-limited interpolation with a Lanczos-windowed sinc kernel (8 lobes); when
 //! the rate goes down, the kernel is widened to low-pass below the new Nyquist frequency.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::DataError;
-use crate::pipeline::Prepare;
-use crate::sample::{Sample, Target};
 
 /// Sample rate of the encoders' front ends.
 pub const TARGET_RATE: u32 = 16_000;
@@ -62,57 +60,6 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Vec<f32> {
         .collect()
 }
 
-/// A prepared audio+text sample.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AudioTextItem {
-    /// Mono samples at 16 kHz, at most `max_samples`.
-    pub samples: Vec<f32>,
-    /// Text (empty if the sample has none).
-    pub text: String,
-    /// Target.
-    pub target: Target,
-}
-
-/// Prepares audio(+text) samples: decode, mono, 16 kHz, trimmed to `max_seconds`.
-#[derive(Debug, Clone)]
-pub struct AudioTextPrepare {
-    /// Longest clip kept, in seconds (Whisper's window is 30 s).
-    pub max_seconds: f64,
-}
-
-impl Prepare for AudioTextPrepare {
-    type Item = AudioTextItem;
-
-    fn prepare(&self, sample: &Sample) -> Result<AudioTextItem, DataError> {
-        let path: &PathBuf = sample.audio.as_ref().ok_or_else(|| DataError::missing_input(sample, "audio"))?;
-        let (samples, rate) = read_wav(path)?;
-        let mut samples = resample(&samples, rate, TARGET_RATE);
-        samples.truncate((self.max_seconds * TARGET_RATE as f64) as usize);
-        Ok(AudioTextItem { samples, text: sample.text.clone().unwrap_or_default(), target: sample.target.clone() })
-    }
-}
-
-/// The clips of a batch, zero-padded to the longest, and their lengths.
-///
-/// # Shapes
-/// - output: `[items.len(), longest]` and `[items.len()]`
-pub fn audio_batch<B: burn::tensor::backend::Backend>(
-    items: &[AudioTextItem],
-    device: &B::Device,
-) -> (burn::tensor::Tensor<B, 2>, burn::tensor::Tensor<B, 1, burn::tensor::Int>) {
-    use burn::tensor::{Tensor, TensorData};
-    let longest = items.iter().map(|i| i.samples.len()).max().unwrap_or(0);
-    let mut flat = vec![0f32; items.len() * longest];
-    for (row, item) in items.iter().enumerate() {
-        flat[row * longest..row * longest + item.samples.len()].copy_from_slice(&item.samples);
-    }
-    let lengths: Vec<i64> = items.iter().map(|i| i.samples.len() as i64).collect();
-    (
-        Tensor::from_data(TensorData::new(flat, [items.len(), longest]), device),
-        Tensor::from_data(TensorData::new(lengths, [items.len()]), device),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,14 +94,6 @@ mod tests {
         let inner = &down[200..down.len() - 200];
         let rms = (inner.iter().map(|v| v * v).sum::<f32>() / inner.len() as f32).sqrt();
         assert!(rms < 0.05, "alias energy {rms}");
-    }
-
-    #[test]
-    fn batches_pad_to_the_longest_clip() {
-        let item = |n: usize| AudioTextItem { samples: vec![1.0; n], text: String::new(), target: Target::Class(0) };
-        let (audio, lengths) = audio_batch::<burn::backend::Flex>(&[item(2), item(3)], &Default::default());
-        assert_eq!(audio.into_data().to_vec::<f32>().unwrap(), [1.0, 1.0, 0.0, 1.0, 1.0, 1.0]);
-        assert_eq!(lengths.into_data().convert::<i64>().to_vec::<i64>().unwrap(), [2, 3]);
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub enum DataError {
     #[error("{dataset} has no `{split}` split")]
     NoSuchSplit {
         /// Dataset.
-        dataset: &'static str,
+        dataset: String,
         /// Split asked for.
         split: String,
     },

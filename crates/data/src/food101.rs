@@ -89,7 +89,7 @@ pub fn load(root: &Path, split: SplitName, val_size: usize, options: LoadOptions
         samples = chosen.into_iter().map(|i| samples[i].clone()).collect();
     }
     Ok(Split {
-        dataset: "food101",
+        dataset: "food101".into(),
         split,
         task: Task::Classification { num_classes: labels.len() },
         labels,

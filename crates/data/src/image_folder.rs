@@ -61,7 +61,7 @@ fn read_json_list(path: &Path) -> Result<Rows, DataError> {
 fn load_lists(root: &Path, split: SplitName, options: LoadOptions, files: &[(SplitName, PathBuf); 3], read: fn(&Path) -> Result<Rows, DataError>) -> Result<Split, DataError> {
     let (_, path) = files.iter().find(|(s, _)| *s == split).expect("every split has a file name");
     if !path.is_file() {
-        return Err(DataError::NoSuchSplit { dataset: NAME, split: split.to_string() });
+        return Err(DataError::NoSuchSplit { dataset: NAME.into(), split: split.to_string() });
     }
     // Class ids are shared by the splits: the label set spans every list.
     let mut num_classes = 0;
@@ -81,7 +81,7 @@ fn load_lists(root: &Path, split: SplitName, options: LoadOptions, files: &[(Spl
         });
         collector.take(sample)?;
     }
-    Ok(Split { dataset: NAME, split, task: Task::Classification { num_classes: labels.len() }, labels, samples: collector.samples, skipped: collector.skipped })
+    Ok(Split { dataset: NAME.into(), split, task: Task::Classification { num_classes: labels.len() }, labels, samples: collector.samples, skipped: collector.skipped })
 }
 
 fn is_image(path: &Path) -> bool {
@@ -150,7 +150,7 @@ fn load_folders(root: &Path, split: SplitName) -> Result<Split, DataError> {
         },
         (Some(train), SplitName::Test) => match folder(&["test"]) {
             Some(test) => with_labels_of(&train, &test)?,
-            None => return Err(DataError::NoSuchSplit { dataset: NAME, split: split.to_string() }),
+            None => return Err(DataError::NoSuchSplit { dataset: NAME.into(), split: split.to_string() }),
         },
         (None, _) => {
             let (labels, images) = class_folders(root)?;
@@ -171,7 +171,7 @@ fn load_folders(root: &Path, split: SplitName) -> Result<Split, DataError> {
         .zip(ids)
         .map(|((image, class), id)| Sample { id, image: Some(image), depth: None, audio: None, text: None, target: Target::Class(class) })
         .collect();
-    Ok(Split { dataset: NAME, split, task: Task::Classification { num_classes: labels.len() }, labels, samples, skipped: Vec::new() })
+    Ok(Split { dataset: NAME.into(), split, task: Task::Classification { num_classes: labels.len() }, labels, samples, skipped: Vec::new() })
 }
 
 /// The images of `dir`, with the class ids of `train`'s folders (a class folder `train` lacks is

@@ -28,7 +28,7 @@ struct Row {
 }
 
 /// Loads a split of a JSON-lines dataset; `dataset` names it in reports.
-pub fn load(root: &Path, dataset: &'static str, split: SplitName, options: LoadOptions) -> Result<Split, DataError> {
+pub fn load(root: &Path, dataset: &str, split: SplitName, options: LoadOptions) -> Result<Split, DataError> {
     let labels_path = root.join("labels.txt");
     let labels = read_labels(&labels_path)?;
     let mut path = root.join(format!("{split}.jsonl"));
@@ -46,5 +46,5 @@ pub fn load(root: &Path, dataset: &'static str, split: SplitName, options: LoadO
         };
         Ok(Some(Sample { id, image, depth: None, audio, text: row.text, target: Target::Class(class) }))
     })?;
-    Ok(Split { dataset, split, task: Task::Classification { num_classes: labels.len() }, labels, samples: collector.samples, skipped: collector.skipped })
+    Ok(Split { dataset: dataset.to_string(), split, task: Task::Classification { num_classes: labels.len() }, labels, samples: collector.samples, skipped: collector.skipped })
 }

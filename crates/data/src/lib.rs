@@ -8,7 +8,7 @@
 //! | [`snli_ve`] | SNLI-VE | image + text | 3-way visual entailment |
 //! | [`mustard`] | MUStARD | text + audio | sarcasm (binary) |
 //! | [`segmentation`] | NYUDv2, SUN RGB-D | RGB + depth | 40- / 37-class segmentation |
-//! | [`jsonl`] | MoPE's JSON-lines layout, and the emoji and digits datasets that `cargo xtask setup` builds in it | image, text, audio | classification |
+//! | [`jsonl`] | MoPE's JSON-lines layout (the emoji and digits datasets that `cargo xtask setup` builds are in it) | image, text, audio | classification |
 //! | [`image_folder`] | any image dataset: VTAB-1k lists, FGVC JSON, a folder per class | image | classification (pMoE) |
 //!
 //! Each loader reads the metadata of one split into a [`Split`] of [`Sample`]s (paths to the media
@@ -16,10 +16,10 @@
 //! file or an unknown label is an error naming the file and line ([`DataError`]); with
 //! [`LoadOptions::skip_bad`] such rows are skipped instead and counted in [`Split::skipped`].
 //!
-//! [`ImagePreprocess`] prepares images as a backbone preset says (resize, crop, normalise);
-//! [`pipeline`] prepares batches on worker threads, in a deterministic order; [`image_text`]
-//! prepares image+text samples (with an on-disk cache) and collates them into burn tensors;
-//! [`audio`] decodes and resamples WAV to 16 kHz; [`rgbd`] prepares RGB, depth and masks.
+//! [`ImagePreprocess`] prepares images as a backbone preset says (resize, crop, normalise; depth
+//! images the same way, tiled to three channels); [`image_cache`] keeps prepared images on disk
+//! between epochs; [`audio`] decodes and resamples WAV to 16 kHz; [`mask`] reads segmentation
+//! masks as class ids; [`pipeline`] prepares batches on worker threads, in a deterministic order.
 //!
 //! This crate depends on no model crate.
 
@@ -28,12 +28,12 @@ pub mod error;
 pub mod food101;
 pub mod image;
 pub mod image_folder;
-pub mod image_text;
+pub mod image_cache;
 pub mod jsonl;
+pub mod mask;
 pub mod mmimdb;
 pub mod mustard;
 pub mod pipeline;
-pub mod rgbd;
 pub mod sample;
 pub mod segmentation;
 pub mod snli_ve;
@@ -41,5 +41,6 @@ pub mod stratify;
 
 pub use error::DataError;
 pub use image::ImagePreprocess;
+pub use image_cache::{ImageCache, cache_key};
 pub use pipeline::{Batches, LoaderConfig, Prepare, Throughput, batches};
 pub use sample::{LoadOptions, Sample, Split, SplitName, Target, Task};

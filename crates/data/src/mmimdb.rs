@@ -77,5 +77,5 @@ pub fn load(root: &Path, split: SplitName, options: LoadOptions) -> Result<Split
             Ok(Some(Sample { id: id.to_string(), image: Some(image), depth: None, audio: None, text: Some(plot), target: Target::MultiLabel(target) }))
         })())?;
     }
-    Ok(Split { dataset: "mmimdb", split, task: Task::MultiLabel { num_labels: labels.len() }, labels, samples: collector.samples, skipped: collector.skipped })
+    Ok(Split { dataset: "mmimdb".into(), split, task: Task::MultiLabel { num_labels: labels.len() }, labels, samples: collector.samples, skipped: collector.skipped })
 }

@@ -68,5 +68,5 @@ pub fn load(root: &Path, split: SplitName, which: MustardSplit, train_items: usi
             }))
         })())?;
     }
-    Ok(Split { dataset: "mustard", split, task: Task::Classification { num_classes: 2 }, labels, samples: collector.samples, skipped: collector.skipped })
+    Ok(Split { dataset: "mustard".into(), split, task: Task::Classification { num_classes: 2 }, labels, samples: collector.samples, skipped: collector.skipped })
 }

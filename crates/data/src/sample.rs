@@ -88,7 +88,7 @@ pub struct LoadOptions {
 #[derive(Debug)]
 pub struct Split {
     /// Dataset name.
-    pub dataset: &'static str,
+    pub dataset: String,
     /// Split.
     pub split: SplitName,
     /// Label names, indexed by class id.

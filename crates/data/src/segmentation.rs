@@ -55,7 +55,7 @@ pub fn load(root: &Path, dataset: RgbdDataset, split: SplitName, options: LoadOp
     let list = match split {
         SplitName::Train => root.join("train.txt"),
         SplitName::Val => root.join("val.txt"),
-        SplitName::Test => return Err(DataError::NoSuchSplit { dataset: dataset.name(), split: "test".into() }),
+        SplitName::Test => return Err(DataError::NoSuchSplit { dataset: dataset.name().into(), split: "test".into() }),
     };
     let text = read(&list)?;
     let labels: Vec<String> = (0..dataset.num_classes()).map(|c| format!("class {c}")).collect();
@@ -79,7 +79,7 @@ pub fn load(root: &Path, dataset: RgbdDataset, split: SplitName, options: LoadOp
         })())?;
     }
     Ok(Split {
-        dataset: dataset.name(),
+        dataset: dataset.name().into(),
         split,
         task: Task::Segmentation { num_classes: dataset.num_classes(), ignore_index: IGNORE_INDEX },
         labels,

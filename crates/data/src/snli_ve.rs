@@ -54,5 +54,5 @@ pub fn load(root: &Path, split: SplitName, options: LoadOptions) -> Result<Split
         let id = row.pair_id.unwrap_or_else(|| format!("{}#{line_no}", row.flickr30k_id));
         Ok(Some(Sample { id, image: Some(image), depth: None, audio: None, text: Some(row.sentence2), target: Target::Class(class) }))
     })?;
-    Ok(Split { dataset: "snli-ve", split, task: Task::Classification { num_classes: labels.len() }, labels, samples: collector.samples, skipped: collector.skipped })
+    Ok(Split { dataset: "snli-ve".into(), split, task: Task::Classification { num_classes: labels.len() }, labels, samples: collector.samples, skipped: collector.skipped })
 }

@@ -80,9 +80,6 @@ pub struct MultimodalClassifierConfig {
     /// 0 keeps it frozen without prompts.
     #[config(default = 0)]
     pub complementary_prompt_len: usize,
-    /// Weight of the importance loss (official `--w_imp`).
-    #[config(default = 0.01)]
-    pub importance_weight: f64,
     /// Importance values at or below this are zeroed (official code: 0.1).
     #[config(default = 0.1)]
     pub importance_threshold: f64,

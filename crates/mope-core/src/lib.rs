@@ -67,6 +67,6 @@ pub use format::{human_bytes, thousands};
 pub use mapper::{PromptMapper, PromptMapperConfig};
 pub use params::{FloatParam, ModuleParams, ParamSummary, float_params, materialize, params_with_gradient, replace_float_params, unfreeze};
 pub use prompts::{MopePrompts, MopePromptsConfig, MopeRun};
-pub use regularizer::{RoutingStats, importance_loss, load_balance_loss};
+pub use regularizer::{RoutingStats, importance_loss};
 pub use router::{Router, RouterConfig, RouterSettings, RoutingOutput};
 pub use strict::{StrictError, from_value_strict};

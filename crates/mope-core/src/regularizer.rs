@@ -2,7 +2,6 @@
 //!
 //! - [`importance_loss`]: squared coefficient of variation of per-expert importance (Shazeer et al.
 //!   2017), with the dead zone of the official MoPE code: values at or below a threshold count as 0.
-//! - [`load_balance_loss`]: the Switch Transformer auxiliary loss `E · Σ_e f_e · P_e`.
 //! - [`RoutingStats`]: per-expert share, top-1 share and entropy, for logging.
 
 use burn::tensor::{Tensor, backend::Backend};
@@ -27,26 +26,6 @@ pub fn importance_loss<B: Backend>(weights: Tensor<B, 2>, threshold: f64) -> Ten
     let cv2 = (var / mean.powi_scalar(2)).reshape([1]);
     let active = cv2.clone().greater_elem(threshold).float();
     cv2 * active
-}
-
-/// Switch Transformer load-balancing loss `E · Σ_e f_e · P_e`, where `f_e` is the fraction of
-/// instances whose largest weight is expert `e` (not differentiable) and `P_e` the mean weight of
-/// expert `e`. It equals 1 for uniform routing and `E` when every instance goes to one expert.
-///
-/// # Shapes
-/// - `weights`: `[batch, num_experts]`; output `[1]`
-pub fn load_balance_loss<B: Backend>(weights: Tensor<B, 2>) -> Tensor<B, 1> {
-    let [_, num_experts] = weights.dims();
-    let top1 = weights
-        .clone()
-        .detach()
-        .argmax(1) // [batch, 1]
-        .squeeze_dim::<1>(1)
-        .one_hot::<2>(num_experts)
-        .float(); // [batch, num_experts]
-    let fraction = top1.mean_dim(0); // [1, num_experts]
-    let probability = weights.mean_dim(0); // [1, num_experts]
-    (fraction * probability).sum().reshape([1]) * num_experts as f32
 }
 
 /// Routing statistics of one layer over a batch or an epoch, on the host.
@@ -185,14 +164,6 @@ mod tests {
         let grads = importance_loss(w, 0.0).backward();
         let g: Vec<f32> = logits.grad(&grads).unwrap().to_data().to_vec().unwrap();
         assert!(g[0] > 0.0 && g[1] < 0.0, "descent lowers the over-used expert's logit: {g:?}");
-    }
-
-    #[test]
-    fn load_balance_is_one_when_uniform_and_e_when_collapsed() {
-        let uniform = weights(&[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]);
-        assert!((scalar(load_balance_loss(uniform)) - 1.0).abs() < 1e-6);
-        let collapsed = weights(&[[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]);
-        assert!((scalar(load_balance_loss(collapsed)) - 3.0).abs() < 1e-6);
     }
 
     #[test]

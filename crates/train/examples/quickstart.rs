@@ -29,6 +29,8 @@ const MAIN_LEN: usize = 10;
 const COMP_LEN: usize = 8;
 const BATCH: usize = 32;
 const STEPS: usize = 400;
+/// Weight of the importance loss in the training loss (official `--w_imp`).
+const IMPORTANCE_WEIGHT: f64 = 0.01;
 
 /// A tiny deterministic generator for the synthetic samples.
 struct Lcg(u64);
@@ -128,7 +130,7 @@ fn main() -> anyhow::Result<()> {
             );
             let out = model.forward(&main, &comp);
             let task = loss_fn.forward(out.logits, labels);
-            let loss = task.clone() + out.importance_loss * config.importance_weight;
+            let loss = task.clone() + out.importance_loss * IMPORTANCE_WEIGHT;
             if step % 100 == 0 || step == STEPS - 1 {
                 println!("step {step:>4}  loss {:.4}", task.into_scalar());
             }

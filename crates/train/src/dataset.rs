@@ -43,10 +43,8 @@ pub fn load_split(spec: &DataSpec, split: SplitName, seed: u64) -> Result<Split,
     let root = spec.root.as_path();
     let mut loaded = match spec.dataset {
         DatasetKind::Jsonl => {
-            let name: &'static str = Box::leak(
-                root.file_name().map_or_else(|| "jsonl".to_string(), |n| n.to_string_lossy().into_owned()).into_boxed_str(),
-            );
-            data::jsonl::load(root, name, split, options)?
+            let name = root.file_name().map_or_else(|| "jsonl".into(), |n| n.to_string_lossy());
+            data::jsonl::load(root, &name, split, options)?
         }
         DatasetKind::Food101 => data::food101::load(root, split, spec.food101_val_size, options)?,
         DatasetKind::Mmimdb => data::mmimdb::load(root, split, options)?,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use backbones::{AnyInput, BackboneError, InputPreparer, PreparedInput};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
-use data::image_text::ImageTextPrepare;
+use data::ImageCache;
 use data::{DataError, Prepare, Sample, Target};
 
 /// One sample prepared for both encoders.
@@ -32,8 +32,8 @@ pub struct PairPrepare {
     /// Preparation for the complementary encoder; `None` for models that read only the main
     /// input (pMoE).
     pub complementary: Option<InputPreparer>,
-    main_images: Option<ImageTextPrepare>,
-    complementary_images: Option<ImageTextPrepare>,
+    main_images: Option<ImageCache>,
+    complementary_images: Option<ImageCache>,
     skip_complementary: bool,
 }
 
@@ -41,7 +41,7 @@ impl PairPrepare {
     /// Prepares for these encoders; images are cached under `cache` if given.
     pub fn new(main: InputPreparer, complementary: Option<InputPreparer>, cache: Option<PathBuf>) -> Self {
         let images = |p: &InputPreparer| match p {
-            InputPreparer::Image(_, pre) => Some(ImageTextPrepare::new(*pre, cache.clone())),
+            InputPreparer::Image(_, pre) => Some(ImageCache::new(*pre, cache.clone())),
             _ => None,
         };
         let complementary_images = complementary.as_ref().and_then(images);
@@ -57,7 +57,7 @@ impl PairPrepare {
     /// Prepares one sample without the pipeline (for `mope predict`).
     pub fn prepare_one(&self, sample: &Sample) -> Result<PreparedPair, BackboneError> {
         let mask = match (&sample.target, &self.main) {
-            (Target::Mask(path), InputPreparer::Image(_, pre)) => Some(data::rgbd::load_mask(path, pre.size as u32)?),
+            (Target::Mask(path), InputPreparer::Image(_, pre)) => Some(data::mask::load_mask(path, pre.size as u32)?),
             (Target::Mask(path), _) => {
                 return Err(BackboneError::Data(DataError::Decode {
                     path: path.clone(),

@@ -78,7 +78,6 @@ pub fn classifier_config(spec: &ExperimentSpec, num_outputs: usize) -> Multimoda
     let method = spec.model.method.fusion().expect("a two-encoder method");
     MultimodalClassifierConfig::new(method, num_outputs, prompts)
         .with_complementary_prompt_len(spec.model.complementary_prompt_len)
-        .with_importance_weight(spec.train.importance_weight)
         .with_importance_threshold(spec.train.importance_threshold)
 }
 
@@ -155,7 +154,7 @@ impl<B: Kernels> Setup<B> {
         let feature_store = cache_dir.as_ref().map(|dir| {
             let m = &spec.model;
             let key = format!("{}|{}|{}|{}|{}", complementary.name, m.image_size, m.audio_seconds, m.complementary_reads_depth, spec.data.root.display());
-            dir.join("features").join(data::image_text::cache_key(&key))
+            dir.join("features").join(data::cache_key(&key))
         });
         B::seed(device, spec.train.seed);
         // Trainable encoder parts (the hybrid's projection) are drawn from the seed first.
