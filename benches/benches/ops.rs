@@ -187,7 +187,7 @@ fn torch_tensors(s: StepShape) -> String {
 fn main() -> Result<()> {
     // As `mope` and the training-step bench run: glibc keeps freed tensor buffers mapped (the
     // PyTorch child inherits the setting).
-    train::malloc::tune_glibc_malloc();
+    train::tune_glibc_malloc();
     let mut threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut shape = VIT_B;
     let mut args = std::env::args().skip(1);

@@ -20,8 +20,7 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use criterion::{BenchmarkId, Criterion};
-use ops::routing_mixture::softmax_mix_reference;
-use ops::{RoutingMixture, RoutingSoftmax, softmax_mix};
+use ops::{RoutingMixture, RoutingSoftmax, softmax_mix, softmax_mix_reference};
 
 /// One benchmarked shape of the operation.
 #[derive(Debug, Clone, Copy)]

@@ -18,9 +18,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use backbones::ViTConfig;
-use backbones::pooling::Pooling;
-use backbones::token_encoder::{TokenBatch, TokenEncoderConfig};
+use backbones::{Pooling, TokenBatch, TokenEncoderConfig, ViTConfig};
 use burn::module::{AutodiffModule, ModuleDisplay};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
@@ -28,7 +26,7 @@ use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use mope_benches::{SMALL, StepShape, TEXT, VIT_B, mib, peak_rss_bytes, run_reference};
 use mope_core::{FusionMethod, MopePromptsConfig, MultimodalClassifierConfig, PromptableEncoder};
 use serde::Deserialize;
-use train::device::{BackendJob, DeviceChoice, TrainBackend, run_on};
+use train::{BackendJob, DeviceChoice, TrainBackend, run_on};
 
 /// What one side measured.
 #[derive(Debug, Deserialize)]
@@ -140,7 +138,7 @@ fn reference_step(python: &str, shape: &StepShape, steps: usize, threads: usize,
 
 fn main() -> Result<()> {
     // What `mope` runs with; the PyTorch reference, a child of this process, inherits it too.
-    train::malloc::tune_glibc_malloc();
+    train::tune_glibc_malloc();
     let mut shapes = Vec::new();
     let (mut steps, mut threads, mut reference) = (2usize, std::thread::available_parallelism().map_or(1, |n| n.get()), true);
     let mut device = DeviceChoice::Cpu;

@@ -30,9 +30,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use mope_benches::{measurement_of, mib, peak_rss_bytes, run_reference};
 use serde::{Deserialize, Serialize};
-use train::device::{BackendJob, DeviceChoice, TrainBackend, run_on};
-use train::progress::ProgressMode;
-use train::{ExperimentSpec, RunDir, Setup, TrainOptions};
+use train::{BackendJob, DeviceChoice, ExperimentSpec, ProgressMode, RunDir, Setup, TrainBackend, TrainOptions, run_on};
 
 /// The paper's prompt configuration on the emoji experiment: every training pair, static and
 /// expert prompts of 6 tokens, every MiniLM layer prompted, MobileNetV2 at 224 px; one epoch.
@@ -135,7 +133,7 @@ fn tempdir_path(method: &str) -> PathBuf {
 
 fn main() -> Result<()> {
     // What `mope` runs with; the PyTorch reference, a child of this process, inherits it too.
-    train::malloc::tune_glibc_malloc();
+    train::tune_glibc_malloc();
     // The experiments and assets are named from the repository's root.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("the benches crate sits in the workspace")?;
     std::env::set_current_dir(root)?;

@@ -15,12 +15,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, ElementConversion, Tensor};
 use mope_core::{LayerPromptSource, PromptableEncoder, forward_prompted};
 use serde::{Deserialize, Serialize};
-use train::checkpoint::TrainOptimizer;
-use train::device::TrainBackend;
-use train::evaluation::Logits;
-use train::feature_cache::FeatureCache;
-use train::optim::clip_global_norm;
-use train::{ExperimentSpec, Model, Objective, Setup};
+use train::{ExperimentSpec, FeatureCache, Logits, Model, Objective, Setup, TrainBackend, TrainOptimizer, clip_global_norm};
 
 /// Seconds per step of each phase, averaged over an epoch.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -102,9 +97,9 @@ pub fn profile<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: 
     let mut loader = data::LoaderConfig::new(t.batch_size);
     loader.shuffle = Some(t.seed);
     loader.drop_last = t.drop_last;
-    let steps_per_epoch = data::pipeline::batch_indices(samples.len(), &loader, 0).len();
+    let steps_per_epoch = data::batch_indices(samples.len(), &loader, 0).len();
     let mut cache = FeatureCache::for_model(&model, feature_store);
-    let first_epoch = train::trainer::epoch_samples(&samples, &loader, 0);
+    let first_epoch = train::epoch_samples(&samples, &loader, 0);
     anyhow::ensure!(cache.covers("train", &first_epoch), "the feature cache does not cover the first epoch's samples: run the job once first");
     B::seed(&device, t.seed.wrapping_add(1));
     let mut times = PhaseTimes { layers: Vec::new(), ..Default::default() };

@@ -29,7 +29,7 @@ use crate::swin::{PromptLayout, Swin};
 use crate::token_encoder::{TokenBatch, TokenEncoder};
 use crate::tokenizer::TextTokenizer;
 use crate::vit::ViT;
-use data::image::ImagePreprocess;
+use data::ImagePreprocess;
 
 /// The input modality an encoder reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -402,8 +402,8 @@ impl InputPreparer {
             }
             Self::Audio { seconds, mel } => {
                 let path = sample.audio.as_ref().ok_or_else(|| missing(sample, Modality::Audio))?;
-                let (samples, rate) = data::audio::read_wav(path)?;
-                let samples = data::audio::resample(&samples, rate, crate::audio::log_mel::SAMPLE_RATE as u32);
+                let (samples, rate) = data::read_wav(path)?;
+                let samples = data::resample(&samples, rate, crate::audio::log_mel::SAMPLE_RATE as u32);
                 let len = (seconds * crate::audio::log_mel::SAMPLE_RATE as f64).round() as usize;
                 Ok(PreparedInput::Mel(mel.compute(&crate::audio::log_mel::pad_or_trim(&samples, len))))
             }

@@ -49,15 +49,16 @@ pub mod vit;
 pub mod weights;
 
 pub use any::{AnyEncoder, AnyInput, EncoderOptions, InputPreparer, LoadedEncoder, Modality, PreparedInput, load_encoder, modality_of};
-pub use audio::log_mel::LogMel;
+pub use audio::log_mel::{LogMel, WINDOW_SAMPLES, pad_or_trim};
 pub use audio::whisper::{WhisperEncoder, WhisperEncoderConfig, load_whisper_encoder};
 pub use bert::{HfBertConfig, load_bert};
 pub use error::BackboneError;
 pub use hybrid::{CnnTokenEncoder, load_cnn_token_encoder};
 pub use mobilenet_v2::{MobileNetV2, MobileNetV2Config, load_mobilenet_v2};
 pub use pooling::Pooling;
+pub use presets::{InputSpec, Preset, WEIGHTS_DIR_ENV, by_name, default_weights_dir};
 /// Image preprocessing of the presets (defined in the `data` crate, which has no model dependency).
-pub use data::image::{IMAGENET_MEAN, IMAGENET_STD, ImagePreprocess};
+pub use data::{IMAGENET_MEAN, IMAGENET_STD, ImagePreprocess};
 pub use swin::{PromptLayout, Swin, SwinConfig, load_swin};
 pub use tokenizer::TextTokenizer;
 pub use vit::{ViT, ViTConfig, load_vit};

@@ -15,7 +15,7 @@ use crate::token_encoder::TokenEncoder;
 use crate::tokenizer::TextTokenizer;
 use crate::audio::whisper::{WhisperEncoder, load_whisper_encoder};
 use crate::mobilenet_v2::{MobileNetV2, MobileNetV2Config, load_mobilenet_v2};
-use data::image::{IMAGENET_MEAN, IMAGENET_STD, ImagePreprocess};
+use data::{IMAGENET_MEAN, IMAGENET_STD, ImagePreprocess};
 use crate::swin::{PromptLayout, Swin, load_swin};
 use crate::vit::{ViT, load_vit};
 

@@ -9,8 +9,7 @@ use std::path::Path;
 
 use common::{fixtures, reference, relative_error, weights_dir};
 
-use backbones::presets::by_name;
-use backbones::{Pooling, TextTokenizer, TokenBatch, load_bert};
+use backbones::{Pooling, TextTokenizer, TokenBatch, by_name, load_bert};
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
 use mope_core::{PromptableEncoder, forward_prompted};

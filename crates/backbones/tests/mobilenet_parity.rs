@@ -5,8 +5,7 @@
 
 mod common;
 
-use backbones::presets::{InputSpec, by_name};
-use backbones::{MobileNetV2Config, load_mobilenet_v2};
+use backbones::{InputSpec, MobileNetV2Config, by_name, load_mobilenet_v2};
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
 use common::{fixtures, reference, relative_error, weights_dir};

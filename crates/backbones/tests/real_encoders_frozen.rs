@@ -6,8 +6,7 @@
 
 mod common;
 
-use backbones::presets::{InputSpec, by_name};
-use backbones::{CnnTokenEncoder, TokenEncoder, load_cnn_token_encoder};
+use backbones::{CnnTokenEncoder, InputSpec, TokenEncoder, by_name, load_cnn_token_encoder};
 use burn::backend::{Autodiff, Flex};
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;

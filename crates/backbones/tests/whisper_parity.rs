@@ -5,8 +5,7 @@
 
 mod common;
 
-use backbones::audio::log_mel::{LogMel, WINDOW_SAMPLES, pad_or_trim};
-use backbones::{Pooling, load_whisper_encoder};
+use backbones::{LogMel, Pooling, WINDOW_SAMPLES, load_whisper_encoder, pad_or_trim};
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
 use common::{fixtures, reference, relative_error, weights_dir};

@@ -40,7 +40,11 @@ pub mod snli_ve;
 pub mod stratify;
 
 pub use error::DataError;
-pub use image::ImagePreprocess;
+pub use audio::{TARGET_RATE, read_wav, resample};
+pub use image::{IMAGENET_MEAN, IMAGENET_STD, ImagePreprocess};
 pub use image_cache::{ImageCache, cache_key};
-pub use pipeline::{Batches, LoaderConfig, Prepare, Throughput, batches};
+pub use mask::load_mask;
+pub use mustard::MustardSplit;
+pub use pipeline::{Batches, LoaderConfig, Prepare, Throughput, batch_indices, batches};
+pub use segmentation::RgbdDataset;
 pub use sample::{LoadOptions, Sample, Split, SplitName, Target, Task};

@@ -97,8 +97,8 @@ fn digits_dataset_has_disjoint_voices_and_real_speech_only_in_test() {
     // Real speech is 8 kHz, espeak-ng's 22.05 kHz: both come out at 16 kHz.
     for voice in ["allison", "en-gb-x-gbcwmd"] {
         let wav = root.join(format!("audio/{voice}/7.wav"));
-        let (samples, rate) = data::audio::read_wav(&wav).unwrap();
-        let resampled = data::audio::resample(&samples, rate, data::audio::TARGET_RATE);
+        let (samples, rate) = data::read_wav(&wav).unwrap();
+        let resampled = data::resample(&samples, rate, data::TARGET_RATE);
         let seconds = resampled.len() as f64 / 16000.0;
         println!("{voice}: {rate} Hz, {seconds:.2} s");
         assert!((0.2..3.0).contains(&seconds), "a spoken digit lasts about a second: {seconds}");

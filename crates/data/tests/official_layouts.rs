@@ -4,9 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use data::mustard::MustardSplit;
-use data::segmentation::RgbdDataset;
-use data::{LoadOptions, SplitName, Target, Task};
+use data::{LoadOptions, MustardSplit, RgbdDataset, SplitName, Target, Task};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/fixtures").join(name)

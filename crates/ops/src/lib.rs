@@ -45,5 +45,5 @@ pub use kernels::Kernels;
 pub use layer_norm::{FastLayerNorm, layer_norm};
 pub use linear::{FastLinear, linear};
 pub use masked_mean::masked_mean;
-pub use routing_mixture::{RoutingMixture, RoutingSoftmax, routing_weights, softmax_mix};
+pub use routing_mixture::{RoutingMixture, RoutingSoftmax, routing_weights, softmax_mix, softmax_mix_reference};
 pub use splice::{FastSplice, splice_by_cat, splice_tokens};

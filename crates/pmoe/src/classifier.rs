@@ -90,6 +90,17 @@ pub struct Dispatch<B: Backend> {
     pub weights: Tensor<B, 3>,
 }
 
+impl<B: Backend> Dispatch<B> {
+    /// Each sample's weight of each source, averaged over the prompt slots; each row sums to 1.
+    ///
+    /// # Shapes
+    /// - output: `[batch, num_sources]`
+    pub fn sample_weights(&self) -> Tensor<B, 2> {
+        let [batch, _, sources] = self.weights.dims();
+        self.weights.clone().mean_dim(1).reshape([batch, sources])
+    }
+}
+
 /// Output of [`PmoeClassifier::forward`].
 #[derive(Debug, Clone)]
 pub struct PmoeOutput<B: Backend> {
@@ -326,4 +337,20 @@ impl<B: RoutingMixture + FastSplice, E: PromptableEncoder<B>> PmoeClassifier<B, 
 fn mean<B: Backend, const D: usize>(parts: Vec<Tensor<B, D>>) -> Tensor<B, D> {
     let n = parts.len() as f64;
     parts.into_iter().reduce(|a, b| a + b).expect("at least one expert") / n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    /// Two slots, two sources: each sample's weights are the mean of its slots'.
+    #[test]
+    fn sample_weights_average_the_slots() {
+        let weights = Tensor::<Flex, 3>::from_floats([[[1.0, 0.0], [0.5, 0.5]], [[0.2, 0.8], [0.4, 0.6]]], &Default::default());
+        let dispatch = Dispatch { expert: 1, layer: 2, weights };
+        let got = dispatch.sample_weights().into_data().to_vec::<f32>().unwrap();
+        let expected = [0.75, 0.25, 0.3, 0.7];
+        assert!(got.iter().zip(expected).all(|(g, e)| (g - e).abs() < 1e-6), "{got:?}");
+    }
 }

@@ -2,7 +2,7 @@
 //! weights, gradients reaching exactly the trainable parts, and the one-expert reduction to
 //! deep prompt tuning.
 
-use backbones::vit::{ViT, ViTConfig};
+use backbones::{ViT, ViTConfig};
 use burn::backend::{Autodiff, Flex};
 use burn::module::Param;
 use burn::nn::loss::CrossEntropyLossConfig;

@@ -1,8 +1,6 @@
 //! Loading the splits an experiment names, with the size limits it sets.
 
-use data::mustard::MustardSplit;
-use data::segmentation::RgbdDataset;
-use data::{LoadOptions, Split, SplitName, Task};
+use data::{LoadOptions, LoaderConfig, MustardSplit, RgbdDataset, Sample, Split, SplitName, Task};
 
 use crate::spec::{DataSpec, DatasetKind, ExperimentSpec, MustardSplitKind};
 
@@ -64,7 +62,7 @@ pub fn load_split(spec: &DataSpec, split: SplitName, seed: u64) -> Result<Split,
     if limit > 0 && loaded.samples.len() > limit {
         if split == SplitName::Train {
             let config = data::LoaderConfig { shuffle: Some(seed), ..data::LoaderConfig::new(loaded.samples.len()) };
-            let order = data::pipeline::batch_indices(loaded.samples.len(), &config, u64::MAX).concat();
+            let order = data::batch_indices(loaded.samples.len(), &config, u64::MAX).concat();
             let mut kept: Vec<usize> = order.into_iter().take(limit).collect();
             kept.sort_unstable();
             loaded.samples = kept.into_iter().map(|i| loaded.samples[i].clone()).collect();
@@ -73,4 +71,46 @@ pub fn load_split(spec: &DataSpec, split: SplitName, seed: u64) -> Result<Split,
         }
     }
     Ok(loaded)
+}
+
+/// The loader settings of a pass: batches of `batch_size`, `workers` threads (0: one per core),
+/// shuffled by `shuffle`'s seed if given, the last partial batch dropped if `drop_last`.
+pub fn loader_config(batch_size: usize, workers: usize, shuffle: Option<u64>, drop_last: bool) -> LoaderConfig {
+    let mut config = LoaderConfig::new(batch_size);
+    if workers > 0 {
+        config.workers = workers;
+        config.prefetch = 2 * workers;
+    }
+    config.shuffle = shuffle;
+    config.drop_last = drop_last;
+    config
+}
+
+/// The samples of one epoch's batches, in batch order: with `drop_last`, the shuffled remainder
+/// that makes no full batch is not among them (so the feature cache need not hold it).
+pub fn epoch_samples(samples: &[Sample], loader: &LoaderConfig, epoch: u64) -> Vec<Sample> {
+    data::batch_indices(samples.len(), loader, epoch).concat().into_iter().map(|i| samples[i].clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_epoch_leaves_out_the_remainder_that_makes_no_full_batch() {
+        let samples: Vec<Sample> = (0..5)
+            .map(|i| Sample { id: format!("s{i}"), image: None, depth: None, audio: None, text: None, target: data::Target::Class(0) })
+            .collect();
+        let ids = |loader: &LoaderConfig, epoch| epoch_samples(&samples, loader, epoch).into_iter().map(|s| s.id).collect::<Vec<_>>();
+        let dropping = loader_config(2, 0, Some(7), true);
+        let (first, second) = (ids(&dropping, 0), ids(&dropping, 1));
+        assert_eq!((first.len(), second.len()), (4, 4));
+        let mut all = first.clone();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 4, "each sample at most once");
+        let keeping = ids(&loader_config(2, 0, Some(7), false), 0);
+        assert_eq!(keeping.len(), 5);
+        assert_eq!(keeping[..4], first[..], "the same shuffle, the remainder last");
+    }
 }

@@ -15,8 +15,17 @@ use burn::tensor::{Tensor, TensorData};
 use ops::Kernels;
 use serde::{Deserialize, Serialize};
 
-use crate::pair::{PairPrepare, PreparedPair};
 use crate::model::Model;
+use crate::pair::{PairPrepare, PreparedPair};
+use crate::spec::ExperimentSpec;
+
+/// Where the features of `complementary` (an encoder name) for the experiment's data are kept
+/// under `cache_dir`: a key over the encoder, its input options and the dataset root.
+pub fn store_path(cache_dir: &Path, spec: &ExperimentSpec, complementary: &str) -> PathBuf {
+    let m = &spec.model;
+    let key = format!("{complementary}|{}|{}|{}|{}", m.image_size, m.audio_seconds, m.complementary_reads_depth, spec.data.root.display());
+    cache_dir.join("features").join(data::cache_key(&key))
+}
 
 /// Complementary features by `split/id`.
 #[derive(Debug, Default)]

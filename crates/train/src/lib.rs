@@ -5,17 +5,21 @@
 //! | module | owns |
 //! |---|---|
 //! | [`spec`] | [`ExperimentSpec`]: the TOML experiment file, official flag names as aliases, `--set` |
-//! | [`dataset`] | loading the splits a spec names |
+//! | [`dataset`] | loading the splits a spec names; the loader settings and the samples of an epoch |
 //! | [`pair`] | preparing each sample for the encoders in loader workers, and collating |
 //! | [`model`] | [`Model`]: MoPE-family over two encoders or pMoE-family over image experts; its forward passes and routing sites |
-//! | [`evaluation`] | the loss of a task, its metrics and routing statistics per layer and class |
+//! | [`model_config`] | the model configuration a spec asks for, where its weights and caches are |
+//! | [`setup`] | [`Setup`]: the encoders loaded and checked, the model built from the seed |
+//! | [`objective`] | [`Objective`]: a task's forward pass, loss and primary metric |
+//! | [`evaluation`] | [`evaluate`]: a split's loss, metrics and routing statistics per layer and class |
 //! | [`metrics`] | accuracy, multi-label F1, segmentation scores |
 //! | [`schedule`] | learning-rate schedules |
 //! | [`optim`] | global-norm gradient clipping |
-//! | [`trainer`] | the training loop and evaluation |
+//! | [`trainer`] | [`train`]: the training loop |
 //! | [`feature_cache`] | frozen complementary features kept across epochs and runs |
 //! | [`checkpoint`] | resumable checkpoints (adapter + optimiser state) |
 //! | [`run_dir`] | the files a run writes, and its result |
+//! | [`run_lock`] | one writer per run directory |
 //! | [`progress`] | progress bars or plain lines |
 //! | [`reproduce`] | `mope reproduce`: the experiments of `experiments/` run one by one, the table of results and the claims |
 //! | [`plot`] | training curves, expert-usage and per-class routing heatmaps (PNG and SVG) |
@@ -30,6 +34,8 @@ pub mod feature_cache;
 pub mod malloc;
 pub mod metrics;
 pub mod model;
+pub mod model_config;
+pub mod objective;
 pub mod optim;
 pub mod pair;
 pub mod plot;
@@ -38,12 +44,23 @@ pub mod reproduce;
 pub mod run_dir;
 pub mod run_lock;
 pub mod schedule;
+pub mod setup;
 pub mod spec;
 pub mod trainer;
 
-pub use evaluation::{EvalReport, Objective};
-pub use run_dir::{RunDir, RunResult};
+pub use checkpoint::TrainOptimizer;
+pub use dataset::{Splits, epoch_samples, load_split, load_splits, loader_config};
+pub use device::{BackendJob, DeviceChoice, TrainBackend, run_on};
+pub use evaluation::{EvalReport, evaluate};
+pub use feature_cache::FeatureCache;
+pub use malloc::{MALLOC_SETTINGS, tune_glibc_malloc};
+pub use model::{LearningRateGroup, Model, Site};
+pub use objective::{Logits, Objective};
+pub use optim::clip_global_norm;
+pub use plot::plot_run;
+pub use progress::ProgressMode;
+pub use reproduce::{ReproduceOptions, run_experiments};
+pub use run_dir::{RunDir, RunResult, RunTask};
+pub use setup::Setup;
 pub use spec::ExperimentSpec;
-pub use model::Model;
-pub use dataset::{Splits, load_splits};
-pub use trainer::{Setup, TrainOptions, evaluate, train};
+pub use trainer::{TrainOptions, train};

@@ -10,9 +10,9 @@
 //! the process starts, so the program re-executes itself with them once.
 
 /// The settings: glibc's largest `mmap` threshold (32 MiB), and no trimming of the heap.
-pub const SETTINGS: [(&str, &str); 2] = [("MALLOC_MMAP_THRESHOLD_", "33554432"), ("MALLOC_TRIM_THRESHOLD_", "4294967295")];
+pub const MALLOC_SETTINGS: [(&str, &str); 2] = [("MALLOC_MMAP_THRESHOLD_", "33554432"), ("MALLOC_TRIM_THRESHOLD_", "4294967295")];
 
-/// Re-executes the running program (same arguments, same process id) with [`SETTINGS`] in its
+/// Re-executes the running program (same arguments, same process id) with [`MALLOC_SETTINGS`] in its
 /// environment. Does nothing if either variable is already set (the user's choice, or this is the
 /// re-executed program), and off Linux/glibc. If the re-execution fails, says so on stderr and
 /// returns: the program then runs with the default settings.
@@ -20,7 +20,7 @@ pub fn tune_glibc_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         use std::os::unix::process::CommandExt;
-        if SETTINGS.iter().any(|(name, _)| std::env::var_os(name).is_some()) {
+        if MALLOC_SETTINGS.iter().any(|(name, _)| std::env::var_os(name).is_some()) {
             return;
         }
         let Ok(program) = std::env::current_exe() else {
@@ -31,7 +31,7 @@ pub fn tune_glibc_malloc() {
         if let Some(name) = args.next() {
             command.arg0(name); // the name it was called by, for its usage lines
         }
-        let error = command.args(args).envs(SETTINGS).exec();
-        eprintln!("note: running with glibc's default allocator settings (re-executing with {SETTINGS:?} failed: {error})");
+        let error = command.args(args).envs(MALLOC_SETTINGS).exec();
+        eprintln!("note: running with glibc's default allocator settings (re-executing with {MALLOC_SETTINGS:?} failed: {error})");
     }
 }

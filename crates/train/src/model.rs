@@ -2,13 +2,13 @@
 //! a complementary encoder ([`FusionModel`]), or pMoE or one of its baselines over several image
 //! experts ([`ExpertsModel`]); and the two forward passes tasks need (class scores, patch scores).
 
-use backbones::AnyEncoder;
-use backbones::AnyInput;
+use backbones::{AnyEncoder, AnyInput};
 use burn::module::Module;
+use burn::optim::GradientsParams;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Tensor, backend::Backend};
-use data::image::ImagePreprocess;
+use data::ImagePreprocess;
 use mope_core::{AdapterConfig, AdapterError, AdapterSaveReport, MopePrompts, MultimodalClassifier, ParamSummary, RoutingOutput};
 use ops::Kernels;
 use pmoe::{Dispatch, PmoeClassifier};
@@ -76,13 +76,7 @@ impl<B: Backend, const D: usize> ModelOutput<B, D> {
     /// The output of a pMoE-family classifier: each dispatcher's weights averaged over its slots;
     /// nothing regularised.
     fn of_dispatchers(logits: Tensor<B, D>, dispatch: Vec<Dispatch<B>>) -> Self {
-        let routing = dispatch
-            .into_iter()
-            .map(|d| {
-                let [batch, _, sources] = d.weights.dims();
-                (Site { expert: Some(d.expert), layer: d.layer }, d.weights.mean_dim(1).reshape([batch, sources]))
-            })
-            .collect();
+        let routing = dispatch.iter().map(|d| (Site { expert: Some(d.expert), layer: d.layer }, d.sample_weights())).collect();
         Self { importance_loss: Tensor::zeros([1], &logits.device()), logits, routing }
     }
 }
@@ -155,6 +149,26 @@ impl<B: Kernels> Model<B> {
                 ModelOutput::of_dispatchers(out.logits, out.dispatch)
             }
         }
+    }
+}
+
+/// The parameters trained at one learning rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LearningRateGroup {
+    /// Every trainable parameter but the complementary encoder's prompts (`train.lr`).
+    Main,
+    /// The complementary encoder's deep prompts (`train.complementary_lr`, official `--lr_vis`).
+    Complementary,
+}
+
+impl<B: TrainBackend> Model<B> {
+    /// The gradients of a backward pass, split into this model's learning-rate groups, the main
+    /// group first.
+    pub fn gradient_groups(&self, mut grads: B::Gradients) -> Vec<(LearningRateGroup, GradientsParams)> {
+        let complementary = self.complementary_prompts().map(|p| GradientsParams::from_module(&mut grads, p));
+        let mut groups = vec![(LearningRateGroup::Main, GradientsParams::from_grads(grads, self))];
+        groups.extend(complementary.map(|g| (LearningRateGroup::Complementary, g)));
+        groups
     }
 }
 

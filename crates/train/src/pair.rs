@@ -5,8 +5,7 @@ use std::path::PathBuf;
 
 use backbones::{AnyInput, BackboneError, InputPreparer, PreparedInput};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
-use data::ImageCache;
-use data::{DataError, Prepare, Sample, Target};
+use data::{DataError, ImageCache, Prepare, Sample, Target};
 
 /// One sample prepared for both encoders.
 #[derive(Debug, Clone)]
@@ -22,6 +21,15 @@ pub struct PreparedPair {
     /// For segmentation: the label map at the main encoder's input size (`size × size` class
     /// ids, 255 = unlabelled).
     pub mask: Option<Vec<u8>>,
+}
+
+#[cfg(test)]
+impl PreparedPair {
+    /// A segmentation item of no pixels with the label map `mask`, for the tests of losses and
+    /// metrics.
+    pub(crate) fn of_mask(mask: Vec<u8>) -> Self {
+        Self { id: "x".into(), main: PreparedInput::Pixels(Vec::new()), complementary: None, target: Target::Mask("x.png".into()), mask: Some(mask) }
+    }
 }
 
 /// Prepares samples for an encoder pair (a [`Prepare`] for the data pipeline).
@@ -57,7 +65,7 @@ impl PairPrepare {
     /// Prepares one sample without the pipeline (for `mope predict`).
     pub fn prepare_one(&self, sample: &Sample) -> Result<PreparedPair, BackboneError> {
         let mask = match (&sample.target, &self.main) {
-            (Target::Mask(path), InputPreparer::Image(_, pre)) => Some(data::mask::load_mask(path, pre.size as u32)?),
+            (Target::Mask(path), InputPreparer::Image(_, pre)) => Some(data::load_mask(path, pre.size as u32)?),
             (Target::Mask(path), _) => {
                 return Err(BackboneError::Data(DataError::Decode {
                     path: path.clone(),

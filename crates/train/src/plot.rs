@@ -19,7 +19,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::evaluation::{EvalReport, LayerRouting, Objective};
+use crate::evaluation::{EvalReport, LayerRouting};
+use crate::objective::Objective;
 use crate::run_dir::RunTask;
 
 /// Environment variable naming a TrueType font for plots.

@@ -35,7 +35,7 @@ const SMOKE: &[&str] = &[
 
 /// What to run and how.
 #[derive(Debug, Default, Clone)]
-pub struct Options {
+pub struct ReproduceOptions {
     /// Experiments (`emoji/mope`) or datasets (`emoji`); none: those tagged `default`.
     pub names: Vec<String>,
     /// List the experiments with their data and results, and stop.
@@ -128,7 +128,7 @@ fn read_result(path: &Path) -> Result<Option<RunResult>> {
 }
 
 /// Runs the selected experiments from the repository `root` with the `mope` binary `mope`.
-pub fn run(root: &Path, mope: &Path, options: &Options) -> Result<()> {
+pub fn run_experiments(root: &Path, mope: &Path, options: &ReproduceOptions) -> Result<()> {
     let all = discover(root)?;
     let chosen = select(&all, &options.names)?;
     let runs = if options.smoke { root.join("runs/smoke") } else { root.join("runs") };

@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::LoopState;
 use data::Task;
 
-use crate::evaluation::{EvalReport, Objective};
+use crate::evaluation::EvalReport;
+use crate::objective::Objective;
 use crate::spec::{ExperimentSpec, PaperResult};
 
 const TASK_FILE: &str = "task.json";

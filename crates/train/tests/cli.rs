@@ -12,7 +12,7 @@ fn mope(args: &[&str]) -> Output {
 /// Runs `mope` with exactly the glibc allocator settings `allocator`.
 fn mope_with_allocator(args: &[&str], allocator: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_mope"));
-    for (name, _) in train::malloc::SETTINGS {
+    for (name, _) in train::MALLOC_SETTINGS {
         command.env_remove(name);
     }
     command.envs(allocator.iter().copied()).args(args).output().expect("mope runs")

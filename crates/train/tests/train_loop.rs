@@ -7,10 +7,7 @@ use std::path::{Path, PathBuf};
 use backbones::{AnyEncoder, ImagePreprocess, InputPreparer, LoadedEncoder, Modality, Pooling, TextTokenizer, load_bert, load_vit};
 use burn::backend::{Autodiff, Flex};
 use data::{SplitName, Task};
-use train::dataset::load_split;
-use train::device::TrainBackend;
-use train::progress::ProgressMode;
-use train::{ExperimentSpec, RunDir, Setup, Splits, TrainOptions};
+use train::{ExperimentSpec, ProgressMode, RunDir, Setup, Splits, TrainBackend, TrainOptions, load_split};
 
 /// burn's random state is global to the process: runs that check seeded reproducibility must not
 /// draw concurrently with another test's run.
@@ -205,7 +202,7 @@ fn run_checks<AB: TrainBackend>() {
     assert!(err.contains("train again without --resume"), "{err}");
 
     // Plots from the run directory.
-    let plots = train::plot::plot_run(&first, &first.join("plots")).unwrap();
+    let plots = train::plot_run(&first, &first.join("plots")).unwrap();
     let names: Vec<String> = plots.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
     assert_eq!(names, ["curves.png", "curves.svg", "experts.png", "experts.svg", "routing_per_class.png", "routing_per_class.svg"]);
     let png = image::open(&plots[0]).unwrap();
@@ -256,7 +253,7 @@ fn segmentation_trains_a_dense_head_routed_by_depth() {
 
     // The plots return: curves and expert usage; the per-class figure, which has no rows here,
     // is left out.
-    let plots = train::plot::plot_run(&run, &run.join("plots")).unwrap();
+    let plots = train::plot_run(&run, &run.join("plots")).unwrap();
     let names: Vec<String> = plots.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
     assert_eq!(names, ["curves.png", "curves.svg", "experts.png", "experts.svg"]);
 }
@@ -326,7 +323,7 @@ fn pmoe_trains_over_two_experts_and_records_each_dispatcher() {
         assert!((share - 1.0).abs() < 1e-4, "source shares sum to 1: {r}");
         assert_eq!(r["per_class"].as_array().unwrap().len(), 3);
     }
-    let plots = train::plot::plot_run(&run, &run.join("plots")).unwrap();
+    let plots = train::plot_run(&run, &run.join("plots")).unwrap();
     let svg = std::fs::read_to_string(plots.iter().find(|p| p.ends_with("experts.svg")).unwrap()).unwrap();
     assert!(svg.contains("dispatcher weights") && svg.contains("e1 layer 3") && svg.contains("e1 = tiny-swin") && svg.contains("carried"), "labelled dispatcher heatmap");
 }

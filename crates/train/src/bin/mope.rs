@@ -16,11 +16,7 @@ use burn::tensor::activation::{sigmoid, softmax};
 use clap::{Parser, Subcommand};
 use data::{Sample, SplitName, Target, Task};
 
-use train::dataset::{load_split, load_splits};
-use train::device::{BackendJob, DeviceChoice, TrainBackend, run_on};
-use train::progress::ProgressMode;
-use train::feature_cache::FeatureCache;
-use train::{ExperimentSpec, RunDir, Setup, TrainOptions, evaluate};
+use train::{BackendJob, DeviceChoice, ExperimentSpec, FeatureCache, ProgressMode, RunDir, Setup, TrainBackend, TrainOptions, evaluate, load_split, load_splits, run_on};
 
 #[derive(Parser)]
 #[command(name = "mope", version, about = "Mixture of Prompt Experts: parameter-efficient multimodal fusion on frozen encoders")]
@@ -120,7 +116,7 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    train::malloc::tune_glibc_malloc();
+    train::tune_glibc_malloc();
     let cli = Cli::parse();
     let progress = if cli.quiet {
         ProgressMode::Quiet
@@ -160,12 +156,12 @@ fn main() -> Result<()> {
                 DeviceChoice::Wgpu => Some("wgpu".to_string()),
                 DeviceChoice::Cuda => Some("cuda".to_string()),
             };
-            let options = train::reproduce::Options { names, list, dry_run, smoke, force, device };
-            train::reproduce::run(&root, &std::env::current_exe()?, &options)
+            let options = train::ReproduceOptions { names, list, dry_run, smoke, force, device };
+            train::run_experiments(&root, &std::env::current_exe()?, &options)
         }
         Command::Plot { run, out } => {
             let out = out.unwrap_or_else(|| run.join("plots"));
-            for file in train::plot::plot_run(&run, &out)? {
+            for file in train::plot_run(&run, &out)? {
                 println!("{}", file.display());
             }
             Ok(())
@@ -224,7 +220,7 @@ impl BackendJob for TrainJob {
 /// A trained run: its experiment, labels and the model with the best adapter.
 fn open_run<B: TrainBackend>(run: &Path) -> Result<(ExperimentSpec, Setup<B::InnerBackend>)> {
     let spec = ExperimentSpec::load(&run.join("config.toml"), &[])?;
-    let task = train::run_dir::RunTask::read(run)?;
+    let task = train::RunTask::read(run)?;
     let device = Default::default();
     let setup = Setup::<B::InnerBackend>::load(&spec, task.labels, task.objective, &device)?;
     let (model, _) = setup.model.load_adapter(&run.join("best"))?;
@@ -290,7 +286,7 @@ impl BackendJob for PredictJob {
         let p: Vec<f32> = probabilities.into_data().convert::<f32>().to_vec().expect("floats");
         let mut ranked: Vec<(usize, f32)> = p.iter().copied().enumerate().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let routing: Vec<(train::model::Site, Vec<f32>)> =
+        let routing: Vec<(train::Site, Vec<f32>)> =
             out.routing.iter().map(|(site, w)| (*site, w.to_data().convert::<f32>().to_vec().expect("floats"))).collect();
         if self.json {
             let top: Vec<_> = ranked.iter().take(5).map(|(c, p)| serde_json::json!({"label": setup.labels[*c], "probability": p})).collect();

@@ -1,0 +1,66 @@
+//! What an experiment spec asks of the model: its configuration (MoPE's family or pMoE's), built
+//! from the spec's prompt, router and training settings, and where its weights and caches are.
+
+use std::path::PathBuf;
+
+use backbones::default_weights_dir;
+use mope_core::{MopePromptsConfig, MultimodalClassifierConfig, RouterSettings};
+use pmoe::PmoeConfig;
+
+use crate::spec::ExperimentSpec;
+
+impl ExperimentSpec {
+    /// The classifier configuration a MoPE-family experiment asks for, with `num_outputs` head
+    /// outputs.
+    ///
+    /// # Panics
+    /// If the experiment is of the pMoE family.
+    pub fn classifier_config(&self, num_outputs: usize) -> MultimodalClassifierConfig {
+        let spec = self;
+        let p = &spec.prompts;
+        let router = RouterSettings::new()
+            .with_d_inter(p.d_inter)
+            .with_d_cross(p.d_cross)
+            .with_temperature(p.temperature)
+            .with_noise_std(p.noise_std)
+            .with_top_k((p.top_k > 0).then_some(p.top_k))
+            .with_key_seed(spec.train.seed);
+        let prompts = MopePromptsConfig::new(0, 0, 0)
+            .with_static_len(p.static_len)
+            .with_num_experts(p.num_experts)
+            .with_expert_len(p.expert_len)
+            .with_mapped_len(p.mapped_len)
+            .with_prompted_layers((!p.prompted_layers.is_empty()).then(|| p.prompted_layers.clone()))
+            .with_mapper_hidden(p.mapper_hidden)
+            .with_router(router);
+        let method = spec.model.method.fusion().expect("a two-encoder method");
+        MultimodalClassifierConfig::new(method, num_outputs, prompts)
+            .with_complementary_prompt_len(spec.model.complementary_prompt_len)
+            .with_importance_threshold(spec.train.importance_threshold)
+    }
+
+    /// The pMoE configuration a pMoE-family experiment asks for, with `num_outputs` head outputs.
+    ///
+    /// # Panics
+    /// If the experiment is of the MoPE family.
+    pub fn pmoe_config(&self, num_outputs: usize) -> PmoeConfig {
+        let spec = self;
+        let p = &spec.pmoe;
+        PmoeConfig::new(num_outputs)
+            .with_combine(spec.model.method.combine().expect("a method over experts"))
+            .with_prompt_len(p.prompt_len)
+            .with_depth(p.depth)
+            .with_carry(p.carry)
+            .with_temperature(p.temperature)
+    }
+
+    /// Where the encoders' weights are: `model.weights_dir`, or the default assets folder.
+    pub fn weights_dir(&self) -> PathBuf {
+        if self.model.weights_dir.as_os_str().is_empty() { default_weights_dir() } else { self.model.weights_dir.clone() }
+    }
+
+    /// Where prepared images and complementary features are cached (`data.cache_dir`), if anywhere.
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        (!self.data.cache_dir.as_os_str().is_empty()).then(|| self.data.cache_dir.clone())
+    }
+}

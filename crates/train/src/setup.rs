@@ -1,0 +1,164 @@
+//! Setting a run up: the encoders an experiment names loaded, checked against its method, and
+//! the model built around them from the seed, with the sample preparation its encoders need.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use backbones::{AnyEncoder, EncoderOptions, LoadedEncoder, load_encoder};
+use burn::tensor::backend::Backend;
+use data::Task;
+use mope_core::materialize;
+use ops::Kernels;
+use serde_json::json;
+
+use crate::feature_cache;
+use crate::model::{ExpertsModel, Model, PixelAdapt};
+use crate::objective::Objective;
+use crate::pair::PairPrepare;
+use crate::spec::ExperimentSpec;
+
+/// A model ready to train or evaluate, with what it needs around it.
+#[derive(Debug)]
+pub struct Setup<B: Backend> {
+    /// The model, encoders frozen.
+    pub model: Model<B>,
+    /// Sample preparation for its encoders.
+    pub prepare: Arc<PairPrepare>,
+    /// Loss and metrics.
+    pub objective: Task,
+    /// Class (label) names.
+    pub labels: Vec<String>,
+    /// The model's configuration (saved in adapters): a `MultimodalClassifierConfig` or a
+    /// `PmoeConfig`.
+    pub classifier: serde_json::Value,
+    /// Names of the encoders (saved in adapters).
+    pub base_model: serde_json::Value,
+    /// Where complementary features are kept between runs (see [`FeatureCache`]).
+    pub feature_store: Option<std::path::PathBuf>,
+}
+
+impl<B: Kernels> Setup<B> {
+    /// Loads the encoders the experiment names and builds the model.
+    ///
+    /// Hybrid encoders keep their frozen CNN's map of each image on the CPU backend
+    /// ([`backbones::frozen_map_memo`]): computed once per image instead of at every step.
+    pub fn load(spec: &ExperimentSpec, labels: Vec<String>, objective: Task, device: &B::Device) -> Result<Self> {
+        if spec.model.is_pmoe() {
+            return Self::load_experts(spec, labels, objective, device);
+        }
+        if matches!(objective, Task::Segmentation { .. }) && backbones::modality_of(&spec.model.main)? != backbones::Modality::Image {
+            anyhow::bail!("segmentation needs an image main encoder (ViT, Swin or a hybrid); `{}` is not one", spec.model.main);
+        }
+        let weights = spec.weights_dir();
+        let options = |depth| EncoderOptions {
+            depth,
+            audio_seconds: spec.model.audio_seconds,
+            image_size: spec.model.image_size,
+            frozen_map_memo_bytes: frozen_map_memo_bytes::<B>(device),
+            ..EncoderOptions::default()
+        };
+        let main = load_encoder(&spec.model.main, &weights, options(spec.model.main_reads_depth), device)
+            .with_context(|| format!("main encoder `{}`", spec.model.main))?;
+        let complementary = load_encoder(&spec.model.complementary, &weights, options(spec.model.complementary_reads_depth), device)
+            .with_context(|| format!("complementary encoder `{}`", spec.model.complementary))?;
+        Self::from_encoders(spec, main, complementary, labels, objective, device)
+    }
+
+    /// Builds the classifier around two loaded encoders.
+    pub fn from_encoders(
+        spec: &ExperimentSpec,
+        main: LoadedEncoder<B>,
+        complementary: LoadedEncoder<B>,
+        labels: Vec<String>,
+        objective: Task,
+        device: &B::Device,
+    ) -> Result<Self> {
+        use mope_core::PromptableEncoder;
+        if matches!(objective, Task::Segmentation { .. }) && (main.encoder.num_layers() == 0 || !matches!(main.preparer, backbones::InputPreparer::Image(..))) {
+            anyhow::bail!("segmentation needs a prompted image main encoder (ViT, Swin or a hybrid); `{}` is not one", main.name);
+        }
+        let method = spec.model.method.fusion().context("a two-encoder method (MoPE and its baselines) needs `model.main` and `model.complementary`")?;
+        if main.encoder.num_layers() == 0 && method.prompts_main() {
+            anyhow::bail!("main encoder `{}` has no layer to prompt: use it as the complementary encoder, or with method late-fusion or fine-tuning", main.name);
+        }
+        if complementary.encoder.num_layers() == 0 && spec.model.complementary_prompt_len > 0 {
+            anyhow::bail!("complementary encoder `{}` has no layer to prompt: set model.complementary_prompt_len = 0", complementary.name);
+        }
+        let cache_dir = spec.cache_dir();
+        let feature_store = cache_dir.as_ref().map(|dir| feature_cache::store_path(dir, spec, &complementary.name));
+        B::seed(device, spec.train.seed);
+        // Trainable encoder parts (the hybrid's projection) are drawn from the seed first.
+        let main_encoder = materialize(main.encoder);
+        let classifier = spec.classifier_config(objective.num_outputs());
+        let model = Model::Fusion(classifier.init(main_encoder, complementary.encoder, device));
+        Ok(Self {
+            model,
+            prepare: Arc::new(PairPrepare::new(main.preparer, Some(complementary.preparer), cache_dir.map(|c| c.join("images")))),
+            objective,
+            labels,
+            classifier: serde_json::to_value(&classifier)?,
+            base_model: json!({ "main": main.name, "complementary": complementary.name }),
+            feature_store,
+        })
+    }
+
+    /// Loads the image experts a pMoE-family experiment names and builds the model.
+    fn load_experts(spec: &ExperimentSpec, labels: Vec<String>, objective: Task, device: &B::Device) -> Result<Self> {
+        let weights = spec.weights_dir();
+        let options = EncoderOptions {
+            image_size: spec.model.image_size,
+            depth: spec.model.main_reads_depth,
+            frozen_map_memo_bytes: frozen_map_memo_bytes::<B>(device),
+            ..EncoderOptions::default()
+        };
+        let experts = spec
+            .model
+            .experts
+            .iter()
+            .enumerate()
+            .map(|(k, name)| load_encoder(name, &weights, options, device).with_context(|| format!("expert {k} `{name}` (model.experts)")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::from_experts(spec, experts, labels, objective, device)
+    }
+
+    /// Builds a pMoE-family model around loaded image experts. They all read one prepared
+    /// image: the largest crop any of them asks for, with the first such expert's
+    /// normalisation, adapted on the device to each expert's own ([`PixelAdapt`]).
+    pub fn from_experts(spec: &ExperimentSpec, experts: Vec<LoadedEncoder<B>>, labels: Vec<String>, objective: Task, device: &B::Device) -> Result<Self> {
+        use mope_core::PromptableEncoder;
+        let mut preprocess = Vec::with_capacity(experts.len());
+        for (k, e) in experts.iter().enumerate() {
+            match &e.preparer {
+                backbones::InputPreparer::Image(modality, pre) if e.encoder.num_layers() > 0 => preprocess.push((*modality, *pre)),
+                _ => anyhow::bail!("expert {k} `{}` (model.experts): pMoE experts are image encoders with layers to prompt (ViT, Swin or a hybrid)", e.name),
+            }
+        }
+        let (_, shared) = *preprocess.iter().max_by_key(|(_, p)| p.size).context("`model.experts` is empty")?;
+        let modality = preprocess[0].0;
+        let config = spec.pmoe_config(objective.num_outputs());
+        let names: Vec<String> = experts.iter().map(|e| e.name.clone()).collect();
+        let shallowest = experts.iter().map(|e| e.encoder.num_layers()).min().unwrap_or(0);
+        anyhow::ensure!(config.depth <= shallowest, "pmoe.depth = {} exceeds the shallowest expert's {shallowest} layers", config.depth);
+        B::seed(device, spec.train.seed);
+        // Trainable encoder parts (the hybrids' projections) are drawn from the seed first.
+        let encoders: Vec<AnyEncoder<B>> = experts.into_iter().map(|e| materialize(e.encoder)).collect();
+        let classifier = config.init(encoders, device);
+        let model = Model::Experts(ExpertsModel { classifier, inputs: preprocess.iter().map(|(_, p)| PixelAdapt::new(&shared, p)).collect() });
+        Ok(Self {
+            model,
+            prepare: Arc::new(PairPrepare::new(backbones::InputPreparer::Image(modality, shared), None, spec.cache_dir().map(|c| c.join("images")))),
+            objective,
+            labels,
+            classifier: serde_json::to_value(&config)?,
+            base_model: json!({ "experts": names }),
+            feature_store: None,
+        })
+    }
+}
+
+/// The bytes of frozen CNN maps each hybrid encoder keeps: 1 GiB on the CPU backend (`flex`),
+/// where the images are on the host anyway; none on a GPU, where keeping them would copy every
+/// batch back to the host.
+fn frozen_map_memo_bytes<B: Backend>(device: &B::Device) -> usize {
+    if B::name(device).contains("flex") { 1 << 30 } else { 0 }
+}
