@@ -226,8 +226,12 @@ pub struct RunResult {
     pub total_params: usize,
     /// Size of the best adapter's weights file.
     pub adapter_bytes: u64,
-    /// Epochs and optimisation steps.
+    /// Epochs trained: `train.epochs`, or fewer where validation stopped improving
+    /// (`train.patience`).
     pub epochs: usize,
+    /// The seed of initialisation, shuffling and routing noise.
+    #[serde(default)]
+    pub seed: u64,
     /// Optimisation steps.
     pub steps: usize,
     /// Seconds in training loops (without evaluation).
@@ -271,7 +275,8 @@ impl RunResult {
             trainable_params: summary.trainable,
             total_params: summary.total,
             adapter_bytes,
-            epochs: spec.train.epochs,
+            epochs: state.epochs_done,
+            seed: spec.train.seed,
             steps: state.step,
             train_seconds: state.seconds,
             wall_seconds: run.elapsed(),

@@ -318,8 +318,10 @@ impl Default for PromptSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainSpec {
-    /// Epochs.
+    /// Epochs: the most a run trains.
     pub epochs: usize,
+    /// Stop after this many epochs without a new best validation value; 0: train every epoch.
+    pub patience: usize,
     /// Training batch size.
     pub batch_size: usize,
     /// Evaluation batch size.
@@ -350,6 +352,7 @@ impl Default for TrainSpec {
     fn default() -> Self {
         Self {
             epochs: 10,
+            patience: 0,
             batch_size: 32,
             eval_batch_size: 64,
             lr: 4e-4,

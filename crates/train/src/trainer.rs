@@ -90,6 +90,18 @@ pub fn train<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: &S
         eprintln!("{line}");
     }
     for epoch in state.epochs_done..t.epochs {
+        if let Some((value, best_epoch)) = state.best
+            && t.patience > 0
+            && state.epochs_done >= best_epoch + t.patience
+        {
+            eprintln!(
+                "stopping after epoch {}: no better validation {} than {value:.2} (epoch {best_epoch}) for {} epochs (train.patience)",
+                state.epochs_done,
+                objective.primary_metric(),
+                t.patience
+            );
+            break;
+        }
         // Reseeded every epoch: routing noise and dropout depend on the seed and the epoch only,
         // so a resumed run draws what an uninterrupted one would.
         B::seed(&device, t.seed.wrapping_add(1 + epoch as u64));

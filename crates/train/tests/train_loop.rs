@@ -135,6 +135,24 @@ fn a_non_finite_loss_stops_training_and_names_the_step() {
     assert!(!run.join("best").exists() && !run.join("last").exists(), "nothing saved from a diverged epoch");
 }
 
+/// With a learning rate of 0 the model never changes, so validation never beats epoch 1: a
+/// patience of 2 stops the run after epoch 3 of 6, tests epoch 1's adapter, and says so in its
+/// result; resuming the stopped run trains nothing more.
+#[test]
+fn patience_stops_a_run_whose_validation_stops_improving() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("colours");
+    make_dataset(&data);
+    let spec = spec(&data, &dir.path().join("cache"), &["train.lr=0", "train.complementary_lr=0", "train.epochs=6", "train.patience=2"]);
+    let run = dir.path().join("stopped");
+    let result = train_in::<Autodiff<Flex>>(&run, &spec, false);
+    assert_eq!((result.epochs, result.best_epoch, result.seed), (3, 1, 42));
+    assert_eq!(events(&run, "epoch").len(), 3);
+    let resumed = train_in::<Autodiff<Flex>>(&run, &spec, true);
+    assert_eq!((resumed.epochs, events(&run, "epoch").len()), (3, 3), "nothing left to train");
+}
+
 /// The same on the GPU (`cargo test -p train --features cuda --test train_loop`).
 #[cfg(feature = "cuda")]
 #[test]
