@@ -15,7 +15,7 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use mope_core::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
 use mope_core::{
-    FusionMethod, MopePromptsConfig, materialize, MultimodalClassifier, MultimodalClassifierConfig, ParamSummary, float_params,
+    FusionMethod, HeadInput, MopePromptsConfig, materialize, MultimodalClassifier, MultimodalClassifierConfig, ParamSummary, float_params,
     load_adapter, params_with_gradient, save_adapter,
 };
 
@@ -153,6 +153,43 @@ fn gradients_reach_exactly_the_trainable_parameters() {
             assert!(reached.iter().all(|(p, g)| !(p.ends_with("router.keys") && *g)), "router keys are frozen");
         }
     }
+}
+
+/// The head reads what `head` says: the widths of its input (main 16, complementary 12), and a
+/// probe of the complementary modality alone whose logits do not depend on the main input and
+/// whose gradient reaches the head only.
+#[test]
+fn each_head_input_reads_what_it_says() {
+    let (main, complementary) = pretrained();
+    let device = Default::default();
+    for (method, head, width) in [
+        (FusionMethod::Mope, None, 16),
+        (FusionMethod::Mope, Some(HeadInput::Both), 28),
+        (FusionMethod::PromptTuning, None, 28),
+        (FusionMethod::PromptTuning, Some(HeadInput::Main), 16),
+        (FusionMethod::LateFusion, Some(HeadInput::Complementary), 12),
+    ] {
+        let model: Model<AB> = config(method, NUM_CLASSES).with_head(head).init(TokenEncoder::<AB>::from_inner(main.clone()), TokenEncoder::<AB>::from_inner(complementary.clone()), &device);
+        assert_eq!(model.head.weight.dims(), [width, NUM_CLASSES], "{method:?} {head:?}");
+    }
+    let probe: Model<AB> = config(FusionMethod::LateFusion, NUM_CLASSES)
+        .with_head(Some(HeadInput::Complementary))
+        .init(TokenEncoder::<AB>::from_inner(main), TokenEncoder::<AB>::from_inner(complementary), &device);
+    let (main_input, complementary_input, labels) = batch::<AB>();
+    let other_main = TokenBatch { ids: main_input.ids.clone().flip([1]), mask_pad: main_input.mask_pad.clone() };
+    let out = probe.forward(&main_input, &complementary_input);
+    let logits = out.logits.to_data();
+    logits.assert_eq(&probe.forward(&other_main, &complementary_input).logits.to_data(), true);
+    let grads = CrossEntropyLossConfig::new().init(&labels.device()).forward(out.logits, labels).backward();
+    for (path, has_gradient) in params_with_gradient(&probe, &grads) {
+        assert_eq!(has_gradient, path.starts_with("head."), "{path}");
+    }
+}
+
+#[test]
+#[should_panic(expected = "a head on the complementary representation only is late fusion's probe")]
+fn a_prompted_method_cannot_drop_the_main_encoder_from_its_head() {
+    let _ = config(FusionMethod::Mope, NUM_CLASSES).with_head(Some(HeadInput::Complementary)).init::<Flex, _, _>(pretrained().0, pretrained().1, &Default::default());
 }
 
 #[test]

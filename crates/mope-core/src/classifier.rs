@@ -9,6 +9,11 @@
 //! | [`FusionMethod::LateFusion`] | none (linear probe on frozen features) | `[main pooled ; complementary]` |
 //! | [`FusionMethod::FineTuning`] | none; the main encoder itself trains | `[main pooled ; complementary]` |
 //!
+//! [`HeadInput`] overrides what the head reads, so that heads can be compared like for like and
+//! each modality measured alone: MoPE or prompt tuning under the concatenated head, prompt tuning
+//! with the head on the main encoder only (the main modality alone), or a linear probe on the
+//! complementary feature only (late fusion's head on that modality alone).
+//!
 //! The complementary encoder is frozen; its pooled representation is computed without prompts
 //! (and can then be cached across epochs) unless `complementary_prompt_len > 0`, in which case it
 //! is itself deep-prompt-tuned (the official code's `--train_instructor`).
@@ -56,14 +61,31 @@ impl FusionMethod {
         }
     }
 
-    fn concatenates_features(self) -> bool {
-        matches!(self, Self::PromptTuning | Self::LateFusion | Self::FineTuning)
+    /// What the method's head reads unless [`MultimodalClassifierConfig::head`] says otherwise.
+    pub fn default_head(self) -> HeadInput {
+        match self {
+            Self::Mope | Self::Sequential => HeadInput::Main,
+            Self::PromptTuning | Self::LateFusion | Self::FineTuning => HeadInput::Both,
+        }
     }
 
     /// Whether the method inserts prompts into the main encoder.
     pub fn prompts_main(self) -> bool {
         !matches!(self, Self::LateFusion | Self::FineTuning)
     }
+}
+
+/// What the classification head reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeadInput {
+    /// The main encoder's pooled representation.
+    Main,
+    /// The main encoder's pooled representation and the complementary one, concatenated.
+    Both,
+    /// The complementary representation only (the main encoder is not run): a linear probe of
+    /// the complementary modality alone. Only for methods without prompts in the main encoder.
+    Complementary,
 }
 
 /// Configuration of a [`MultimodalClassifier`].
@@ -83,6 +105,9 @@ pub struct MultimodalClassifierConfig {
     /// Importance values at or below this are zeroed (official code: 0.1).
     #[config(default = 0.1)]
     pub importance_threshold: f64,
+    /// What the head reads; `None`: the method's default ([`FusionMethod::default_head`]).
+    #[config(default = "None")]
+    pub head: Option<HeadInput>,
 }
 
 /// Two frozen encoders, the trainable prompts of the chosen method, and a linear head.
@@ -98,7 +123,8 @@ pub struct MultimodalClassifier<B: Backend, M, C> {
     pub complementary_prompts: Option<MopePrompts<B>>,
     /// Classification head.
     pub head: Linear<B>,
-    concatenate_features: bool,
+    #[module(skip)]
+    head_input: HeadInput,
     importance_threshold: f64,
 }
 
@@ -128,6 +154,11 @@ pub struct DenseOutput<B: Backend> {
 }
 
 impl MultimodalClassifierConfig {
+    /// What the head reads: [`head`](Self::head), or the method's default.
+    pub fn head_input(&self) -> HeadInput {
+        self.head.unwrap_or(self.method.default_head())
+    }
+
     /// The prompt configuration actually used with this main encoder, a complementary
     /// representation of width `d_complementary`, and this method.
     pub fn resolved_prompts<B: Backend, M: PromptableEncoder<B>>(&self, main: &M, d_complementary: usize) -> MopePromptsConfig {
@@ -156,7 +187,8 @@ impl MultimodalClassifierConfig {
     /// made entirely trainable instead.
     ///
     /// # Panics
-    /// If `num_classes` is 0.
+    /// If `num_classes` is 0, or the head reads the complementary representation only for a
+    /// method that prompts or trains the main encoder.
     pub fn init<B: Backend, M: PromptableEncoder<B>, C: PromptableEncoder<B>>(
         &self,
         main: M,
@@ -164,6 +196,12 @@ impl MultimodalClassifierConfig {
         device: &B::Device,
     ) -> MultimodalClassifier<B, M, C> {
         assert!(self.num_classes > 0, "num_classes must be at least 1");
+        let head_input = self.head_input();
+        assert!(
+            head_input != HeadInput::Complementary || self.method == FusionMethod::LateFusion,
+            "a head on the complementary representation only is late fusion's probe of that modality; method {} trains the main encoder's side",
+            self.method.name()
+        );
         let (d_main, d_comp) = (main.d_model(), complementary.d_model());
         // Trainable parts are materialised in declaration order, so a seed alone fixes their values.
         let prompts = self.method.prompts_main().then(|| materialize(self.resolved_prompts(&main, d_comp).init(device)));
@@ -176,14 +214,18 @@ impl MultimodalClassifierConfig {
                 .init(device)
         })
         .map(materialize);
-        let d_head = if self.method.concatenates_features() { d_main + d_comp } else { d_main };
+        let d_head = match head_input {
+            HeadInput::Main => d_main,
+            HeadInput::Both => d_main + d_comp,
+            HeadInput::Complementary => d_comp,
+        };
         MultimodalClassifier {
             main: if self.method == FusionMethod::FineTuning { unfreeze(main) } else { main.freeze() },
             complementary: complementary.freeze(),
             prompts,
             complementary_prompts,
             head: materialize(LinearConfig::new(d_head, self.num_classes).init(device)),
-            concatenate_features: self.method.concatenates_features(),
+            head_input,
             importance_threshold: self.importance_threshold,
         }
     }
@@ -222,19 +264,26 @@ impl<B: RoutingMixture + FastSplice, M: PromptableEncoder<B>, C: PromptableEncod
     /// # Panics
     /// If `complementary` is not `d_complementary` wide.
     pub fn forward_with_feature(&self, main: &M::Input, complementary: Tensor<B, 2>) -> ClassifierOutput<B> {
+        if self.head_input == HeadInput::Complementary {
+            let device = complementary.device();
+            return ClassifierOutput { logits: self.head.forward(complementary), routing: Vec::new(), importance_loss: Tensor::zeros([1], &device) };
+        }
         let (out, routing, importance_loss) = self.prompted_main(main, &complementary);
         ClassifierOutput { logits: self.head_logits(out.pooled, complementary), routing, importance_loss }
     }
 
-    /// The head on the main encoder's pooled representation, with the complementary feature
-    /// concatenated for the methods that concatenate it.
+    /// The head on what it reads ([`HeadInput`]) of the main encoder's pooled representation
+    /// and the complementary one.
     ///
     /// # Shapes
     /// - `pooled`: `[batch, d_main]`, `complementary`: `[batch, d_complementary]`
     /// - output: `[batch, num_classes]`
     pub fn head_logits(&self, pooled: Tensor<B, 2>, complementary: Tensor<B, 2>) -> Tensor<B, 2> {
-        let head_input = if self.concatenate_features { Tensor::cat(vec![pooled, complementary], 1) } else { pooled };
-        self.head.forward(head_input)
+        self.head.forward(match self.head_input {
+            HeadInput::Main => pooled,
+            HeadInput::Both => Tensor::cat(vec![pooled, complementary], 1),
+            HeadInput::Complementary => complementary,
+        })
     }
 
     /// The importance loss of a forward pass: the mean over the routed layers of each layer's
@@ -266,12 +315,14 @@ impl<B: RoutingMixture + FastSplice, M: PromptableEncoder<B>, C: PromptableEncod
         let (out, routing, importance_loss) = self.prompted_main(main, &complementary);
         let map = self.main.feature_map(out.tokens, out.num_prompts).expect("the main encoder has no spatial grid for dense prediction");
         let [batch, _, height, width] = map.dims();
-        let mut per_position = map.permute([0, 2, 3, 1]); // [batch, height, width, d_main]
-        if self.concatenate_features {
-            let [_, d_comp] = complementary.dims();
-            let broadcast = complementary.reshape([batch, 1, 1, d_comp]).expand([batch, height, width, d_comp]);
-            per_position = Tensor::cat(vec![per_position, broadcast], 3);
-        }
+        let per_position = map.permute([0, 2, 3, 1]); // [batch, height, width, d_main]
+        let [_, d_comp] = complementary.dims();
+        let broadcast = || complementary.clone().reshape([batch, 1, 1, d_comp]).expand([batch, height, width, d_comp]);
+        let per_position = match self.head_input {
+            HeadInput::Main => per_position,
+            HeadInput::Both => Tensor::cat(vec![per_position, broadcast()], 3),
+            HeadInput::Complementary => broadcast(),
+        };
         let logits = self.head.forward(per_position).permute([0, 3, 1, 2]);
         DenseOutput { logits, routing, importance_loss }
     }

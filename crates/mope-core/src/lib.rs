@@ -58,7 +58,7 @@ pub use adapter::{
     ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, AdapterConfig, AdapterError, AdapterSaveReport, load_adapter, save_adapter,
 };
 pub use classifier::{
-    ClassifierOutput, DenseOutput, FusionMethod, MultimodalClassifier, MultimodalClassifierConfig,
+    ClassifierOutput, DenseOutput, FusionMethod, HeadInput, MultimodalClassifier, MultimodalClassifierConfig,
 };
 pub use deep_prompt::{LayerPromptSource, PromptedTokens, forward_prompted};
 pub use encoder::{EncoderTokens, PromptableEncoder, square_feature_map};

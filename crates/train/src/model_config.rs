@@ -36,6 +36,7 @@ impl ExperimentSpec {
         let method = spec.model.method.fusion().expect("a two-encoder method");
         MultimodalClassifierConfig::new(method, num_outputs, prompts)
             .with_complementary_prompt_len(spec.model.complementary_prompt_len)
+        .with_head(spec.model.head)
             .with_importance_threshold(spec.train.importance_threshold)
     }
 

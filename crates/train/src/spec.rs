@@ -26,7 +26,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mope_core::FusionMethod;
+use mope_core::{FusionMethod, HeadInput};
 use pmoe::Combine;
 use serde::{Deserialize, Serialize};
 
@@ -232,6 +232,10 @@ pub struct ModelSpec {
     /// `--t_prompt_length`); 0 keeps it frozen and its features cached.
     #[serde(default)]
     pub complementary_prompt_len: usize,
+    /// What the head reads: `main`, `both` (concatenated) or `complementary` (late fusion only);
+    /// absent: the method's own (`main` for mope and sequential, `both` for the others).
+    #[serde(default)]
+    pub head: Option<HeadInput>,
     /// Weights directory; empty: `$MOPE_WEIGHTS_DIR`, else `.assets/models`.
     #[serde(default)]
     pub weights_dir: PathBuf,
@@ -498,6 +502,9 @@ impl ExperimentSpec {
             if m.method.fusion().is_none() {
                 return bad("model.method", "needs `model.experts` (the frozen experts to combine)");
             }
+            if m.head == Some(HeadInput::Complementary) && m.method != Method::LateFusion {
+                return bad("model.head", "`complementary` (a probe of that modality alone) needs method late-fusion: the other methods train the main encoder's side");
+            }
             for (key, value) in [("model.main", &m.main), ("model.complementary", &m.complementary)] {
                 if value.is_empty() {
                     return bad(key, "is missing (or name `model.experts` for a pMoE experiment)");
@@ -669,6 +676,10 @@ mod tests {
         assert_eq!(err, "exp.toml: `train.batch_size`: must be at least 1");
         let err = parse(&format!("{MINIMAL}\n[prompts]\nnum_experts = 2\nmoe_n_experts = 3\n"), &[]).unwrap_err().to_string();
         assert!(err.contains("set twice"), "{err}");
+        let err = parse(MINIMAL, &["model.head=\"complementary\""]).unwrap_err().to_string();
+        assert!(err.starts_with("exp.toml: `model.head`: `complementary` (a probe of that modality alone) needs method late-fusion"), "{err}");
+        let spec = parse(MINIMAL, &["model.method=late-fusion", "model.head=\"complementary\""]).unwrap();
+        assert_eq!(spec.model.head, Some(HeadInput::Complementary));
         let err = parse("[data\n", &[]).unwrap_err().to_string();
         assert!(err.starts_with("exp.toml: ") && err.contains("line 1"), "{err}");
     }
