@@ -21,12 +21,14 @@
 //! | [`run_dir`] | the files a run writes, and its result |
 //! | [`run_lock`] | one writer per run directory |
 //! | [`progress`] | progress bars or plain lines |
-//! | [`reproduce`] | `mope reproduce`: the experiments of `experiments/` run one by one, the table of results and the claims |
+//! | [`reproduce`] | `mope reproduce`: the experiments of `experiments/` run once per seed |
+//! | [`claims`] | the result table over seeds and each dataset's claims, with the verdict rule |
 //! | [`plot`] | training curves, expert-usage and per-class routing heatmaps (PNG and SVG) |
 //! | [`device`] | the backends and devices `--device` selects |
 //! | [`malloc`] | glibc's allocator set up for tensor work (the binaries re-execute themselves with it) |
 
 pub mod checkpoint;
+pub mod claims;
 pub mod dataset;
 pub mod device;
 pub mod evaluation;
@@ -59,7 +61,7 @@ pub use objective::{Logits, Objective};
 pub use optim::clip_global_norm;
 pub use plot::plot_run;
 pub use progress::ProgressMode;
-pub use reproduce::{ReproduceOptions, run_experiments};
+pub use reproduce::{ReproduceOptions, SEEDS, run_experiments};
 pub use run_dir::{RunDir, RunResult, RunTask};
 pub use setup::Setup;
 pub use spec::ExperimentSpec;

@@ -1,28 +1,33 @@
 //! `mope reproduce` (what `cargo xtask reproduce` runs after the set-up): runs the experiments
-//! under `experiments/<dataset>/<method>/`, each as a `mope train` child process, and prints and
-//! saves one table: method, metric (ours and the paper's), trainable parameters, adapter size and
-//! time, and for each dataset whether MoPE beats vanilla prompt tuning, and at what parameter cost.
+//! under `experiments/<dataset>/<method>/` once per seed, each as a `mope train` child process
+//! into `runs/<dataset>/<method>/seed-<seed>/`, and prints and saves the table of results (mean ±
+//! sd over the seeds, trainable parameters, adapter size, epochs and time), each seed's values,
+//! and the claims of each dataset with their verdicts ([`crate::claims`]).
 //!
 //! ```text
-//! mope reproduce                 # the experiments tagged "default" (shipped data)
-//! mope reproduce emoji food101/mope
+//! mope reproduce                 # the experiments tagged "default", 3 seeds (42, 1, 2)
+//! mope reproduce --quick         # the same, one seed
+//! mope reproduce --all           # also the experiments tagged "all"
+//! mope reproduce emoji food101/mope --seeds 5
 //! mope reproduce --list | --dry-run | --smoke | --force | --device cuda
 //! ```
-//! A result newer than its experiment file is reused unless `--force`; an experiment interrupted
-//! after an epoch resumes from its last checkpoint. The table so far is printed after each
-//! experiment, with the time left estimated from the experiments run so far. `--smoke` runs every
-//! selected experiment for seconds (one epoch on a few samples) into `runs/smoke/`: what CI runs.
+//! A result newer than its experiment file is reused unless `--force`; a run interrupted after an
+//! epoch resumes from its last checkpoint. The table so far is printed after each experiment, with
+//! the time left estimated from the runs so far. `--smoke` runs every selected experiment for
+//! seconds (one seed, one epoch on a few samples) into `runs/smoke/`: what CI runs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
-use mope_core::human_bytes;
-use mope_core::thousands;
 
 use crate::RunResult;
+use crate::claims::{Role, Runs, claims, seed_table, table};
 use crate::spec::{ExperimentSpec, Method};
+
+/// The seeds of a reproduction, in order: `--seeds N` runs the first N.
+pub const SEEDS: [u64; 5] = [42, 1, 2, 3, 4];
 
 const SMOKE: &[&str] = &[
     "train.epochs=1",
@@ -48,6 +53,10 @@ pub struct ReproduceOptions {
     pub force: bool,
     /// The `--device` passed to `mope train`.
     pub device: Option<String>,
+    /// How many of [`SEEDS`] each experiment runs with (at least 1).
+    pub seeds: usize,
+    /// Also the experiments tagged `all`.
+    pub all: bool,
 }
 
 /// One experiment file, checked as `mope train` checks it.
@@ -66,11 +75,6 @@ impl Experiment {
 
     fn method(&self) -> Method {
         self.spec.model.method
-    }
-
-    /// A pMoE-family experiment (it names `model.experts`).
-    fn over_experts(&self) -> bool {
-        self.spec.model.is_pmoe()
     }
 
     fn paper_value(&self) -> Option<f64> {
@@ -94,9 +98,10 @@ fn discover(root: &Path) -> Result<Vec<Experiment>> {
     Ok(found)
 }
 
-fn select<'a>(all: &'a [Experiment], names: &[String]) -> Result<Vec<&'a Experiment>> {
+fn select<'a>(all: &'a [Experiment], names: &[String], everything: bool) -> Result<Vec<&'a Experiment>> {
     if names.is_empty() {
-        return Ok(all.iter().filter(|e| e.spec.tags.iter().any(|t| t == "default")).collect());
+        let tagged = |e: &&Experiment| e.spec.tags.iter().any(|t| t == "default" || (everything && t == "all"));
+        return Ok(all.iter().filter(tagged).collect());
     }
     let mut chosen = Vec::new();
     for name in names {
@@ -130,87 +135,48 @@ fn read_result(path: &Path) -> Result<Option<RunResult>> {
 /// Runs the selected experiments from the repository `root` with the `mope` binary `mope`.
 pub fn run_experiments(root: &Path, mope: &Path, options: &ReproduceOptions) -> Result<()> {
     let all = discover(root)?;
-    let chosen = select(&all, &options.names)?;
+    let chosen = select(&all, &options.names, options.all)?;
     let runs = if options.smoke { root.join("runs/smoke") } else { root.join("runs") };
     if options.list {
         list(&all, &runs);
         return Ok(());
     }
-    let mut rows = Vec::new();
+    let seeds = &SEEDS[..if options.smoke { 1 } else { options.seeds.clamp(1, SEEDS.len()) }];
+    let jobs: Vec<(&Experiment, u64)> = chosen.iter().flat_map(|&e| seeds.iter().map(move |&s| (e, s))).collect();
+    let mut rows: Vec<Runs> = Vec::new();
     let mut failures = Vec::new();
-    let mut trained_seconds = 0.0;
-    let mut trained = 0usize;
-    for (index, &e) in chosen.iter().enumerate() {
-        let position = format!("[{}/{}]", index + 1, chosen.len());
-        let run_dir = runs.join(e.name());
-        let result_path = run_dir.join("result.json");
-        let reusable = !options.force && !options.smoke && !options.dry_run;
-        if reusable && newer(&result_path, &e.path) {
-            match read_result(&result_path) {
-                Ok(Some(result)) => {
-                    eprintln!("\n== {position} {}: result newer than the experiment, reused ({})", e.name(), result_path.display());
-                    rows.push((e, result));
-                    continue;
+    let (mut trained_seconds, mut trained) = (0.0, 0usize);
+    for (index, &(e, seed)) in jobs.iter().enumerate() {
+        let position = format!("[{}/{}]", index + 1, jobs.len());
+        let run_dir = runs.join(e.name()).join(format!("seed-{seed}"));
+        match run_one(mope, root, e, seed, &run_dir, &position, options) {
+            Ok(Some((result, seconds))) => {
+                if let Some(seconds) = seconds {
+                    trained_seconds += seconds;
+                    trained += 1;
                 }
-                Ok(None) => {}
-                Err(error) => eprintln!("== {position} {}: the previous result is unreadable, running again: {error:#}", e.name()),
+                match rows.iter_mut().find(|r| r.name == e.name()) {
+                    Some(runs) => runs.results.push(result),
+                    None => rows.push(Runs { name: e.name(), role: Role::of(&e.spec), paper: e.paper_value(), results: vec![result] }),
+                }
             }
+            Ok(None) => {}
+            Err(error) => failures.push(format!("{} (seed {seed}): {error:#}", e.name())),
         }
-        if !e.data_root.exists() {
-            failures.push(format!("{}: data not found at {} (see datasets/README.md; `cargo xtask setup` builds the shipped ones)", e.name(), e.data_root.display()));
-            continue;
-        }
-        // An interrupted experiment goes on from its last epoch, unless the experiment changed since.
-        let resume = reusable && newer(&run_dir.join("last"), &e.path);
-        eprintln!("\n== {position} {}{}", e.name(), if resume { " (resuming from its last checkpoint)" } else { "" });
-        let mut command = Command::new(mope);
-        command.current_dir(root).arg("train").arg(&e.path).arg("--run-dir").arg(&run_dir).arg("--plain");
-        if let Some(device) = &options.device {
-            command.args(["--device", device]);
-        }
-        if options.dry_run {
-            command.arg("--dry-run");
-        }
-        if resume {
-            command.arg("--resume");
-        }
-        if options.smoke {
-            for set in SMOKE {
-                command.args(["--set", set]);
-            }
-        }
-        let start = Instant::now();
-        let status = command.status().with_context(|| format!("cannot run {}", mope.display()))?;
-        if !status.success() {
-            failures.push(format!("{}: `mope train` failed ({status})", e.name()));
-            continue;
-        }
-        if options.dry_run {
-            continue;
-        }
-        trained_seconds += start.elapsed().as_secs_f64();
-        trained += 1;
-        match read_result(&result_path) {
-            Ok(Some(result)) => rows.push((e, result)),
-            Ok(None) => failures.push(format!("{}: no result.json after {:.0} s", e.name(), start.elapsed().as_secs_f64())),
-            Err(error) => failures.push(format!("{}: {error:#}", e.name())),
-        }
-        let left = chosen.len() - index - 1;
-        if left > 0 && !rows.is_empty() {
-            let eta = trained_seconds / trained as f64 * left as f64;
-            eprintln!("\n== the table so far ({} of {} experiments; about {:.0} min left at the mean so far):\n{}", rows.len(), chosen.len(), eta / 60.0, table(&rows));
+        let left = jobs.len() - index - 1;
+        if left > 0 && !rows.is_empty() && !options.dry_run {
+            let eta = if trained > 0 { format!("; about {:.0} min left at the mean run so far", trained_seconds / trained as f64 * left as f64 / 60.0) } else { String::new() };
+            eprintln!("\n== the table so far ({} of {} runs{eta}):\n{}", index + 1, jobs.len(), table(&rows));
         }
     }
     if !rows.is_empty() {
-        let table = table(&rows);
-        println!("\n{table}");
-        let claims = claims(&rows);
-        println!("{claims}");
+        let (table, seed_table, claims) = (table(&rows), seed_table(&rows), claims(&rows));
+        println!("\n{table}\n{seed_table}\n{claims}");
         std::fs::create_dir_all(&runs).with_context(|| format!("creating {}", runs.display()))?;
         let markdown = runs.join("reproduce.md");
         let json_path = runs.join("reproduce.json");
-        std::fs::write(&markdown, format!("{table}\n{claims}")).with_context(|| format!("writing {}", markdown.display()))?;
-        let json: Vec<&RunResult> = rows.iter().map(|(_, r)| r).collect();
+        std::fs::write(&markdown, format!("{table}\n{seed_table}\n```\n{claims}```\n")).with_context(|| format!("writing {}", markdown.display()))?;
+        let json: Vec<&RunResult> = rows.iter().flat_map(|r| &r.results).collect();
         std::fs::write(&json_path, serde_json::to_string_pretty(&json)?).with_context(|| format!("writing {}", json_path.display()))?;
         println!("results: the runs in {}, the table in {} and {}", runs.display(), markdown.display(), json_path.display());
     }
@@ -218,9 +184,62 @@ pub fn run_experiments(root: &Path, mope: &Path, options: &ReproduceOptions) -> 
         for f in &failures {
             eprintln!("failed: {f}");
         }
-        bail!("{} of {} experiments failed", failures.len(), chosen.len());
+        bail!("{} of {} runs failed", failures.len(), jobs.len());
     }
     Ok(())
+}
+
+/// Runs experiment `e` with `seed` into `run_dir`, or reuses its result: the result and the
+/// seconds it trained if it ran now; nothing for a dry run.
+fn run_one(mope: &Path, root: &Path, e: &Experiment, seed: u64, run_dir: &Path, position: &str, options: &ReproduceOptions) -> Result<Option<(RunResult, Option<f64>)>> {
+    let result_path = run_dir.join("result.json");
+    let reusable = !options.force && !options.smoke && !options.dry_run;
+    if reusable && newer(&result_path, &e.path) {
+        match read_result(&result_path) {
+            Ok(Some(result)) => {
+                eprintln!("\n== {position} {} seed {seed}: result newer than the experiment, reused ({})", e.name(), result_path.display());
+                return Ok(Some((result, None)));
+            }
+            Ok(None) => {}
+            Err(error) => eprintln!("== {position} {} seed {seed}: the previous result is unreadable, running again: {error:#}", e.name()),
+        }
+    }
+    if !e.data_root.exists() {
+        bail!("data not found at {} (see datasets/README.md; `cargo xtask setup` builds the shipped ones)", e.data_root.display());
+    }
+    // An interrupted run goes on from its last epoch, unless the experiment changed since.
+    let resume = reusable && newer(&run_dir.join("last"), &e.path);
+    eprintln!("\n== {position} {} seed {seed}{}", e.name(), if resume { " (resuming from its last checkpoint)" } else { "" });
+    let mut command = Command::new(mope);
+    command.current_dir(root).arg("train").arg(&e.path).arg("--run-dir").arg(run_dir).arg("--plain");
+    command.args(["--set", &format!("train.seed={seed}")]);
+    if let Some(device) = &options.device {
+        command.args(["--device", device]);
+    }
+    if options.dry_run {
+        command.arg("--dry-run");
+    }
+    if resume {
+        command.arg("--resume");
+    }
+    if options.smoke {
+        for set in SMOKE {
+            command.args(["--set", set]);
+        }
+    }
+    let start = Instant::now();
+    let status = command.status().with_context(|| format!("cannot run {}", mope.display()))?;
+    if !status.success() {
+        bail!("`mope train` failed ({status})");
+    }
+    if options.dry_run {
+        return Ok(None);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    match read_result(&result_path)? {
+        Some(result) => Ok(Some((result, Some(seconds)))),
+        None => bail!("no result.json after {seconds:.0} s"),
+    }
 }
 
 /// Whether `path` exists and was modified after `than`.
@@ -234,113 +253,21 @@ fn list(all: &[Experiment], runs: &Path) {
     let method_width = all.iter().map(|e| e.method().name().len()).max().unwrap_or(0).max(6);
     println!("{:<name_width$} {:<method_width$} {:<10} {:<8} {:>10}", "experiment", "method", "tags", "data", "result");
     for e in all {
-        let result = match read_result(&runs.join(e.name()).join("result.json")) {
-            Ok(Some(r)) => format!("{:.2}", r.value),
-            Ok(None) => "-".into(),
-            Err(error) => {
-                eprintln!("warning: {error:#}");
-                "unreadable".into()
+        let mut values = Vec::new();
+        for seed in SEEDS {
+            match read_result(&runs.join(e.name()).join(format!("seed-{seed}")).join("result.json")) {
+                Ok(Some(r)) => values.push(format!("{:.2}", r.value)),
+                Ok(None) => {}
+                Err(error) => {
+                    eprintln!("warning: {error:#}");
+                    values.push("unreadable".into());
+                }
             }
-        };
+        }
+        let result = if values.is_empty() { "-".to_string() } else { values.join(" ") };
         let data = if e.data_root.exists() { "present" } else { "missing" };
         println!("{:<name_width$} {:<method_width$} {:<10} {:<8} {:>10}", e.name(), e.method().name(), e.spec.tags.join(","), data, result);
     }
-}
-
-/// The result table, in Markdown.
-fn table(rows: &[(&Experiment, RunResult)]) -> String {
-    let mut out = String::from(
-        "| experiment | metric | ours | paper | trainable params | trainable % | adapter | train time | wall time |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
-    );
-    for (e, r) in rows {
-        let trainable = r.trainable_params;
-        let total = r.total_params.max(1);
-        let paper = e.paper_value().map_or_else(|| "n/a".to_string(), |v| format!("{v:.2}"));
-        out.push_str(&format!(
-            "| {} | {} ({}) | {:.2} | {} | {} | {:.3} | {} | {:.0} s | {:.0} s |\n",
-            e.name(),
-            r.metric,
-            r.split,
-            r.value,
-            paper,
-            thousands(trainable),
-            100.0 * trainable as f64 / total as f64,
-            human_bytes(r.adapter_bytes),
-            r.train_seconds,
-            r.wall_seconds,
-        ));
-    }
-    out
-}
-
-
-/// For each dataset with both, whether MoPE beats vanilla prompt tuning, and at what parameter
-/// cost; and where fine-tuning ran, how close MoPE comes to it. For each dataset with pMoE runs,
-/// whether combining the experts beats the best single expert and the mean of experts.
-fn claims(rows: &[(&Experiment, RunResult)]) -> String {
-    let mut out = String::new();
-    let datasets: std::collections::BTreeSet<&str> = rows.iter().filter_map(|(e, _)| e.name().split('/').next()).collect();
-    for dataset in datasets {
-        // (MoPE's prompt tuning and single-expert prompt tuning share the method name.)
-        let in_dataset = |method: Method, over_experts: bool| {
-            rows.iter().filter(move |(e, _)| e.name().starts_with(&format!("{dataset}/")) && e.method() == method && e.over_experts() == over_experts)
-        };
-        let find = |method: Method, over_experts: bool| in_dataset(method, over_experts).next().map(|(_, r)| r);
-        if let Some(pmoe) = find(Method::Pmoe, true) {
-            out.push_str(&pmoe_claims(dataset, pmoe, in_dataset(Method::PromptTuning, true).collect(), find(Method::MeanOfExperts, true)));
-        }
-        let (Some(mope), Some(vpt)) = (find(Method::Mope, false), find(Method::PromptTuning, false)) else { continue };
-        let (m, v) = (mope.value, vpt.value);
-        let verdict = if m > v { "MoPE beats vanilla prompt tuning" } else { "MoPE does NOT beat vanilla prompt tuning" };
-        let cost = if mope.trainable_params <= vpt.trainable_params {
-            "with equal or fewer trainable params".to_string()
-        } else {
-            let joint = if m > v { "but" } else { "and" };
-            format!("{joint} trains {:.1}x the params", mope.trainable_params as f64 / vpt.trainable_params.max(1) as f64)
-        };
-        out.push_str(&format!(
-            "{dataset}: {verdict} ({m:.2} vs {v:.2}; {} vs {} trainable params), {cost}.\n",
-            thousands(mope.trainable_params),
-            thousands(vpt.trainable_params)
-        ));
-        if let Some(full) = find(Method::FineTuning, false) {
-            out.push_str(&format!(
-                "{dataset}: MoPE reaches {:.2} against fine-tuning's {:.2}, training {:.2}% of its parameters.\n",
-                m,
-                full.value,
-                100.0 * mope.trainable_params as f64 / full.trainable_params.max(1) as f64
-            ));
-        }
-    }
-    out
-}
-
-/// pMoE against the best single expert (prompt-tuned alone) and the mean of experts.
-fn pmoe_claims(dataset: &str, pmoe: &RunResult, singles: Vec<&(&Experiment, RunResult)>, mean: Option<&RunResult>) -> String {
-    let mut out = String::new();
-    let p = pmoe.value;
-    if let Some((best, r)) = singles.into_iter().max_by(|a, b| a.1.value.total_cmp(&b.1.value)) {
-        let verdict = if p > r.value { "pMoE beats the best single expert" } else { "pMoE does NOT beat the best single expert" };
-        out.push_str(&format!(
-            "{dataset}: {verdict} ({p:.2} vs {:.2}, {}; {} vs {} trainable params, {:.0} s vs {:.0} s of training).\n",
-            r.value,
-            best.name(),
-            thousands(pmoe.trainable_params),
-            thousands(r.trainable_params),
-            pmoe.train_seconds,
-            r.train_seconds,
-        ));
-    }
-    if let Some(mean) = mean {
-        let verdict = if p > mean.value { "beats" } else { "does NOT beat" };
-        out.push_str(&format!(
-            "{dataset}: pMoE {verdict} the mean of its experts ({p:.2} vs {:.2}; {} vs {} trainable params).\n",
-            mean.value,
-            thousands(pmoe.trainable_params),
-            thousands(mean.trainable_params)
-        ));
-    }
-    out
 }
 
 #[cfg(test)]

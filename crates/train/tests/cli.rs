@@ -144,43 +144,49 @@ fn shapes_repository(root: &Path) {
     }
 }
 
-/// `mope reproduce`, what `cargo xtask reproduce` hands the experiments to: the default runs one
-/// by one with the table so far after each, a finished result is reused, and an experiment
-/// interrupted after its first epoch goes on from its last checkpoint.
+/// `mope reproduce`, what `cargo xtask reproduce` hands the experiments to: the default runs once
+/// per seed with the table so far after each run, then the table over seeds and each seed's
+/// values; a finished result is reused, and a run interrupted after its first epoch goes on from
+/// its last checkpoint.
 #[test]
-fn reproduce_runs_the_default_reuses_results_and_resumes_an_interrupted_experiment() {
+fn reproduce_runs_the_default_per_seed_reuses_results_and_resumes_an_interrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     shapes_repository(root);
     let root_arg = root.to_string_lossy().into_owned();
-    let args = ["reproduce", "--root", &root_arg, "--workers", "1"];
+    let args = ["reproduce", "--root", &root_arg, "--workers", "1", "--seeds", "2"];
 
     let out = mope(&args);
     let (stdout, err) = (String::from_utf8_lossy(&out.stdout).into_owned(), stderr(&out));
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("== [1/2] shapes/long") && err.contains("== [2/2] shapes/short"), "{err}");
-    assert!(err.contains("the table so far (1 of 2 experiments; about"), "{err}");
-    assert!(stdout.contains("| shapes/long | accuracy (test) |") && stdout.contains("| shapes/short | accuracy (test) |"), "{stdout}");
+    for line in ["== [1/4] shapes/long seed 42", "== [2/4] shapes/long seed 1", "== [3/4] shapes/short seed 42", "== [4/4] shapes/short seed 1"] {
+        assert!(err.contains(line), "{line} in {err}");
+    }
+    assert!(err.contains("the table so far (1 of 4 runs; about"), "{err}");
+    assert!(stdout.contains("| shapes/long | accuracy (test) | ") && stdout.contains(" | 2 | n/a |"), "{stdout}");
+    assert!(stdout.contains("| experiment | seed 1 | seed 42 |"), "{stdout}");
     let last_line = stdout.lines().last().unwrap();
     assert!(last_line.starts_with("results: the runs in") && last_line.contains("runs/reproduce.md"), "{last_line}");
-    assert!(root.join("runs/reproduce.json").is_file());
+    let results: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(root.join("runs/reproduce.json")).unwrap()).unwrap();
+    let seeds: Vec<u64> = results.iter().map(|r| r["seed"].as_u64().unwrap()).collect();
+    assert_eq!(seeds, [42, 1, 42, 1]);
 
     // Interrupted after its epoch: the checkpoint is there, the result is not.
-    let long = root.join("runs/shapes/long");
+    let long = root.join("runs/shapes/long/seed-42");
     std::fs::remove_file(long.join("result.json")).unwrap();
     let out = mope(&args);
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("== [1/2] shapes/long (resuming from its last checkpoint)"), "{err}");
-    assert!(err.contains("shapes/short: result newer than the experiment, reused"), "{err}");
+    assert!(err.contains("== [1/4] shapes/long seed 42 (resuming from its last checkpoint)"), "{err}");
+    assert!(err.contains("shapes/short seed 1: result newer than the experiment, reused"), "{err}");
     assert!(long.join("result.json").is_file());
 
     // A changed experiment starts over: neither its result nor its checkpoint is used.
     std::thread::sleep(std::time::Duration::from_millis(20));
     let spec = root.join("experiments/shapes/long/experiment.toml");
     std::fs::write(&spec, std::fs::read_to_string(&spec).unwrap().replace("prompt_len = 3", "prompt_len = 2")).unwrap();
-    let err = stderr(&mope(&["reproduce", "shapes/long", "--root", &root_arg, "--workers", "1"]));
-    assert!(err.contains("== [1/1] shapes/long\n"), "{err}");
+    let err = stderr(&mope(&["reproduce", "shapes/long", "--root", &root_arg, "--workers", "1", "--quick"]));
+    assert!(err.contains("== [1/1] shapes/long seed 42\n"), "{err}");
 
     let err = stderr(&mope(&["reproduce", "--root", &dir.path().join("data").to_string_lossy()]));
     assert!(err.contains("no experiments/ folder here"), "{err}");

@@ -104,6 +104,15 @@ enum Command {
         /// Train again even where a result is newer than its experiment.
         #[arg(long)]
         force: bool,
+        /// Seeds per experiment (the first N of 42, 1, 2, 3, 4).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=5))]
+        seeds: u8,
+        /// One seed per experiment (`--seeds 1`): a first table in minutes.
+        #[arg(long, conflicts_with = "seeds")]
+        quick: bool,
+        /// Also the experiments tagged `all` (those the claims do not need).
+        #[arg(long)]
+        all: bool,
     },
     /// Draw training curves, expert usage per layer and per-class routing (PNG and SVG).
     Plot {
@@ -145,7 +154,7 @@ fn main() -> Result<()> {
             let sample = Sample { id: "input".into(), image, depth, audio, text, target: Target::Class(0) };
             run_on(cli.device, PredictJob { run, sample, json })
         }
-        Command::Reproduce { names, root, list, dry_run, smoke, force } => {
+        Command::Reproduce { names, root, list, dry_run, smoke, force, seeds, quick, all } => {
             if !root.join("experiments").is_dir() {
                 bail!("{}: no experiments/ folder here; run from the repository root or pass --root", root.display());
             }
@@ -156,7 +165,8 @@ fn main() -> Result<()> {
                 DeviceChoice::Wgpu => Some("wgpu".to_string()),
                 DeviceChoice::Cuda => Some("cuda".to_string()),
             };
-            let options = train::ReproduceOptions { names, list, dry_run, smoke, force, device };
+            let seeds = if quick { 1 } else { seeds as usize };
+            let options = train::ReproduceOptions { names, list, dry_run, smoke, force, device, seeds, all };
             train::run_experiments(&root, &std::env::current_exe()?, &options)
         }
         Command::Plot { run, out } => {
