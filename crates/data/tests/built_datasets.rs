@@ -104,3 +104,43 @@ fn digits_dataset_has_disjoint_voices_and_real_speech_only_in_test() {
         assert!((0.2..3.0).contains(&seconds), "a spoken digit lasts about a second: {seconds}");
     }
 }
+
+/// digits-match: the label says whether the speech says the image's digit; half of each split's
+/// pairs match, the others pair an image with another digit's speech, voices as in digits.
+#[test]
+fn digits_match_dataset_is_balanced_and_neither_modality_alone_decides_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.assets/datasets/digits-match");
+    if !root.join("BUILT").exists() {
+        eprintln!("SKIPPED digits-match dataset checks: {} is not built (run `cargo xtask fetch-assets`)", root.display());
+        return;
+    }
+    let digits = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.assets/datasets/digits");
+    let mut total = 0;
+    for split in [SplitName::Train, SplitName::Val, SplitName::Test] {
+        let pairs = data::jsonl::load(&root, "digits-match", split, STRICT).unwrap();
+        let written = data::jsonl::load(&digits, "digits", split, STRICT).unwrap();
+        assert_eq!(pairs.labels, ["different", "same"]);
+        total += pairs.samples.len();
+        let mut same = 0;
+        // Per written digit and per spoken digit: how often the pair matches.
+        let (mut by_written, mut by_spoken) = ([[0usize; 2]; 10], [[0usize; 2]; 10]);
+        for (pair, image) in pairs.samples.iter().zip(&written.samples) {
+            assert_eq!(pair.id, image.id, "the same images in the same order as digits");
+            let Target::Class(digit) = image.target else { panic!() };
+            let Target::Class(label) = pair.target else { panic!() };
+            let audio = pair.audio.as_ref().unwrap();
+            let spoken: usize = audio.file_stem().unwrap().to_string_lossy().parse().unwrap();
+            assert_eq!(label == 1, spoken == digit, "{}: label {label}, written {digit}, spoken {spoken}", pair.id);
+            same += label;
+            by_written[digit][label] += 1;
+            by_spoken[spoken][label] += 1;
+        }
+        let n = pairs.samples.len();
+        assert!(same.abs_diff(n - same) <= 10, "{split:?}: {same} of {n} match");
+        for counts in by_written.iter().chain(&by_spoken) {
+            let share = counts[1] as f64 / (counts[0] + counts[1]).max(1) as f64;
+            assert!((0.25..=0.75).contains(&share), "{split:?}: a digit alone predicts the label: {counts:?}");
+        }
+    }
+    assert_eq!(total, 1797);
+}

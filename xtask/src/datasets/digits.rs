@@ -2,7 +2,10 @@
 //! 8×8 digits, 1,797 images, UCI, BSD-3-Clause) paired with the same digit spoken. Speech is
 //! rendered by espeak-ng in 24 voices (6 English accents × 4 variants) and recorded by a real
 //! speaker (Asterisk's `en_US_f_Allison` prompts, Debian `asterisk-core-sounds-en-wav`,
-//! CC-BY-SA-3.0). Task: the digit (10 classes).
+//! CC-BY-SA-3.0). Two tasks ([`Pairing`]): the digit (10 classes; the speech says the image's
+//! digit, so either modality alone decides it), and **digits-match**: whether the spoken digit
+//! is the written one (2 classes, half of each digit's images paired with another digit's
+//! speech), which neither modality decides alone.
 //!
 //! Splits are stratified over the images (70/15/15) and **disjoint in voices**: train speaks
 //! with 4 accents in 4 variants (16 voices), val and test each with one unseen accent (4 voices),
@@ -35,6 +38,19 @@ pub fn espeak_voices() -> Vec<String> {
     order.iter().map(|&i| voices[i].clone()).collect()
 }
 
+/// How images are paired with speech, and what the label is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pairing {
+    /// The speech says the image's digit; the label is the digit.
+    SameDigit,
+    /// Every other image of each digit (in split order) is paired with another digit's speech,
+    /// cycling through the nine others; the label is [`MATCH_LABELS`]` [0]` or `[1]`.
+    Match,
+}
+
+/// The labels of [`Pairing::Match`], in the order of the class ids.
+pub const MATCH_LABELS: [&str; 2] = ["different", "same"];
+
 /// What [`build`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildReport {
@@ -44,7 +60,7 @@ pub struct BuildReport {
 
 /// Builds the dataset into `out` from scikit-learn's `digits.csv` (decompressed), the real
 /// recordings `<recorded>/<d>.wav`, and espeak-ng renderings `<rendered>/<voice>/<d>.wav`.
-pub fn build(digits_csv: &Path, recorded: &Path, rendered: &Path, out: &Path) -> Result<BuildReport> {
+pub fn build(digits_csv: &Path, recorded: &Path, rendered: &Path, out: &Path, pairing: Pairing) -> Result<BuildReport> {
     let text = read(digits_csv)?;
     let mut images: Vec<(Vec<u8>, usize)> = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
@@ -84,17 +100,24 @@ pub fn build(digits_csv: &Path, recorded: &Path, rendered: &Path, out: &Path) ->
         if s == 2 {
             clips.push(("allison".into(), recorded.to_path_buf()));
         }
-        let mut seen = [0usize; 10];
+        // Images of each digit seen so far in this split, and clips of each spoken digit.
+        let (mut seen, mut spoken_seen) = ([0usize; 10], [0usize; 10]);
         let mut lines = String::new();
         for &i in indices {
-            let (pixels, digit) = &images[i];
+            let (pixels, digit) = (&images[i].0, images[i].1);
             let img = format!("images/{}.png", ids[i]);
             let path = out.join(&img);
             write_grey_png(&path, 8, 8, pixels)?;
-            let (voice, dir) = &clips[seen[*digit] % clips.len()];
-            seen[*digit] += 1;
-            let audio = copy(dir.join(format!("{digit}.wav")), voice, *digit)?;
-            let row = serde_json::json!({"id": ids[i], "img": img, "audio": audio, "label": DIGITS[*digit]});
+            let (spoken, label) = match pairing {
+                Pairing::SameDigit => (digit, DIGITS[digit]),
+                Pairing::Match if seen[digit] % 2 == 0 => (digit, MATCH_LABELS[1]),
+                Pairing::Match => ((digit + 1 + (seen[digit] / 2) % 9) % 10, MATCH_LABELS[0]),
+            };
+            seen[digit] += 1;
+            let (voice, dir) = &clips[spoken_seen[spoken] % clips.len()];
+            spoken_seen[spoken] += 1;
+            let audio = copy(dir.join(format!("{spoken}.wav")), voice, spoken)?;
+            let row = serde_json::json!({"id": ids[i], "img": img, "audio": audio, "label": label});
             lines.push_str(&row.to_string());
             lines.push('\n');
         }
@@ -103,7 +126,11 @@ pub fn build(digits_csv: &Path, recorded: &Path, rendered: &Path, out: &Path) ->
         sizes[s] = indices.len();
     }
     let labels = out.join("labels.txt");
-    std::fs::write(&labels, DIGITS.join("\n") + "\n").with_context(|| format!("writing {}", labels.display()))?;
+    let names: &[&str] = match pairing {
+        Pairing::SameDigit => &DIGITS,
+        Pairing::Match => &MATCH_LABELS,
+    };
+    std::fs::write(&labels, names.join("\n") + "\n").with_context(|| format!("writing {}", labels.display()))?;
     Ok(BuildReport { sizes })
 }
 
