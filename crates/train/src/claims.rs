@@ -15,6 +15,8 @@ use crate::spec::{ExperimentSpec, Method};
 pub enum Role {
     /// MoPE, head on the main encoder (the paper's).
     Mope,
+    /// MoPE without the importance loss (`train.importance_weight = 0`).
+    MopeWithoutImportance,
     /// MoPE under the concatenated head.
     MopeBothHeads,
     /// Sequential fusion (static and mapped prompts).
@@ -53,6 +55,7 @@ impl Role {
         let head = spec.model.head.unwrap_or_else(|| method.fusion().map_or(HeadInput::Main, |f| f.default_head()));
         match (method, head) {
             (Method::Mope, HeadInput::Both) => Self::MopeBothHeads,
+            (Method::Mope, _) if spec.train.importance_weight == 0.0 => Self::MopeWithoutImportance,
             (Method::Mope, _) => Self::Mope,
             (Method::Sequential, _) => Self::Sequential,
             (Method::PromptTuning, HeadInput::Both) => Self::PromptTuningBothHeads,
@@ -71,6 +74,7 @@ const COMPARISONS: &[(Role, Role, &str)] = &[
     (Role::Mope, Role::PromptTuning, "MoPE beats deep prompt tuning (both heads on the main encoder)"),
     (Role::Mope, Role::Sequential, "MoPE beats sequential fusion"),
     (Role::Mope, Role::LateFusion, "MoPE beats late fusion"),
+    (Role::Mope, Role::MopeWithoutImportance, "the importance loss helps MoPE"),
     (Role::MopeBothHeads, Role::PromptTuningBothHeads, "MoPE beats prompt tuning, both under the concatenated head"),
     (Role::LateFusion, Role::MainAlone, "late fusion beats the main modality alone"),
     (Role::LateFusion, Role::ComplementaryAlone, "late fusion beats the complementary modality alone"),
@@ -260,6 +264,45 @@ pub fn claims(rows: &[Runs]) -> String {
     out
 }
 
+/// The mean over classes (those present) of the total-variation distance between a class's mean
+/// expert weights and all samples' `share`: 0 when every class is routed alike, up to 1 when
+/// each class has experts of its own.
+pub fn class_specialisation(per_class: &[Vec<f32>], share: &[f32]) -> f64 {
+    let classes: Vec<&Vec<f32>> = per_class.iter().filter(|c| !c.is_empty()).collect();
+    let distance = |c: &Vec<f32>| 0.5 * c.iter().zip(share).map(|(a, b)| (a - b).abs() as f64).sum::<f64>();
+    classes.iter().map(|c| distance(c)).sum::<f64>() / classes.len().max(1) as f64
+}
+
+/// How MoPE's routers spread their weight on the test split, per layer, averaged over seeds: the
+/// mean entropy of a sample's weights (`ln E` is uniform), the largest expert's mean weight and
+/// its share of top-1 choices, and how differently the classes are routed (the mean over classes
+/// of the total-variation distance between a class's mean weights and all samples').
+pub fn routing_table(rows: &[Runs]) -> String {
+    let mut out = String::from(
+        "| experiment | layer | entropy (nats) | largest expert's weight | its top-1 share | class specialisation |\n|---|---:|---:|---:|---:|---:|\n",
+    );
+    let mut any = false;
+    for runs in rows.iter().filter(|r| matches!(r.role, Role::Mope | Role::MopeWithoutImportance | Role::MopeBothHeads)) {
+        let layers: BTreeSet<usize> = runs.results.iter().flat_map(|r| r.report.routing.iter().filter(|l| l.expert.is_none()).map(|l| l.layer)).collect();
+        for layer in layers {
+            let mut columns = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+            for result in &runs.results {
+                let Some(routing) = result.report.routing.iter().find(|l| l.expert.is_none() && l.layer == layer) else { continue };
+                let stats = &routing.stats;
+                let largest = (0..stats.share.len()).max_by(|&a, &b| stats.share[a].total_cmp(&stats.share[b])).unwrap_or(0);
+                let specialisation = class_specialisation(&routing.per_class, &stats.share);
+                for (column, value) in columns.iter_mut().zip([stats.entropy as f64, stats.share[largest] as f64, stats.top1_share[largest] as f64, specialisation]) {
+                    column.push(value);
+                }
+            }
+            let [entropy, weight, top1, special] = columns.map(|c| mean_sd(&c).0);
+            out.push_str(&format!("| {} | {layer} | {entropy:.3} | {weight:.3} | {top1:.3} | {special:.3} |\n", runs.name));
+            any = true;
+        }
+    }
+    if any { out } else { String::new() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,5 +328,15 @@ mod tests {
         assert_eq!(verdict, Verdict::WithinNoise);
         assert!((mean - 0.6667).abs() < 1e-3 && (se - 0.8819).abs() < 1e-3, "{mean} {se}");
         assert_eq!(Verdict::of(&[(1.0, 2.0)]).0, Verdict::OneSeed { ahead: false });
+    }
+
+    /// Two classes routed to different experts, the mean half and half: each is 0.5 from it.
+    /// Classes routed alike: 0. An absent class (empty row) does not count.
+    #[test]
+    fn class_specialisation_is_the_mean_total_variation() {
+        let share = [0.5, 0.5];
+        assert!((class_specialisation(&[vec![1.0, 0.0], vec![0.0, 1.0], vec![]], &share) - 0.5).abs() < 1e-9);
+        assert_eq!(class_specialisation(&[vec![0.5, 0.5], vec![0.5, 0.5]], &share), 0.0);
+        assert!((class_specialisation(&[vec![0.7, 0.3], vec![0.5, 0.5]], &share) - 0.1).abs() < 1e-6);
     }
 }

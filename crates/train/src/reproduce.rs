@@ -23,7 +23,7 @@ use std::time::{Instant, SystemTime};
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::RunResult;
-use crate::claims::{Role, Runs, claims, seed_table, table};
+use crate::claims::{Role, Runs, claims, routing_table, seed_table, table};
 use crate::spec::{ExperimentSpec, Method};
 
 /// The seeds of a reproduction, in order: `--seeds N` runs the first N.
@@ -170,12 +170,12 @@ pub fn run_experiments(root: &Path, mope: &Path, options: &ReproduceOptions) -> 
         }
     }
     if !rows.is_empty() {
-        let (table, seed_table, claims) = (table(&rows), seed_table(&rows), claims(&rows));
-        println!("\n{table}\n{seed_table}\n{claims}");
+        let (table, seed_table, claims, routing) = (table(&rows), seed_table(&rows), claims(&rows), routing_table(&rows));
+        println!("\n{table}\n{seed_table}\n{claims}\n{routing}");
         std::fs::create_dir_all(&runs).with_context(|| format!("creating {}", runs.display()))?;
         let markdown = runs.join("reproduce.md");
         let json_path = runs.join("reproduce.json");
-        std::fs::write(&markdown, format!("{table}\n{seed_table}\n```\n{claims}```\n")).with_context(|| format!("writing {}", markdown.display()))?;
+        std::fs::write(&markdown, format!("{table}\n{seed_table}\n```\n{claims}```\n\n{routing}")).with_context(|| format!("writing {}", markdown.display()))?;
         let json: Vec<&RunResult> = rows.iter().flat_map(|r| &r.results).collect();
         std::fs::write(&json_path, serde_json::to_string_pretty(&json)?).with_context(|| format!("writing {}", json_path.display()))?;
         println!("results: the runs in {}, the table in {} and {}", runs.display(), markdown.display(), json_path.display());
