@@ -16,15 +16,14 @@ impl ExperimentSpec {
     /// # Panics
     /// If the experiment is of the pMoE family.
     pub fn classifier_config(&self, num_outputs: usize) -> MultimodalClassifierConfig {
-        let spec = self;
-        let p = &spec.prompts;
+        let p = &self.prompts;
         let router = RouterSettings::new()
             .with_d_inter(p.d_inter)
             .with_d_cross(p.d_cross)
             .with_temperature(p.temperature)
             .with_noise_std(p.noise_std)
             .with_top_k((p.top_k > 0).then_some(p.top_k))
-            .with_key_seed(spec.train.seed);
+            .with_key_seed(self.train.seed);
         let prompts = MopePromptsConfig::new(0, 0, 0)
             .with_static_len(p.static_len)
             .with_num_experts(p.num_experts)
@@ -33,11 +32,11 @@ impl ExperimentSpec {
             .with_prompted_layers((!p.prompted_layers.is_empty()).then(|| p.prompted_layers.clone()))
             .with_mapper_hidden(p.mapper_hidden)
             .with_router(router);
-        let method = spec.model.method.fusion().expect("a two-encoder method");
+        let method = self.model.method.fusion().expect("a two-encoder method");
         MultimodalClassifierConfig::new(method, num_outputs, prompts)
-            .with_complementary_prompt_len(spec.model.complementary_prompt_len)
-        .with_head(spec.model.head)
-            .with_importance_threshold(spec.train.importance_threshold)
+            .with_complementary_prompt_len(self.model.complementary_prompt_len)
+            .with_head(self.model.head)
+            .with_importance_threshold(self.train.importance_threshold)
     }
 
     /// The pMoE configuration a pMoE-family experiment asks for, with `num_outputs` head outputs.
@@ -45,10 +44,9 @@ impl ExperimentSpec {
     /// # Panics
     /// If the experiment is of the MoPE family.
     pub fn pmoe_config(&self, num_outputs: usize) -> PmoeConfig {
-        let spec = self;
-        let p = &spec.pmoe;
+        let p = &self.pmoe;
         PmoeConfig::new(num_outputs)
-            .with_combine(spec.model.method.combine().expect("a method over experts"))
+            .with_combine(self.model.method.combine().expect("a method over experts"))
             .with_prompt_len(p.prompt_len)
             .with_depth(p.depth)
             .with_carry(p.carry)
