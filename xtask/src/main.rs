@@ -28,8 +28,9 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   reproduce [ARGS]  set up (check, assets, release build of mope), then run the experiments and print
-                    the table: `mope reproduce ARGS`, where ARGS are experiment or dataset names
-                    (none: the default) and --list, --dry-run, --smoke, --force
+                    the table and the claims: `mope reproduce ARGS`, where ARGS are experiment or
+                    dataset names (none: the default, 3 seeds) and --quick (one seed), --all,
+                    --seeds N, --list, --dry-run, --smoke, --force
   setup             check the machine, fetch the assets, build mope; no experiment
   check             name everything the machine lacks for the set-up, and stop
   fetch-assets      check the machine and fetch the assets into .assets/, no build
