@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamWConfig, Optimizer};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, ElementConversion, Tensor};
 use mope_core::{LayerPromptSource, PromptableEncoder, forward_prompted};
@@ -140,9 +140,12 @@ pub fn profile<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: 
         let grads = loss.backward();
         times.backward += lap();
         let lr = t.schedule.rate(t.lr, step, steps_per_epoch * t.epochs, steps_per_epoch);
-        let mut rest = GradientsParams::from_grads(grads, &model);
-        clip_global_norm(&model, &mut [&mut rest], t.grad_clip);
-        model = optimizer.step(lr, model, rest);
+        // The emoji experiments train no complementary prompts: one learning-rate group.
+        let mut groups = model.gradient_groups(grads);
+        clip_global_norm(&model, &mut groups.iter_mut().map(|(_, g)| g).collect::<Vec<_>>(), t.grad_clip);
+        for (_, grads) in groups {
+            model = optimizer.step(lr, model, grads);
+        }
         times.optimizer += lap();
         loss_sum += task.into_scalar().elem::<f64>();
         let _ = importance.into_scalar().elem::<f64>();

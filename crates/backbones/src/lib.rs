@@ -7,8 +7,9 @@
 //! | module | owns |
 //! |---|---|
 //! | [`any`] | [`AnyEncoder`]: any backbone chosen by name at run time, with its input preparation |
-//! | [`attention`] | [`SelfAttention`](attention::SelfAttention): multi-head self-attention as one operation (`ops::attention`) |
-//! | [`linear`] | the encoders' linear layers: burn's `Linear` parameters through `ops::linear` (one operation, hand-written backward) |
+//! | [`self_attention`] | [`SelfAttention`](self_attention::SelfAttention): multi-head self-attention as one operation (`ops::attention`) |
+//! | [`linear_layer`] | the encoders' linear layers: burn's `Linear` parameters through `ops::linear` (one operation, hand-written backward) |
+//! | [`unpadded`] | [`Unpadded`](unpadded::Unpadded): a padded batch's real tokens as rows, so row-wise work skips padding |
 //! | [`transformer`] | [`TransformerLayer`]: self-attention + GELU feed-forward, post-norm (BERT) or pre-norm (ViT) |
 //! | [`token_encoder`] | [`TokenEncoder`]: a BERT-shaped text encoder (word, position and token-type embeddings) |
 //! | [`pooling`] | [`Pooling`]: `[CLS]`, mean over tokens, or mean including prompt tokens |

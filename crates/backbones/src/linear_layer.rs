@@ -1,5 +1,5 @@
 //! A linear layer's forward for the frozen encoders: burn's [`Linear`] parameters (names,
-//! initialisation and checkpoints unchanged) run through [`ops::linear`], one operation with
+//! initialisation and checkpoints unchanged) run through [`ops::linear()`], one operation with
 //! a hand-written backward. On `flex` that is one product over every sample's rows, in row blocks
 //! over the threads, with the bias accumulated in place; burn 0.21's own `Linear::forward` copied
 //! the transposed weight in every backward, and allocated each product's output twice.

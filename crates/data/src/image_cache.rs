@@ -21,8 +21,7 @@ pub struct ImageCache {
 
 /// A stable 16-hex-digit name for `text` (FNV-1a), for cache files keyed by paths and settings.
 pub fn cache_key(text: &str) -> String {
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
-    format!("{hash:016x}")
+    format!("{:016x}", crate::stratify::fnv1a(text))
 }
 
 impl ImageCache {

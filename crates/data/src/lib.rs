@@ -8,7 +8,7 @@
 //! | [`snli_ve`] | SNLI-VE | image + text | 3-way visual entailment |
 //! | [`mustard`] | MUStARD | text + audio | sarcasm (binary) |
 //! | [`segmentation`] | NYUDv2, SUN RGB-D | RGB + depth | 40- / 37-class segmentation |
-//! | [`jsonl`] | MoPE's JSON-lines layout (the emoji and digits datasets that `cargo xtask setup` builds are in it) | image, text, audio | classification |
+//! | [`jsonl`] | MoPE's JSON-lines layout (the emoji, digits and digits-match datasets that `cargo xtask setup` builds are in it) | image, text, audio | classification |
 //! | [`image_folder`] | any image dataset: VTAB-1k lists, FGVC JSON, a folder per class | image | classification (pMoE) |
 //!
 //! Each loader reads the metadata of one split into a [`Split`] of [`Sample`]s (paths to the media
@@ -19,7 +19,8 @@
 //! [`ImagePreprocess`] prepares images as a backbone preset says (resize, crop, normalise; depth
 //! images the same way, tiled to three channels); [`image_cache`] keeps prepared images on disk
 //! between epochs; [`audio`] decodes and resamples WAV to 16 kHz; [`mask`] reads segmentation
-//! masks as class ids; [`pipeline`] prepares batches on worker threads, in a deterministic order.
+//! masks as class ids; [`pipeline`] prepares batches on worker threads, in a deterministic order;
+//! [`stratify`] draws stratified hold-out splits.
 //!
 //! This crate depends on no model crate.
 

@@ -53,10 +53,7 @@ pub fn batch_indices(len: usize, config: &LoaderConfig, epoch: u64) -> Vec<Vec<u
         let mut state = seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mut next = || {
             state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
+            crate::stratify::mix(state)
         };
         for i in (1..len).rev() {
             let j = (next() % (i as u64 + 1)) as usize;

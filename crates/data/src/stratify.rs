@@ -1,8 +1,9 @@
 //! Deterministic stratified hold-out: the same samples go to validation on every machine, and each
-//! class keeps its share.
+//! class keeps its share; and the stable hashes it draws with (also the names of cache files and
+//! the loader's shuffle).
 
 /// SplitMix64's finaliser: every input bit reaches every output bit.
-fn mix(mut z: u64) -> u64 {
+pub fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -12,12 +13,12 @@ fn mix(mut z: u64) -> u64 {
 /// alone, seeded through its initial state, orders short ids by their structure: held-out sets
 /// drawn with two seeds then differ in kind, e.g. in their share of multi-codepoint emoji.)
 fn hash(key: &str, seed: u64) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for b in key.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    mix(h ^ mix(seed.wrapping_add(0x9E37_79B9_7F4A_7C15)))
+    mix(fnv1a(key) ^ mix(seed.wrapping_add(0x9E37_79B9_7F4A_7C15)))
+}
+
+/// FNV-1a, 64 bits: a stable hash of `text` (file names of caches, the draws above).
+pub fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Splits items (given by id and class) into `(kept, held_out)` index lists, holding out about

@@ -264,9 +264,10 @@ impl<B: RoutingMixture + FastSplice, M: PromptableEncoder<B>, C: PromptableEncod
     /// # Panics
     /// If `complementary` is not `d_complementary` wide.
     pub fn forward_with_feature(&self, main: &M::Input, complementary: Tensor<B, 2>) -> ClassifierOutput<B> {
+        self.check_complementary_width(&complementary);
         if self.head_input == HeadInput::Complementary {
-            let device = complementary.device();
-            return ClassifierOutput { logits: self.head.forward(complementary), routing: Vec::new(), importance_loss: Tensor::zeros([1], &device) };
+            let importance_loss = self.mean_importance_loss(&[], &complementary.device());
+            return ClassifierOutput { logits: self.head.forward(complementary), routing: Vec::new(), importance_loss };
         }
         let (out, routing, importance_loss) = self.prompted_main(main, &complementary);
         ClassifierOutput { logits: self.head_logits(out.pooled, complementary), routing, importance_loss }
@@ -301,37 +302,45 @@ impl<B: RoutingMixture + FastSplice, M: PromptableEncoder<B>, C: PromptableEncod
     }
 
     /// Dense prediction (segmentation): the head applied to every patch of the main encoder's
-    /// final feature map (a linear decoder), the complementary feature concatenated at each
-    /// position for the methods that concatenate. The logits are at the encoder's patch
-    /// resolution; upsample them to the label map.
+    /// final feature map (a linear decoder), with the complementary feature concatenated at each
+    /// position where the head reads both ([`HeadInput::Both`]). The logits are at the encoder's
+    /// patch resolution; upsample them to the label map.
     ///
     /// # Shapes
     /// - `complementary`: `[batch, d_complementary]`
     /// - output logits: `[batch, num_classes, height, width]` (the patch grid)
     ///
     /// # Panics
-    /// If the main encoder has no spatial grid ([`PromptableEncoder::feature_map`]).
+    /// If the main encoder has no spatial grid ([`PromptableEncoder::feature_map`]), or the head
+    /// reads the complementary representation only (it has no positions).
     pub fn forward_dense_with_feature(&self, main: &M::Input, complementary: Tensor<B, 2>) -> DenseOutput<B> {
         let (out, routing, importance_loss) = self.prompted_main(main, &complementary);
         let map = self.main.feature_map(out.tokens, out.num_prompts).expect("the main encoder has no spatial grid for dense prediction");
         let [batch, _, height, width] = map.dims();
         let per_position = map.permute([0, 2, 3, 1]); // [batch, height, width, d_main]
-        let [_, d_comp] = complementary.dims();
-        let broadcast = || complementary.clone().reshape([batch, 1, 1, d_comp]).expand([batch, height, width, d_comp]);
         let per_position = match self.head_input {
             HeadInput::Main => per_position,
-            HeadInput::Both => Tensor::cat(vec![per_position, broadcast()], 3),
-            HeadInput::Complementary => broadcast(),
+            HeadInput::Both => {
+                let [_, d_comp] = complementary.dims();
+                Tensor::cat(vec![per_position, complementary.reshape([batch, 1, 1, d_comp]).expand([batch, height, width, d_comp])], 3)
+            }
+            HeadInput::Complementary => panic!("a head on the complementary representation alone has no positions to segment"),
         };
         let logits = self.head.forward(per_position).permute([0, 3, 1, 2]);
         DenseOutput { logits, routing, importance_loss }
     }
 
-    /// The prompted forward pass of the main encoder, its routing and importance loss.
-    fn prompted_main(&self, main: &M::Input, complementary: &Tensor<B, 2>) -> (PromptedTokens<B>, LayerRouting<B>, Tensor<B, 1>) {
+    /// # Panics
+    /// If `complementary` is not the complementary encoder's width.
+    fn check_complementary_width(&self, complementary: &Tensor<B, 2>) {
         let [_, width] = complementary.dims();
         let expected = self.complementary.d_model();
         assert_eq!(width, expected, "complementary feature has width {width}, the complementary encoder's is {expected}");
+    }
+
+    /// The prompted forward pass of the main encoder, its routing and importance loss.
+    fn prompted_main(&self, main: &M::Input, complementary: &Tensor<B, 2>) -> (PromptedTokens<B>, LayerRouting<B>, Tensor<B, 1>) {
+        self.check_complementary_width(complementary);
         let embedded = self.main.embed(main);
         let device = embedded.tokens.device();
         let (out, routing) = match &self.prompts {

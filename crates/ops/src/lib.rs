@@ -10,10 +10,10 @@
 //! | [`routing_mixture`] | [`RoutingMixture`]: softmax over sources (temperature, top-k) fused with their mixture, for MoPE's experts and pMoE's dispatcher |
 //! | `routing_mixture_cube` | (features `wgpu`, `cuda`) the same as one CubeCL kernel |
 //! | [`attention`] | [`FastAttention`]: multi-head attention as one operation; on `flex` one task per sample and head (products, mask, softmax), written straight into the merged output |
-//! | [`linear`] | [`FastLinear`]: a linear layer as one operation; on `flex` one product over every sample's rows, in row blocks over the threads, the bias accumulated in place |
-//! | [`layer_norm`] | [`FastLayerNorm`]: layer norm with a one-pass backward on `flex` |
-//! | [`gelu`] | [`FastGelu`]: the exact GELU, vectorised and multi-threaded on `flex` |
-//! | [`masked_mean`] | the mean of each sample's real tokens (pooling; what MoPE's routers read) |
+//! | [`linear`](mod@linear) | [`FastLinear`]: a linear layer as one operation; on `flex` one product over every sample's rows, in row blocks over the threads, the bias accumulated in place |
+//! | [`layer_norm`](mod@layer_norm) | [`FastLayerNorm`]: layer norm with a one-pass backward on `flex` |
+//! | [`gelu`](mod@gelu) | [`FastGelu`]: the exact GELU, vectorised and multi-threaded on `flex` |
+//! | [`masked_mean`](mod@masked_mean) | the mean of each sample's real tokens (pooling; what MoPE's routers read) |
 //! | [`splice`] | [`FastSplice`]: deep prompt insertion's token splice, whose backward is the same splice of the gradient |
 //! | [`kernels`] | [`Kernels`]: a backend with every operation above |
 //! | `primitive` | between tensors and the float primitives the hooks take |

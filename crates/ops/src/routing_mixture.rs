@@ -28,7 +28,7 @@
 //! ```
 //!
 //! With the `wgpu` or `cuda` feature, CubeCL backends run the forward as one kernel
-//! ([`routing_mixture_cube`](crate::routing_mixture_cube)), checked against the reference on lavapipe in CI:
+//! (`routing_mixture_cube`), checked against the reference on lavapipe in CI:
 //! `cargo test -p ops --features wgpu --lib routing_mixture` (Debian: `mesa-vulkan-drivers`).
 //! Ties between logits at the top-k boundary go to the lower source index in the kernel; the
 //! reference takes burn's sort order.

@@ -52,8 +52,7 @@ impl Role {
                 _ => Self::SingleExpert,
             };
         }
-        let head = spec.model.head.unwrap_or_else(|| method.fusion().map_or(HeadInput::Main, |f| f.default_head()));
-        match (method, head) {
+        match (method, spec.model.head_input()) {
             (Method::Mope, HeadInput::Both) => Self::MopeBothHeads,
             (Method::Mope, _) if spec.train.importance_weight == 0.0 => Self::MopeWithoutImportance,
             (Method::Mope, _) => Self::Mope,
@@ -117,17 +116,20 @@ pub fn mean_sd(values: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// Whether a claim "a beats b" holds, from the per-seed paired differences `a − b`: it **holds**
-/// when their mean is positive and more than twice its standard error (`sd / √n`), **does not
-/// hold** when it is negative by as much, and is **within noise** otherwise. One seed gives no
-/// spread: its verdict says so.
+/// Student's t at 97.5% for 1 to 9 degrees of freedom (a two-sided 95% interval); 2.0 beyond.
+const T_975: [f64; 9] = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262];
+
+/// Whether a claim "a beats b" holds, from the per-seed paired differences `a − b` (a paired t
+/// test at 95%, two-sided): it **holds** when their mean is positive and more than `t` standard
+/// errors (`sd / √n`; `t` = 4.30 for 3 seeds) from zero, **does not hold** when it is negative by
+/// as much, and is **within noise** otherwise. One seed gives no spread: its verdict says so.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Verdict {
-    /// Ahead by more than twice the standard error.
+    /// Ahead by more than `t` standard errors.
     Holds,
-    /// Behind by more than twice the standard error.
+    /// Behind by more than `t` standard errors.
     DoesNotHold,
-    /// Within twice the standard error of zero.
+    /// Within `t` standard errors of zero.
     WithinNoise,
     /// One seed: the sign of the difference only.
     OneSeed {
@@ -137,15 +139,18 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// The verdict on paired values `(a, b)`, one pair per seed.
+    /// The verdict on paired values `(a, b)`, one pair per seed (at least one), with the mean
+    /// paired difference and its standard error.
     pub fn of(pairs: &[(f64, f64)]) -> (Self, f64, f64) {
         let differences: Vec<f64> = pairs.iter().map(|(a, b)| a - b).collect();
         let (mean, sd) = mean_sd(&differences);
-        let se = sd / (differences.len() as f64).sqrt();
-        let verdict = match differences.len() {
+        let n = differences.len();
+        let se = sd / (n as f64).sqrt();
+        let t = T_975.get(n.saturating_sub(2)).copied().unwrap_or(2.0);
+        let verdict = match n {
             0 | 1 => Self::OneSeed { ahead: mean > 0.0 },
-            _ if mean > 2.0 * se => Self::Holds,
-            _ if mean < -2.0 * se => Self::DoesNotHold,
+            _ if mean > t * se => Self::Holds,
+            _ if mean < -t * se => Self::DoesNotHold,
             _ => Self::WithinNoise,
         };
         (verdict, mean, se)
@@ -165,9 +170,9 @@ impl fmt::Display for Verdict {
 }
 
 /// The rule of [`Verdict`], as printed under the claims.
-pub const VERDICT_RULE: &str = "Verdicts compare seeds pairwise (the same seed on both sides): a claim holds when the mean \
-     paired difference is positive and more than twice its standard error (sd / sqrt(n)), does not hold when it is negative \
-     by as much, and is within noise otherwise.";
+pub const VERDICT_RULE: &str = "Verdicts compare seeds pairwise (the same seed on both sides), a paired t test at 95%: a \
+     claim holds when the mean paired difference is positive and more than t standard errors (sd / sqrt(n); t = 4.30 for 3 \
+     seeds) from zero, does not hold when it is negative by as much, and is within noise otherwise.";
 
 /// The result table, in Markdown: each experiment's metric over its seeds, then each seed's.
 pub fn table(rows: &[Runs]) -> String {
@@ -238,12 +243,16 @@ pub fn claims(rows: &[Runs]) -> String {
             }
         }
         for (a, b, claim) in comparisons {
-            let (verdict, difference, se) = Verdict::of(&a.paired(b));
+            let pairs = a.paired(b);
+            if pairs.is_empty() {
+                continue; // no seed on both sides
+            }
+            let (verdict, difference, se) = Verdict::of(&pairs);
             let ((ma, sa), (mb, sb)) = (mean_sd(&a.values()), mean_sd(&b.values()));
             let (ta, tb) = (a.results[0].trainable_params, b.results[0].trainable_params);
             out.push_str(&format!(
                 "{dataset}: {claim}: {verdict} ({ma:.2} ± {sa:.2} vs {mb:.2} ± {sb:.2}; paired difference {difference:+.2} ± {se:.2} SE, n = {}; {} vs {} trainable params).\n",
-                a.paired(b).len(),
+                pairs.len(),
                 thousands(ta),
                 thousands(tb)
             ));
@@ -313,8 +322,10 @@ mod tests {
         assert_eq!(mean_sd(&[3.0]), (3.0, 0.0));
     }
 
-    /// Differences 1.0, 1.4, 0.7: mean 1.0333, sd 0.3512, SE 0.2028: holds. Differences 2, −1, 1:
-    /// mean 0.667, SE 0.882: within noise. Their negatives: does not hold / within noise.
+    /// Differences 1.0, 1.4, 0.7: mean 1.0333, sd 0.3512, SE 0.2028, 5.1 SE from 0 (t = 4.30 for
+    /// 2 degrees of freedom): holds; negated, does not hold. Differences 2, −1, 1: mean 0.667, SE
+    /// 0.882: within noise. Differences 1.0, 1.5, 0.5: mean 1.0, SE 0.289, 3.5 SE: within noise
+    /// at 3 seeds (twice the SE would have called it).
     #[test]
     fn verdicts_follow_the_stated_rule() {
         let consistent = [(61.0, 60.0), (61.4, 60.0), (60.7, 60.0)];
@@ -327,6 +338,7 @@ mod tests {
         let (verdict, mean, se) = Verdict::of(&noisy);
         assert_eq!(verdict, Verdict::WithinNoise);
         assert!((mean - 0.6667).abs() < 1e-3 && (se - 0.8819).abs() < 1e-3, "{mean} {se}");
+        assert_eq!(Verdict::of(&[(61.0, 60.0), (61.5, 60.0), (60.5, 60.0)]).0, Verdict::WithinNoise);
         assert_eq!(Verdict::of(&[(1.0, 2.0)]).0, Verdict::OneSeed { ahead: false });
     }
 

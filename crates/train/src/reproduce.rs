@@ -109,7 +109,11 @@ fn select<'a>(all: &'a [Experiment], names: &[String], everything: bool) -> Resu
         if matched.is_empty() {
             bail!("no experiment named `{name}`; `cargo xtask reproduce --list` lists them");
         }
-        chosen.extend(matched);
+        for e in matched {
+            if !chosen.iter().any(|c: &&Experiment| c.path == e.path) {
+                chosen.push(e);
+            }
+        }
     }
     Ok(chosen)
 }
@@ -196,6 +200,9 @@ fn run_one(mope: &Path, root: &Path, e: &Experiment, seed: u64, run_dir: &Path, 
     let reusable = !options.force && !options.smoke && !options.dry_run;
     if reusable && newer(&result_path, &e.path) {
         match read_result(&result_path) {
+            Ok(Some(result)) if result.seed != seed || result.name != e.name() => {
+                eprintln!("== {position} {} seed {seed}: {} holds another run's result ({} seed {}), running again", e.name(), result_path.display(), result.name, result.seed);
+            }
             Ok(Some(result)) => {
                 eprintln!("\n== {position} {} seed {seed}: result newer than the experiment, reused ({})", e.name(), result_path.display());
                 return Ok(Some((result, None)));

@@ -230,7 +230,6 @@ pub struct RunResult {
     /// (`train.patience`).
     pub epochs: usize,
     /// The seed of initialisation, shuffling and routing noise.
-    #[serde(default)]
     pub seed: u64,
     /// Optimisation steps.
     pub steps: usize,

@@ -33,7 +33,7 @@ pub struct Setup<B: Backend> {
     pub classifier: serde_json::Value,
     /// Names of the encoders (saved in adapters).
     pub base_model: serde_json::Value,
-    /// Where complementary features are kept between runs (see [`FeatureCache`]).
+    /// Where complementary features are kept between runs (see [`FeatureCache`](crate::FeatureCache)).
     pub feature_store: Option<std::path::PathBuf>,
 }
 
@@ -46,17 +46,12 @@ impl<B: Kernels> Setup<B> {
         if spec.model.is_pmoe() {
             return Self::load_experts(spec, labels, objective, device);
         }
+        // Checked by name before any weight is read (from_encoders checks loaded encoders).
         if matches!(objective, Task::Segmentation { .. }) && backbones::modality_of(&spec.model.main)? != backbones::Modality::Image {
             anyhow::bail!("segmentation needs an image main encoder (ViT, Swin or a hybrid); `{}` is not one", spec.model.main);
         }
         let weights = spec.weights_dir();
-        let options = |depth| EncoderOptions {
-            depth,
-            audio_seconds: spec.model.audio_seconds,
-            image_size: spec.model.image_size,
-            frozen_map_memo_bytes: frozen_map_memo_bytes::<B>(device),
-            ..EncoderOptions::default()
-        };
+        let options = |depth| encoder_options::<B>(spec, depth, device);
         let main = load_encoder(&spec.model.main, &weights, options(spec.model.main_reads_depth), device)
             .with_context(|| format!("main encoder `{}`", spec.model.main))?;
         let complementary = load_encoder(&spec.model.complementary, &weights, options(spec.model.complementary_reads_depth), device)
@@ -76,6 +71,9 @@ impl<B: Kernels> Setup<B> {
         use mope_core::PromptableEncoder;
         if matches!(objective, Task::Segmentation { .. }) && (main.encoder.num_layers() == 0 || !matches!(main.preparer, backbones::InputPreparer::Image(..))) {
             anyhow::bail!("segmentation needs a prompted image main encoder (ViT, Swin or a hybrid); `{}` is not one", main.name);
+        }
+        if matches!(objective, Task::Segmentation { .. }) && spec.model.head_input() == mope_core::HeadInput::Complementary {
+            anyhow::bail!("model.head = \"complementary\" has no positions to segment: segmentation heads read the main encoder's patches");
         }
         let method = spec.model.method.fusion().context("a two-encoder method (MoPE and its baselines) needs `model.main` and `model.complementary`")?;
         if main.encoder.num_layers() == 0 && method.prompts_main() {
@@ -105,12 +103,7 @@ impl<B: Kernels> Setup<B> {
     /// Loads the image experts a pMoE-family experiment names and builds the model.
     fn load_experts(spec: &ExperimentSpec, labels: Vec<String>, objective: Task, device: &B::Device) -> Result<Self> {
         let weights = spec.weights_dir();
-        let options = EncoderOptions {
-            image_size: spec.model.image_size,
-            depth: spec.model.main_reads_depth,
-            frozen_map_memo_bytes: frozen_map_memo_bytes::<B>(device),
-            ..EncoderOptions::default()
-        };
+        let options = encoder_options::<B>(spec, spec.model.main_reads_depth, device);
         let experts = spec
             .model
             .experts
@@ -153,6 +146,18 @@ impl<B: Kernels> Setup<B> {
             base_model: json!({ "experts": names }),
             feature_store: None,
         })
+    }
+}
+
+/// How the experiment's encoders read their inputs (`depth`: an image encoder reads the depth
+/// image).
+fn encoder_options<B: Backend>(spec: &ExperimentSpec, depth: bool, device: &B::Device) -> EncoderOptions {
+    EncoderOptions {
+        depth,
+        audio_seconds: spec.model.audio_seconds,
+        image_size: spec.model.image_size,
+        frozen_map_memo_bytes: frozen_map_memo_bytes::<B>(device),
+        ..EncoderOptions::default()
     }
 }
 

@@ -242,6 +242,14 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
+    /// What the head of a two-encoder method reads: `head`, or the method's default.
+    ///
+    /// # Panics
+    /// For a pMoE-family method (its head reads its experts).
+    pub fn head_input(&self) -> HeadInput {
+        self.head.unwrap_or_else(|| self.method.fusion().expect("a two-encoder method").default_head())
+    }
+
     /// Whether this is a pMoE-family experiment (it names `experts`).
     pub fn is_pmoe(&self) -> bool {
         !self.experts.is_empty()

@@ -188,6 +188,10 @@ fn reproduce_runs_the_default_per_seed_reuses_results_and_resumes_an_interrupted
     let err = stderr(&mope(&["reproduce", "shapes/long", "--root", &root_arg, "--workers", "1", "--quick"]));
     assert!(err.contains("== [1/1] shapes/long seed 42\n"), "{err}");
 
+    // A dataset and one of its experiments name that experiment once.
+    let err = stderr(&mope(&["reproduce", "shapes", "shapes/long", "--root", &root_arg, "--workers", "1", "--quick"]));
+    assert!(err.contains("== [2/2] shapes/short seed 42") && !err.contains("[3/3]"), "{err}");
+
     let err = stderr(&mope(&["reproduce", "--root", &dir.path().join("data").to_string_lossy()]));
     assert!(err.contains("no experiments/ folder here"), "{err}");
 }

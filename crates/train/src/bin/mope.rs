@@ -5,7 +5,7 @@
 //! mope eval runs/emoji/mope [--split test]
 //! mope predict runs/emoji/mope --image cat.png --text "a cat"
 //! mope plot runs/emoji/mope
-//! mope reproduce [emoji food101/mope] [--list] [--smoke]   # from the repository root
+//! mope reproduce [emoji food101/mope] [--quick | --seeds N] [--all] [--list] [--smoke]   # from the repository root
 //! ```
 
 use std::path::{Path, PathBuf};
