@@ -391,8 +391,9 @@ fn pmoe_experts_must_be_promptable_image_encoders() {
 fn shipped_experiments_parse() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
     let mut count = 0;
-    for dataset in std::fs::read_dir(&root).unwrap() {
-        for method in std::fs::read_dir(dataset.unwrap().path()).unwrap() {
+    // experiments/ also holds the learning-rate sweep's script.
+    for dataset in std::fs::read_dir(&root).unwrap().map(|d| d.unwrap().path()).filter(|d| d.is_dir()) {
+        for method in std::fs::read_dir(dataset).unwrap() {
             let path = method.unwrap().path().join("experiment.toml");
             if path.is_file() {
                 let spec = ExperimentSpec::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
