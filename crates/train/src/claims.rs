@@ -8,6 +8,7 @@ use std::fmt;
 use mope_core::{HeadInput, human_bytes, thousands};
 
 use crate::RunResult;
+use crate::evaluation::argmax;
 use crate::spec::{ExperimentSpec, Method};
 
 /// What an experiment is in its dataset's comparisons: its method and what its head reads.
@@ -94,8 +95,9 @@ pub struct Runs<'a> {
 }
 
 impl Runs<'_> {
-    fn values(&self) -> Vec<f64> {
-        self.results.iter().map(|r| r.value).collect()
+    /// Mean and sample standard deviation of the value over the seeds.
+    fn mean_sd(&self) -> (f64, f64) {
+        mean_sd(&self.results.iter().map(|r| r.value).collect::<Vec<_>>())
     }
 
     fn dataset(&self) -> &str {
@@ -182,7 +184,7 @@ pub fn table(rows: &[Runs]) -> String {
     );
     for runs in rows {
         let Some(first) = runs.results.first() else { continue };
-        let (mean, sd) = mean_sd(&runs.values());
+        let (mean, sd) = runs.mean_sd();
         let n = runs.results.len() as f64;
         let epochs: BTreeSet<usize> = runs.results.iter().map(|r| r.epochs).collect();
         let epochs = match (epochs.first(), epochs.last()) {
@@ -238,7 +240,7 @@ pub fn claims(rows: &[Runs]) -> String {
         // pMoE against its best single expert (the one with the highest mean).
         if let Some(pmoe) = find(Role::Pmoe) {
             let singles = in_dataset.iter().copied().filter(|r| r.role == Role::SingleExpert);
-            if let Some(best) = singles.max_by(|a, b| mean_sd(&a.values()).0.total_cmp(&mean_sd(&b.values()).0)) {
+            if let Some(best) = singles.max_by(|a, b| a.mean_sd().0.total_cmp(&b.mean_sd().0)) {
                 comparisons.push((pmoe, best, format!("pMoE beats the best single expert ({})", best.name)));
             }
         }
@@ -248,7 +250,7 @@ pub fn claims(rows: &[Runs]) -> String {
                 continue; // no seed on both sides
             }
             let (verdict, difference, se) = Verdict::of(&pairs);
-            let ((ma, sa), (mb, sb)) = (mean_sd(&a.values()), mean_sd(&b.values()));
+            let ((ma, sa), (mb, sb)) = (a.mean_sd(), b.mean_sd());
             let (ta, tb) = (a.results[0].trainable_params, b.results[0].trainable_params);
             out.push_str(&format!(
                 "{dataset}: {claim}: {verdict} ({ma:.2} ± {sa:.2} vs {mb:.2} ± {sb:.2}; paired difference {difference:+.2} ± {se:.2} SE, n = {}; {} vs {} trainable params).\n",
@@ -260,8 +262,8 @@ pub fn claims(rows: &[Runs]) -> String {
         if let (Some(mope), Some(full)) = (find(Role::Mope), find(Role::FineTuning)) {
             out.push_str(&format!(
                 "{dataset}: MoPE reaches {:.2} against fine-tuning's {:.2}, training {:.2}% of its parameters.\n",
-                mean_sd(&mope.values()).0,
-                mean_sd(&full.values()).0,
+                mope.mean_sd().0,
+                full.mean_sd().0,
                 100.0 * mope.results[0].trainable_params as f64 / full.results[0].trainable_params.max(1) as f64
             ));
         }
@@ -298,7 +300,7 @@ pub fn routing_table(rows: &[Runs]) -> String {
             for result in &runs.results {
                 let Some(routing) = result.report.routing.iter().find(|l| l.expert.is_none() && l.layer == layer) else { continue };
                 let stats = &routing.stats;
-                let largest = (0..stats.share.len()).max_by(|&a, &b| stats.share[a].total_cmp(&stats.share[b])).unwrap_or(0);
+                let largest = argmax(&stats.share);
                 let specialisation = class_specialisation(&routing.per_class, &stats.share);
                 for (column, value) in columns.iter_mut().zip([stats.entropy as f64, stats.share[largest] as f64, stats.top1_share[largest] as f64, specialisation]) {
                     column.push(value);

@@ -238,7 +238,8 @@ pub fn evaluate<B: Kernels>(
     Ok(evaluation.report())
 }
 
-fn argmax(row: &[f32]) -> usize {
+/// The index of the largest value (the first of equals; 0 for an empty row).
+pub(crate) fn argmax(row: &[f32]) -> usize {
     row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
 }
 

@@ -145,7 +145,8 @@ pub fn run_experiments(root: &Path, mope: &Path, options: &ReproduceOptions) -> 
         list(&all, &runs);
         return Ok(());
     }
-    let seeds = &SEEDS[..if options.smoke { 1 } else { options.seeds.clamp(1, SEEDS.len()) }];
+    // A smoke run and a dry run resolve each experiment once: their seeds would differ in nothing.
+    let seeds = &SEEDS[..if options.smoke || options.dry_run { 1 } else { options.seeds.clamp(1, SEEDS.len()) }];
     let jobs: Vec<(&Experiment, u64)> = chosen.iter().flat_map(|&e| seeds.iter().map(move |&s| (e, s))).collect();
     let mut rows: Vec<Runs> = Vec::new();
     let mut failures = Vec::new();
