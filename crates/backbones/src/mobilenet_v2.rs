@@ -15,13 +15,12 @@
 use std::path::Path;
 
 use burn::config::Config;
-use burn::module::{Module, Param};
-use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Tensor, backend::Backend};
 
 use crate::error::BackboneError;
-use crate::frozen_batch_norm::{FrozenBatchNorm2d, FrozenBatchNorm2dConfig};
+use crate::inverted_residual::{ConvBn, ConvBnShape, InvertedResidual, InvertedResidualShape, Padding};
 use crate::weights::{LoadReport, Source, load_safetensors};
 
 /// `(expansion, channels, repeats, first stride)` of each stage, as in the paper's Table 2.
@@ -37,88 +36,6 @@ pub struct MobileNetV2Config {
     /// Classes of the classifier; `None` for a feature extractor.
     #[config(default = "Some(1000)")]
     pub num_classes: Option<usize>,
-}
-
-/// Conv → frozen batch norm → ReLU6 (no activation on projections).
-#[derive(Module, Debug)]
-pub struct ConvBn<B: Backend> {
-    /// Convolution, no bias.
-    pub conv: Conv2d<B>,
-    /// Frozen batch norm.
-    pub bn: Option<FrozenBatchNorm2d<B>>,
-    #[module(skip)]
-    relu6: bool,
-}
-
-impl<B: Backend> ConvBn<B> {
-    fn new(device: &B::Device, channels: [usize; 2], kernel: usize, stride: usize, groups: usize, relu6: bool) -> Self {
-        let pad = (kernel - 1) / 2;
-        Self {
-            conv: Conv2dConfig::new(channels, [kernel, kernel])
-                .with_stride([stride, stride])
-                .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
-                .with_groups(groups)
-                .with_bias(false)
-                .init(device),
-            bn: Some(FrozenBatchNorm2dConfig::new(channels[1]).init(device)),
-            relu6,
-        }
-    }
-
-    /// # Shapes
-    /// - `x`: `[batch, in, h, w]`; output `[batch, out, h / stride, w / stride]`
-    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let y = self.conv.forward(x);
-        let y = match &self.bn {
-            Some(bn) => bn.forward(y),
-            None => y,
-        };
-        if self.relu6 { y.clamp(0.0, 6.0) } else { y }
-    }
-
-    /// Folds the (frozen) batch norm into the convolution: weights scaled per output channel,
-    /// the shift as the convolution's bias. The same function, without the per-channel
-    /// broadcasting passes (5× faster on the CPU backend).
-    pub fn fold(self) -> Self {
-        let Some(bn) = &self.bn else { return self };
-        let (scale, shift) = bn.scale_shift();
-        let weight = self.conv.weight.val();
-        let [out, ..] = weight.dims();
-        // Detached: new leaf tensors, like loaded weights (on an autodiff backend the products
-        // would otherwise be graph nodes, which cannot become parameters).
-        let folded = (weight * scale.reshape([out, 1, 1, 1])).detach();
-        let mut conv = self.conv;
-        conv.weight = Param::initialized(conv.weight.id, folded);
-        conv.bias = Some(Param::from_tensor(shift.detach()));
-        Self { conv, bn: None, relu6: self.relu6 }
-    }
-}
-
-/// Inverted residual block: 1×1 expansion, 3×3 depthwise, 1×1 linear projection, residual when
-/// shapes allow.
-#[derive(Module, Debug)]
-pub struct InvertedResidual<B: Backend> {
-    /// Expansion (absent when the expansion factor is 1).
-    pub expand: Option<ConvBn<B>>,
-    /// Depthwise 3×3.
-    pub depthwise: ConvBn<B>,
-    /// Linear projection.
-    pub project: ConvBn<B>,
-    #[module(skip)]
-    residual: bool,
-}
-
-impl<B: Backend> InvertedResidual<B> {
-    /// # Shapes
-    /// - `x`: `[batch, in, h, w]`; output `[batch, out, h / stride, w / stride]`
-    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let h = match &self.expand {
-            Some(expand) => expand.forward(x.clone()),
-            None => x.clone(),
-        };
-        let y = self.project.forward(self.depthwise.forward(h));
-        if self.residual { x + y } else { y }
-    }
 }
 
 /// MobileNetV2.
@@ -152,24 +69,20 @@ impl MobileNetV2Config {
 
     /// Initialises the network on `device` (random weights; load pretrained ones afterwards).
     pub fn init<B: Backend>(&self, device: &B::Device) -> MobileNetV2<B> {
+        // torchvision: symmetric padding, batch-norm epsilon 1e-5.
+        let (padding, eps) = (Padding::Symmetric, 1e-5);
         let mut input = make_divisible(32.0 * self.width_mult, 8);
-        let stem = ConvBn::new(device, [3, input], 3, 2, 1, true);
+        let stem = ConvBnShape { channels: [3, input], kernel: 3, stride: 2, groups: 1, relu6: true }.init(padding, eps, device);
         let mut blocks = Vec::new();
         for (expansion, channels, repeats, first_stride) in STAGES {
             let output = make_divisible(channels as f64 * self.width_mult, 8);
             for i in 0..repeats {
                 let stride = if i == 0 { first_stride } else { 1 };
-                let hidden = input * expansion;
-                blocks.push(InvertedResidual {
-                    expand: (expansion != 1).then(|| ConvBn::new(device, [input, hidden], 1, 1, 1, true)),
-                    depthwise: ConvBn::new(device, [hidden, hidden], 3, stride, hidden, true),
-                    project: ConvBn::new(device, [hidden, output], 1, 1, 1, false),
-                    residual: stride == 1 && input == output,
-                });
+                blocks.push(InvertedResidualShape { input, output, expansion, kernel: 3, stride }.init(padding, eps, device));
                 input = output;
             }
         }
-        let head = ConvBn::new(device, [input, self.feature_width()], 1, 1, 1, true);
+        let head = ConvBnShape::pointwise([input, self.feature_width()], true).init(padding, eps, device);
         MobileNetV2 {
             stem,
             blocks,
@@ -182,11 +95,7 @@ impl MobileNetV2Config {
 impl<B: Backend> MobileNetV2<B> {
     /// Folds every frozen batch norm into its convolution ([`ConvBn::fold`]); done on loading.
     pub fn fold_batch_norms(self) -> Self {
-        let blocks = self
-            .blocks
-            .into_iter()
-            .map(|b| InvertedResidual { expand: b.expand.map(ConvBn::fold), depthwise: b.depthwise.fold(), project: b.project.fold(), ..b })
-            .collect();
+        let blocks = self.blocks.into_iter().map(InvertedResidual::fold).collect();
         Self { stem: self.stem.fold(), blocks, head: self.head.fold(), ..self }
     }
 
@@ -212,13 +121,12 @@ impl<B: Backend> MobileNetV2<B> {
     /// # Panics
     /// If `index > 18`.
     pub fn feature_channels(&self, index: usize) -> usize {
-        let conv = match index {
-            0 => &self.stem.conv,
-            i if i <= self.blocks.len() => &self.blocks[i - 1].project.conv,
-            i if i == self.blocks.len() + 1 => &self.head.conv,
+        match index {
+            0 => self.stem.out_channels(),
+            i if i <= self.blocks.len() => self.blocks[i - 1].project.out_channels(),
+            i if i == self.blocks.len() + 1 => self.head.out_channels(),
             i => panic!("feature index {i} out of range 0..={}", self.blocks.len() + 1),
-        };
-        conv.weight.dims()[0]
+        }
     }
 
     /// Globally averaged final features.
@@ -289,44 +197,6 @@ pub fn load_mobilenet_v2<B: Backend>(
     }
     let (model, report) = load_safetensors(config.init::<B>(device), path, mobilenet_v2_key)?;
     Ok((model.fold_batch_norms(), report))
-}
-
-/// MobileNetV2 as a zero-layer encoder: its pooled ImageNet features are one token, and there is
-/// no layer to prompt. This lets a CNN be the *complementary* encoder whose representation routes
-/// the experts (its features are frozen and cached); it cannot be the prompted main encoder.
-impl<B: Backend> mope_core::PromptableEncoder<B> for MobileNetV2<B> {
-    /// Normalised pixels `[batch, 3, height, width]`.
-    type Input = Tensor<B, 4>;
-
-    fn d_model(&self) -> usize {
-        self.feature_channels(self.blocks.len() + 1)
-    }
-
-    fn num_layers(&self) -> usize {
-        0
-    }
-
-    fn num_prefix_tokens(&self) -> usize {
-        0
-    }
-
-    /// # Shapes
-    /// - `pixels`: `[batch, 3, height, width]`
-    /// - output tokens: `[batch, 1, channels]` (the pooled features), no mask
-    fn embed(&self, pixels: &Tensor<B, 4>) -> mope_core::EncoderTokens<B> {
-        mope_core::EncoderTokens { tokens: self.features(pixels.clone()).unsqueeze_dim(1), mask_pad: None }
-    }
-
-    fn layer(&self, index: usize, _: Tensor<B, 3>, _: Option<Tensor<B, 2, burn::tensor::Bool>>) -> Tensor<B, 3> {
-        panic!("MobileNetV2 has no layer {index} to prompt: it is a zero-layer encoder")
-    }
-
-    /// # Shapes
-    /// - `tokens`: `[batch, 1, channels]`; output `[batch, channels]`
-    fn pool(&self, tokens: Tensor<B, 3>, _: Option<Tensor<B, 2, burn::tensor::Bool>>, _: usize) -> Tensor<B, 2> {
-        let [batch, _, channels] = tokens.dims();
-        tokens.slice([0..batch, 0..1, 0..channels]).reshape([batch, channels])
-    }
 }
 
 #[cfg(test)]

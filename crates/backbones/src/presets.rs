@@ -14,6 +14,9 @@ use crate::pooling::Pooling;
 use crate::token_encoder::TokenEncoder;
 use crate::tokenizer::TextTokenizer;
 use crate::audio::whisper::{WhisperEncoder, load_whisper_encoder};
+use crate::cnn::Cnn;
+use crate::efficientnet_lite::{EfficientNetLiteConfig, load_efficientnet_lite};
+use crate::hybrid::TokenTransformer;
 use crate::mobilenet_v2::{MobileNetV2, MobileNetV2Config, load_mobilenet_v2};
 use data::{IMAGENET_MEAN, IMAGENET_STD, ImagePreprocess};
 use crate::swin::{PromptLayout, Swin, load_swin};
@@ -33,6 +36,9 @@ pub enum Family {
     Swin,
     /// torchvision MobileNetV2 ([`MobileNetV2`]), a CNN: features and feature maps, no prompts.
     MobileNetV2,
+    /// EfficientNet-Lite ([`EfficientNetLite`](crate::EfficientNetLite)), a CNN trained in
+    /// TensorFlow: features and feature maps, no prompts.
+    EfficientNetLite,
     /// Whisper's audio encoder ([`WhisperEncoder`]) from a CTranslate2 `model.bin`.
     Whisper,
 }
@@ -135,6 +141,15 @@ pub const PRESETS: &[Preset] = &[
         fetchable: true,
     },
     Preset {
+        name: "efficientnet-lite0",
+        hf_id: "EfficientNet-Lite0 ImageNet, TensorFlow's weights in EfficientNet-PyTorch's key names (efficientnet-lite0-57934424.pth)",
+        family: Family::EfficientNetLite,
+        pooling: Pooling::Mean,
+        // TensorFlow's Lite preprocessing: (v - 127) / 128 on the 0-255 scale.
+        input: InputSpec::Image(ImagePreprocess { resize: 256, size: 224, mean: [127.0 / 255.0; 3], std: [128.0 / 255.0; 3] }),
+        fetchable: true,
+    },
+    Preset {
         name: "whisper-base",
         hf_id: "openai/whisper-base (CTranslate2 conversion, encoder only)",
         family: Family::Whisper,
@@ -172,7 +187,7 @@ impl Preset {
     fn checked(&self, dir: PathBuf, hint: impl Fn() -> String) -> Result<PathBuf, BackboneError> {
         let required: &[&str] = match self.family {
             Family::Bert | Family::ViT | Family::Swin => &["config.json", "model.safetensors"],
-            Family::MobileNetV2 => &["model.safetensors"],
+            Family::MobileNetV2 | Family::EfficientNetLite => &["model.safetensors"],
             Family::Whisper => &["model.bin"],
         };
         for file in required {
@@ -191,7 +206,7 @@ impl Preset {
         match self.family {
             Family::Bert => "config.json, model.safetensors, tokenizer.json or vocab.txt",
             Family::ViT | Family::Swin => "config.json, model.safetensors",
-            Family::MobileNetV2 => "model.safetensors",
+            Family::MobileNetV2 | Family::EfficientNetLite => "model.safetensors",
             Family::Whisper => "a CTranslate2 model.bin",
         }
     }
@@ -228,6 +243,43 @@ impl Preset {
     pub fn load_mobilenet_v2<B: Backend>(&self, dir: &Path, device: &B::Device) -> Result<MobileNetV2<B>, BackboneError> {
         assert_eq!(self.family, Family::MobileNetV2, "{} is not a MobileNetV2", self.name);
         Ok(load_mobilenet_v2(&dir.join("model.safetensors"), &MobileNetV2Config::new(), device)?.0)
+    }
+
+    /// The feature maps a CNN preset offers a hybrid as tokens: `(default, head)` indices. The
+    /// default is the last map at stride 16 (MobileNetV2's 13: 96 channels; EfficientNet-Lite0's
+    /// 11: 112 channels); the head (18; 17) is the 1280-channel map at stride 32. `None` for
+    /// other families.
+    pub fn cnn_maps(&self) -> Option<(usize, usize)> {
+        match self.family {
+            Family::MobileNetV2 => Some((13, 18)),
+            Family::EfficientNetLite => Some((11, 17)),
+            _ => None,
+        }
+    }
+
+    /// Loads a CNN preset from `dir` as a feature extractor (no classifier), batch norms folded.
+    ///
+    /// # Panics
+    /// If the preset is not a CNN.
+    pub fn load_cnn<B: Backend>(&self, dir: &Path, device: &B::Device) -> Result<Cnn<B>, BackboneError> {
+        let weights = dir.join("model.safetensors");
+        Ok(match self.family {
+            Family::MobileNetV2 => Cnn::MobileNetV2(load_mobilenet_v2(&weights, &MobileNetV2Config::new().with_num_classes(None), device)?.0),
+            Family::EfficientNetLite => Cnn::EfficientNetLite(load_efficientnet_lite(&weights, &EfficientNetLiteConfig::lite0().with_num_classes(None), device)?.0),
+            _ => panic!("{} is not a CNN", self.name),
+        })
+    }
+
+    /// Loads a transformer preset from `dir` as the layers a CNN-token hybrid drives.
+    ///
+    /// # Panics
+    /// If the preset is neither BERT-family nor Whisper.
+    pub fn load_token_transformer<B: Backend>(&self, dir: &Path, device: &B::Device) -> Result<TokenTransformer<B>, BackboneError> {
+        Ok(match self.family {
+            Family::Bert => TokenTransformer::Bert(load_bert(dir, self.pooling, device)?.0),
+            Family::Whisper => TokenTransformer::Whisper(self.load_whisper(dir, device)?),
+            _ => panic!("{} is neither a BERT-family nor a Whisper encoder", self.name),
+        })
     }
 
     /// Loads a Whisper encoder of this preset from `dir`.
@@ -269,7 +321,7 @@ mod tests {
             err,
             "unknown backbone `vit-huge`; known: all-minilm-l6-v2, bert-base-uncased, vit-base-patch16-224, \
              vit-base-patch16-224-in21k, deit-base-patch16-224, swin-base-patch4-window7-224, \
-             swin-base-patch4-window7-224-in22k, mobilenet-v2, whisper-base"
+             swin-base-patch4-window7-224-in22k, mobilenet-v2, efficientnet-lite0, whisper-base"
         );
     }
 

@@ -7,26 +7,9 @@ mod common;
 
 use backbones::{InputSpec, MobileNetV2Config, by_name, load_mobilenet_v2};
 use burn::backend::Flex;
-use burn::tensor::{Tensor, TensorData};
-use common::{fixtures, reference, relative_error, weights_dir};
+use common::{fixtures, formula_image, reference, relative_error, weights_dir};
 
 type B = Flex;
-
-/// `2 sin(0.05 (x + 2y) + c + 0.7 b)`, computed as the fixture script does.
-fn formula_image(batch: usize, size: usize) -> Tensor<B, 4> {
-    let mut values = Vec::with_capacity(batch * 3 * size * size);
-    for b in 0..batch {
-        for c in 0..3 {
-            for y in 0..size {
-                for x in 0..size {
-                    let arg = 0.05f32 * (x as f32 + 2.0 * y as f32) + c as f32 + 0.7f32 * b as f32;
-                    values.push(2.0 * arg.sin());
-                }
-            }
-        }
-    }
-    Tensor::from_data(TensorData::new(values, [batch, 3, size, size]), &Default::default())
-}
 
 #[test]
 fn tiny_mobilenet_v2_matches_torchvision() {

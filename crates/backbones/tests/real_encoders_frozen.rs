@@ -6,7 +6,7 @@
 
 mod common;
 
-use backbones::{CnnTokenEncoder, InputSpec, TokenEncoder, by_name, load_cnn_token_encoder};
+use backbones::{CnnTokenEncoder, InputSpec, TokenEncoder, by_name};
 use burn::backend::{Autodiff, Flex};
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -27,12 +27,14 @@ fn mope_on_real_encoders_trains_only_the_adapter() {
     let device = Default::default();
     let text = by_name("all-minilm-l6-v2").unwrap();
     let (main, complementary, tokenizer) = match (|| {
-        let main = load_cnn_token_encoder::<AB>(
-            &by_name("mobilenet-v2").unwrap().dir(&weights)?.join("model.safetensors"),
-            &text.dir(&weights)?,
+        let cnn = by_name("mobilenet-v2").unwrap();
+        let main = CnnTokenEncoder::<AB>::new(
+            cnn.load_cnn(&cnn.dir(&weights)?, &device)?,
+            text.load_token_transformer(&text.dir(&weights)?, &device)?,
             13,
+            101,
             &device,
-        )?;
+        );
         let (complementary, tokenizer) = text.load_text::<AB>(&text.dir(&weights)?, &device)?;
         Ok::<_, backbones::BackboneError>((main, complementary, tokenizer))
     })() {

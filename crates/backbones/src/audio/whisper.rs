@@ -105,6 +105,24 @@ pub struct WhisperEncoder<B: Backend> {
     pooling: Pooling,
 }
 
+impl<B: Backend> WhisperEncoder<B> {
+    /// Adds the sinusoidal position embeddings to vectors that stand in for the convolutions'
+    /// output (e.g. projected image features).
+    ///
+    /// # Shapes
+    /// - `vectors`: `[batch, seq_len, d_model]`; output tokens the same, no mask
+    ///
+    /// # Panics
+    /// If the sequence is longer than the position embeddings.
+    pub fn embed_vectors(&self, vectors: Tensor<B, 3>) -> EncoderTokens<B> {
+        let [_, seq_len, _] = vectors.dims();
+        let max = self.positions.dims()[0];
+        assert!(seq_len <= max, "sequence of {seq_len} tokens exceeds the {max} positions of the encoder");
+        let positions = self.positions.val().narrow(0, 0, seq_len).unsqueeze_dim::<3>(0);
+        EncoderTokens { tokens: vectors + positions, mask_pad: None }
+    }
+}
+
 impl<B: Kernels> PromptableEncoder<B> for WhisperEncoder<B> {
     /// Log-mel spectrograms `[batch, n_mels, frames]` (see [`LogMel`](super::log_mel::LogMel)).
     type Input = Tensor<B, 3>;
@@ -136,8 +154,7 @@ impl<B: Kernels> PromptableEncoder<B> for WhisperEncoder<B> {
         let [_, tokens, _] = x.dims();
         let max = self.positions.dims()[0];
         assert!(tokens <= max, "{frames} frames give {tokens} tokens, more than the {max} positions of the encoder");
-        let positions = self.positions.val().narrow(0, 0, tokens).unsqueeze_dim::<3>(0);
-        EncoderTokens { tokens: x + positions, mask_pad: None }
+        self.embed_vectors(x)
     }
 
     fn layer(&self, index: usize, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>) -> Tensor<B, 3> {

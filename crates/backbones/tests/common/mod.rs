@@ -36,3 +36,20 @@ pub fn relative_error(ours: &[f32], theirs: &[f64]) -> f64 {
     let scale = theirs.iter().fold(0f64, |m, v| m.max(v.abs()));
     ours.iter().zip(theirs).fold(0f64, |m, (a, b)| m.max((*a as f64 - b).abs())) / scale
 }
+
+/// `2 sin(0.05 (x + 2y) + c + 0.7 b)` for image `b`, channel `c`, pixel `(x, y)`: pixels the
+/// fixture scripts compute identically (`fixtures/formula.py`).
+pub fn formula_image(batch: usize, size: usize) -> burn::tensor::Tensor<burn::backend::Flex, 4> {
+    let mut values = Vec::with_capacity(batch * 3 * size * size);
+    for b in 0..batch {
+        for c in 0..3 {
+            for y in 0..size {
+                for x in 0..size {
+                    let arg = 0.05f32 * (x as f32 + 2.0 * y as f32) + c as f32 + 0.7f32 * b as f32;
+                    values.push(2.0 * arg.sin());
+                }
+            }
+        }
+    }
+    burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(values, [batch, 3, size, size]), &Default::default())
+}
