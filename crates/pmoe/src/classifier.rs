@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | [`Combine::Dispatch`] (pMoE) | dispatched from every expert's EPTs (+ what `k` carried) | linear over `[pooled_1 ; … ; pooled_K]` |
 //! | [`Combine::Mean`] (mean of experts) | `k`'s own EPTs (VPT-deep per expert) | mean of one linear head per expert |
+//! | [`Combine::Concat`] (late fusion) | none: the frozen experts' pooled outputs | linear over `[pooled_1 ; … ; pooled_K]` |
 //!
 //! Prompted layers are aligned from the top: step `t` of `depth` is layer `n_k − depth + t` of
 //! expert `k` (`n_k` layers), so experts of different depths exchange prompts at the same
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dispatcher::{TokenDispatcher, TokenDispatcherConfig};
 use crate::prompt_tokens::ExpertPromptTokens;
+use crate::width_maps::WidthMaps;
 
 /// How the experts are combined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +35,8 @@ pub enum Combine {
     Dispatch,
     /// Mean of experts: each expert prompt-tuned on its own, class scores averaged.
     Mean,
+    /// Late fusion: no prompts; one head over the frozen experts' concatenated pooled outputs.
+    Concat,
 }
 
 /// Configuration of a [`PmoeClassifier`].
@@ -67,15 +71,20 @@ pub struct PmoeConfig {
 pub struct PmoeClassifier<B: Backend, E> {
     /// Frozen experts.
     pub experts: Vec<E>,
-    /// EPTs, one set per expert.
+    /// EPTs, one set per expert; empty for [`Combine::Concat`].
     pub prompts: Vec<ExpertPromptTokens<B>>,
     /// Dispatchers, `[expert][step]`; empty for [`Combine::Mean`].
     pub dispatchers: Vec<Vec<TokenDispatcher<B>>>,
-    /// One head over the concatenated outputs ([`Combine::Dispatch`]) or one per expert
-    /// ([`Combine::Mean`]).
+    /// Maps between experts' widths for the dispatchers (none for [`Combine::Mean`] or where
+    /// every width matches).
+    pub width_maps: WidthMaps<B>,
+    /// One head over the concatenated outputs ([`Combine::Dispatch`], [`Combine::Concat`]) or
+    /// one per expert ([`Combine::Mean`]).
     pub heads: Vec<Linear<B>>,
     /// First prompted layer of each expert.
     first_layers: Vec<usize>,
+    #[module(skip)]
+    combine: Combine,
 }
 
 /// Where a dispatcher sat and what it decided.
@@ -137,17 +146,19 @@ impl PmoeConfig {
     /// ([`PromptableEncoder::freeze`]).
     ///
     /// # Panics
-    /// As [`resolved_depth`](Self::resolved_depth), or if `num_classes` or `prompt_len` is 0.
+    /// As [`resolved_depth`](Self::resolved_depth), or if `num_classes` or `prompt_len` is 0
+    /// (`prompt_len` is not read by [`Combine::Concat`]).
     pub fn init<B: Backend, E: PromptableEncoder<B>>(&self, experts: Vec<E>, device: &B::Device) -> PmoeClassifier<B, E> {
         assert!(self.num_classes > 0, "num_classes must be at least 1");
-        assert!(self.prompt_len > 0, "prompt_len must be at least 1");
-        let depth = self.resolved_depth(&experts);
+        assert!(self.prompt_len > 0 || self.combine == Combine::Concat, "prompt_len must be at least 1");
+        let depth = if self.combine == Combine::Concat { 0 } else { self.resolved_depth(&experts) };
         let first_layers: Vec<usize> = experts.iter().map(|e| e.num_layers() - depth).collect();
         // widths[t][k]: expert k's token width at step t.
         let widths: Vec<Vec<usize>> =
             (0..depth).map(|t| experts.iter().zip(&first_layers).map(|(e, first)| e.layer_width(first + t)).collect()).collect();
         // Trainable parts are materialised in this order, so a seed alone fixes their values.
-        let prompts = (0..experts.len())
+        let prompted = if self.combine == Combine::Concat { 0 } else { experts.len() };
+        let prompts = (0..prompted)
             .map(|k| {
                 let own: Vec<usize> = widths.iter().map(|w| w[k]).collect();
                 let range = self.init_range.unwrap_or_else(|| vpt_init_range(16, own[0]));
@@ -155,7 +166,7 @@ impl PmoeConfig {
             })
             .collect();
         let dispatchers = match self.combine {
-            Combine::Mean => Vec::new(),
+            Combine::Mean | Combine::Concat => Vec::new(),
             Combine::Dispatch => (0..experts.len())
                 .map(|k| {
                     widths
@@ -172,17 +183,24 @@ impl PmoeConfig {
                 })
                 .collect(),
         };
+        let width_maps = match self.combine {
+            Combine::Dispatch => WidthMaps::new(&widths, device),
+            Combine::Mean | Combine::Concat => WidthMaps::new(&[], device),
+        };
+        let width_maps = materialize(width_maps);
         let d_out: Vec<usize> = experts.iter().map(|e| e.d_model()).collect();
         let heads = match self.combine {
-            Combine::Dispatch => vec![LinearConfig::new(d_out.iter().sum(), self.num_classes).init(device)],
+            Combine::Dispatch | Combine::Concat => vec![LinearConfig::new(d_out.iter().sum(), self.num_classes).init(device)],
             Combine::Mean => d_out.iter().map(|&d| LinearConfig::new(d, self.num_classes).init(device)).collect(),
         };
         PmoeClassifier {
             experts: experts.into_iter().map(PromptableEncoder::freeze).collect(),
             prompts,
             dispatchers,
+            width_maps,
             heads: heads.into_iter().map(materialize).collect(),
             first_layers,
+            combine: self.combine,
         }
     }
 }
@@ -192,6 +210,7 @@ struct ExpertRun<'a, B: Backend> {
     expert: usize,
     prompts: &'a [ExpertPromptTokens<B>],
     dispatchers: Option<&'a [TokenDispatcher<B>]>,
+    width_maps: &'a WidthMaps<B>,
     first_layer: usize,
     prefix: usize,
     carried_len: usize,
@@ -207,7 +226,7 @@ impl<B: RoutingMixture> LayerPromptSource<B> for ExpertRun<'_, B> {
             None => own.at(step).unsqueeze_dim::<3>(0).repeat_dim(0, batch),
             Some(dispatchers) => {
                 let dispatcher = &dispatchers[step];
-                let epts: Vec<Tensor<B, 2>> = self.prompts.iter().map(|p| p.at(step)).collect();
+                let epts: Vec<Tensor<B, 2>> = self.prompts.iter().enumerate().map(|(j, p)| self.width_maps.carry(self.expert, step, j, p.at(step))).collect();
                 let carried_tokens = (self.carried_len > 0).then(|| hidden.clone().narrow(1, self.prefix, self.carried_len));
                 let carried = carried_tokens.filter(|_| dispatcher.num_sources() > epts.len());
                 let start = self.prefix + self.carried_len;
@@ -229,14 +248,14 @@ impl<B: RoutingMixture + FastSplice, E: PromptableEncoder<B>> PmoeClassifier<B, 
         self.experts.len()
     }
 
-    /// Number of prompted layers per expert.
+    /// Number of prompted layers per expert (0 for [`Combine::Concat`]).
     pub fn depth(&self) -> usize {
-        self.prompts[0].steps.len()
+        self.prompts.first().map_or(0, |p| p.steps.len())
     }
 
-    /// EPTs per expert per prompted layer.
+    /// EPTs per expert per prompted layer (0 for [`Combine::Concat`]).
     pub fn prompt_len(&self) -> usize {
-        self.prompts[0].at(0).dims()[0]
+        self.prompts.first().map_or(0, |p| p.at(0).dims()[0])
     }
 
     /// First prompted layer of expert `k`.
@@ -246,7 +265,7 @@ impl<B: RoutingMixture + FastSplice, E: PromptableEncoder<B>> PmoeClassifier<B, 
 
     /// How the experts are combined.
     pub fn combine(&self) -> Combine {
-        if self.dispatchers.is_empty() { Combine::Mean } else { Combine::Dispatch }
+        self.combine
     }
 
     /// Runs every expert with its prompts.
@@ -262,10 +281,14 @@ impl<B: RoutingMixture + FastSplice, E: PromptableEncoder<B>> PmoeClassifier<B, 
             .zip(inputs)
             .enumerate()
             .map(|(k, (expert, input))| {
+                if self.prompts.is_empty() {
+                    return forward_prompted(expert, expert.embed(input), &mut ());
+                }
                 let mut run = ExpertRun {
                     expert: k,
                     prompts: &self.prompts,
                     dispatchers: self.dispatchers.get(k).map(Vec::as_slice),
+                    width_maps: &self.width_maps,
                     first_layer: self.first_layers[k],
                     prefix: expert.num_prefix_tokens(),
                     carried_len: 0,
@@ -290,7 +313,7 @@ impl<B: RoutingMixture + FastSplice, E: PromptableEncoder<B>> PmoeClassifier<B, 
         let (outputs, dispatch) = self.run_experts(inputs);
         let pooled: Vec<Tensor<B, 2>> = outputs.into_iter().map(|o| o.pooled).collect();
         let logits = match self.combine() {
-            Combine::Dispatch => self.heads[0].forward(Tensor::cat(pooled, 1)),
+            Combine::Dispatch | Combine::Concat => self.heads[0].forward(Tensor::cat(pooled, 1)),
             Combine::Mean => mean(self.heads.iter().zip(pooled).map(|(head, p)| head.forward(p)).collect()),
         };
         PmoeOutput { logits, dispatch }
@@ -327,7 +350,7 @@ impl<B: RoutingMixture + FastSplice, E: PromptableEncoder<B>> PmoeClassifier<B, 
             .collect();
         let per_position = |head: &Linear<B>, map: Tensor<B, 4>| head.forward(map.permute([0, 2, 3, 1])).permute([0, 3, 1, 2]);
         let logits = match self.combine() {
-            Combine::Dispatch => per_position(&self.heads[0], Tensor::cat(resized, 1)),
+            Combine::Dispatch | Combine::Concat => per_position(&self.heads[0], Tensor::cat(resized, 1)),
             Combine::Mean => mean(self.heads.iter().zip(resized).map(|(head, m)| per_position(head, m)).collect()),
         };
         PmoeDenseOutput { logits, dispatch }

@@ -12,8 +12,9 @@
 //! P̂_k[i]  = Σ_{j<K} w[i, j] · proj_{j→k}(EPT_j[i]) + w[i, K] · carried_k[i]
 //! ```
 //!
-//! `proj_{j→k}` is the identity where the two experts have the same width (the paper's setting:
-//! ViT-B experts, all 768 wide) and a learned linear map where they do not. The gate starts at
+//! The dispatcher receives the EPTs already in `k`'s width: `proj_{j→k}` is the identity where the
+//! two experts have the same width (the paper's setting: ViT-B experts, all 768 wide) and a
+//! learned linear map shared by the layers where they do not ([`crate::width_maps`]). The gate starts at
 //! zero, so every slot starts as the plain mean of its sources. With a single source (one expert,
 //! nothing carried) the weight is exactly 1 and the dispatcher hands the expert its own EPTs:
 //! deep prompt tuning. The mixture is [`ops::routing_mixture`]'s softmax-mixture with one routing
@@ -47,9 +48,8 @@ pub struct TokenDispatcherConfig {
 pub struct TokenDispatcher<B: Backend> {
     /// Gate: standardised `[patch mean ; carried mean]` to one logit per slot and source.
     pub gate: Linear<B>,
-    /// `proj_{j→k}` for each source expert `j`; `None` where the widths match (identity).
-    pub projections: Vec<Option<Linear<B>>>,
     prompt_len: usize,
+    num_experts: usize,
     num_sources: usize,
     carry: bool,
     temperature: f64,
@@ -87,12 +87,8 @@ impl TokenDispatcherConfig {
         let num_sources = self.num_sources();
         TokenDispatcher {
             gate: LinearConfig::new(2 * width, self.prompt_len * num_sources).with_initializer(Initializer::Zeros).init(device),
-            projections: self
-                .widths
-                .iter()
-                .map(|&w| (w != width).then(|| LinearConfig::new(w, width).with_bias(false).init(device)))
-                .collect(),
             prompt_len: self.prompt_len,
+            num_experts: self.widths.len(),
             num_sources,
             carry: self.carry,
             temperature: self.temperature,
@@ -122,7 +118,7 @@ impl<B: RoutingMixture> TokenDispatcher<B> {
     /// Builds the target expert's prompt tokens.
     ///
     /// # Shapes
-    /// - `epts[j]`: `[prompt_len, width_j]`, one per expert
+    /// - `epts[j]`: `[prompt_len, width]`, one per expert, in the target's width
     /// - `carried`: `[batch, prompt_len, width]`, given exactly when the dispatcher carries
     /// - `patches`: `[batch, n, width]` (the target's current non-prompt, non-prefix tokens),
     ///   `mask_pad`: `[batch, n]`
@@ -138,7 +134,7 @@ impl<B: RoutingMixture> TokenDispatcher<B> {
         patches: Tensor<B, 3>,
         mask_pad: Option<&Tensor<B, 2, Bool>>,
     ) -> DispatchOutput<B> {
-        assert_eq!(epts.len(), self.projections.len(), "{} EPT sets for a dispatcher over {} experts", epts.len(), self.projections.len());
+        assert_eq!(epts.len(), self.num_experts, "{} EPT sets for a dispatcher over {} experts", epts.len(), self.num_experts);
         match (self.carry, carried.is_some()) {
             (true, false) => panic!("this dispatcher mixes in the carried prompt, and none was given"),
             (false, true) => panic!("this dispatcher has no carried source, and a carried prompt was given"),
@@ -157,15 +153,10 @@ impl<B: RoutingMixture> TokenDispatcher<B> {
 
         let shared: Vec<Tensor<B, 3>> = epts
             .iter()
-            .zip(&self.projections)
-            .map(|(ept, proj)| {
-                let [p_len, _] = ept.dims();
-                assert_eq!(p_len, len, "EPTs have {p_len} tokens, the dispatcher {len}");
-                let ept = match proj {
-                    Some(linear) => linear.forward(ept.clone()),
-                    None => ept.clone(),
-                };
-                ept.unsqueeze_dim::<3>(0) // [1, len, width]
+            .map(|ept| {
+                let [p_len, ept_width] = ept.dims();
+                assert_eq!((p_len, ept_width), (len, width), "EPTs are {p_len}×{ept_width}, the dispatcher takes {len}×{width}");
+                ept.clone().unsqueeze_dim::<3>(0) // [1, len, width]
             })
             .collect();
         // One routing group per prompt slot; the carried prompt is the own (per-instance) source.
@@ -197,7 +188,7 @@ mod tests {
     fn weights_are_a_distribution_over_sources_and_the_mixture_follows_them() {
         let device = Default::default();
         let d = randomised(TokenDispatcherConfig::new(vec![4, 6], 0, 3, true).with_temperature(0.5).init::<B>(&device));
-        let epts = [random([3, 4]), random([3, 6])];
+        let epts = [random([3, 4]), random([3, 4])];
         let carried = Tensor::<B, 3>::random([2, 3, 4], Distribution::Normal(0.0, 1.0), &device);
         let patches = Tensor::<B, 3>::random([2, 5, 4], Distribution::Normal(0.0, 3.0), &device);
         let out = d.forward(&epts, Some(carried.clone()), patches, None);
@@ -208,8 +199,8 @@ mod tests {
         for row in w.chunks(3) {
             assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6, "row {row:?}");
         }
-        // Slot by slot, by hand: w0·EPT_0 + w1·proj(EPT_1) + w2·carried.
-        let projected = d.projections[1].as_ref().unwrap().forward(epts[1].clone()).to_data().to_vec::<f32>().unwrap();
+        // Slot by slot, by hand: w0·EPT_0 + w1·EPT_1 (already in expert 0's width) + w2·carried.
+        let projected = epts[1].to_data().to_vec::<f32>().unwrap();
         let (e0, c) = (epts[0].to_data().to_vec::<f32>().unwrap(), carried.to_data().to_vec::<f32>().unwrap());
         let got = out.prompts.to_data().to_vec::<f32>().unwrap();
         for b in 0..2 {
@@ -231,11 +222,11 @@ mod tests {
     }
 
     #[test]
-    fn equal_widths_need_no_projection() {
-        let d = TokenDispatcherConfig::new(vec![4, 4, 8], 1, 2, true).init::<B>(&Default::default());
-        assert!(d.projections[0].is_none() && d.projections[1].is_none());
-        assert_eq!(d.projections[2].as_ref().unwrap().weight.dims(), [8, 4]);
-        assert_eq!(d.num_sources(), 4);
+    #[should_panic(expected = "EPTs are 2×8, the dispatcher takes 2×4")]
+    fn epts_must_arrive_in_the_targets_width() {
+        let d = TokenDispatcherConfig::new(vec![4, 8], 0, 2, false).init::<B>(&Default::default());
+        assert_eq!(d.num_sources(), 2);
+        d.forward(&[random([2, 4]), random([2, 8])], None, Tensor::random([1, 3, 4], Distribution::Default, &Default::default()), None);
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //! |---|---|
 //! | [`prompt_tokens`] | [`ExpertPromptTokens`]: one expert's EPTs, one set per prompted layer |
 //! | [`dispatcher`] | [`TokenDispatcher`]: per expert and layer, a per-slot distribution over the experts' EPTs and the carried prompt |
-//! | [`classifier`] | [`PmoeClassifier`]: experts, EPTs, dispatchers, classification and dense heads; [`Combine::Mean`] is the mean-of-experts baseline |
+//! | [`width_maps`] | [`WidthMaps`]: the maps carrying EPTs between experts of different widths, shared by the layers |
+//! | [`classifier`] | [`PmoeClassifier`]: experts, EPTs, dispatchers, classification and dense heads; [`Combine::Mean`] and [`Combine::Concat`] are the mean-of-experts and late-fusion baselines |
 //!
 //! Experts are any [`mope_core::PromptableEncoder`]: the backbones crate's ViT, Swin and
 //! CNN-token hybrid, or a user's own in the Hugging Face layout.
@@ -22,7 +23,9 @@
 pub mod classifier;
 pub mod dispatcher;
 pub mod prompt_tokens;
+pub mod width_maps;
 
 pub use classifier::{Combine, Dispatch, PmoeClassifier, PmoeConfig, PmoeDenseOutput, PmoeOutput};
 pub use dispatcher::{DispatchOutput, TokenDispatcher, TokenDispatcherConfig};
 pub use prompt_tokens::ExpertPromptTokens;
+pub use width_maps::WidthMaps;

@@ -41,9 +41,12 @@ fn dispatchers_feed_every_expert_at_the_top_layers_with_distributions_over_sourc
         sums.to_data().assert_approx_eq::<f32>(&Tensor::<Flex, 3>::ones([2, 4, 1], &Default::default()).to_data(), Tolerance::absolute(1e-6));
         assert!(d.weights.clone().min().into_scalar() >= 0.0);
     }
-    // The 16-wide expert's EPTs enter the 24-wide expert through a projection, and back.
-    assert!(model.dispatchers[0][0].projections[1].is_some() && model.dispatchers[1][0].projections[0].is_some());
-    assert!(model.dispatchers[0][0].projections[0].is_none());
+    // The 16-wide expert's EPTs enter the 24-wide expert through a projection, and back: one map
+    // each way, shared by the two steps.
+    assert_eq!(model.width_maps.maps.len(), 2);
+    assert_eq!(model.width_maps.between(0, 0, 1).unwrap().weight.dims(), [24, 16]);
+    assert_eq!(model.width_maps.between(1, 1, 0).unwrap().weight.dims(), [16, 24]);
+    assert!(model.width_maps.between(0, 0, 0).is_none());
 }
 
 #[test]
@@ -51,7 +54,7 @@ fn dense_logits_are_on_the_finest_grid() {
     let device = Default::default();
     let coarse = ViTConfig::new(16, 8, 16, 2, 32, 2).init::<Flex>(&device);
     let fine = ViTConfig::new(16, 4, 16, 2, 32, 2).init::<Flex>(&device);
-    for combine in [Combine::Dispatch, Combine::Mean] {
+    for combine in [Combine::Dispatch, Combine::Mean, Combine::Concat] {
         let model = PmoeConfig::new(5).with_combine(combine).with_prompt_len(2).init(vec![coarse.clone(), fine.clone()], &device);
         let x = pixels::<Flex>(3);
         let out = model.forward_dense(&[x.clone(), x]);
@@ -62,7 +65,7 @@ fn dense_logits_are_on_the_finest_grid() {
 
 #[test]
 fn gradients_reach_exactly_the_prompts_dispatchers_and_head() {
-    for combine in [Combine::Dispatch, Combine::Mean] {
+    for combine in [Combine::Dispatch, Combine::Mean, Combine::Concat] {
         let model: PmoeClassifier<AB, ViT<AB>> = PmoeConfig::new(CLASSES).with_combine(combine).with_prompt_len(3).init(experts(), &Default::default());
         let x = pixels::<AB>(4);
         let labels = Tensor::<AB, 1, Int>::from_ints([0, 1, 2, 1], &Default::default());
@@ -72,11 +75,11 @@ fn gradients_reach_exactly_the_prompts_dispatchers_and_head() {
         let trainable: Vec<(String, bool)> = float_params::<AB, _>(&model, |_, _| false).into_iter().map(|p| (p.path, p.trainable)).collect();
         assert_eq!(reached, trainable, "{combine:?}: gradient presence must equal trainability");
         for (path, has_gradient) in &reached {
-            let adapter = ["prompts.", "dispatchers.", "heads."].iter().any(|p| path.starts_with(p));
+            let adapter = ["prompts.", "dispatchers.", "width_maps.", "heads."].iter().any(|p| path.starts_with(p));
             assert_eq!(*has_gradient, adapter, "{combine:?}: {path}");
         }
         if combine == Combine::Dispatch {
-            for needle in ["dispatchers.0.1.gate.weight", "dispatchers.1.0.projections.0.weight", "prompts.1.steps.1"] {
+            for needle in ["dispatchers.0.1.gate.weight", "width_maps.maps.1.weight", "prompts.1.steps.1"] {
                 assert!(reached.iter().any(|(p, g)| *g && p.contains(needle)), "{needle} gets a gradient: {reached:?}");
             }
         }
@@ -123,6 +126,23 @@ fn with_one_expert_pmoe_is_deep_prompt_tuning() {
             d.weights.to_data().assert_eq(&Tensor::<Flex, 3>::ones([2, 4, 1], &device).to_data(), true);
         }
     }
+}
+
+/// Late fusion over experts: no prompts, no dispatchers, one head over the concatenated pooled
+/// outputs of the unprompted experts.
+#[test]
+fn late_fusion_heads_the_unprompted_experts_pooled_outputs() {
+    let device = Default::default();
+    let model: PmoeClassifier<Flex, ViT<Flex>> = PmoeConfig::new(CLASSES).with_combine(Combine::Concat).init(experts(), &device);
+    assert!(model.prompts.is_empty() && model.dispatchers.is_empty());
+    assert_eq!((model.depth(), model.prompt_len(), model.heads.len()), (0, 0, 1));
+    assert_eq!(model.heads[0].weight.dims(), [16 + 24, CLASSES]);
+    let x = pixels::<Flex>(2);
+    let out = model.forward(&[x.clone(), x.clone()]);
+    assert!(out.dispatch.is_empty());
+    let pooled: Vec<Tensor<Flex, 2>> = model.experts.iter().map(|e| forward_prompted(e, e.embed(&x), &mut ()).pooled).collect();
+    let reference = model.heads[0].forward(Tensor::cat(pooled, 1));
+    out.logits.to_data().assert_approx_eq::<f32>(&reference.to_data(), Tolerance::absolute(1e-6));
 }
 
 #[test]
