@@ -1,6 +1,7 @@
 //! The result table of a reproduction and its claims: each experiment's metric over its seeds
 //! (mean ± sample standard deviation, n), and for each dataset the comparisons the papers make,
 //! each with a verdict from the per-seed paired differences by one stated rule ([`Verdict`]).
+//! What the routers and dispatchers did is in [`crate::routing_report`].
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -8,7 +9,6 @@ use std::fmt;
 use mope_core::{HeadInput, human_bytes, thousands};
 
 use crate::RunResult;
-use crate::evaluation::argmax;
 use crate::spec::{ExperimentSpec, Method};
 
 /// What an experiment is in its dataset's comparisons: its method and what its head reads.
@@ -26,7 +26,7 @@ pub enum Role {
     PromptTuning,
     /// Deep prompt tuning under the concatenated head.
     PromptTuningBothHeads,
-    /// Linear head on both frozen features.
+    /// Linear head on both frozen features (or on the frozen experts' pooled outputs).
     LateFusion,
     /// Linear probe of the main encoder's frozen feature alone.
     MainAlone,
@@ -50,6 +50,7 @@ impl Role {
             return match method {
                 Method::Pmoe => Self::Pmoe,
                 Method::MeanOfExperts => Self::MeanOfExperts,
+                Method::LateFusion => Self::LateFusion,
                 _ => Self::SingleExpert,
             };
         }
@@ -79,13 +80,14 @@ const COMPARISONS: &[(Role, Role, &str)] = &[
     (Role::LateFusion, Role::MainAlone, "late fusion beats the main modality alone"),
     (Role::LateFusion, Role::ComplementaryAlone, "late fusion beats the complementary modality alone"),
     (Role::Pmoe, Role::MeanOfExperts, "pMoE beats the mean of its experts"),
+    (Role::Pmoe, Role::LateFusion, "pMoE beats late fusion of its experts"),
 ];
 
 /// An experiment's runs, one per seed.
 #[derive(Debug)]
-pub struct Runs<'a> {
+pub struct Runs {
     /// `dataset/method`.
-    pub name: &'a str,
+    pub name: String,
     /// Its role in the dataset's comparisons.
     pub role: Role,
     /// The paper's value, where it gives one.
@@ -94,14 +96,14 @@ pub struct Runs<'a> {
     pub results: Vec<RunResult>,
 }
 
-impl Runs<'_> {
+impl Runs {
     /// Mean and sample standard deviation of the value over the seeds.
-    fn mean_sd(&self) -> (f64, f64) {
+    pub(crate) fn mean_sd(&self) -> (f64, f64) {
         mean_sd(&self.results.iter().map(|r| r.value).collect::<Vec<_>>())
     }
 
     fn dataset(&self) -> &str {
-        self.name.split('/').next().unwrap_or(self.name)
+        self.name.split('/').next().unwrap_or(&self.name)
     }
 
     /// The value of each seed both runs have, as `(self, other)` pairs.
@@ -275,45 +277,6 @@ pub fn claims(rows: &[Runs]) -> String {
     out
 }
 
-/// The mean over classes (those present) of the total-variation distance between a class's mean
-/// expert weights and all samples' `share`: 0 when every class is routed alike, up to 1 when
-/// each class has experts of its own.
-pub fn class_specialisation(per_class: &[Vec<f32>], share: &[f32]) -> f64 {
-    let classes: Vec<&Vec<f32>> = per_class.iter().filter(|c| !c.is_empty()).collect();
-    let distance = |c: &Vec<f32>| 0.5 * c.iter().zip(share).map(|(a, b)| (a - b).abs() as f64).sum::<f64>();
-    classes.iter().map(|c| distance(c)).sum::<f64>() / classes.len().max(1) as f64
-}
-
-/// How MoPE's routers spread their weight on the test split, per layer, averaged over seeds: the
-/// mean entropy of a sample's weights (`ln E` is uniform), the largest expert's mean weight and
-/// its share of top-1 choices, and how differently the classes are routed (the mean over classes
-/// of the total-variation distance between a class's mean weights and all samples').
-pub fn routing_table(rows: &[Runs]) -> String {
-    let mut out = String::from(
-        "| experiment | layer | entropy (nats) | largest expert's weight | its top-1 share | class specialisation |\n|---|---:|---:|---:|---:|---:|\n",
-    );
-    let mut any = false;
-    for runs in rows.iter().filter(|r| matches!(r.role, Role::Mope | Role::MopeWithoutImportance | Role::MopeBothHeads)) {
-        let layers: BTreeSet<usize> = runs.results.iter().flat_map(|r| r.report.routing.iter().filter(|l| l.expert.is_none()).map(|l| l.layer)).collect();
-        for layer in layers {
-            let mut columns = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
-            for result in &runs.results {
-                let Some(routing) = result.report.routing.iter().find(|l| l.expert.is_none() && l.layer == layer) else { continue };
-                let stats = &routing.stats;
-                let largest = argmax(&stats.share);
-                let specialisation = class_specialisation(&routing.per_class, &stats.share);
-                for (column, value) in columns.iter_mut().zip([stats.entropy as f64, stats.share[largest] as f64, stats.top1_share[largest] as f64, specialisation]) {
-                    column.push(value);
-                }
-            }
-            let [entropy, weight, top1, special] = columns.map(|c| mean_sd(&c).0);
-            out.push_str(&format!("| {} | {layer} | {entropy:.3} | {weight:.3} | {top1:.3} | {special:.3} |\n", runs.name));
-            any = true;
-        }
-    }
-    if any { out } else { String::new() }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,15 +305,5 @@ mod tests {
         assert!((mean - 0.6667).abs() < 1e-3 && (se - 0.8819).abs() < 1e-3, "{mean} {se}");
         assert_eq!(Verdict::of(&[(61.0, 60.0), (61.5, 60.0), (60.5, 60.0)]).0, Verdict::WithinNoise);
         assert_eq!(Verdict::of(&[(1.0, 2.0)]).0, Verdict::OneSeed { ahead: false });
-    }
-
-    /// Two classes routed to different experts, the mean half and half: each is 0.5 from it.
-    /// Classes routed alike: 0. An absent class (empty row) does not count.
-    #[test]
-    fn class_specialisation_is_the_mean_total_variation() {
-        let share = [0.5, 0.5];
-        assert!((class_specialisation(&[vec![1.0, 0.0], vec![0.0, 1.0], vec![]], &share) - 0.5).abs() < 1e-9);
-        assert_eq!(class_specialisation(&[vec![0.5, 0.5], vec![0.5, 0.5]], &share), 0.0);
-        assert!((class_specialisation(&[vec![0.7, 0.3], vec![0.5, 0.5]], &share) - 0.1).abs() < 1e-6);
     }
 }

@@ -17,6 +17,7 @@ use crate::metrics::{Accuracy, MultiLabelF1, Segmentation};
 use crate::model::{Model, Routing, Site};
 use crate::objective::{Logits, Objective};
 use crate::pair::{PairPrepare, PreparedPair, class_of, multi_hot};
+use crate::predictions::Predictions;
 use crate::progress::{Progress, ProgressMode};
 
 /// Accumulates predictions, losses and routing over an evaluation.
@@ -33,6 +34,8 @@ pub struct Evaluation {
     routing: BTreeMap<Site, RoutingStats>,
     /// Per site, per class: sum of routing weights and count.
     class_routing: BTreeMap<Site, Vec<(Vec<f64>, usize)>>,
+    /// Each sample's class probabilities (classification).
+    predictions: Predictions,
 }
 
 /// Evaluation results, as written to `metrics.jsonl` and `result.json`.
@@ -87,6 +90,7 @@ impl Evaluation {
             samples: 0,
             routing: BTreeMap::new(),
             class_routing: BTreeMap::new(),
+            predictions: Predictions::default(),
         }
     }
 
@@ -118,6 +122,9 @@ impl Evaluation {
                 let predicted: Vec<usize> = scores.chunks(outputs).map(argmax).collect();
                 let truth: Vec<usize> = items.iter().map(|i| class_of(&i.target)).collect();
                 self.accuracy.update(&predicted, &truth);
+                for ((item, class), row) in items.iter().zip(&truth).zip(scores.chunks(outputs)) {
+                    self.predictions.push(&item.id, *class, row);
+                }
                 truth.into_iter().map(|c| vec![c]).collect()
             }
             Task::MultiLabel { num_labels } => {
@@ -153,6 +160,11 @@ impl Evaluation {
                 }
             }
         }
+    }
+
+    /// Each sample's class probabilities, for a classification task (`None` otherwise).
+    pub fn predictions(&self) -> Option<&Predictions> {
+        matches!(self.objective, Task::Classification { .. }).then_some(&self.predictions)
     }
 
     /// The report.
@@ -216,7 +228,7 @@ pub fn evaluate<B: Kernels>(
     batch_size: usize,
     workers: usize,
     progress: ProgressMode,
-) -> Result<EvalReport> {
+) -> Result<Evaluation> {
     let device: B::Device = Default::default();
     let config = loader_config(batch_size, workers, None, false);
     let prepare = if cache.covers(split_name, samples) { Arc::new(prepare.main_only()) } else { prepare.clone() };
@@ -235,7 +247,7 @@ pub fn evaluate<B: Kernels>(
     }
     bar.finish();
     cache.flush()?;
-    Ok(evaluation.report())
+    Ok(evaluation)
 }
 
 /// The index of the largest value (the first of equals; 0 for an empty row).

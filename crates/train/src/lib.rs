@@ -13,6 +13,7 @@
 //! | [`objective`] | [`Objective`]: a task's forward pass, loss and primary metric |
 //! | [`evaluation`] | [`evaluate`]: a split's loss, metrics and routing statistics per layer and class |
 //! | [`metrics`] | accuracy, multi-label F1, segmentation scores |
+//! | [`predictions`] | each test sample's class probabilities, and their mean over runs (the mean of experts) |
 //! | [`schedule`] | learning-rate schedules |
 //! | [`optim`] | global-norm gradient clipping |
 //! | [`trainer`] | [`train`]: the training loop |
@@ -23,6 +24,7 @@
 //! | [`progress`] | progress bars or plain lines |
 //! | [`reproduce`] | `mope reproduce`: the experiments of `experiments/` run once per seed |
 //! | [`claims`] | the result table over seeds and each dataset's claims, with the verdict rule |
+//! | [`routing_report`] | MoPE's routers and pMoE's dispatchers in a reproduction, per layer and class |
 //! | [`plot`] | training curves, expert-usage and per-class routing heatmaps (PNG and SVG) |
 //! | [`device`] | the backends and devices `--device` selects |
 //! | [`malloc`] | glibc's allocator set up for tensor work (the binaries re-execute themselves with it) |
@@ -41,8 +43,10 @@ pub mod objective;
 pub mod optim;
 pub mod pair;
 pub mod plot;
+pub mod predictions;
 pub mod progress;
 pub mod reproduce;
+pub mod routing_report;
 pub mod run_dir;
 pub mod run_lock;
 pub mod schedule;

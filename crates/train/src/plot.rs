@@ -4,8 +4,8 @@
 //! - `experts`: expert usage per layer (mean routing weight, layers × experts) of the evaluated
 //!   adapter, with the routing entropy per layer; for pMoE, the dispatcher weights of each
 //!   expert at each prompted layer over the sources (every expert's EPTs, the carried prompt);
-//! - `routing_per_class`: mean routing weight per class and expert (source) at the last
-//!   routing site.
+//! - `routing_per_class`: mean routing weight per class and expert at the last routing site;
+//!   for pMoE, each expert's sources per class, averaged over its prompted layers.
 //!
 //! Text is drawn with DejaVu Sans, embedded in the binary (the `dejavu` crate), so that no system
 //! font is needed and the pictures are the same on every machine; `$MOPE_FONT` names another
@@ -145,7 +145,7 @@ pub fn plot_run(run: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     }
     let rows = history.routing.len();
     written.extend(render(out, "experts", (760, 140 + 28 * rows as u32), &Experts(&history))?);
-    let classes = history.routing.last().map_or(0, |deepest| deepest.per_class.iter().filter(|row| !row.is_empty()).count());
+    let classes = history.routing.last().map_or(0, |deepest| deepest.per_class.iter().filter(|row| !row.is_empty()).count()) * history.experts.len().max(1);
     if classes == 0 {
         eprintln!("no per-class routing in this run (segmentation routes per image, not per class): routing_per_class skipped");
         return Ok(written);
@@ -360,14 +360,39 @@ where
     DB::ErrorType: 'static,
 {
     let deepest = h.routing.last().expect("checked by the caller");
-    let (names, values): (Vec<String>, Vec<Vec<f32>>) = labels
-        .iter()
-        .zip(&deepest.per_class)
-        .filter(|(_, row)| !row.is_empty())
-        .take(60)
-        .map(|(name, row)| (name.chars().take(18).collect(), row.clone()))
-        .unzip();
-    heatmap(area, &format!("routing per class, {} ({})", h.site(deepest), h.routing_source), &names, &h.column_axis(deepest), &h.columns(deepest), &values)
+    if h.experts.is_empty() {
+        let (names, values): (Vec<String>, Vec<Vec<f32>>) = labels
+            .iter()
+            .zip(&deepest.per_class)
+            .filter(|(_, row)| !row.is_empty())
+            .take(60)
+            .map(|(name, row)| (name.chars().take(18).collect(), row.clone()))
+            .unzip();
+        return heatmap(area, &format!("routing per class, {} ({})", h.site(deepest), h.routing_source), &names, &h.column_axis(deepest), &h.columns(deepest), &values);
+    }
+    // pMoE: each expert's sources per class, averaged over its prompted layers (the first has
+    // no carried prompt: 0 there).
+    let sources = h.experts.len() + 1;
+    let (mut names, mut values) = (Vec::new(), Vec::new());
+    for k in 0..h.experts.len() {
+        let sites: Vec<&LayerRouting> = h.routing.iter().filter(|r| r.expert == Some(k)).collect();
+        for (class, label) in labels.iter().enumerate().take(30) {
+            let rows: Vec<&Vec<f32>> = sites.iter().filter_map(|r| r.per_class.get(class).filter(|row| !row.is_empty())).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let mut mean = vec![0.0f32; sources];
+            for row in &rows {
+                for (m, v) in mean.iter_mut().zip(row.iter()) {
+                    *m += v / rows.len() as f32;
+                }
+            }
+            names.push(format!("e{k} · {}", label.chars().take(16).collect::<String>()));
+            values.push(mean);
+        }
+    }
+    let columns = (0..sources).map(|j| if j < h.experts.len() { format!("e{j} EPTs") } else { "carried".to_string() }).collect::<Vec<_>>();
+    heatmap(area, &format!("dispatcher sources per class, mean over layers ({})", h.routing_source), &names, &h.column_axis(deepest), &columns, &values)
 }
 
 #[cfg(test)]

@@ -9,8 +9,10 @@
 //! mope reproduce --quick         # the same, one seed
 //! mope reproduce --all           # also the experiments tagged "all"
 //! mope reproduce emoji food101/mope --seeds 5
-//! mope reproduce --list | --dry-run | --smoke | --force | --device cuda
+//! mope reproduce --list | --dry-run | --smoke | --force | --device cuda | --jobs 1
 //! ```
+//! On the CPU two runs go side by side by default (`--jobs`), each with its share of the cores and
+//! its output in `train.log` in its run directory; the results do not depend on it.
 //! A result newer than its experiment file is reused unless `--force`; a run interrupted after an
 //! epoch resumes from its last checkpoint. The table so far is printed after each experiment, with
 //! the time left estimated from the runs so far. `--smoke` runs every selected experiment for
@@ -18,12 +20,17 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::RunResult;
-use crate::claims::{Role, Runs, claims, routing_table, seed_table, table};
+use crate::claims::{Role, Runs, claims, seed_table, table};
+use crate::routing_report::{dispatch_tables, routing_table};
+use crate::run_dir::RunTask;
+use crate::predictions::mean_of_experts;
 use crate::spec::{ExperimentSpec, Method};
 
 /// The seeds of a reproduction, in order: `--seeds N` runs the first N.
@@ -57,6 +64,21 @@ pub struct ReproduceOptions {
     pub seeds: usize,
     /// Also the experiments tagged `all`.
     pub all: bool,
+    /// Runs side by side (at least 1). Each gets an equal share of the cores: on a CPU, runs of
+    /// these sizes keep two cores busier one thread each than one run with two threads (docs/performance.md).
+    pub jobs: usize,
+}
+
+impl ReproduceOptions {
+    /// Threads per run: the cores shared among the runs side by side (0 for one run: its own
+    /// choice, every core).
+    fn threads_per_job(&self) -> usize {
+        if self.jobs <= 1 {
+            return 0;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / self.jobs).max(1)
+    }
 }
 
 /// One experiment file, checked as `mope train` checks it.
@@ -148,34 +170,76 @@ pub fn run_experiments(root: &Path, mope: &Path, options: &ReproduceOptions) -> 
     // A smoke run and a dry run resolve each experiment once: their seeds would differ in nothing.
     let seeds = &SEEDS[..if options.smoke || options.dry_run { 1 } else { options.seeds.clamp(1, SEEDS.len()) }];
     let jobs: Vec<(&Experiment, u64)> = chosen.iter().flat_map(|&e| seeds.iter().map(move |&s| (e, s))).collect();
-    let mut rows: Vec<Runs> = Vec::new();
-    let mut failures = Vec::new();
-    let (mut trained_seconds, mut trained) = (0.0, 0usize);
-    for (index, &(e, seed)) in jobs.iter().enumerate() {
-        let position = format!("[{}/{}]", index + 1, jobs.len());
-        let run_dir = runs.join(e.name()).join(format!("seed-{seed}"));
-        match run_one(mope, root, e, seed, &run_dir, &position, options) {
-            Ok(Some((result, seconds))) => {
-                if let Some(seconds) = seconds {
-                    trained_seconds += seconds;
-                    trained += 1;
+    let concurrent = options.jobs.clamp(1, jobs.len().max(1));
+    let threads = options.threads_per_job();
+    if concurrent > 1 && !options.dry_run {
+        eprintln!("{} runs, {concurrent} at a time ({threads} threads each); each run's output goes to train.log in its run directory", jobs.len());
+    }
+    // Each job's outcome, in job order; the table so far is printed as jobs finish.
+    let outcomes: Mutex<Vec<Option<Outcome>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
+    let next = AtomicUsize::new(0);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..concurrent {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(&(e, seed)) = jobs.get(index) else { break };
+                    let position = format!("[{}/{}]", index + 1, jobs.len());
+                    let run_dir = runs.join(e.name()).join(format!("seed-{seed}"));
+                    let launch = Launch { position: &position, threads, log: concurrent > 1 };
+                    let outcome = run_one(mope, root, e, seed, &run_dir, &launch, options);
+                    let mut outcomes = outcomes.lock().expect("no job panics while holding the lock");
+                    if concurrent > 1 {
+                        match &outcome {
+                            Ok(Some((r, Some(seconds)))) => eprintln!("== {position} {} seed {seed}: {} {:.2} ({seconds:.0} s)", e.name(), r.metric, r.value),
+                            Err(error) => eprintln!("== {position} {} seed {seed}: failed: {error:#}", e.name()),
+                            _ => {}
+                        }
+                    }
+                    outcomes[index] = Some(outcome);
+                    let done = outcomes.iter().filter(|o| o.is_some()).count();
+                    let left = jobs.len() - done;
+                    if left > 0 && !options.dry_run {
+                        let rows = collect_rows(&jobs, &outcomes);
+                        if !rows.is_empty() {
+                            // Runs still to start, at the mean wall time of the runs trained so far, `concurrent` at a time.
+                            let trained: Vec<f64> = outcomes.iter().flatten().filter_map(|o| o.as_ref().ok()?.as_ref()?.1).collect();
+                            let eta = if trained.is_empty() {
+                                String::new()
+                            } else {
+                                let mean = trained.iter().sum::<f64>() / trained.len() as f64;
+                                format!("; about {:.0} min left at the mean run so far, {:.0} min so far", mean * left as f64 / concurrent as f64 / 60.0, started.elapsed().as_secs_f64() / 60.0)
+                            };
+                            eprintln!("\n== the table so far ({done} of {} runs{eta}):\n{}", jobs.len(), table(&rows));
+                        }
+                    }
                 }
-                match rows.iter_mut().find(|r| r.name == e.name()) {
-                    Some(runs) => runs.results.push(result),
-                    None => rows.push(Runs { name: e.name(), role: Role::of(&e.spec), paper: e.paper_value(), results: vec![result] }),
-                }
-            }
-            Ok(None) => {}
-            Err(error) => failures.push(format!("{} (seed {seed}): {error:#}", e.name())),
+            });
         }
-        let left = jobs.len() - index - 1;
-        if left > 0 && !rows.is_empty() && !options.dry_run {
-            let eta = if trained > 0 { format!("; about {:.0} min left at the mean run so far", trained_seconds / trained as f64 * left as f64 / 60.0) } else { String::new() };
-            eprintln!("\n== the table so far ({} of {} runs{eta}):\n{}", index + 1, jobs.len(), table(&rows));
-        }
+    });
+    let outcomes = outcomes.into_inner().expect("the jobs are done");
+    let mut rows = collect_rows(&jobs, &outcomes);
+    let failures: Vec<String> = jobs
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|((e, seed), o)| match o {
+            Some(Err(error)) => Some(format!("{} (seed {seed}): {error:#}", e.name())),
+            _ => None,
+        })
+        .collect();
+    if !options.dry_run {
+        add_mean_of_experts(&chosen, &runs, &mut rows);
     }
     if !rows.is_empty() {
-        let (table, seed_table, claims, routing) = (table(&rows), seed_table(&rows), claims(&rows), routing_table(&rows));
+        let describe = |name: &str| {
+            let experiment = chosen.iter().find(|e| e.name() == name)?;
+            let seed = rows.iter().find(|r| r.name == name)?.results.first()?.seed;
+            let task = RunTask::read(&runs.join(name).join(format!("seed-{seed}"))).ok()?;
+            Some((experiment.spec.model.experts.clone(), task.labels))
+        };
+        let (table, seed_table, claims) = (table(&rows), seed_table(&rows), claims(&rows));
+        let routing = format!("{}\n{}", routing_table(&rows), dispatch_tables(&rows, &describe));
         println!("\n{table}\n{seed_table}\n{claims}\n{routing}");
         std::fs::create_dir_all(&runs).with_context(|| format!("creating {}", runs.display()))?;
         let markdown = runs.join("reproduce.md");
@@ -194,9 +258,84 @@ pub fn run_experiments(root: &Path, mope: &Path, options: &ReproduceOptions) -> 
     Ok(())
 }
 
+/// The rows of the finished jobs, in job order.
+fn collect_rows(jobs: &[(&Experiment, u64)], outcomes: &[Option<Outcome>]) -> Vec<Runs> {
+    let mut rows: Vec<Runs> = Vec::new();
+    for ((e, _), outcome) in jobs.iter().zip(outcomes) {
+        let Some(Ok(Some((result, _)))) = outcome else { continue };
+        match rows.iter_mut().find(|r| r.name == e.name()) {
+            Some(runs) => runs.results.push(result.clone()),
+            None => rows.push(Runs { name: e.name().to_string(), role: Role::of(&e.spec), paper: e.paper_value(), results: vec![result.clone()] }),
+        }
+    }
+    rows
+}
+
+/// For each pMoE experiment whose experts each have a single-expert experiment among the rows,
+/// the row `<dataset>/mean-of-experts`: the mean of those runs' predictions, seed by seed
+/// ([`mean_of_experts`]), placed after the last of them. A seed that lacks a run or its
+/// predictions is left out, with a note.
+fn add_mean_of_experts(chosen: &[&Experiment], runs_dir: &Path, rows: &mut Vec<Runs>) {
+    for pmoe in chosen.iter().filter(|e| Role::of(&e.spec) == Role::Pmoe) {
+        let dataset = pmoe.name().split('/').next().unwrap_or_default();
+        let singles: Vec<&str> = pmoe
+            .spec
+            .model
+            .experts
+            .iter()
+            .filter_map(|expert| {
+                chosen.iter().find(|e| e.name().starts_with(&format!("{dataset}/")) && Role::of(&e.spec) == Role::SingleExpert && e.spec.model.experts == [expert.clone()]).map(|e| e.name())
+            })
+            .collect();
+        if singles.len() != pmoe.spec.model.experts.len() {
+            continue; // some expert was not run alone
+        }
+        let name = format!("{dataset}/mean-of-experts");
+        let mut derived = Runs { name: name.clone(), role: Role::MeanOfExperts, paper: None, results: Vec::new() };
+        let seeds: Vec<u64> = rows.iter().filter(|r| singles.contains(&r.name.as_str())).flat_map(|r| r.results.iter().map(|r| r.seed)).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        for seed in seeds {
+            let members: Vec<(&RunResult, PathBuf)> = singles
+                .iter()
+                .filter_map(|single| {
+                    let result = rows.iter().find(|r| r.name == *single)?.results.iter().find(|r| r.seed == seed)?;
+                    Some((result, runs_dir.join(single).join(format!("seed-{seed}"))))
+                })
+                .collect();
+            if members.len() != singles.len() {
+                continue;
+            }
+            let members: Vec<(&RunResult, &Path)> = members.iter().map(|(r, dir)| (*r, dir.as_path())).collect();
+            match mean_of_experts(&name, &members) {
+                Ok(result) => derived.results.push(result),
+                Err(error) => eprintln!("note: {name} (seed {seed}) left out: {error:#}"),
+            }
+        }
+        if derived.results.is_empty() {
+            continue;
+        }
+        let at = rows.iter().rposition(|r| singles.contains(&r.name.as_str())).map_or(rows.len(), |i| i + 1);
+        rows.insert(at, derived);
+    }
+}
+
+/// What became of one run: its result and the seconds it trained if it ran now (`None` if its
+/// result was reused), nothing for a dry run, or why it failed.
+type Outcome = Result<Option<(RunResult, Option<f64>)>>;
+
+/// How one `mope train` child is started.
+struct Launch<'a> {
+    /// `[i/n]`, for messages.
+    position: &'a str,
+    /// Threads of its CPU backend (`RAYON_NUM_THREADS`); 0: its own choice.
+    threads: usize,
+    /// Its output goes to `<run>/train.log` instead of the terminal (runs side by side).
+    log: bool,
+}
+
 /// Runs experiment `e` with `seed` into `run_dir`, or reuses its result: the result and the
 /// seconds it trained if it ran now; nothing for a dry run.
-fn run_one(mope: &Path, root: &Path, e: &Experiment, seed: u64, run_dir: &Path, position: &str, options: &ReproduceOptions) -> Result<Option<(RunResult, Option<f64>)>> {
+fn run_one(mope: &Path, root: &Path, e: &Experiment, seed: u64, run_dir: &Path, launch: &Launch, options: &ReproduceOptions) -> Outcome {
+    let position = launch.position;
     let result_path = run_dir.join("result.json");
     let reusable = !options.force && !options.smoke && !options.dry_run;
     if reusable && newer(&result_path, &e.path) {
@@ -235,10 +374,20 @@ fn run_one(mope: &Path, root: &Path, e: &Experiment, seed: u64, run_dir: &Path, 
             command.args(["--set", set]);
         }
     }
+    if launch.threads > 0 {
+        command.env("RAYON_NUM_THREADS", launch.threads.to_string());
+    }
+    let log_path = run_dir.join("train.log");
+    if launch.log {
+        std::fs::create_dir_all(run_dir).with_context(|| format!("{}: cannot create", run_dir.display()))?;
+        let log = std::fs::File::create(&log_path).with_context(|| format!("{}: cannot create", log_path.display()))?;
+        command.stdout(log.try_clone()?).stderr(log);
+    }
     let start = Instant::now();
     let status = command.status().with_context(|| format!("cannot run {}", mope.display()))?;
     if !status.success() {
-        bail!("`mope train` failed ({status})");
+        let see = if launch.log { format!("; its output is in {}", log_path.display()) } else { String::new() };
+        bail!("`mope train` failed ({status}){see}");
     }
     if options.dry_run {
         return Ok(None);

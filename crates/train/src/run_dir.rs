@@ -25,6 +25,7 @@ use data::Task;
 
 use crate::evaluation::EvalReport;
 use crate::objective::Objective;
+use crate::predictions::predictions_file;
 use crate::spec::{ExperimentSpec, PaperResult};
 
 const TASK_FILE: &str = "task.json";
@@ -95,14 +96,16 @@ impl RunDir {
     }
 
     /// Starts a fresh run: writes the resolved config and labels, empties the metrics log and
-    /// removes checkpoints and results of an earlier run.
+    /// removes checkpoints, results and predictions of an earlier run.
     pub fn start(&self, spec: &ExperimentSpec, task: &RunTask) -> Result<()> {
         for dir in [self.best(), self.last()] {
             if dir.exists() {
                 std::fs::remove_dir_all(&dir).with_context(|| format!("{}: cannot remove", dir.display()))?;
             }
         }
-        let _ = std::fs::remove_file(self.result());
+        for file in [self.result(), self.path.join(predictions_file("val")), self.path.join(predictions_file("test"))] {
+            let _ = std::fs::remove_file(file);
+        }
         self.write_config(spec)?;
         write(&self.path.join(TASK_FILE), &serde_json::to_string_pretty(task)?)?;
         write(&self.metrics(), "")

@@ -156,7 +156,8 @@ pub enum Method {
     /// Deep prompt tuning: of the main encoder (the complementary feature joins at the head),
     /// or, with `model.experts = [one]`, of that single expert.
     PromptTuning,
-    /// A linear head on the concatenated frozen features.
+    /// A linear head on the concatenated frozen features (of the two encoders, or of
+    /// `model.experts`).
     LateFusion,
     /// The main encoder trains entirely.
     FineTuning,
@@ -189,11 +190,12 @@ impl Method {
     }
 
     /// How experts are combined, for pMoE and its baselines (prompt tuning of one expert is the
-    /// mean of one expert).
+    /// mean of one expert; late fusion over experts concatenates their frozen pooled outputs).
     pub fn combine(self) -> Option<Combine> {
         match self {
             Self::Pmoe => Some(Combine::Dispatch),
             Self::MeanOfExperts | Self::PromptTuning => Some(Combine::Mean),
+            Self::LateFusion => Some(Combine::Concat),
             _ => None,
         }
     }
@@ -490,7 +492,7 @@ impl ExperimentSpec {
         let m = &self.model;
         if m.is_pmoe() {
             if m.method.combine().is_none() {
-                return bad("model.method", "is a two-encoder method; with `model.experts` use pmoe, mean-of-experts or prompt-tuning");
+                return bad("model.method", "is a two-encoder method; with `model.experts` use pmoe, mean-of-experts, prompt-tuning or late-fusion");
             }
             if m.method == Method::PromptTuning && m.experts.len() != 1 {
                 return bad("model.experts", "prompt-tuning over experts takes exactly one (use mean-of-experts or pmoe for several)");
@@ -630,8 +632,9 @@ mod tests {
         assert!(parse(PMOE, &["model.method=mean-of-experts"]).is_ok());
         let single = parse(PMOE, &["model.method=prompt-tuning", "model.experts=[\"vit-base-patch16-224\"]"]).unwrap();
         assert_eq!(single.model.method.combine(), Some(Combine::Mean));
+        assert_eq!(parse(PMOE, &["model.method=late-fusion"]).unwrap().model.method.combine(), Some(Combine::Concat));
         let error = |text: &str, overrides: &[&str]| parse(text, overrides).unwrap_err().to_string();
-        assert_eq!(error(PMOE, &["model.method=mope"]), "exp.toml: `model.method`: is a two-encoder method; with `model.experts` use pmoe, mean-of-experts or prompt-tuning");
+        assert_eq!(error(PMOE, &["model.method=mope"]), "exp.toml: `model.method`: is a two-encoder method; with `model.experts` use pmoe, mean-of-experts, prompt-tuning or late-fusion");
         assert!(error(PMOE, &["model.method=prompt-tuning"]).starts_with("exp.toml: `model.experts`: prompt-tuning over experts takes exactly one"));
         assert!(error(PMOE, &["model.main=all-minilm-l6-v2"]).starts_with("exp.toml: `model.main`: is not used with `model.experts`"));
         assert!(error(PMOE, &["pmoe.prompt_len=0"]).starts_with("exp.toml: `pmoe.prompt_len`: must be at least 1"));

@@ -17,6 +17,7 @@ use crate::checkpoint::{self, LoopState, TrainOptimizer};
 use crate::dataset::{Splits, epoch_samples, loader_config};
 use crate::device::TrainBackend;
 use crate::evaluation::evaluate;
+use crate::predictions::predictions_file;
 use crate::feature_cache::FeatureCache;
 use crate::model::{LearningRateGroup, Model};
 use crate::objective::Objective;
@@ -149,13 +150,17 @@ pub fn train<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: &S
         let train_seconds = start.elapsed().as_secs_f64();
         state.seconds += train_seconds;
         let val_start = Instant::now();
-        let val = evaluate(&model.valid(), &prepare, objective, &mut cache, "val", &val_samples, t.eval_batch_size, options.workers, options.progress)?;
+        let evaluated = evaluate(&model.valid(), &prepare, objective, &mut cache, "val", &val_samples, t.eval_batch_size, options.workers, options.progress)?;
+        let val = evaluated.report();
         let val_seconds = val_start.elapsed().as_secs_f64();
         let value = val.metric(objective.primary_metric()).expect("the primary metric is always reported");
         let improved = state.best.is_none_or(|(best, _)| value > best);
         if improved {
             state.best = Some((value, epoch + 1));
             model.save_adapter(&run.best(), method, base_model.clone(), model_config.clone())?;
+            if let Some(predictions) = evaluated.predictions() {
+                predictions.write(&run.path().join(predictions_file("val")))?;
+            }
         }
         state.epochs_done = epoch + 1;
         run.log(&json!({ "event": "epoch", "epoch": epoch + 1, "step": state.step,
@@ -182,7 +187,11 @@ pub fn train<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: &S
         Some(test) => ("test", Arc::new(test.samples.clone())),
         None => ("val", val_samples.clone()),
     };
-    let test = evaluate(&best_model, &prepare, objective, &mut cache, test_name, &test_samples, t.eval_batch_size, options.workers, options.progress)?;
+    let evaluated = evaluate(&best_model, &prepare, objective, &mut cache, test_name, &test_samples, t.eval_batch_size, options.workers, options.progress)?;
+    if let Some(predictions) = evaluated.predictions() {
+        predictions.write(&run.path().join(predictions_file(test_name)))?;
+    }
+    let test = evaluated.report();
     run.log(&json!({ "event": "test", "split": test_name, "epoch": best_epoch, "report": test }))?;
     let result = RunResult::new::<B>(spec, objective, &summary, run, best_epoch, best_value, test_name, test, &state, &device)?;
     run.write_result(&result)?;

@@ -154,7 +154,7 @@ fn reproduce_runs_the_default_per_seed_reuses_results_and_resumes_an_interrupted
     let root = dir.path();
     shapes_repository(root);
     let root_arg = root.to_string_lossy().into_owned();
-    let args = ["reproduce", "--root", &root_arg, "--workers", "1", "--seeds", "2"];
+    let args = ["reproduce", "--root", &root_arg, "--workers", "1", "--seeds", "2", "--jobs", "2"];
 
     let out = mope(&args);
     let (stdout, err) = (String::from_utf8_lossy(&out.stdout).into_owned(), stderr(&out));
@@ -170,6 +170,15 @@ fn reproduce_runs_the_default_per_seed_reuses_results_and_resumes_an_interrupted
     let results: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(root.join("runs/reproduce.json")).unwrap()).unwrap();
     let seeds: Vec<u64> = results.iter().map(|r| r["seed"].as_u64().unwrap()).collect();
     assert_eq!(seeds, [42, 1, 42, 1]);
+    // Two runs went side by side, each with its output in its train.log; one at a time, the
+    // same runs give the same values.
+    assert!(err.contains("4 runs, 2 at a time ("), "{err}");
+    assert!(std::fs::read_to_string(root.join("runs/shapes/long/seed-42/train.log")).unwrap().contains("test accuracy"));
+    let values = |results: &[serde_json::Value]| results.iter().map(|r| r["value"].as_f64().unwrap()).collect::<Vec<_>>();
+    let one_at_a_time = mope(&["reproduce", "--root", &root_arg, "--workers", "1", "--seeds", "2", "--jobs", "1", "--force"]);
+    assert!(one_at_a_time.status.success(), "{}", stderr(&one_at_a_time));
+    let again: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(root.join("runs/reproduce.json")).unwrap()).unwrap();
+    assert_eq!(values(&again), values(&results));
 
     // Interrupted after its epoch: the checkpoint is there, the result is not.
     let long = root.join("runs/shapes/long/seed-42");

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use backbones::{AnyEncoder, ImagePreprocess, InputPreparer, LoadedEncoder, Modality, Pooling, TextTokenizer, load_bert, load_vit};
 use burn::backend::{Autodiff, Flex};
 use data::{SplitName, Task};
+use train::predictions::{Predictions, mean_of_experts};
 use train::{ExperimentSpec, ProgressMode, RunDir, Setup, Splits, TrainBackend, TrainOptions, load_split};
 
 /// burn's random state is global to the process: runs that check seeded reproducibility must not
@@ -344,6 +345,43 @@ fn pmoe_trains_over_two_experts_and_records_each_dispatcher() {
     let plots = train::plot_run(&run, &run.join("plots")).unwrap();
     let svg = std::fs::read_to_string(plots.iter().find(|p| p.ends_with("experts.svg")).unwrap()).unwrap();
     assert!(svg.contains("dispatcher weights") && svg.contains("e1 layer 3") && svg.contains("e1 = tiny-swin") && svg.contains("carried"), "labelled dispatcher heatmap");
+    let svg = std::fs::read_to_string(plots.iter().find(|p| p.ends_with("routing_per_class.svg")).unwrap()).unwrap();
+    assert!(svg.contains("dispatcher sources per class") && svg.contains("e0 · ") && svg.contains("e1 · "), "each expert's sources per class");
+
+    // Each sample's class probabilities on test (and on validation at the best epoch); the mean
+    // of experts averages runs' probabilities: of a run with itself, the run again, with the
+    // parameters and time of both.
+    let test = Predictions::read(&run.join("test_predictions.json")).unwrap();
+    assert_eq!((test.ids.len(), test.classes.len(), test.probabilities.len()), (12, 12, 12));
+    assert!(test.probabilities.iter().all(|p| p.len() == 3 && (p.iter().sum::<f32>() - 1.0).abs() < 1e-5));
+    assert!((test.accuracy() - result.value).abs() < 1e-9, "{} against {}", test.accuracy(), result.value);
+    let val = Predictions::read(&run.join("val_predictions.json")).unwrap();
+    assert!((val.accuracy() - result.best_val).abs() < 1e-9);
+    let mean = mean_of_experts("colours/mean-of-experts", &[(&result, run.as_path()), (&result, run.as_path())]).unwrap();
+    assert_eq!((mean.name.as_str(), mean.method.as_str(), mean.value, mean.best_val), ("colours/mean-of-experts", "mean-of-experts", result.value, result.best_val));
+    assert_eq!((mean.trainable_params, mean.steps), (2 * result.trainable_params, 2 * result.steps));
+    assert!(mean.report.routing.is_empty() && (mean.report.loss - test.loss()).abs() < 1e-9);
+}
+
+/// Late fusion over experts: no prompts, no dispatchers; the head over both pooled outputs is
+/// all that trains (the tiny ViT and Swin are frozen whole).
+#[test]
+fn late_fusion_over_experts_trains_only_its_head() {
+    type AB = Autodiff<Flex>;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("colours");
+    make_dataset(&data);
+    let spec = pmoe_spec("jsonl", &data, &["model.method=late-fusion", "train.epochs=1"]);
+    let split = |name| load_split(&spec.data, name, spec.train.seed).unwrap();
+    let splits = Splits { train: split(SplitName::Train), val: split(SplitName::Val), test: Some(split(SplitName::Test)) };
+    let setup = Setup::<AB>::from_experts(&spec, vit_and_swin(), splits.train.labels.clone(), splits.train.task, &Default::default()).unwrap();
+    let run = dir.path().join("run");
+    let options = TrainOptions { resume: false, progress: ProgressMode::Quiet, workers: 2 };
+    let result = train::train(&spec, setup, &splits, &RunDir::open(&run).unwrap(), &options).unwrap();
+    assert_eq!(result.method, "late-fusion");
+    assert_eq!(result.trainable_params, (32 + 32) * 3 + 3);
+    assert!(result.report.routing.is_empty());
 }
 
 /// pMoE's dense head on the NYUDv2 fixture: both experts' final maps on the finer (Swin) grid.

@@ -5,7 +5,7 @@
 //! mope eval runs/emoji/mope [--split test]
 //! mope predict runs/emoji/mope --image cat.png --text "a cat"
 //! mope plot runs/emoji/mope
-//! mope reproduce [emoji food101/mope] [--quick | --seeds N] [--all] [--list] [--smoke]   # from the repository root
+//! mope reproduce [emoji food101/mope] [--quick | --seeds N] [--all] [--jobs N] [--list] [--smoke]   # from the repository root
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -113,6 +113,10 @@ enum Command {
         /// Also the experiments tagged `all` (those the claims do not need).
         #[arg(long)]
         all: bool,
+        /// Runs side by side, the cores shared among them; default 2 on the CPU (where a run of
+        /// these sizes keeps two cores busier one thread each), 1 on a GPU.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+        jobs: Option<u16>,
     },
     /// Draw training curves, expert usage per layer and per-class routing (PNG and SVG).
     Plot {
@@ -154,7 +158,7 @@ fn main() -> Result<()> {
             let sample = Sample { id: "input".into(), image, depth, audio, text, target: Target::Class(0) };
             run_on(cli.device, PredictJob { run, sample, json })
         }
-        Command::Reproduce { names, root, list, dry_run, smoke, force, seeds, quick, all } => {
+        Command::Reproduce { names, root, list, dry_run, smoke, force, seeds, quick, all, jobs } => {
             if !root.join("experiments").is_dir() {
                 bail!("{}: no experiments/ folder here; run from the repository root or pass --root", root.display());
             }
@@ -166,7 +170,9 @@ fn main() -> Result<()> {
                 DeviceChoice::Cuda => Some("cuda".to_string()),
             };
             let seeds = if quick { 1 } else { seeds as usize };
-            let options = train::ReproduceOptions { names, list, dry_run, smoke, force, device, seeds, all };
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let jobs = jobs.map_or(if device.is_none() { cores.min(2) } else { 1 }, usize::from);
+            let options = train::ReproduceOptions { names, list, dry_run, smoke, force, device, seeds, all, jobs };
             train::run_experiments(&root, &std::env::current_exe()?, &options)
         }
         Command::Plot { run, out } => {
@@ -262,7 +268,8 @@ impl BackendJob for EvalJob {
             spec.train.eval_batch_size,
             self.common.workers,
             self.common.progress,
-        )?;
+        )?
+        .report();
         println!("{}", serde_json::to_string_pretty(&report)?);
         Ok(())
     }
