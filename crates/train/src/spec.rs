@@ -336,6 +336,10 @@ pub struct TrainSpec {
     pub epochs: usize,
     /// Stop after this many epochs without a new best validation value; 0: train every epoch.
     pub patience: usize,
+    /// Epochs trained whatever validation does, before `patience` may stop a run: a task whose
+    /// runs sit at chance for several epochs before they start learning is not stopped as if
+    /// it had converged.
+    pub min_epochs: usize,
     /// Training batch size.
     pub batch_size: usize,
     /// Evaluation batch size.
@@ -367,6 +371,7 @@ impl Default for TrainSpec {
         Self {
             epochs: 10,
             patience: 0,
+            min_epochs: 0,
             batch_size: 32,
             eval_batch_size: 64,
             lr: 4e-4,
@@ -479,6 +484,9 @@ impl ExperimentSpec {
         }
         if self.train.epochs == 0 {
             return bad("train.epochs", "must be at least 1");
+        }
+        if self.train.min_epochs > self.train.epochs {
+            return bad("train.min_epochs", "is larger than train.epochs");
         }
         if self.model.audio_seconds.is_nan() || self.model.audio_seconds <= 0.0 {
             return bad("model.audio_seconds", "must be positive");
@@ -685,6 +693,8 @@ mod tests {
         assert!(err.contains("`train.epochs`") && err.contains("invalid type"), "{err}");
         let err = parse(MINIMAL, &["train.batch_size=0"]).unwrap_err().to_string();
         assert_eq!(err, "exp.toml: `train.batch_size`: must be at least 1");
+        let err = parse(MINIMAL, &["train.min_epochs=11"]).unwrap_err().to_string();
+        assert_eq!(err, "exp.toml: `train.min_epochs`: is larger than train.epochs");
         let err = parse(&format!("{MINIMAL}\n[prompts]\nnum_experts = 2\nmoe_n_experts = 3\n"), &[]).unwrap_err().to_string();
         assert!(err.contains("set twice"), "{err}");
         let err = parse(MINIMAL, &["model.head=\"complementary\""]).unwrap_err().to_string();

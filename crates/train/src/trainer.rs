@@ -93,13 +93,15 @@ pub fn train<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: &S
     for epoch in state.epochs_done..t.epochs {
         if let Some((value, best_epoch)) = state.best
             && t.patience > 0
+            && state.epochs_done >= t.min_epochs
             && state.epochs_done >= best_epoch + t.patience
         {
             eprintln!(
-                "stopping after epoch {}: no better validation {} than {value:.2} (epoch {best_epoch}) for {} epochs (train.patience)",
+                "stopping after epoch {}: no better validation {} than {value:.2} (epoch {best_epoch}) for {} epochs (train.patience{})",
                 state.epochs_done,
                 objective.primary_metric(),
-                t.patience
+                t.patience,
+                if t.min_epochs > 0 { format!(", after at least train.min_epochs = {}", t.min_epochs) } else { String::new() }
             );
             break;
         }

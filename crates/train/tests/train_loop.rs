@@ -138,7 +138,7 @@ fn a_non_finite_loss_stops_training_and_names_the_step() {
 
 /// With a learning rate of 0 the model never changes, so validation never beats epoch 1: a
 /// patience of 2 stops the run after epoch 3 of 6, tests epoch 1's adapter, and says so in its
-/// result; resuming the stopped run trains nothing more.
+/// result; resuming the stopped run trains nothing more; `train.min_epochs` defers the stop.
 #[test]
 fn patience_stops_a_run_whose_validation_stops_improving() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -152,6 +152,10 @@ fn patience_stops_a_run_whose_validation_stops_improving() {
     assert_eq!(events(&run, "epoch").len(), 3);
     let resumed = train_in::<Autodiff<Flex>>(&run, &spec, true);
     assert_eq!((resumed.epochs, events(&run, "epoch").len()), (3, 3), "nothing left to train");
+    // With a minimum, patience counts only from there: the same run trains 5 epochs.
+    let spec = crate::spec(&data, &dir.path().join("cache"), &["train.lr=0", "train.complementary_lr=0", "train.epochs=6", "train.patience=2", "train.min_epochs=5"]);
+    let result = train_in::<Autodiff<Flex>>(&dir.path().join("at-least-5"), &spec, false);
+    assert_eq!((result.epochs, result.best_epoch), (5, 1));
 }
 
 /// The same on the GPU (`cargo test -p train --features cuda --test train_loop`).
