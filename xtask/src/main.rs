@@ -30,7 +30,8 @@ commands:
   reproduce [ARGS]  set up (check, assets, release build of mope), then run the experiments and print
                     the table and the claims: `mope reproduce ARGS`, where ARGS are experiment or
                     dataset names (none: the default, 3 seeds) and --quick (one seed), --all,
-                    --seeds N, --list, --dry-run, --smoke, --force
+                    --seeds N, --jobs N (runs side by side; default 2 on the CPU), --list,
+                    --dry-run, --smoke, --force
   setup             check the machine, fetch the assets, build mope; no experiment
   check             name everything the machine lacks for the set-up, and stop
   fetch-assets      check the machine and fetch the assets into .assets/, no build

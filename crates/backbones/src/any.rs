@@ -25,7 +25,7 @@ use crate::audio::whisper::WhisperEncoder;
 use crate::error::BackboneError;
 use crate::cnn::Cnn;
 use crate::hybrid::CnnTokenEncoder;
-use crate::presets::{Family, InputSpec, Preset, by_name};
+use crate::presets::{Family, InputSpec, PRESETS, Preset, by_name};
 use crate::swin::{PromptLayout, Swin};
 use crate::token_encoder::{TokenBatch, TokenEncoder};
 use crate::tokenizer::TextTokenizer;
@@ -268,13 +268,13 @@ fn hybrid_cnn(name: &str, cnn: &str) -> Result<(&'static Preset, usize), Backbon
         Some((preset, index)) => (preset, Some(index)),
         None => (cnn, None),
     };
-    let preset = by_name(preset_name)?;
-    let Some((default, head)) = preset.cnn_maps() else {
-        return Err(BackboneError::InvalidName {
-            name: name.to_string(),
-            reason: format!("a hybrid `<cnn>+<transformer>` needs a CNN preset (mobilenet-v2, efficientnet-lite0) first, not `{preset_name}`"),
-        });
+    let cnns = || PRESETS.iter().filter(|p| p.cnn_maps().is_some()).map(|p| p.name).collect::<Vec<_>>().join(", ");
+    let not_a_cnn = || BackboneError::InvalidName {
+        name: name.to_string(),
+        reason: format!("a hybrid `<cnn>[@<map>]+<transformer>` needs a CNN preset first ({}), not `{preset_name}`", cnns()),
     };
+    let preset = by_name(preset_name).map_err(|_| not_a_cnn())?;
+    let Some((default, head)) = preset.cnn_maps() else { return Err(not_a_cnn()) };
     match index.map(|i| i.parse::<usize>()) {
         None => Ok((preset, default)),
         Some(Ok(i)) if (1..=head).contains(&i) => Ok((preset, i)),
@@ -285,13 +285,29 @@ fn hybrid_cnn(name: &str, cnn: &str) -> Result<(&'static Preset, usize), Backbon
     }
 }
 
+/// The transformer preset of a hybrid: BERT-family or Whisper.
+fn hybrid_transformer(name: &str, transformer: &str) -> Result<&'static Preset, BackboneError> {
+    match by_name(transformer) {
+        Ok(preset) if matches!(preset.family, Family::Bert | Family::Whisper) => Ok(preset),
+        _ => {
+            let known: Vec<&str> = PRESETS.iter().filter(|p| matches!(p.family, Family::Bert | Family::Whisper)).map(|p| p.name).collect();
+            Err(BackboneError::InvalidName {
+                name: name.to_string(),
+                reason: format!("a hybrid `<cnn>[@<map>]+<transformer>` needs a BERT-family or Whisper preset second ({}), not `{transformer}`", known.join(", ")),
+            })
+        }
+    }
+}
+
 /// The `[CLS]` id of the uncased BERT vocabulary that MiniLM shares.
-const BERT_CLS_ID: usize = 101;
+pub const BERT_CLS_ID: usize = 101;
 
 /// The modality the encoder called `name` reads (RGB for image encoders), without loading it.
 pub fn modality_of(name: &str) -> Result<Modality, BackboneError> {
-    if let Some((cnn, _)) = name.split_once('+') {
-        return hybrid_cnn(name, cnn).map(|_| Modality::Image);
+    if let Some((cnn, transformer)) = name.split_once('+') {
+        hybrid_cnn(name, cnn)?;
+        hybrid_transformer(name, transformer)?;
+        return Ok(Modality::Image);
     }
     let preset = name.split_once('=').map_or(name, |(preset, _)| preset);
     Ok(match by_name(preset)?.input {
@@ -333,13 +349,7 @@ pub fn load_encoder<B: Backend>(
     let image = |preset: &Preset| image_at(preset, 0);
     if let Some((cnn, transformer)) = name.split_once('+') {
         let (cnn, feature_index) = hybrid_cnn(name, cnn)?;
-        let transformer = by_name(transformer)?;
-        if !matches!(transformer.family, Family::Bert | Family::Whisper) {
-            return Err(BackboneError::InvalidName {
-                name: name.to_string(),
-                reason: format!("a hybrid `<cnn>+<transformer>` needs a BERT-family or Whisper preset second, not `{}`", transformer.name),
-            });
-        }
+        let transformer = hybrid_transformer(name, transformer)?;
         let encoder = CnnTokenEncoder::new(
             cnn.load_cnn(&cnn.dir(weights_dir)?, device)?,
             transformer.load_token_transformer(&transformer.dir(weights_dir)?, device)?,
@@ -497,7 +507,9 @@ mod tests {
             ("mobilenet-v2@0+all-minilm-l6-v2", "a number from 1 to 18"),
             ("mobilenet-v2@top+all-minilm-l6-v2", "a number from 1 to 18"),
             ("efficientnet-lite0@18+whisper-base", "a number from 1 to 17"),
-            ("all-minilm-l6-v2+whisper-base", "needs a CNN preset"),
+            ("all-minilm-l6-v2+whisper-base", "needs a CNN preset first (mobilenet-v2, efficientnet-lite0), not `all-minilm-l6-v2`"),
+            ("resnet-50+whisper-base", "needs a CNN preset first (mobilenet-v2, efficientnet-lite0), not `resnet-50`"),
+            ("mobilenet-v2+vit-base-patch16-224", "needs a BERT-family or Whisper preset second (all-minilm-l6-v2, bert-base-uncased, whisper-base)"),
         ] {
             let message = modality_of(bad).unwrap_err().to_string();
             assert!(message.contains(bad) && message.contains(says), "{message}");
@@ -505,6 +517,6 @@ mod tests {
         let error = load_encoder::<burn::backend::Flex>("mobilenet-v2+efficientnet-lite0", Path::new("/nonexistent"), EncoderOptions::default(), &Default::default())
             .unwrap_err()
             .to_string();
-        assert!(error.contains("needs a BERT-family or Whisper preset second"), "{error}");
+        assert!(error.contains("needs a BERT-family or Whisper preset second") && error.contains("not `efficientnet-lite0`"), "{error}");
     }
 }

@@ -1,68 +1,95 @@
-//! A frozen ImageNet CNN of either family, behind one type: [`MobileNetV2`] (torchvision) or
-//! [`EfficientNetLite`] (TensorFlow's Lite0). What the CNN-token hybrid ([`crate::hybrid`]) reads
-//! its tokens from, and, alone, a zero-layer encoder whose pooled features can route the
-//! experts (it has no layer to prompt).
+//! A frozen ImageNet CNN made of inverted residual blocks: MobileNetV2 (torchvision) and
+//! EfficientNet-Lite (TensorFlow's Lite0) are both this network, built by their configurations
+//! ([`MobileNetV2Config`](crate::MobileNetV2Config), [`EfficientNetLiteConfig`](crate::EfficientNetLiteConfig))
+//! and loaded through their key maps. The CNN-token hybrid ([`crate::hybrid`]) reads its tokens
+//! from a [`Cnn`]'s maps; alone, a [`Cnn`] is a zero-layer encoder whose pooled features can
+//! route the experts (it has no layer to prompt).
 
 use burn::module::Module;
+use burn::nn::Linear;
 use burn::tensor::{Bool, Tensor, backend::Backend};
 use mope_core::{EncoderTokens, PromptableEncoder};
 
-use crate::efficientnet_lite::EfficientNetLite;
-use crate::mobilenet_v2::MobileNetV2;
+use crate::inverted_residual::{ConvBn, InvertedResidual};
 
-/// One of the frozen CNNs.
+/// Stem, inverted residual blocks, a 1×1 head convolution and an optional classifier.
 #[derive(Module, Debug)]
-pub enum Cnn<B: Backend> {
-    /// torchvision's MobileNetV2.
-    MobileNetV2(MobileNetV2<B>),
-    /// EfficientNet-Lite.
-    EfficientNetLite(EfficientNetLite<B>),
+pub struct Cnn<B: Backend> {
+    /// 3×3 stride-2 stem.
+    pub stem: ConvBn<B>,
+    /// The inverted residual blocks (17 for MobileNetV2, 16 for EfficientNet-Lite0).
+    pub blocks: Vec<InvertedResidual<B>>,
+    /// 1×1 convolution to the final width.
+    pub head: ConvBn<B>,
+    /// Classifier on the pooled features.
+    pub classifier: Option<Linear<B>>,
 }
 
 impl<B: Backend> Cnn<B> {
-    /// Index of the last map, the 1×1 head convolution's (18 for MobileNetV2, 17 for
-    /// EfficientNet-Lite0): what [`features`](Self::features) pools.
-    pub fn head_index(&self) -> usize {
-        match self {
-            Self::MobileNetV2(n) => n.blocks.len() + 1,
-            Self::EfficientNetLite(n) => n.head_index(),
-        }
+    /// Folds every frozen batch norm into its convolution ([`ConvBn::fold`]); done on loading.
+    pub fn fold_batch_norms(self) -> Self {
+        let blocks = self.blocks.into_iter().map(InvertedResidual::fold).collect();
+        Self { stem: self.stem.fold(), blocks, head: self.head.fold(), ..self }
     }
 
-    /// The feature map at `index` (0: stem; 1 to `head_index - 1`: after each block; the head).
+    /// Index of the head's map (18 for MobileNetV2, 17 for EfficientNet-Lite0): what
+    /// [`features`](Self::features) pools.
+    pub fn head_index(&self) -> usize {
+        self.blocks.len() + 1
+    }
+
+    /// The feature map after the stem (index 0), block `index - 1`, or the head
+    /// ([`head_index`](Self::head_index)). For MobileNetV2 these are torchvision's `features`
+    /// indices: `features.13` gives 14×14×96 and `features.18` 7×7×1280 for a 224×224 input;
+    /// EfficientNet-Lite0's 11 gives 14×14×112 and 17 gives 7×7×1280.
     ///
     /// # Shapes
     /// - `pixels`: `[batch, 3, h, w]`; output `[batch, channels, h', w']`
     ///
     /// # Panics
-    /// If `index > head_index`.
+    /// If `index` is past the head.
     pub fn feature_map(&self, pixels: Tensor<B, 4>, index: usize) -> Tensor<B, 4> {
-        match self {
-            Self::MobileNetV2(n) => n.feature_map(pixels, index),
-            Self::EfficientNetLite(n) => n.feature_map(pixels, index),
+        assert!(index <= self.head_index(), "feature index {index} out of range 0..={}", self.head_index());
+        let mut x = self.stem.forward(pixels);
+        for block in self.blocks.iter().take(index) {
+            x = block.forward(x);
         }
+        if index == self.head_index() { self.head.forward(x) } else { x }
     }
 
-    /// Channels of the map at `index`.
+    /// Channels of [`feature_map`](Self::feature_map)`(_, index)`, read from the weights' shapes.
     ///
     /// # Panics
-    /// If `index > head_index`.
+    /// If `index` is past the head.
     pub fn feature_channels(&self, index: usize) -> usize {
-        match self {
-            Self::MobileNetV2(n) => n.feature_channels(index),
-            Self::EfficientNetLite(n) => n.feature_channels(index),
+        match index {
+            0 => self.stem.out_channels(),
+            i if i <= self.blocks.len() => self.blocks[i - 1].project.out_channels(),
+            i if i == self.head_index() => self.head.out_channels(),
+            i => panic!("feature index {i} out of range 0..={}", self.head_index()),
         }
     }
 
     /// Globally averaged final features.
     ///
     /// # Shapes
-    /// - `pixels`: `[batch, 3, h, w]`; output `[batch, channels of the head]`
+    /// - `pixels`: `[batch, 3, h, w]`; output `[batch, head channels]`
     pub fn features(&self, pixels: Tensor<B, 4>) -> Tensor<B, 2> {
-        match self {
-            Self::MobileNetV2(n) => n.features(pixels),
-            Self::EfficientNetLite(n) => n.features(pixels),
-        }
+        let map = self.feature_map(pixels, self.head_index());
+        let [batch, channels, height, width] = map.dims();
+        map.reshape([batch, channels, height * width]).mean_dim(2).reshape([batch, channels])
+    }
+
+    /// Class logits.
+    ///
+    /// # Shapes
+    /// - `pixels`: `[batch, 3, h, w]`; output `[batch, num_classes]`
+    ///
+    /// # Panics
+    /// If the network was built without a classifier.
+    pub fn forward(&self, pixels: Tensor<B, 4>) -> Tensor<B, 2> {
+        let classifier = self.classifier.as_ref().expect("CNN built without a classifier (num_classes = None)");
+        classifier.forward(self.features(pixels))
     }
 }
 
@@ -92,6 +119,8 @@ impl<B: Backend> PromptableEncoder<B> for Cnn<B> {
         EncoderTokens { tokens: self.features(pixels.clone()).unsqueeze_dim(1), mask_pad: None }
     }
 
+    /// # Panics
+    /// Always: a CNN has no layer to prompt.
     fn layer(&self, index: usize, _: Tensor<B, 3>, _: Option<Tensor<B, 2, Bool>>) -> Tensor<B, 3> {
         panic!("a CNN has no layer {index} to prompt: it is a zero-layer encoder")
     }

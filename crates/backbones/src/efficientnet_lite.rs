@@ -23,12 +23,12 @@
 
 use std::path::Path;
 
-use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{Tensor, backend::Backend};
+use burn::nn::LinearConfig;
+use burn::tensor::backend::Backend;
 
+use crate::cnn::Cnn;
 use crate::error::BackboneError;
-use crate::inverted_residual::{ConvBn, ConvBnShape, InvertedResidual, InvertedResidualShape, Padding};
+use crate::inverted_residual::{ConvBnShape, InvertedResidualShape, Padding};
 use crate::weights::{LoadReport, Source, load_safetensors};
 
 /// Batch-norm epsilon of the TensorFlow models.
@@ -97,88 +97,12 @@ impl EfficientNetLiteConfig {
             }
         }
         let head = ConvBnShape::pointwise([input, self.head], true).init(padding, BN_EPSILON, device);
-        EfficientNetLite { stem, blocks, head, classifier: self.num_classes.map(|n| LinearConfig::new(self.head, n).init(device)) }
+        Cnn { stem, blocks, head, classifier: self.num_classes.map(|n| LinearConfig::new(self.head, n).init(device)) }
     }
 }
 
-/// EfficientNet-Lite.
-#[derive(Module, Debug)]
-pub struct EfficientNetLite<B: Backend> {
-    /// 3×3 stride-2 stem.
-    pub stem: ConvBn<B>,
-    /// The inverted residual blocks (16 for Lite0).
-    pub blocks: Vec<InvertedResidual<B>>,
-    /// 1×1 convolution to the final width.
-    pub head: ConvBn<B>,
-    /// Classifier on the pooled features.
-    pub classifier: Option<Linear<B>>,
-}
-
-impl<B: Backend> EfficientNetLite<B> {
-    /// Folds every frozen batch norm into its convolution ([`ConvBn::fold`]); done on loading.
-    pub fn fold_batch_norms(self) -> Self {
-        let blocks = self.blocks.into_iter().map(InvertedResidual::fold).collect();
-        Self { stem: self.stem.fold(), blocks, head: self.head.fold(), ..self }
-    }
-
-    /// Index of the head in [`feature_map`](Self::feature_map) (17 for Lite0).
-    pub fn head_index(&self) -> usize {
-        self.blocks.len() + 1
-    }
-
-    /// The feature map after the stem (index 0), block `index - 1` (1 to 16 for Lite0) or the
-    /// head (17). For a 224×224 input, Lite0's index 11 gives 14×14×112 (stride 16) and 17
-    /// gives 7×7×1280.
-    ///
-    /// # Shapes
-    /// - `pixels`: `[batch, 3, h, w]`; output `[batch, channels, h', w']`
-    ///
-    /// # Panics
-    /// If `index` is past the head.
-    pub fn feature_map(&self, pixels: Tensor<B, 4>, index: usize) -> Tensor<B, 4> {
-        assert!(index <= self.head_index(), "feature index {index} out of range 0..={}", self.head_index());
-        let mut x = self.stem.forward(pixels);
-        for block in self.blocks.iter().take(index) {
-            x = block.forward(x);
-        }
-        if index == self.head_index() { self.head.forward(x) } else { x }
-    }
-
-    /// Channels of [`feature_map`](Self::feature_map)`(_, index)`.
-    ///
-    /// # Panics
-    /// If `index` is past the head.
-    pub fn feature_channels(&self, index: usize) -> usize {
-        match index {
-            0 => self.stem.out_channels(),
-            i if i <= self.blocks.len() => self.blocks[i - 1].project.out_channels(),
-            i if i == self.head_index() => self.head.out_channels(),
-            i => panic!("feature index {i} out of range 0..={}", self.head_index()),
-        }
-    }
-
-    /// Globally averaged final features.
-    ///
-    /// # Shapes
-    /// - `pixels`: `[batch, 3, h, w]`; output `[batch, head channels]`
-    pub fn features(&self, pixels: Tensor<B, 4>) -> Tensor<B, 2> {
-        let map = self.feature_map(pixels, self.head_index());
-        let [batch, channels, height, width] = map.dims();
-        map.reshape([batch, channels, height * width]).mean_dim(2).reshape([batch, channels])
-    }
-
-    /// Class logits.
-    ///
-    /// # Shapes
-    /// - `pixels`: `[batch, 3, h, w]`; output `[batch, num_classes]`
-    ///
-    /// # Panics
-    /// If the network was built without a classifier.
-    pub fn forward(&self, pixels: Tensor<B, 4>) -> Tensor<B, 2> {
-        let classifier = self.classifier.as_ref().expect("EfficientNet-Lite built without a classifier (num_classes = None)");
-        classifier.forward(self.features(pixels))
-    }
-}
+/// EfficientNet-Lite: a [`Cnn`] of its shape.
+pub type EfficientNetLite<B> = Cnn<B>;
 
 /// The EfficientNet-PyTorch key of an [`EfficientNetLite`] parameter (see the table in the module docs).
 pub fn efficientnet_lite_key(param: &str) -> Option<Source> {
@@ -230,6 +154,8 @@ pub fn load_efficientnet_lite<B: Backend>(
 mod tests {
     use super::*;
     use burn::backend::Flex;
+    use burn::module::Module;
+    use burn::tensor::Tensor;
 
     #[test]
     fn key_map_follows_the_table() {

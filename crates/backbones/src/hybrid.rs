@@ -1,7 +1,7 @@
 //! A frozen image transformer made of real pretrained models available from the package
 //! registries: a CNN's feature map ([`Cnn`]: MobileNetV2 or EfficientNet-Lite0), read as a
 //! sequence of tokens, fed into the frozen pretrained transformer layers of a text encoder
-//! (BERT-family, all-MiniLM-L6-v2 by default) or of Whisper's audio encoder, in the spirit of
+//! (BERT-family, e.g. all-MiniLM-L6-v2) or of Whisper's audio encoder, in the spirit of
 //! "pretrained transformers as universal computation engines" (Lu et al. 2022). No pretrained ViT
 //! exists in any registry these machines reach; this gives MoPE and pMoE a real frozen
 //! transformer over images to insert prompts into, and pMoE experts that share no pretrained
@@ -12,7 +12,7 @@
 //!        → projection C → d_model (trained: part of the adapter)
 //!        → BERT:    [word_embedding([CLS]) ; projected] + positions, embedding norm (frozen)
 //!          Whisper: projected + the first h·w sinusoidal positions (no [CLS])
-//!        → transformer layers (frozen, prompts inserted here) → pooling
+//!        → transformer layers (frozen, prompts inserted here) → mean of the tokens
 //! ```
 //! The projection is the one part that cannot be pretrained: it maps CNN channels into the
 //! transformer's embedding space. It stays trainable when the encoder is frozen
@@ -199,7 +199,7 @@ mod tests {
     type AB = Autodiff<Flex>;
 
     fn small<B: Kernels>(device: &B::Device) -> CnnTokenEncoder<B> {
-        let cnn = Cnn::MobileNetV2(MobileNetV2Config::new().with_width_mult(0.25).with_num_classes(None).init(device));
+        let cnn = MobileNetV2Config::new().with_width_mult(0.25).with_num_classes(None).init(device);
         let transformer = TokenEncoderConfig::new(30, 16, 2, 32, 2).with_max_position(80).with_pooling(Pooling::Mean).init(device);
         CnnTokenEncoder::new(cnn, TokenTransformer::Bert(transformer), 13, 2, device)
     }
@@ -231,7 +231,7 @@ mod tests {
     #[test]
     fn efficientnet_tokens_enter_whisper_without_a_cls_token() {
         let device = Default::default();
-        let cnn = Cnn::EfficientNetLite(EfficientNetLiteConfig::lite0().with_num_classes(None).init::<Flex>(&device));
+        let cnn = EfficientNetLiteConfig::lite0().with_num_classes(None).init::<Flex>(&device);
         let whisper = WhisperEncoderConfig::new(8, 16, 2, 32, 2).with_max_positions(20).init(&device);
         let encoder = CnnTokenEncoder::new(cnn, TokenTransformer::Whisper(whisper), 17, 0, &device);
         assert_eq!((encoder.d_model(), encoder.num_layers(), encoder.num_prefix_tokens()), (16, 2, 0));

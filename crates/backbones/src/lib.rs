@@ -19,7 +19,7 @@
 //! | [`inverted_residual`] | the convolution blocks MobileNetV2 and EfficientNet-Lite share, and their padding conventions |
 //! | [`mobilenet_v2`] | [`MobileNetV2`]: torchvision's ImageNet CNN, features and feature maps |
 //! | [`efficientnet_lite`] | [`EfficientNetLite`]: EfficientNet-Lite0, an ImageNet CNN trained in TensorFlow |
-//! | [`cnn`] | [`Cnn`](cnn::Cnn): either CNN behind one type, and alone a zero-layer encoder |
+//! | [`cnn`] | [`Cnn`]: the inverted-residual network both CNNs are, and alone a zero-layer encoder |
 //! | [`frozen_batch_norm`] | batch norm with fixed statistics |
 //! | [`frozen_map_memo`] | a frozen CNN's maps kept per input image, so that training computes each once |
 //! | [`audio`] | Whisper's log-mel front end and encoder |
@@ -55,7 +55,7 @@ pub mod unpadded;
 pub mod vit;
 pub mod weights;
 
-pub use any::{AnyEncoder, AnyInput, EncoderOptions, InputPreparer, LoadedEncoder, Modality, PreparedInput, load_encoder, modality_of};
+pub use any::{AnyEncoder, BERT_CLS_ID, AnyInput, EncoderOptions, InputPreparer, LoadedEncoder, Modality, PreparedInput, load_encoder, modality_of};
 pub use audio::log_mel::{LogMel, WINDOW_SAMPLES, pad_or_trim};
 pub use audio::whisper::{WhisperEncoder, WhisperEncoderConfig, load_whisper_encoder};
 pub use bert::{HfBertConfig, load_bert};

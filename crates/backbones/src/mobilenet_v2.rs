@@ -15,12 +15,12 @@
 use std::path::Path;
 
 use burn::config::Config;
-use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{Tensor, backend::Backend};
+use burn::nn::LinearConfig;
+use burn::tensor::backend::Backend;
 
+use crate::cnn::Cnn;
 use crate::error::BackboneError;
-use crate::inverted_residual::{ConvBn, ConvBnShape, InvertedResidual, InvertedResidualShape, Padding};
+use crate::inverted_residual::{ConvBnShape, InvertedResidualShape, Padding};
 use crate::weights::{LoadReport, Source, load_safetensors};
 
 /// `(expansion, channels, repeats, first stride)` of each stage, as in the paper's Table 2.
@@ -38,18 +38,8 @@ pub struct MobileNetV2Config {
     pub num_classes: Option<usize>,
 }
 
-/// MobileNetV2.
-#[derive(Module, Debug)]
-pub struct MobileNetV2<B: Backend> {
-    /// 3×3 stride-2 stem (`features.0`).
-    pub stem: ConvBn<B>,
-    /// The 17 inverted residual blocks (`features.1` to `features.17`).
-    pub blocks: Vec<InvertedResidual<B>>,
-    /// 1×1 convolution to the final width (`features.18`).
-    pub head: ConvBn<B>,
-    /// Classifier on the pooled features (`classifier.1`).
-    pub classifier: Option<Linear<B>>,
-}
+/// MobileNetV2: a [`Cnn`] of torchvision's shape.
+pub type MobileNetV2<B> = Cnn<B>;
 
 /// torchvision's `_make_divisible`: the nearest multiple of `divisor`, never 10% below `value`.
 pub fn make_divisible(value: f64, divisor: usize) -> usize {
@@ -83,72 +73,7 @@ impl MobileNetV2Config {
             }
         }
         let head = ConvBnShape::pointwise([input, self.feature_width()], true).init(padding, eps, device);
-        MobileNetV2 {
-            stem,
-            blocks,
-            head,
-            classifier: self.num_classes.map(|n| LinearConfig::new(self.feature_width(), n).init(device)),
-        }
-    }
-}
-
-impl<B: Backend> MobileNetV2<B> {
-    /// Folds every frozen batch norm into its convolution ([`ConvBn::fold`]); done on loading.
-    pub fn fold_batch_norms(self) -> Self {
-        let blocks = self.blocks.into_iter().map(InvertedResidual::fold).collect();
-        Self { stem: self.stem.fold(), blocks, head: self.head.fold(), ..self }
-    }
-
-    /// The feature map after torchvision's `features[0..=index]` (0: stem, 1-17: blocks, 18: head).
-    /// `features.13` gives 14×14×96 and `features.18` 7×7×1280 for a 224×224 input.
-    ///
-    /// # Shapes
-    /// - `pixels`: `[batch, 3, h, w]`; output `[batch, channels, h', w']`
-    ///
-    /// # Panics
-    /// If `index > 18`.
-    pub fn feature_map(&self, pixels: Tensor<B, 4>, index: usize) -> Tensor<B, 4> {
-        assert!(index <= self.blocks.len() + 1, "feature index {index} out of range 0..={}", self.blocks.len() + 1);
-        let mut x = self.stem.forward(pixels);
-        for block in self.blocks.iter().take(index) {
-            x = block.forward(x);
-        }
-        if index == self.blocks.len() + 1 { self.head.forward(x) } else { x }
-    }
-
-    /// Channels of [`feature_map`](Self::feature_map)`(_, index)`, read from the weights' shapes.
-    ///
-    /// # Panics
-    /// If `index > 18`.
-    pub fn feature_channels(&self, index: usize) -> usize {
-        match index {
-            0 => self.stem.out_channels(),
-            i if i <= self.blocks.len() => self.blocks[i - 1].project.out_channels(),
-            i if i == self.blocks.len() + 1 => self.head.out_channels(),
-            i => panic!("feature index {i} out of range 0..={}", self.blocks.len() + 1),
-        }
-    }
-
-    /// Globally averaged final features.
-    ///
-    /// # Shapes
-    /// - `pixels`: `[batch, 3, h, w]`; output `[batch, feature_width]`
-    pub fn features(&self, pixels: Tensor<B, 4>) -> Tensor<B, 2> {
-        let map = self.feature_map(pixels, self.blocks.len() + 1);
-        let [batch, channels, height, width] = map.dims();
-        map.reshape([batch, channels, height * width]).mean_dim(2).reshape([batch, channels])
-    }
-
-    /// Class logits.
-    ///
-    /// # Shapes
-    /// - `pixels`: `[batch, 3, h, w]`; output `[batch, num_classes]`
-    ///
-    /// # Panics
-    /// If the network was built without a classifier.
-    pub fn forward(&self, pixels: Tensor<B, 4>) -> Tensor<B, 2> {
-        let classifier = self.classifier.as_ref().expect("MobileNetV2 built without a classifier (num_classes = None)");
-        classifier.forward(self.features(pixels))
+        Cnn { stem, blocks, head, classifier: self.num_classes.map(|n| LinearConfig::new(self.feature_width(), n).init(device)) }
     }
 }
 
@@ -203,6 +128,7 @@ pub fn load_mobilenet_v2<B: Backend>(
 mod tests {
     use super::*;
     use burn::backend::Flex;
+    use burn::tensor::Tensor;
 
     #[test]
     fn make_divisible_matches_torchvision() {

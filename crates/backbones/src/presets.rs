@@ -264,20 +264,22 @@ impl Preset {
     pub fn load_cnn<B: Backend>(&self, dir: &Path, device: &B::Device) -> Result<Cnn<B>, BackboneError> {
         let weights = dir.join("model.safetensors");
         Ok(match self.family {
-            Family::MobileNetV2 => Cnn::MobileNetV2(load_mobilenet_v2(&weights, &MobileNetV2Config::new().with_num_classes(None), device)?.0),
-            Family::EfficientNetLite => Cnn::EfficientNetLite(load_efficientnet_lite(&weights, &EfficientNetLiteConfig::lite0().with_num_classes(None), device)?.0),
+            Family::MobileNetV2 => load_mobilenet_v2(&weights, &MobileNetV2Config::new().with_num_classes(None), device)?.0,
+            Family::EfficientNetLite => load_efficientnet_lite(&weights, &EfficientNetLiteConfig::lite0().with_num_classes(None), device)?.0,
             _ => panic!("{} is not a CNN", self.name),
         })
     }
 
-    /// Loads a transformer preset from `dir` as the layers a CNN-token hybrid drives.
+    /// Loads a transformer preset from `dir` as the layers a CNN-token hybrid drives. The hybrid
+    /// pools the mean of its tokens whatever the preset's pooling: a BERT's `[CLS]` output was
+    /// trained on text, not on image tokens.
     ///
     /// # Panics
     /// If the preset is neither BERT-family nor Whisper.
     pub fn load_token_transformer<B: Backend>(&self, dir: &Path, device: &B::Device) -> Result<TokenTransformer<B>, BackboneError> {
         Ok(match self.family {
-            Family::Bert => TokenTransformer::Bert(load_bert(dir, self.pooling, device)?.0),
-            Family::Whisper => TokenTransformer::Whisper(self.load_whisper(dir, device)?),
+            Family::Bert => TokenTransformer::Bert(load_bert(dir, Pooling::Mean, device)?.0),
+            Family::Whisper => TokenTransformer::Whisper(load_whisper_encoder(&dir.join("model.bin"), Pooling::Mean, device)?.0),
             _ => panic!("{} is neither a BERT-family nor a Whisper encoder", self.name),
         })
     }

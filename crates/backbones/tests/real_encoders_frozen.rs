@@ -6,7 +6,7 @@
 
 mod common;
 
-use backbones::{CnnTokenEncoder, InputSpec, TokenEncoder, by_name};
+use backbones::{BERT_CLS_ID, CnnTokenEncoder, InputSpec, TokenEncoder, by_name};
 use burn::backend::{Autodiff, Flex};
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -32,7 +32,7 @@ fn mope_on_real_encoders_trains_only_the_adapter() {
             cnn.load_cnn(&cnn.dir(&weights)?, &device)?,
             text.load_token_transformer(&text.dir(&weights)?, &device)?,
             13,
-            101,
+            BERT_CLS_ID,
             &device,
         );
         let (complementary, tokenizer) = text.load_text::<AB>(&text.dir(&weights)?, &device)?;

@@ -18,7 +18,12 @@ fn hash(key: &str, seed: u64) -> u64 {
 
 /// FNV-1a, 64 bits: a stable hash of `text` (file names of caches, the draws above).
 pub fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    fnv1a_bytes(text.as_bytes())
+}
+
+/// FNV-1a, 64 bits, of bytes (the checksum of a cache file's contents).
+pub fn fnv1a_bytes(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Splits items (given by id and class) into `(kept, held_out)` index lists, holding out about

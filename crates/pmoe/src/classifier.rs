@@ -73,10 +73,10 @@ pub struct PmoeClassifier<B: Backend, E> {
     pub experts: Vec<E>,
     /// EPTs, one set per expert; empty for [`Combine::Concat`].
     pub prompts: Vec<ExpertPromptTokens<B>>,
-    /// Dispatchers, `[expert][step]`; empty for [`Combine::Mean`].
+    /// Dispatchers, `[expert][step]`; empty for [`Combine::Mean`] and [`Combine::Concat`].
     pub dispatchers: Vec<Vec<TokenDispatcher<B>>>,
-    /// Maps between experts' widths for the dispatchers (none for [`Combine::Mean`] or where
-    /// every width matches).
+    /// Maps between experts' widths for the dispatchers (none for [`Combine::Mean`],
+    /// [`Combine::Concat`], or where every width matches).
     pub width_maps: WidthMaps<B>,
     /// One head over the concatenated outputs ([`Combine::Dispatch`], [`Combine::Concat`]) or
     /// one per expert ([`Combine::Mean`]).
@@ -321,8 +321,8 @@ impl<B: RoutingMixture + FastSplice, E: PromptableEncoder<B>> PmoeClassifier<B, 
 
     /// Dense prediction (segmentation): each expert's final feature map, resized (bilinearly)
     /// to the finest expert grid, then the head at every position (concatenated maps for
-    /// [`Combine::Dispatch`], the mean of per-expert heads for [`Combine::Mean`]). Upsample the
-    /// logits to the label map.
+    /// [`Combine::Dispatch`] and [`Combine::Concat`], the mean of per-expert heads for
+    /// [`Combine::Mean`]). Upsample the logits to the label map.
     ///
     /// # Shapes
     /// - output logits: `[batch, num_classes, height, width]` (the finest grid)

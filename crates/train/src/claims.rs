@@ -26,7 +26,7 @@ pub enum Role {
     PromptTuning,
     /// Deep prompt tuning under the concatenated head.
     PromptTuningBothHeads,
-    /// Linear head on both frozen features (or on the frozen experts' pooled outputs).
+    /// Linear head on both frozen features.
     LateFusion,
     /// Linear probe of the main encoder's frozen feature alone.
     MainAlone,
@@ -40,6 +40,8 @@ pub enum Role {
     MeanOfExperts,
     /// One expert prompt-tuned alone.
     SingleExpert,
+    /// Linear head on the frozen experts' pooled outputs.
+    LateFusionOfExperts,
 }
 
 impl Role {
@@ -50,7 +52,7 @@ impl Role {
             return match method {
                 Method::Pmoe => Self::Pmoe,
                 Method::MeanOfExperts => Self::MeanOfExperts,
-                Method::LateFusion => Self::LateFusion,
+                Method::LateFusion => Self::LateFusionOfExperts,
                 _ => Self::SingleExpert,
             };
         }
@@ -80,7 +82,7 @@ const COMPARISONS: &[(Role, Role, &str)] = &[
     (Role::LateFusion, Role::MainAlone, "late fusion beats the main modality alone"),
     (Role::LateFusion, Role::ComplementaryAlone, "late fusion beats the complementary modality alone"),
     (Role::Pmoe, Role::MeanOfExperts, "pMoE beats the mean of its experts"),
-    (Role::Pmoe, Role::LateFusion, "pMoE beats late fusion of its experts"),
+    (Role::Pmoe, Role::LateFusionOfExperts, "pMoE beats late fusion of its experts"),
 ];
 
 /// An experiment's runs, one per seed.
@@ -90,6 +92,8 @@ pub struct Runs {
     pub name: String,
     /// Its role in the dataset's comparisons.
     pub role: Role,
+    /// Its experts (pMoE-family experiments; empty otherwise).
+    pub experts: Vec<String>,
     /// The paper's value, where it gives one.
     pub paper: Option<f64>,
     /// One result per seed, in seed order.
@@ -97,6 +101,11 @@ pub struct Runs {
 }
 
 impl Runs {
+    /// The runs of the experiment `spec`, starting with `first`.
+    pub fn new(spec: &ExperimentSpec, paper: Option<f64>, first: RunResult) -> Self {
+        Self { name: spec.name.clone(), role: Role::of(spec), experts: spec.model.experts.clone(), paper, results: vec![first] }
+    }
+
     /// Mean and sample standard deviation of the value over the seeds.
     pub(crate) fn mean_sd(&self) -> (f64, f64) {
         mean_sd(&self.results.iter().map(|r| r.value).collect::<Vec<_>>())
@@ -239,9 +248,10 @@ pub fn claims(rows: &[Runs]) -> String {
             .iter()
             .filter_map(|&(a, b, claim)| Some((find(a)?, find(b)?, claim.to_string())))
             .collect();
-        // pMoE against its best single expert (the one with the highest mean).
+        // pMoE against its best single expert: of the single-expert runs of its own experts, the
+        // one with the highest mean.
         if let Some(pmoe) = find(Role::Pmoe) {
-            let singles = in_dataset.iter().copied().filter(|r| r.role == Role::SingleExpert);
+            let singles = in_dataset.iter().copied().filter(|r| r.role == Role::SingleExpert && r.experts.iter().all(|e| pmoe.experts.contains(e)));
             if let Some(best) = singles.max_by(|a, b| a.mean_sd().0.total_cmp(&b.mean_sd().0)) {
                 comparisons.push((pmoe, best, format!("pMoE beats the best single expert ({})", best.name)));
             }
@@ -305,5 +315,44 @@ mod tests {
         assert!((mean - 0.6667).abs() < 1e-3 && (se - 0.8819).abs() < 1e-3, "{mean} {se}");
         assert_eq!(Verdict::of(&[(61.0, 60.0), (61.5, 60.0), (60.5, 60.0)]).0, Verdict::WithinNoise);
         assert_eq!(Verdict::of(&[(1.0, 2.0)]).0, Verdict::OneSeed { ahead: false });
+    }
+
+    /// A result of `value` for `seed`, every other field empty.
+    fn result(seed: u64, value: f64) -> RunResult {
+        serde_json::from_value(serde_json::json!({
+            "name": "", "method": "", "encoders": ["", ""], "metric": "accuracy", "value": value, "split": "test",
+            "best_val": value, "best_epoch": 1, "paper": null, "trainable_params": 10, "total_params": 100,
+            "adapter_bytes": 40, "epochs": 1, "seed": seed, "steps": 1, "train_seconds": 1.0, "wall_seconds": 1.0,
+            "report": { "loss": 0.0, "importance_loss": 0.0, "metrics": {}, "samples": 1, "routing": [] },
+            "environment": { "backend": "", "cpus": 2, "os": "", "git_commit": null, "version": "", "unix_time": 0, "allocator": [] }
+        }))
+        .unwrap()
+    }
+
+    fn runs(name: &str, role: Role, experts: &[&str], values: [f64; 3]) -> Runs {
+        let results = [42, 1, 2].into_iter().zip(values).map(|(seed, v)| result(seed, v)).collect();
+        Runs { name: name.into(), role, experts: experts.iter().map(|e| e.to_string()).collect(), paper: None, results }
+    }
+
+    /// pMoE's claims: against the best single expert *of its own experts* (a third expert run
+    /// alone, better, is not its expert), the mean of its experts and late fusion of its experts;
+    /// a two-encoder late fusion in the same dataset is not one of them.
+    #[test]
+    fn pmoe_is_compared_with_its_own_experts_baselines() {
+        let rows = [
+            runs("d/pmoe", Role::Pmoe, &["a", "b"], [70.0, 71.0, 72.0]),
+            runs("d/a", Role::SingleExpert, &["a"], [60.0, 61.0, 62.0]),
+            runs("d/b", Role::SingleExpert, &["b"], [65.0, 66.0, 65.5]),
+            runs("d/c", Role::SingleExpert, &["c"], [90.0, 90.0, 90.0]),
+            runs("d/mean-of-experts", Role::MeanOfExperts, &["a", "b"], [69.0, 71.0, 73.0]),
+            runs("d/late-fusion-of-experts", Role::LateFusionOfExperts, &["a", "b"], [75.0, 76.0, 77.0]),
+            runs("d/late-fusion", Role::LateFusion, &[], [10.0, 10.0, 10.0]),
+        ];
+        let text = claims(&rows);
+        let line = |claim: &str| text.lines().find(|l| l.starts_with(&format!("d: {claim}"))).unwrap_or_else(|| panic!("no `{claim}` in {text}")).to_string();
+        assert!(line("pMoE beats the best single expert (d/b)").contains(": holds (71.00"), "{text}");
+        assert!(line("pMoE beats the mean of its experts").contains(": within noise"), "{text}");
+        assert!(line("pMoE beats late fusion of its experts").contains(": does NOT hold (71.00 ± 1.00 vs 76.00 ± 1.00"), "{text}");
+        assert_eq!(text.matches("late fusion").count(), 1, "{text}");
     }
 }

@@ -70,6 +70,25 @@ pub struct LayerRouting {
     pub per_class: Vec<Vec<f32>>,
 }
 
+impl LayerRouting {
+    /// Class `class`'s mean weights over several sites (one pMoE expert's dispatchers at its
+    /// prompted layers), `width` columns, a site with fewer sources counting 0 for the missing
+    /// ones (the first dispatcher has no carried prompt); `None` where the class is absent.
+    pub fn class_mean(sites: &[&LayerRouting], class: usize, width: usize) -> Option<Vec<f32>> {
+        let rows: Vec<&Vec<f32>> = sites.iter().filter_map(|r| r.per_class.get(class).filter(|row| !row.is_empty())).collect();
+        if rows.is_empty() {
+            return None;
+        }
+        let mut mean = vec![0.0f32; width];
+        for row in &rows {
+            for (m, v) in mean.iter_mut().zip(row.iter()) {
+                *m += v / rows.len() as f32;
+            }
+        }
+        Some(mean)
+    }
+}
+
 impl Evaluation {
     /// An empty evaluation.
     pub fn new(objective: Task) -> Self {

@@ -42,6 +42,10 @@ pub struct FeatureCache {
 struct Index {
     width: usize,
     ids: Vec<String>,
+    /// FNV-1a of the `.f32` file written with this index: runs side by side may write the same
+    /// store, and a `.f32` of one writer beside the index of another is refused, not misread.
+    #[serde(default)]
+    checksum: u64,
 }
 
 impl FeatureCache {
@@ -136,7 +140,7 @@ impl FeatureCache {
         ids.sort();
         let width = ids.first().map_or(0, |id| self.rows[*id].len());
         let bytes: Vec<u8> = ids.iter().flat_map(|id| self.rows[*id].iter().flat_map(|v| v.to_le_bytes())).collect();
-        let index = Index { width, ids: ids.into_iter().cloned().collect() };
+        let index = Index { width, ids: ids.into_iter().cloned().collect(), checksum: data::stratify::fnv1a_bytes(&bytes) };
         if let Some(dir) = store.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
         }
@@ -156,7 +160,7 @@ fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 fn read_store(store: &Path) -> Option<HashMap<String, Vec<f32>>> {
     let index: Index = serde_json::from_slice(&std::fs::read(store.with_extension("json")).ok()?).ok()?;
     let bytes = std::fs::read(store.with_extension("f32")).ok()?;
-    if index.width == 0 || bytes.len() != 4 * index.width * index.ids.len() {
+    if index.width == 0 || bytes.len() != 4 * index.width * index.ids.len() || index.checksum != data::stratify::fnv1a_bytes(&bytes) {
         return None;
     }
     let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
@@ -184,5 +188,25 @@ mod tests {
         assert!(cache.describe("train", &samples).unwrap().contains("computed at every step"));
         cache.unused = true;
         assert_eq!(cache.describe("train", &samples), None);
+    }
+
+    /// Two runs side by side write the same store: the rows of one beside the index of the
+    /// other (same length, other ids) are refused, and read back when they belong together.
+    #[test]
+    fn a_store_whose_rows_and_index_come_from_different_writers_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("key");
+        let write = |rows: &[(&str, f32)]| {
+            let mut cache = FeatureCache { enabled: true, unused: false, rows: HashMap::new(), store: Some(store.clone()), dirty: true };
+            cache.rows.extend(rows.iter().map(|(id, v)| (id.to_string(), vec![*v, -v])));
+            cache.flush().unwrap();
+        };
+        write(&[("train/a", 1.0), ("train/b", 2.0)]);
+        let first = std::fs::read(store.with_extension("f32")).unwrap();
+        assert_eq!(read_store(&store).unwrap()["train/b"], [2.0, -2.0]);
+        write(&[("train/a", 1.0), ("train/c", 3.0)]);
+        // The first writer's rows land after the second writer's index.
+        std::fs::write(store.with_extension("f32"), first).unwrap();
+        assert!(read_store(&store).is_none(), "train/c would have read train/b's row");
     }
 }

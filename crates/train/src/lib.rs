@@ -13,7 +13,7 @@
 //! | [`objective`] | [`Objective`]: a task's forward pass, loss and primary metric |
 //! | [`evaluation`] | [`evaluate`]: a split's loss, metrics and routing statistics per layer and class |
 //! | [`metrics`] | accuracy, multi-label F1, segmentation scores |
-//! | [`predictions`] | each test sample's class probabilities, and their mean over runs (the mean of experts) |
+//! | [`predictions`] | each sample's class probabilities (validation, test), and their mean over runs (the mean of experts) |
 //! | [`schedule`] | learning-rate schedules |
 //! | [`optim`] | global-norm gradient clipping |
 //! | [`trainer`] | [`train`]: the training loop |

@@ -145,12 +145,16 @@ pub fn plot_run(run: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     }
     let rows = history.routing.len();
     written.extend(render(out, "experts", (760, 140 + 28 * rows as u32), &Experts(&history))?);
-    let classes = history.routing.last().map_or(0, |deepest| deepest.per_class.iter().filter(|row| !row.is_empty()).count()) * history.experts.len().max(1);
+    let classes = if history.experts.is_empty() {
+        history.routing.last().map_or(0, |deepest| deepest.per_class.iter().filter(|row| !row.is_empty()).count().min(MAX_CLASS_ROWS))
+    } else {
+        expert_class_rows(&history, &task.labels).0.len()
+    };
     if classes == 0 {
         eprintln!("no per-class routing in this run (segmentation routes per image, not per class): routing_per_class skipped");
         return Ok(written);
     }
-    written.extend(render(out, "routing_per_class", (760, 140 + 24 * classes.min(60) as u32), &PerClass(&history, &task.labels))?);
+    written.extend(render(out, "routing_per_class", (760, 140 + 24 * classes as u32), &PerClass(&history, &task.labels))?);
     Ok(written)
 }
 
@@ -365,35 +369,39 @@ where
             .iter()
             .zip(&deepest.per_class)
             .filter(|(_, row)| !row.is_empty())
-            .take(60)
+            .take(MAX_CLASS_ROWS)
             .map(|(name, row)| (name.chars().take(18).collect(), row.clone()))
             .unzip();
         return heatmap(area, &format!("routing per class, {} ({})", h.site(deepest), h.routing_source), &names, &h.column_axis(deepest), &h.columns(deepest), &values);
     }
     // pMoE: each expert's sources per class, averaged over its prompted layers (the first has
     // no carried prompt: 0 there).
+    let (names, values) = expert_class_rows(h, labels);
+    let columns = (0..h.experts.len() + 1).map(|j| if j < h.experts.len() { format!("e{j} EPTs") } else { "carried".to_string() }).collect::<Vec<_>>();
+    heatmap(area, &format!("dispatcher sources per class, mean over layers ({})", h.routing_source), &names, &h.column_axis(deepest), &columns, &values)
+}
+
+/// pMoE's per-class rows: for each expert, each present class's sources averaged over the
+/// expert's prompted layers (at most [`MAX_CLASS_ROWS`] rows in all).
+fn expert_class_rows(h: &History, labels: &[String]) -> (Vec<String>, Vec<Vec<f32>>) {
     let sources = h.experts.len() + 1;
     let (mut names, mut values) = (Vec::new(), Vec::new());
     for k in 0..h.experts.len() {
         let sites: Vec<&LayerRouting> = h.routing.iter().filter(|r| r.expert == Some(k)).collect();
-        for (class, label) in labels.iter().enumerate().take(30) {
-            let rows: Vec<&Vec<f32>> = sites.iter().filter_map(|r| r.per_class.get(class).filter(|row| !row.is_empty())).collect();
-            if rows.is_empty() {
-                continue;
+        for (class, label) in labels.iter().enumerate() {
+            if let Some(mean) = LayerRouting::class_mean(&sites, class, sources) {
+                names.push(format!("e{k} · {}", label.chars().take(16).collect::<String>()));
+                values.push(mean);
             }
-            let mut mean = vec![0.0f32; sources];
-            for row in &rows {
-                for (m, v) in mean.iter_mut().zip(row.iter()) {
-                    *m += v / rows.len() as f32;
-                }
-            }
-            names.push(format!("e{k} · {}", label.chars().take(16).collect::<String>()));
-            values.push(mean);
         }
     }
-    let columns = (0..sources).map(|j| if j < h.experts.len() { format!("e{j} EPTs") } else { "carried".to_string() }).collect::<Vec<_>>();
-    heatmap(area, &format!("dispatcher sources per class, mean over layers ({})", h.routing_source), &names, &h.column_axis(deepest), &columns, &values)
+    names.truncate(MAX_CLASS_ROWS);
+    values.truncate(MAX_CLASS_ROWS);
+    (names, values)
 }
+
+/// Rows of a per-class heatmap, at most.
+const MAX_CLASS_ROWS: usize = 60;
 
 #[cfg(test)]
 mod tests {

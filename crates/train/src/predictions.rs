@@ -1,5 +1,7 @@
-//! The class probabilities a run's best adapter gives each test sample (`test_predictions.json`
-//! in the run directory, classification tasks), and the mean of several runs' probabilities:
+//! The class probabilities a run gives each sample (classification tasks): on validation at its
+//! best epoch (`val_predictions.json` in the run directory) and on test with the best adapter
+//! (`test_predictions.json`; a dataset without a test split tests on validation, and that file
+//! is `val_predictions.json` again), and the mean of several runs' probabilities:
 //! the mean-of-experts baseline computed from the single experts' own runs, which trains nothing
 //! of its own.
 
@@ -57,9 +59,13 @@ impl Predictions {
     /// If the runs did not predict the same samples, in the same order, with the same classes.
     pub fn mean(parts: &[Predictions]) -> Result<Predictions> {
         let Some(first) = parts.first() else { bail!("no predictions to average") };
-        for (i, part) in parts.iter().enumerate().skip(1) {
-            if part.ids != first.ids || part.classes != first.classes {
+        for (i, part) in parts.iter().enumerate() {
+            if part.ids != first.ids || part.classes != first.classes || part.probabilities.len() != first.ids.len() {
                 bail!("predictions {i} cover other samples than predictions 0 ({} against {} samples)", part.ids.len(), first.ids.len());
+            }
+            let classes = first.probabilities.first().map_or(0, Vec::len);
+            if let Some(row) = part.probabilities.iter().position(|p| p.len() != classes) {
+                bail!("predictions {i}, sample {row}: {} class probabilities, predictions 0 have {classes}", part.probabilities[row].len());
             }
         }
         let n = parts.len() as f32;
@@ -108,7 +114,9 @@ pub fn mean_of_experts(name: &str, runs: &[(&RunResult, &Path)]) -> Result<RunRe
     let mut result = first.clone();
     result.name = name.to_string();
     result.method = "mean-of-experts".to_string();
+    // The runs it averages, in place of encoders.
     result.encoders = [runs.iter().map(|(r, _)| r.name.as_str()).collect::<Vec<_>>().join(" + "), String::new()];
+    result.paper = None;
     result.value = test.accuracy();
     result.best_val = val.accuracy();
     result.best_epoch = 0;

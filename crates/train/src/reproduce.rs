@@ -38,6 +38,7 @@ pub const SEEDS: [u64; 5] = [42, 1, 2, 3, 4];
 
 const SMOKE: &[&str] = &[
     "train.epochs=1",
+    "train.min_epochs=0",
     "data.max_train_samples=64",
     "data.max_eval_samples=48",
     "train.batch_size=16",
@@ -69,16 +70,14 @@ pub struct ReproduceOptions {
     pub jobs: usize,
 }
 
-impl ReproduceOptions {
-    /// Threads per run: the cores shared among the runs side by side (0 for one run: its own
-    /// choice, every core).
-    fn threads_per_job(&self) -> usize {
-        if self.jobs <= 1 {
-            return 0;
-        }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (cores / self.jobs).max(1)
+/// Threads per run when `concurrent` runs share the cores (0 for one run: its own choice, every
+/// core).
+fn threads_per_job(concurrent: usize) -> usize {
+    if concurrent <= 1 {
+        return 0;
     }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / concurrent).max(1)
 }
 
 /// One experiment file, checked as `mope train` checks it.
@@ -170,8 +169,9 @@ pub fn run_experiments(root: &Path, mope: &Path, options: &ReproduceOptions) -> 
     // A smoke run and a dry run resolve each experiment once: their seeds would differ in nothing.
     let seeds = &SEEDS[..if options.smoke || options.dry_run { 1 } else { options.seeds.clamp(1, SEEDS.len()) }];
     let jobs: Vec<(&Experiment, u64)> = chosen.iter().flat_map(|&e| seeds.iter().map(move |&s| (e, s))).collect();
-    let concurrent = options.jobs.clamp(1, jobs.len().max(1));
-    let threads = options.threads_per_job();
+    // A dry run prints each experiment's resolved config: one at a time, to the terminal.
+    let concurrent = if options.dry_run { 1 } else { options.jobs.clamp(1, jobs.len().max(1)) };
+    let threads = threads_per_job(concurrent);
     if concurrent > 1 && !options.dry_run {
         eprintln!("{} runs, {concurrent} at a time ({threads} threads each); each run's output goes to train.log in its run directory", jobs.len());
     }
@@ -265,7 +265,7 @@ fn collect_rows(jobs: &[(&Experiment, u64)], outcomes: &[Option<Outcome>]) -> Ve
         let Some(Ok(Some((result, _)))) = outcome else { continue };
         match rows.iter_mut().find(|r| r.name == e.name()) {
             Some(runs) => runs.results.push(result.clone()),
-            None => rows.push(Runs { name: e.name().to_string(), role: Role::of(&e.spec), paper: e.paper_value(), results: vec![result.clone()] }),
+            None => rows.push(Runs::new(&e.spec, e.paper_value(), result.clone())),
         }
     }
     rows
@@ -291,7 +291,10 @@ fn add_mean_of_experts(chosen: &[&Experiment], runs_dir: &Path, rows: &mut Vec<R
             continue; // some expert was not run alone
         }
         let name = format!("{dataset}/mean-of-experts");
-        let mut derived = Runs { name: name.clone(), role: Role::MeanOfExperts, paper: None, results: Vec::new() };
+        if chosen.iter().any(|e| e.name() == name) {
+            continue; // a mean of experts trained as an experiment of its own
+        }
+        let mut derived = Runs { name: name.clone(), role: Role::MeanOfExperts, experts: pmoe.spec.model.experts.clone(), paper: None, results: Vec::new() };
         let seeds: Vec<u64> = rows.iter().filter(|r| singles.contains(&r.name.as_str())).flat_map(|r| r.results.iter().map(|r| r.seed)).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
         for seed in seeds {
             let members: Vec<(&RunResult, PathBuf)> = singles
@@ -378,6 +381,7 @@ fn run_one(mope: &Path, root: &Path, e: &Experiment, seed: u64, run_dir: &Path, 
         command.env("RAYON_NUM_THREADS", launch.threads.to_string());
     }
     let log_path = run_dir.join("train.log");
+    let _ = std::fs::remove_file(&log_path); // an earlier run's, side by side
     if launch.log {
         std::fs::create_dir_all(run_dir).with_context(|| format!("{}: cannot create", run_dir.display()))?;
         let log = std::fs::File::create(&log_path).with_context(|| format!("{}: cannot create", log_path.display()))?;

@@ -120,22 +120,17 @@ pub fn dispatch_tables(rows: &[Runs], describe: &DescribePmoe) -> String {
             for k in 0..k_count {
                 let mut sums = [Vec::new(), Vec::new(), Vec::new()];
                 for result in &runs.results {
-                    let per_layer: Vec<[f64; 3]> = sites
-                        .iter()
-                        .filter(|&&(fed, _)| fed == k)
-                        .filter_map(|&(_, layer)| site(result, k, layer))
-                        .filter_map(|routing| routing.per_class.get(class).filter(|row| !row.is_empty()).map(|row| own_other_carried(row, k, k_count)))
-                        .collect();
-                    if per_layer.is_empty() {
-                        continue;
-                    }
-                    for (i, sum) in sums.iter_mut().enumerate() {
-                        sum.push(per_layer.iter().map(|s| s[i]).sum::<f64>() / per_layer.len() as f64);
+                    let expert_sites: Vec<&LayerRouting> = sites.iter().filter(|&&(fed, _)| fed == k).filter_map(|&(_, layer)| site(result, k, layer)).collect();
+                    if let Some(mean) = LayerRouting::class_mean(&expert_sites, class, k_count + 1) {
+                        for (sum, share) in sums.iter_mut().zip(own_other_carried(&mean, k, k_count)) {
+                            sum.push(share);
+                        }
                     }
                 }
                 present |= !sums[0].is_empty();
                 for sum in &sums {
-                    line.push_str(&format!(" {:.3} |", mean_sd(sum).0));
+                    // A class absent from this expert's evaluation: a dash, not a share of 0.
+                    line.push_str(&if sum.is_empty() { " – |".to_string() } else { format!(" {:.3} |", mean_sd(sum).0) });
                 }
             }
             if present {

@@ -115,8 +115,9 @@ impl<B: Kernels> Setup<B> {
     }
 
     /// Builds a pMoE-family model around loaded image experts. They all read one prepared
-    /// image: the largest crop any of them asks for, with the first such expert's
-    /// normalisation, adapted on the device to each expert's own ([`PixelAdapt`]).
+    /// image: the largest crop any of them asks for, with the normalisation of the last expert
+    /// that asks for it, adapted on the device to each expert's own ([`PixelAdapt`]: exact, the
+    /// normalisations are affine).
     pub fn from_experts(spec: &ExperimentSpec, experts: Vec<LoadedEncoder<B>>, labels: Vec<String>, objective: Task, device: &B::Device) -> Result<Self> {
         use mope_core::PromptableEncoder;
         let mut preprocess = Vec::with_capacity(experts.len());

@@ -206,8 +206,8 @@ impl Method {
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     /// `mope`, `sequential`, `prompt-tuning`, `late-fusion`, `fine-tuning` (over `main` and
-    /// `complementary`); `pmoe`, `mean-of-experts`, or `prompt-tuning` of one expert (over
-    /// `experts`).
+    /// `complementary`); `pmoe`, `mean-of-experts`, `late-fusion`, or `prompt-tuning` of one
+    /// expert (over `experts`).
     pub method: Method,
     /// Main (prompted) encoder: a preset name or `<cnn>+<transformer>`.
     #[serde(default, skip_serializing_if = "String::is_empty")]

@@ -152,7 +152,7 @@ fn patience_stops_a_run_whose_validation_stops_improving() {
     assert_eq!(events(&run, "epoch").len(), 3);
     let resumed = train_in::<Autodiff<Flex>>(&run, &spec, true);
     assert_eq!((resumed.epochs, events(&run, "epoch").len()), (3, 3), "nothing left to train");
-    // With a minimum, patience counts only from there: the same run trains 5 epochs.
+    // With a minimum, patience stops no run before it: the same run trains 5 epochs.
     let spec = crate::spec(&data, &dir.path().join("cache"), &["train.lr=0", "train.complementary_lr=0", "train.epochs=6", "train.patience=2", "train.min_epochs=5"]);
     let result = train_in::<Autodiff<Flex>>(&dir.path().join("at-least-5"), &spec, false);
     assert_eq!((result.epochs, result.best_epoch), (5, 1));
