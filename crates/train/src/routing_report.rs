@@ -83,7 +83,8 @@ pub fn dispatch_tables(rows: &[Runs], describe: &DescribePmoe) -> String {
             continue;
         }
         let legend: Vec<String> = experts.iter().enumerate().map(|(k, e)| format!("e{k} = `{e}`")).collect();
-        out.push_str(&format!("{} ({} seeds; {}):\n\n", runs.name, runs.results.len(), legend.join(", ")));
+        let n = runs.results.len();
+        out.push_str(&format!("{} ({n} seed{}; {}):\n\n", runs.name, if n == 1 { "" } else { "s" }, legend.join(", ")));
         out.push_str("| expert fed | layer |");
         for k in 0..k_count {
             out.push_str(&format!(" from e{k}'s EPTs |"));
