@@ -111,6 +111,11 @@ impl Runs {
         mean_sd(&self.results.iter().map(|r| r.value).collect::<Vec<_>>())
     }
 
+    /// Mean training seconds per seed.
+    fn mean_train_seconds(&self) -> f64 {
+        self.results.iter().map(|r| r.train_seconds).sum::<f64>() / self.results.len().max(1) as f64
+    }
+
     fn dataset(&self) -> &str {
         self.name.split('/').next().unwrap_or(&self.name)
     }
@@ -213,7 +218,7 @@ pub fn table(rows: &[Runs]) -> String {
             thousands(first.trainable_params),
             100.0 * first.trainable_params as f64 / first.total_params.max(1) as f64,
             human_bytes(first.adapter_bytes),
-            runs.results.iter().map(|r| r.train_seconds).sum::<f64>() / n,
+            runs.mean_train_seconds(),
             runs.results.iter().map(|r| r.wall_seconds).sum::<f64>() / n,
         ));
     }
@@ -265,10 +270,12 @@ pub fn claims(rows: &[Runs]) -> String {
             let ((ma, sa), (mb, sb)) = (a.mean_sd(), b.mean_sd());
             let (ta, tb) = (a.results[0].trainable_params, b.results[0].trainable_params);
             out.push_str(&format!(
-                "{dataset}: {claim}: {verdict} ({ma:.2} ± {sa:.2} vs {mb:.2} ± {sb:.2}; paired difference {difference:+.2} ± {se:.2} SE, n = {}; {} vs {} trainable params).\n",
+                "{dataset}: {claim}: {verdict} ({ma:.2} ± {sa:.2} vs {mb:.2} ± {sb:.2}; paired difference {difference:+.2} ± {se:.2} SE, n = {}; {} vs {} trainable params, {:.0} s vs {:.0} s of training).\n",
                 pairs.len(),
                 thousands(ta),
-                thousands(tb)
+                thousands(tb),
+                a.mean_train_seconds(),
+                b.mean_train_seconds()
             ));
         }
         if let (Some(mope), Some(full)) = (find(Role::Mope), find(Role::FineTuning)) {

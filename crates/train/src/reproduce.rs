@@ -203,7 +203,7 @@ pub fn run_experiments(root: &Path, mope: &Path, options: &ReproduceOptions) -> 
                     if left > 0 && !options.dry_run {
                         let rows = collect_rows(&jobs, &outcomes);
                         if !rows.is_empty() {
-                            // Runs still to start, at the mean wall time of the runs trained so far, `concurrent` at a time.
+                            // Runs not finished, at the mean wall time of the runs trained so far, `concurrent` at a time.
                             let trained: Vec<f64> = outcomes.iter().flatten().filter_map(|o| o.as_ref().ok()?.as_ref()?.1).collect();
                             let eta = if trained.is_empty() {
                                 String::new()
