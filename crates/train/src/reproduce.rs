@@ -173,7 +173,8 @@ pub fn run_experiments(root: &Path, mope: &Path, options: &ReproduceOptions) -> 
     let concurrent = if options.dry_run { 1 } else { options.jobs.clamp(1, jobs.len().max(1)) };
     let threads = threads_per_job(concurrent);
     if concurrent > 1 && !options.dry_run {
-        eprintln!("{} runs, {concurrent} at a time ({threads} threads each); each run's output goes to train.log in its run directory", jobs.len());
+        let each = if threads == 1 { "1 thread".to_string() } else { format!("{threads} threads") };
+        eprintln!("{} runs, {concurrent} at a time ({each} each); each run's output goes to train.log in its run directory", jobs.len());
     }
     // Each job's outcome, in job order; the table so far is printed as jobs finish.
     let outcomes: Mutex<Vec<Option<Outcome>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
