@@ -5,12 +5,16 @@
 //! from a [`Cnn`]'s maps; alone, a [`Cnn`] is a zero-layer encoder whose pooled features can
 //! route the experts (it has no layer to prompt).
 
+use std::path::Path;
+
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::{Bool, Tensor, backend::Backend};
 use mope_core::{EncoderTokens, PromptableEncoder};
 
+use crate::error::BackboneError;
 use crate::inverted_residual::{ConvBn, InvertedResidual};
+use crate::weights::{LoadReport, Source, load_safetensors};
 
 /// Stem, inverted residual blocks, a 1×1 head convolution and an optional classifier.
 #[derive(Module, Debug)]
@@ -91,6 +95,32 @@ impl<B: Backend> Cnn<B> {
         let classifier = self.classifier.as_ref().expect("CNN built without a classifier (num_classes = None)");
         classifier.forward(self.features(pixels))
     }
+}
+
+/// Where a [`ConvBn`] parameter comes from in a checkpoint that keeps its convolution under
+/// `conv` and its batch norm under `bn`; `rest` is the parameter path below the `ConvBn`
+/// (`conv.weight`, `bn.running_mean`, …).
+pub fn conv_bn_source(conv: &str, bn: &str, rest: &[&str]) -> Option<Source> {
+    match rest {
+        ["conv", "weight"] => Some(Source::Copy(format!("{conv}.weight"))),
+        ["bn", leaf @ ("weight" | "bias" | "running_mean" | "running_var")] => Some(Source::Copy(format!("{bn}.{leaf}"))),
+        _ => None,
+    }
+}
+
+/// Loads `network`'s weights from the safetensors file `path` through `key`, then folds its
+/// batch norms; a missing file is named with `hint` (how to get it).
+pub(crate) fn load_folded<B: Backend>(
+    network: Cnn<B>,
+    path: &Path,
+    key: fn(&str) -> Option<Source>,
+    hint: &str,
+) -> Result<(Cnn<B>, LoadReport), BackboneError> {
+    if !path.exists() {
+        return Err(BackboneError::MissingFile { path: path.to_path_buf(), hint: hint.into() });
+    }
+    let (model, report) = load_safetensors(network, path, key)?;
+    Ok((model.fold_batch_norms(), report))
 }
 
 /// The CNN as a zero-layer encoder: its pooled ImageNet features are one token, and there is no

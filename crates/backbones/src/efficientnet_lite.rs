@@ -26,10 +26,10 @@ use std::path::Path;
 use burn::nn::LinearConfig;
 use burn::tensor::backend::Backend;
 
-use crate::cnn::Cnn;
+use crate::cnn::{Cnn, conv_bn_source, load_folded};
 use crate::error::BackboneError;
 use crate::inverted_residual::{ConvBnShape, InvertedResidualShape, Padding};
-use crate::weights::{LoadReport, Source, load_safetensors};
+use crate::weights::{LoadReport, Source};
 
 /// Batch-norm epsilon of the TensorFlow models.
 const BN_EPSILON: f64 = 1e-3;
@@ -107,16 +107,9 @@ pub type EfficientNetLite<B> = Cnn<B>;
 /// The EfficientNet-PyTorch key of an [`EfficientNetLite`] parameter (see the table in the module docs).
 pub fn efficientnet_lite_key(param: &str) -> Option<Source> {
     let parts: Vec<&str> = param.split('.').collect();
-    let conv_bn = |conv: String, bn: String, rest: &[&str]| -> Option<Source> {
-        match rest {
-            ["conv", "weight"] => Some(Source::Copy(format!("{conv}.weight"))),
-            ["bn", leaf @ ("weight" | "bias" | "running_mean" | "running_var")] => Some(Source::Copy(format!("{bn}.{leaf}"))),
-            _ => None,
-        }
-    };
     match parts.as_slice() {
-        ["stem", rest @ ..] => conv_bn("_conv_stem".into(), "_bn0".into(), rest),
-        ["head", rest @ ..] => conv_bn("_conv_head".into(), "_bn1".into(), rest),
+        ["stem", rest @ ..] => conv_bn_source("_conv_stem", "_bn0", rest),
+        ["head", rest @ ..] => conv_bn_source("_conv_head", "_bn1", rest),
         ["classifier", "weight"] => Some(Source::Transpose("_fc.weight".into())),
         ["classifier", "bias"] => Some(Source::Copy("_fc.bias".into())),
         ["blocks", i, part, rest @ ..] => {
@@ -127,7 +120,7 @@ pub fn efficientnet_lite_key(param: &str) -> Option<Source> {
                 "project" => ("_project_conv", "_bn2"),
                 _ => return None,
             };
-            conv_bn(format!("{base}.{conv}"), format!("{base}.{bn}"), rest)
+            conv_bn_source(&format!("{base}.{conv}"), &format!("{base}.{bn}"), rest)
         }
         _ => None,
     }
@@ -140,14 +133,8 @@ pub fn load_efficientnet_lite<B: Backend>(
     config: &EfficientNetLiteConfig,
     device: &B::Device,
 ) -> Result<(EfficientNetLite<B>, LoadReport), BackboneError> {
-    if !path.exists() {
-        return Err(BackboneError::MissingFile {
-            path: path.to_path_buf(),
-            hint: "Run `cargo xtask fetch-assets` to fetch and convert the EfficientNet-Lite0 ImageNet weights.".into(),
-        });
-    }
-    let (model, report) = load_safetensors(config.init::<B>(device), path, efficientnet_lite_key)?;
-    Ok((model.fold_batch_norms(), report))
+    let hint = "Run `cargo xtask fetch-assets` to fetch and convert the EfficientNet-Lite0 ImageNet weights.";
+    load_folded(config.init::<B>(device), path, efficientnet_lite_key, hint)
 }
 
 #[cfg(test)]

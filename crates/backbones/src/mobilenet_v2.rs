@@ -18,10 +18,10 @@ use burn::config::Config;
 use burn::nn::LinearConfig;
 use burn::tensor::backend::Backend;
 
-use crate::cnn::Cnn;
+use crate::cnn::{Cnn, conv_bn_source, load_folded};
 use crate::error::BackboneError;
 use crate::inverted_residual::{ConvBnShape, InvertedResidualShape, Padding};
-use crate::weights::{LoadReport, Source, load_safetensors};
+use crate::weights::{LoadReport, Source};
 
 /// `(expansion, channels, repeats, first stride)` of each stage, as in the paper's Table 2.
 const STAGES: [(usize, usize, usize, usize); 7] =
@@ -80,13 +80,7 @@ impl MobileNetV2Config {
 /// The torchvision key of a [`MobileNetV2`] parameter (see the table in the module docs).
 pub fn mobilenet_v2_key(param: &str) -> Option<Source> {
     let parts: Vec<&str> = param.split('.').collect();
-    let conv_bn = |base: String, rest: &[&str], conv: &str, bn: &str| -> Option<Source> {
-        match rest {
-            ["conv", "weight"] => Some(Source::Copy(format!("{base}.{conv}.weight"))),
-            ["bn", leaf @ ("weight" | "bias" | "running_mean" | "running_var")] => Some(Source::Copy(format!("{base}.{bn}.{leaf}"))),
-            _ => None,
-        }
-    };
+    let conv_bn = |base: String, rest: &[&str], conv: &str, bn: &str| conv_bn_source(&format!("{base}.{conv}"), &format!("{base}.{bn}"), rest);
     match parts.as_slice() {
         ["stem", rest @ ..] => conv_bn("features.0".into(), rest, "0", "1"),
         ["head", rest @ ..] => conv_bn("features.18".into(), rest, "0", "1"),
@@ -114,14 +108,8 @@ pub fn load_mobilenet_v2<B: Backend>(
     config: &MobileNetV2Config,
     device: &B::Device,
 ) -> Result<(MobileNetV2<B>, LoadReport), BackboneError> {
-    if !path.exists() {
-        return Err(BackboneError::MissingFile {
-            path: path.to_path_buf(),
-            hint: "Run `cargo xtask fetch-assets` to fetch and convert torchvision's MobileNetV2 ImageNet weights.".into(),
-        });
-    }
-    let (model, report) = load_safetensors(config.init::<B>(device), path, mobilenet_v2_key)?;
-    Ok((model.fold_batch_norms(), report))
+    let hint = "Run `cargo xtask fetch-assets` to fetch and convert torchvision's MobileNetV2 ImageNet weights.";
+    load_folded(config.init::<B>(device), path, mobilenet_v2_key, hint)
 }
 
 #[cfg(test)]
