@@ -311,23 +311,26 @@ fn pmoe_spec(data: &str, root: &Path, overrides: &[&str]) -> ExperimentSpec {
     ExperimentSpec::parse(&text, Path::new("pmoe.toml"), &overrides).unwrap()
 }
 
+/// Trains a pMoE-family `spec` over the tiny ViT and Swin into `run`.
+fn train_experts(spec: &ExperimentSpec, run: &Path) -> train::RunResult {
+    let split = |name| load_split(&spec.data, name, spec.train.seed).unwrap();
+    let splits = Splits { train: split(SplitName::Train), val: split(SplitName::Val), test: Some(split(SplitName::Test)) };
+    let setup = Setup::<Autodiff<Flex>>::from_experts(spec, vit_and_swin(), splits.train.labels.clone(), splits.train.task, &Default::default()).unwrap();
+    let options = TrainOptions { resume: false, progress: ProgressMode::Quiet, workers: 2 };
+    train::train(spec, setup, &splits, &RunDir::open(run).unwrap(), &options).unwrap()
+}
+
 /// pMoE end to end: dispatch statistics per expert and layer in the metrics, only EPTs,
 /// dispatchers and the head in the adapter, the dispatcher heatmaps.
 #[test]
 fn pmoe_trains_over_two_experts_and_records_each_dispatcher() {
-    type AB = Autodiff<Flex>;
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("colours");
     make_dataset(&data);
     let spec = pmoe_spec("jsonl", &data, &[]);
-    let split = |name| load_split(&spec.data, name, spec.train.seed).unwrap();
-    let splits = Splits { train: split(SplitName::Train), val: split(SplitName::Val), test: Some(split(SplitName::Test)) };
-    let device = Default::default();
-    let setup = Setup::<AB>::from_experts(&spec, vit_and_swin(), splits.train.labels.clone(), splits.train.task, &device).unwrap();
     let run = dir.path().join("run");
-    let options = TrainOptions { resume: false, progress: ProgressMode::Quiet, workers: 2 };
-    let result = train::train(&spec, setup, &splits, &RunDir::open(&run).unwrap(), &options).unwrap();
+    let result = train_experts(&spec, &run);
     assert_eq!((result.method.as_str(), result.metric.as_str(), result.report.samples), ("pmoe", "accuracy", 12));
     // EPTs: 3 tokens × 32 wide × 2 layers × 2 experts; dispatchers: gates 64 → 3·2 (first layer)
     // and 64 → 3·3 (second), with biases, per expert; head: (32 + 32) · 3 + 3. No projection:
@@ -371,18 +374,13 @@ fn pmoe_trains_over_two_experts_and_records_each_dispatcher() {
 /// all that trains (the tiny ViT and Swin are frozen whole).
 #[test]
 fn late_fusion_over_experts_trains_only_its_head() {
-    type AB = Autodiff<Flex>;
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("colours");
     make_dataset(&data);
     let spec = pmoe_spec("jsonl", &data, &["model.method=late-fusion", "train.epochs=1"]);
-    let split = |name| load_split(&spec.data, name, spec.train.seed).unwrap();
-    let splits = Splits { train: split(SplitName::Train), val: split(SplitName::Val), test: Some(split(SplitName::Test)) };
-    let setup = Setup::<AB>::from_experts(&spec, vit_and_swin(), splits.train.labels.clone(), splits.train.task, &Default::default()).unwrap();
     let run = dir.path().join("run");
-    let options = TrainOptions { resume: false, progress: ProgressMode::Quiet, workers: 2 };
-    let result = train::train(&spec, setup, &splits, &RunDir::open(&run).unwrap(), &options).unwrap();
+    let result = train_experts(&spec, &run);
     assert_eq!(result.method, "late-fusion");
     assert_eq!(result.trainable_params, (32 + 32) * 3 + 3);
     assert!(result.report.routing.is_empty());
