@@ -14,6 +14,7 @@
 //! (`mobilenet-v2`, `efficientnet-lite0`) is a zero-layer encoder: its pooled features route the
 //! experts, but it has no layer to prompt.
 
+use std::ops::Range;
 use std::path::Path;
 
 use burn::module::Module;
@@ -174,6 +175,16 @@ impl<B: Kernels> PromptableEncoder<B> for AnyEncoder<B> {
     /// - `tokens`: `[batch, seq_len, width]`, output the same
     fn layer(&self, index: usize, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>) -> Tensor<B, 3> {
         each!(self, e => e.layer(index, tokens, mask_pad))
+    }
+
+    /// # Shapes
+    /// - `tokens`: `[batch, seq_len, width]`, output the same
+    fn layer_discarding(&self, index: usize, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>, discard: Range<usize>) -> Tensor<B, 3> {
+        each!(self, e => e.layer_discarding(index, tokens, mask_pad, discard))
+    }
+
+    fn pool_reads_prompts(&self) -> bool {
+        each!(self, e => e.pool_reads_prompts())
     }
 
     /// # Shapes

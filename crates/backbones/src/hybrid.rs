@@ -18,6 +18,8 @@
 //! transformer's embedding space. It stays trainable when the encoder is frozen
 //! ([`PromptableEncoder::freeze`]) and is counted and saved with the adapter.
 
+use std::ops::Range;
+
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
@@ -64,6 +66,8 @@ trait TransformerLayers<B: Backend> {
     fn depth(&self) -> usize;
     fn prefix(&self) -> usize;
     fn run_layer(&self, index: usize, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>) -> Tensor<B, 3>;
+    fn run_layer_discarding(&self, index: usize, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>, discard: Range<usize>) -> Tensor<B, 3>;
+    fn pool_reads_prompt_outputs(&self) -> bool;
     fn run_pool(&self, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>, num_prompts: usize) -> Tensor<B, 2>;
 }
 
@@ -76,6 +80,12 @@ impl<B: Kernels, E: PromptableEncoder<B>> TransformerLayers<B> for E {
     }
     fn run_layer(&self, index: usize, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>) -> Tensor<B, 3> {
         self.layer(index, tokens, mask_pad)
+    }
+    fn run_layer_discarding(&self, index: usize, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>, discard: Range<usize>) -> Tensor<B, 3> {
+        self.layer_discarding(index, tokens, mask_pad, discard)
+    }
+    fn pool_reads_prompt_outputs(&self) -> bool {
+        self.pool_reads_prompts()
     }
     fn run_pool(&self, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>, num_prompts: usize) -> Tensor<B, 2> {
         self.pool(tokens, mask_pad, num_prompts)
@@ -164,6 +174,14 @@ impl<B: Kernels> PromptableEncoder<B> for CnnTokenEncoder<B> {
 
     fn layer(&self, index: usize, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>) -> Tensor<B, 3> {
         self.transformer.encoder().run_layer(index, tokens, mask_pad)
+    }
+
+    fn layer_discarding(&self, index: usize, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>, discard: Range<usize>) -> Tensor<B, 3> {
+        self.transformer.encoder().run_layer_discarding(index, tokens, mask_pad, discard)
+    }
+
+    fn pool_reads_prompts(&self) -> bool {
+        self.transformer.encoder().pool_reads_prompt_outputs()
     }
 
     fn pool(&self, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>, num_prompts: usize) -> Tensor<B, 2> {

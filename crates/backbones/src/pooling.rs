@@ -18,6 +18,11 @@ pub enum Pooling {
 }
 
 impl Pooling {
+    /// Whether the pooled vector depends on the prompt tokens' outputs.
+    pub fn reads_prompts(self) -> bool {
+        self == Self::MeanWithPrompts
+    }
+
     /// Pools `tokens`, whose prompt tokens sit at positions `prefix..prefix + num_prompts`.
     ///
     /// # Shapes

@@ -12,7 +12,7 @@ use burn::tensor::{Bool, Tensor, backend::Backend};
 use ops::{FastAttention, FastLinear, multi_head_attention};
 
 use crate::linear_layer::linear;
-use crate::unpadded::Unpadded;
+use crate::unpadded::{KeptRows, Unpadded};
 
 /// Multi-head self-attention.
 #[derive(Module, Debug)]
@@ -63,6 +63,19 @@ impl<B: FastAttention + FastLinear> SelfAttention<B> {
         let project = |layer: &Linear<B>| unpadded.unpack(linear(layer, rows.clone()));
         let (q, k, v) = (project(&self.query), project(&self.key), project(&self.value));
         linear(&self.output, unpadded.pack(multi_head_attention(q, k, v, Some(mask_pad), self.n_heads)))
+    }
+
+    /// [`forward`](Self::forward) for the kept rows of a batch alone ([`KeptRows`]): queries
+    /// from `queries` (the kept tokens), keys and values from `keys` (every real token).
+    ///
+    /// # Shapes
+    /// - `queries`: `[kept tokens, d_model]`, `keys`: `[real tokens, d_model]`,
+    ///   `mask_pad`: `[batch, seq_len]`
+    /// - output: `[kept tokens, d_model]`
+    pub fn forward_kept(&self, queries: Tensor<B, 2>, keys: Tensor<B, 2>, rows: &KeptRows<B>, mask_pad: Option<Tensor<B, 2, Bool>>) -> Tensor<B, 2> {
+        let q = rows.kept.unpack(linear(&self.query, queries));
+        let (k, v) = (rows.real.unpack(linear(&self.key, keys.clone())), rows.real.unpack(linear(&self.value, keys)));
+        linear(&self.output, rows.kept.pack(multi_head_attention(q, k, v, mask_pad, self.n_heads)))
     }
 }
 

@@ -2,6 +2,8 @@
 //! then [`TransformerLayer`]s. With post-norm layers this is BERT / MiniLM; it is also the
 //! smallest complete encoder for tests of the prompt machinery.
 
+use std::ops::Range;
+
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
@@ -152,6 +154,14 @@ impl<B: Kernels> PromptableEncoder<B> for TokenEncoder<B> {
         self.layers[index].forward(tokens, mask_pad)
     }
 
+    fn layer_discarding(&self, index: usize, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>, discard: Range<usize>) -> Tensor<B, 3> {
+        self.layers[index].forward_discarding(tokens, mask_pad, discard)
+    }
+
+    fn pool_reads_prompts(&self) -> bool {
+        self.pooling.reads_prompts()
+    }
+
     fn pool(&self, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>, num_prompts: usize) -> Tensor<B, 2> {
         self.pooling.apply(tokens, mask_pad, self.num_prefix_tokens(), num_prompts)
     }
@@ -185,6 +195,50 @@ mod tests {
         let b = forward_prompted(&encoder, encoder.embed(&long), &mut ()).pooled;
         assert_eq!(a.dims(), [1, 8]);
         b.to_data().assert_approx_eq::<f32>(&a.to_data(), Tolerance::default());
+    }
+
+    /// Fresh prompts before every layer, the same ones whether or not the source says it
+    /// replaces the previous prompt outputs unread.
+    struct EveryLayer<B: Backend> {
+        prompts: Vec<Tensor<B, 3>>,
+        unread: bool,
+    }
+
+    impl<B: Backend> mope_core::LayerPromptSource<B> for EveryLayer<B> {
+        fn prompts(&mut self, layer: usize, _: &Tensor<B, 3>, _: Option<&Tensor<B, 2, Bool>>) -> Option<Tensor<B, 3>> {
+            Some(self.prompts[layer].clone())
+        }
+        fn replaces_unread(&self, _: usize) -> bool {
+            self.unread
+        }
+    }
+
+    /// Skipping the prompt rows that the next layer replaces (and, with mean pooling, those of
+    /// the last layer) changes neither the pooled output nor the prompts' gradients.
+    #[test]
+    fn unread_prompt_outputs_change_neither_the_output_nor_the_prompts_gradients() {
+        type AB = burn::backend::Autodiff<B>;
+        let device = Default::default();
+        for pooling in [Pooling::Cls, Pooling::Mean] {
+            let encoder = TokenEncoderConfig::new(20, 8, 2, 16, 3).with_pooling(pooling).init::<AB>(&device);
+            let input = TokenBatch::<AB> {
+                ids: Tensor::from_data(TensorData::new(vec![1i64, 5, 6, 7, 1, 8, 0, 0], [2, 4]), &device),
+                mask_pad: Tensor::from_data(TensorData::new(vec![false, false, false, false, false, false, true, true], [2, 4]), &device),
+            };
+            let prompts: Vec<Tensor<B, 3>> = (0..3).map(|_| Tensor::random([2, 2, 8], burn::tensor::Distribution::Normal(0.0, 1.0), &device)).collect();
+            let run = |unread: bool| {
+                let prompts: Vec<Tensor<AB, 3>> = prompts.iter().map(|p| Tensor::from_inner(p.clone()).require_grad()).collect();
+                let mut source = EveryLayer { prompts: prompts.clone(), unread };
+                let pooled = forward_prompted(&encoder, encoder.embed(&input), &mut source).pooled;
+                let grads = (pooled.clone() * pooled.clone()).sum().backward();
+                (pooled.inner(), prompts.iter().map(|p| p.grad(&grads).unwrap()).collect::<Vec<_>>())
+            };
+            let ((pooled_all, grads_all), (pooled_kept, grads_kept)) = (run(false), run(true));
+            pooled_kept.to_data().assert_approx_eq::<f32>(&pooled_all.to_data(), Tolerance::absolute(1e-6));
+            for (kept, all) in grads_kept.iter().zip(&grads_all) {
+                kept.to_data().assert_approx_eq::<f32>(&all.to_data(), Tolerance::absolute(1e-6));
+            }
+        }
     }
 
     #[test]

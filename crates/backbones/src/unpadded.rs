@@ -8,6 +8,8 @@
 //! batches padded to their longest sample that is the difference between computing every
 //! sample at the longest one's length and at its own.
 
+use std::ops::Range;
+
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use burn::tensor::IndexingUpdateOp;
 
@@ -35,9 +37,13 @@ impl<B: Backend> Unpadded<B> {
         if rows.len() == batch * seq_len {
             return None;
         }
+        Some(Self::of_rows(rows, [batch, seq_len], &mask_pad.device()))
+    }
+
+    /// The rows `rows` (indices into the flattened `[batch * seq_len]` layout, in order).
+    fn of_rows(rows: Vec<i64>, [batch, seq_len]: [usize; 2], device: &B::Device) -> Self {
         let len = rows.len();
-        let rows = Tensor::from_data(TensorData::new(rows, [len]), &mask_pad.device());
-        Some(Self { rows, batch, seq_len })
+        Self { rows: Tensor::from_data(TensorData::new(rows, [len]), device), batch, seq_len }
     }
 
     /// Number of real tokens.
@@ -70,6 +76,48 @@ impl<B: Backend> Unpadded<B> {
         Tensor::zeros([self.batch * self.seq_len, d], &rows.device())
             .select_assign(0, self.rows.clone(), rows, IndexingUpdateOp::Add)
             .reshape([self.batch, self.seq_len, d])
+    }
+}
+
+/// The rows of a layer whose outputs at some positions nothing reads: every real token serves
+/// as an attention key and value ([`real`](Self::real)), and only the others (real, outside the
+/// discarded positions) are queries and go through the rest of the layer ([`kept`](Self::kept)).
+#[derive(Debug, Clone)]
+pub struct KeptRows<B: Backend> {
+    /// Every real token.
+    pub real: Unpadded<B>,
+    /// The real tokens outside the discarded positions.
+    pub kept: Unpadded<B>,
+    /// Each kept token's row among `real`'s.
+    kept_in_real: Tensor<B, 1, Int>,
+}
+
+impl<B: Backend> KeptRows<B> {
+    /// The rows of a `[batch, seq_len]` batch with padding `mask_pad` (`true` = padding; `None`:
+    /// none) whose outputs at positions `discard` are not read. Reads the mask back to the host.
+    ///
+    /// # Shapes
+    /// - `mask_pad`: `[batch, seq_len]`
+    pub fn new(mask_pad: Option<&Tensor<B, 2, Bool>>, [batch, seq_len]: [usize; 2], discard: Range<usize>, device: &B::Device) -> Self {
+        let padding = mask_pad.map(|m| m.to_data().convert::<bool>());
+        let padding = padding.as_ref().map(|p| p.as_slice::<bool>().expect("a bool mask reads as bools"));
+        let real: Vec<i64> = (0..batch * seq_len).filter(|&i| padding.is_none_or(|p| !p[i])).map(|i| i as i64).collect();
+        let (kept_in_real, kept): (Vec<i64>, Vec<i64>) =
+            real.iter().enumerate().filter(|&(_, &i)| !discard.contains(&(i as usize % seq_len))).map(|(r, &i)| (r as i64, i)).unzip();
+        let len = kept_in_real.len();
+        Self {
+            real: Unpadded::of_rows(real, [batch, seq_len], device),
+            kept: Unpadded::of_rows(kept, [batch, seq_len], device),
+            kept_in_real: Tensor::from_data(TensorData::new(kept_in_real, [len]), device),
+        }
+    }
+
+    /// The kept tokens' rows among the real tokens' rows.
+    ///
+    /// # Shapes
+    /// - `rows`: `[real tokens, d]`; output `[kept tokens, d]`
+    pub fn keep(&self, rows: Tensor<B, 2>) -> Tensor<B, 2> {
+        rows.select(0, self.kept_in_real.clone())
     }
 }
 
@@ -107,6 +155,21 @@ mod tests {
         // Compared as floats: a masked negative weight is -0.0 where the gradient is 0.0.
         let values = |t: Tensor<Flex, 3>| t.to_data().to_vec::<f32>().unwrap();
         assert_eq!(values(x.grad(&grads).unwrap()), values(expected));
+    }
+
+    #[test]
+    fn kept_rows_are_the_real_tokens_outside_the_discarded_positions() {
+        let device = Default::default();
+        // Positions 1..3 discarded; sample 0 pads its last position, sample 1 none.
+        let mask = Tensor::<Flex, 2, Bool>::from_bool([[false, false, false, true], [false; 4]].into(), &device);
+        let rows = KeptRows::new(Some(&mask), [2, 4], 1..3, &device);
+        assert_eq!((rows.real.len(), rows.kept.len()), (7, 3));
+        let x = Tensor::<Flex, 3>::from_floats([[[0.], [1.], [2.], [3.]], [[4.], [5.], [6.], [7.]]], &device);
+        assert_eq!(rows.kept.pack(x.clone()).to_data().to_vec::<f32>().unwrap(), vec![0., 4., 7.]);
+        assert_eq!(rows.keep(rows.real.pack(x.clone())).to_data().to_vec::<f32>().unwrap(), vec![0., 4., 7.]);
+        let unpadded = KeptRows::new(None, [2, 4], 1..3, &device);
+        assert_eq!((unpadded.real.len(), unpadded.kept.len()), (8, 4));
+        assert_eq!(unpadded.kept.pack(x).to_data().to_vec::<f32>().unwrap(), vec![0., 3., 4., 7.]);
     }
 
     #[test]

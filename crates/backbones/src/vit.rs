@@ -18,6 +18,7 @@
 //! | `encoder.layer.N.layernorm_after` | `layers.N.ffn_norm` |
 //! | `layernorm.{weight,bias}` | `final_norm.{gamma,beta}` |
 
+use std::ops::Range;
 use std::path::Path;
 
 use burn::config::Config;
@@ -159,6 +160,14 @@ impl<B: Kernels> PromptableEncoder<B> for ViT<B> {
 
     fn layer(&self, index: usize, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>) -> Tensor<B, 3> {
         self.layers[index].forward(tokens, mask_pad)
+    }
+
+    fn layer_discarding(&self, index: usize, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>, discard: Range<usize>) -> Tensor<B, 3> {
+        self.layers[index].forward_discarding(tokens, mask_pad, discard)
+    }
+
+    fn pool_reads_prompts(&self) -> bool {
+        self.pooling.reads_prompts()
     }
 
     fn pool(&self, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>, num_prompts: usize) -> Tensor<B, 2> {

@@ -22,6 +22,15 @@ pub trait LayerPromptSource<B: Backend> {
         hidden: &Tensor<B, 3>,
         mask_pad: Option<&Tensor<B, 2, Bool>>,
     ) -> Option<Tensor<B, 3>>;
+
+    /// Whether fresh prompts will be inserted before `layer` without anything reading the
+    /// outputs of the previous layer at the old prompt positions (a router reading the mean of
+    /// `hidden` reads them). The previous layer may then skip computing those outputs
+    /// ([`PromptableEncoder::layer_discarding`]). `false` by default.
+    fn replaces_unread(&self, layer: usize) -> bool {
+        let _ = layer;
+        false
+    }
 }
 
 /// A source that inserts nothing: the plain frozen forward.
@@ -39,8 +48,9 @@ impl<B: Backend> LayerPromptSource<B> for () {
 /// Output of [`forward_prompted`].
 #[derive(Debug, Clone)]
 pub struct PromptedTokens<B: Backend> {
-    /// Final hidden states, prompt outputs included; what a padding position holds is unspecified
-    /// (encoders may skip padding and leave zeros there). Shape `[batch, seq_len, d_model]`.
+    /// Final hidden states, prompt outputs included where pooling reads them; what a padding
+    /// position or an unread prompt position holds is unspecified (encoders may skip those rows
+    /// and leave zeros there). Shape `[batch, seq_len, d_model]`.
     pub tokens: Tensor<B, 3>,
     /// Padding mask matching `tokens`. Shape `[batch, seq_len]`.
     pub mask_pad: Option<Tensor<B, 2, Bool>>,
@@ -51,6 +61,11 @@ pub struct PromptedTokens<B: Backend> {
 }
 
 /// Runs `encoder` on `embedded`, inserting the prompts of `source` before every layer.
+///
+/// A layer whose prompt outputs nothing reads (the next layer replaces them unread, or pooling
+/// leaves them out after the last layer) runs with those rows as attention keys and values only
+/// ([`PromptableEncoder::layer_discarding`]); the output's `tokens` are then unspecified at the
+/// prompt positions.
 ///
 /// # Shapes
 /// - `embedded.tokens`: `[batch, seq_len, d_model]`
@@ -87,7 +102,15 @@ pub fn forward_prompted<B: FastSplice, E: PromptableEncoder<B>>(
             });
             num_prompts = p_len;
         }
-        x = encoder.layer(layer, x, mask.clone());
+        let unread = match layer + 1 {
+            next if next < encoder.num_layers() => source.replaces_unread(next),
+            _ => !encoder.pool_reads_prompts(),
+        };
+        x = if unread && num_prompts > 0 {
+            encoder.layer_discarding(layer, x, mask.clone(), prefix..prefix + num_prompts)
+        } else {
+            encoder.layer(layer, x, mask.clone())
+        };
     }
     let pooled = encoder.pool(x.clone(), mask.clone(), num_prompts);
     PromptedTokens {

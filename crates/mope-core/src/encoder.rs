@@ -1,6 +1,8 @@
 //! The contract between mope-core and a frozen encoder: what a backbone exposes so that prompt
 //! tokens can be inserted before each of its layers.
 
+use std::ops::Range;
+
 use burn::module::Module;
 use burn::tensor::{Bool, Tensor, backend::Backend};
 
@@ -65,6 +67,32 @@ pub trait PromptableEncoder<B: Backend>: Module<B> {
         tokens: Tensor<B, 3>,
         mask_pad: Option<Tensor<B, 2, Bool>>,
     ) -> Tensor<B, 3>;
+
+    /// Runs layer `index` when nothing reads its outputs at the positions `discard` (prompt
+    /// positions whose outputs the next layer's fresh prompts replace, or that pooling leaves
+    /// out): those rows still serve as attention keys and values, but their outputs may hold
+    /// anything, so an encoder may skip their queries, feed-forward and norms. The other rows
+    /// equal [`layer`](Self::layer)'s. The default runs [`layer`](Self::layer).
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch, seq_len, d_model]`, `mask_pad`: `[batch, seq_len]`, `discard` within `0..seq_len`
+    /// - output: `[batch, seq_len, d_model]`
+    fn layer_discarding(
+        &self,
+        index: usize,
+        tokens: Tensor<B, 3>,
+        mask_pad: Option<Tensor<B, 2, Bool>>,
+        discard: Range<usize>,
+    ) -> Tensor<B, 3> {
+        let _ = discard;
+        self.layer(index, tokens, mask_pad)
+    }
+
+    /// Whether [`pool`](Self::pool) reads the prompt tokens' outputs (then the last layer
+    /// computes them). `true` by default.
+    fn pool_reads_prompts(&self) -> bool {
+        true
+    }
 
     /// Freezes the pretrained parts. The default freezes every parameter; an encoder with a part
     /// that must be learned (such as a projection of foreign features into a pretrained

@@ -236,6 +236,12 @@ impl<B: RoutingMixture> LayerPromptSource<B> for MopeRun<'_, B> {
         }
         Some(Tensor::cat(parts, 1))
     }
+
+    /// A layer without a router replaces the previous prompt outputs unread; a router reads
+    /// them through the mean of the hidden state.
+    fn replaces_unread(&self, layer: usize) -> bool {
+        self.prompts.layers.get(layer).and_then(Option::as_ref).is_some_and(|l| l.router.is_none())
+    }
 }
 
 #[cfg(test)]
@@ -320,5 +326,21 @@ mod tests {
         let present: Vec<bool> = prompts.layers.iter().map(Option::is_some).collect();
         assert_eq!(present, [false, true, false, true]);
         assert_eq!(prompts.num_routed_layers(), 2);
+    }
+
+    /// Prompts replace the previous layer's outputs unread where no router reads them (through
+    /// the mean of the hidden state); an unprompted layer replaces nothing.
+    #[test]
+    fn prompt_outputs_are_unread_only_before_a_prompted_layer_without_router() {
+        let device = Default::default();
+        for (num_experts, expected) in [(0, [false, true, false, true]), (2, [false; 4])] {
+            let prompts = MopePromptsConfig::new(4, 8, 5)
+                .with_prompted_layers(Some(vec![1, 3]))
+                .with_num_experts(num_experts)
+                .with_mapper_hidden(4)
+                .init::<B>(&device);
+            let run = prompts.run(Some(Tensor::zeros([1, 5], &device)));
+            assert_eq!((0..4).map(|l| run.replaces_unread(l)).collect::<Vec<_>>(), expected, "{num_experts} experts");
+        }
     }
 }

@@ -240,6 +240,14 @@ impl<B: RoutingMixture> LayerPromptSource<B> for ExpertRun<'_, B> {
         self.carried_len = prompts.dims()[1];
         Some(prompts)
     }
+
+    /// Own EPTs replace the previous prompt outputs unread; a dispatcher with the carried prompt
+    /// among its sources reads them.
+    fn replaces_unread(&self, layer: usize) -> bool {
+        let steps = self.prompts[self.expert].steps.len();
+        let Some(step) = layer.checked_sub(self.first_layer).filter(|&t| t < steps) else { return false };
+        self.dispatchers.is_none_or(|dispatchers| dispatchers[step].num_sources() <= self.prompts.len())
+    }
 }
 
 impl<B: RoutingMixture + FastSplice, E: PromptableEncoder<B>> PmoeClassifier<B, E> {
@@ -375,5 +383,36 @@ mod tests {
         let got = dispatch.sample_weights().into_data().to_vec::<f32>().unwrap();
         let expected = [0.75, 0.25, 0.3, 0.7];
         assert!(got.iter().zip(expected).all(|(g, e)| (g - e).abs() < 1e-6), "{got:?}");
+    }
+
+    /// Own EPTs replace the previous layer's prompt outputs unread, and so does a dispatcher
+    /// without the carried prompt among its sources; one that carries it reads them. Nothing is
+    /// replaced below the first prompted layer.
+    #[test]
+    fn prompt_outputs_are_unread_unless_a_dispatcher_carries_them() {
+        let device = Default::default();
+        let expert = || backbones::ViTConfig::new(16, 4, 16, 2, 32, 3).init::<Flex>(&device);
+        // Three layers: depth 2 prompts layers 1 and 2.
+        let cases = [
+            (1, Combine::Mean, true, 2, [false, true, true]),
+            (2, Combine::Dispatch, false, 2, [false, true, true]),
+            // The first prompted layer's dispatcher has nothing to carry.
+            (2, Combine::Dispatch, true, 2, [false, true, false]),
+            (1, Combine::Mean, true, 1, [false, false, true]),
+        ];
+        for (experts, combine, carry, depth, expected) in cases {
+            let model = PmoeConfig::new(3).with_combine(combine).with_carry(carry).with_depth(depth).with_prompt_len(2).init((0..experts).map(|_| expert()).collect(), &device);
+            let run = ExpertRun {
+                expert: 0,
+                prompts: &model.prompts,
+                dispatchers: model.dispatchers.first().map(Vec::as_slice),
+                width_maps: &model.width_maps,
+                first_layer: model.first_layers[0],
+                prefix: 1,
+                carried_len: 0,
+                dispatch: Vec::new(),
+            };
+            assert_eq!([0, 1, 2].map(|l| run.replaces_unread(l)), expected, "{experts} experts, {combine:?}, carry {carry}, depth {depth}");
+        }
     }
 }

@@ -23,6 +23,7 @@
 //! [`WINDOW_SAMPLES`](super::log_mel::WINDOW_SAMPLES) to feed the encoder exactly what it was
 //! trained on.
 
+use std::ops::Range;
 use std::path::Path;
 
 use burn::config::Config;
@@ -159,6 +160,14 @@ impl<B: Kernels> PromptableEncoder<B> for WhisperEncoder<B> {
 
     fn layer(&self, index: usize, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>) -> Tensor<B, 3> {
         self.layers[index].forward(tokens, mask_pad)
+    }
+
+    fn layer_discarding(&self, index: usize, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>, discard: Range<usize>) -> Tensor<B, 3> {
+        self.layers[index].forward_discarding(tokens, mask_pad, discard)
+    }
+
+    fn pool_reads_prompts(&self) -> bool {
+        self.pooling.reads_prompts()
     }
 
     fn pool(&self, tokens: Tensor<B, 3>, mask_pad: Option<Tensor<B, 2, Bool>>, num_prompts: usize) -> Tensor<B, 2> {
