@@ -85,12 +85,16 @@ impl<B: Backend, S: LayerPromptSource<B>> LayerPromptSource<B> for Timed<'_, S> 
         self.prompts += (self.last - start).as_secs_f64();
         prompts
     }
+
+    fn replaces_unread(&self, layer: usize) -> bool {
+        self.inner.replaces_unread(layer)
+    }
 }
 
 /// One epoch of `spec`'s training loop, timed by phase.
 pub fn profile<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: &train::Splits) -> Result<PhaseTimes> {
     let device: B::Device = Default::default();
-    let Setup { mut model, prepare, objective, feature_store, .. } = setup;
+    let Setup { mut model, prepare, objective, feature_stores, .. } = setup;
     let t = &spec.train;
     let mut optimizer: TrainOptimizer<Model<B>, B> = AdamWConfig::new().with_weight_decay(t.weight_decay as f32).init();
     let samples = Arc::new(splits.train.samples.clone());
@@ -98,16 +102,17 @@ pub fn profile<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: 
     loader.shuffle = Some(t.seed);
     loader.drop_last = t.drop_last;
     let steps_per_epoch = data::batch_indices(samples.len(), &loader, 0).len();
-    let mut cache = FeatureCache::for_model(&model, feature_store);
+    let mut cache = FeatureCache::for_model(&model, feature_stores, false);
     let first_epoch = train::epoch_samples(&samples, &loader, 0);
-    anyhow::ensure!(cache.covers("train", &first_epoch), "the feature cache does not cover the first epoch's samples: run the job once first");
+    let epoch_prepare = cache.prepare_for(&prepare, "train", &first_epoch);
+    anyhow::ensure!(epoch_prepare.skip().complementary, "the feature cache does not cover the first epoch's samples: run the job once first");
     B::seed(&device, t.seed.wrapping_add(1));
     let mut times = PhaseTimes { layers: Vec::new(), ..Default::default() };
     let mut loss_sum = 0.0;
     let mut waited = Instant::now();
-    for (step, batch) in data::batches(samples.clone(), Arc::new(prepare.main_only()), &loader, 0).enumerate() {
+    for (step, batch) in data::batches(samples.clone(), epoch_prepare.clone(), &loader, 0).enumerate() {
         let items = batch?;
-        let main = prepare.main_batch::<B>(&items, &device)?;
+        let main = prepare.main_batch::<B>(&items.iter().collect::<Vec<_>>(), &device)?;
         let mut clock = Instant::now();
         let mut lap = || {
             let now = Instant::now();
@@ -116,7 +121,7 @@ pub fn profile<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: 
             seconds
         };
         times.data += (Instant::now() - waited).as_secs_f64();
-        let feature = cache.features(&model, &prepare, "train", &items, &device)?.context("the model reads a complementary feature")?;
+        let feature = cache.complementary(&model, &prepare, "train", &items, &device)?.context("the model reads a complementary feature")?;
         times.features += lap();
         let Model::Fusion(classifier) = &model else { bail!("the phase profile covers MoPE-family models") };
         let embedded = classifier.main.embed(&main);

@@ -187,6 +187,10 @@ impl<B: Kernels> PromptableEncoder<B> for AnyEncoder<B> {
         each!(self, e => e.pool_reads_prompts())
     }
 
+    fn keeps_trainable_part(&self) -> bool {
+        each!(self, e => e.keeps_trainable_part())
+    }
+
     /// # Shapes
     /// - output: `[batch, d_model, height, width]` for image encoders, `None` otherwise
     fn feature_map(&self, tokens: Tensor<B, 3>, num_prompts: usize) -> Option<Tensor<B, 4>> {

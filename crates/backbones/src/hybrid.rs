@@ -197,6 +197,11 @@ impl<B: Kernels> PromptableEncoder<B> for CnnTokenEncoder<B> {
         Some(mope_core::square_feature_map(tokens, self.num_prefix_tokens() + num_prompts))
     }
 
+    /// The projection.
+    fn keeps_trainable_part(&self) -> bool {
+        true
+    }
+
     /// Freezes the CNN and the transformer; the projection stays trainable.
     fn freeze(self) -> Self {
         Self { cnn: self.cnn.no_grad(), transformer: self.transformer.no_grad(), ..self }

@@ -186,6 +186,27 @@ fn each_head_input_reads_what_it_says() {
     }
 }
 
+/// Late fusion's main representation is a constant of the sample, and the head on it (cached,
+/// as `forward_constant` reads it) gives the logits of the full forward pass, for each head;
+/// prompted and fine-tuned main encoders are not constant.
+#[test]
+fn late_fusion_classifies_from_its_constant_main_representation_as_from_the_encoder() {
+    let (main, complementary, _) = batch::<Flex>();
+    for head in [None, Some(HeadInput::Main), Some(HeadInput::Complementary)] {
+        let (m, c) = pretrained();
+        let model: Model<Flex> = config(FusionMethod::LateFusion, NUM_CLASSES).with_head(head).init(m, c, &Default::default());
+        assert!(model.main_is_constant());
+        let feature = model.complementary_feature(&complementary);
+        let full = model.forward_with_feature(&main, feature.clone()).logits;
+        let pooled = model.reads_main().then(|| model.main_feature(&main));
+        assert_eq!(model.reads_main(), head != Some(HeadInput::Complementary));
+        full.to_data().assert_eq(&model.forward_constant(pooled, feature).logits.to_data(), true);
+    }
+    for method in [FusionMethod::Mope, FusionMethod::Sequential, FusionMethod::PromptTuning, FusionMethod::FineTuning] {
+        assert!(!model(method, NUM_CLASSES).main_is_constant(), "{method:?}");
+    }
+}
+
 #[test]
 #[should_panic(expected = "a head on the complementary representation only is late fusion's probe")]
 fn a_prompted_method_cannot_drop_the_main_encoder_from_its_head() {

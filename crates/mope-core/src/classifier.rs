@@ -125,6 +125,9 @@ pub struct MultimodalClassifier<B: Backend, M, C> {
     pub head: Linear<B>,
     #[module(skip)]
     head_input: HeadInput,
+    /// The main encoder itself trains (fine-tuning).
+    #[module(skip)]
+    main_trains: bool,
     importance_threshold: f64,
 }
 
@@ -226,6 +229,7 @@ impl MultimodalClassifierConfig {
             complementary_prompts,
             head: materialize(LinearConfig::new(d_head, self.num_classes).init(device)),
             head_input,
+            main_trains: self.method == FusionMethod::FineTuning,
             importance_threshold: self.importance_threshold,
         }
     }
@@ -243,6 +247,57 @@ impl<B: RoutingMixture + FastSplice, M: PromptableEncoder<B>, C: PromptableEncod
             Some(prompts) => forward_prompted(&self.complementary, embedded, &mut prompts.run(None)).pooled,
             None => forward_prompted(&self.complementary, embedded, &mut ()).pooled.detach(),
         }
+    }
+
+    /// Whether the head reads the main encoder (all but late fusion's probe of the complementary
+    /// modality alone).
+    pub fn reads_main(&self) -> bool {
+        self.head_input != HeadInput::Complementary
+    }
+
+    /// Whether the main encoder's pooled representation of a sample is a constant: no prompts,
+    /// and nothing of the encoder trains (late fusion and its probe of the main modality, over
+    /// an encoder without a trainable part). It can then be computed once and cached, as the
+    /// complementary one.
+    pub fn main_is_constant(&self) -> bool {
+        self.prompts.is_none() && !self.main_trains && !self.main.keeps_trainable_part()
+    }
+
+    /// The main encoder's pooled representation, without prompts and detached: what
+    /// [`forward_constant`](Self::forward_constant) reads where [`main_is_constant`](Self::main_is_constant).
+    ///
+    /// # Shapes
+    /// - output: `[batch, d_main]`
+    pub fn main_feature(&self, main: &M::Input) -> Tensor<B, 2> {
+        forward_prompted(&self.main, self.main.embed(main), &mut ()).pooled.detach()
+    }
+
+    /// Classifies from precomputed pooled representations: the head alone, for a classifier whose
+    /// main representation is constant ([`main_is_constant`](Self::main_is_constant)); `main` is
+    /// `None` where the head does not read it ([`reads_main`](Self::reads_main)). Equal to
+    /// [`forward_with_feature`](Self::forward_with_feature) with `main` computed by
+    /// [`main_feature`](Self::main_feature).
+    ///
+    /// # Shapes
+    /// - `main`: `[batch, d_main]`, `complementary`: `[batch, d_complementary]`
+    /// - output logits: `[batch, num_classes]`
+    ///
+    /// # Panics
+    /// If the head reads a main representation that is not constant, or `main` is missing where
+    /// the head reads it.
+    pub fn forward_constant(&self, main: Option<Tensor<B, 2>>, complementary: Tensor<B, 2>) -> ClassifierOutput<B> {
+        assert!(
+            self.main_is_constant() || !self.reads_main(),
+            "the main encoder is prompted or trained: its representation is not a constant"
+        );
+        self.check_complementary_width(&complementary);
+        let importance_loss = self.mean_importance_loss(&[], &complementary.device());
+        let logits = match (main, self.head_input) {
+            (_, HeadInput::Complementary) => self.head.forward(complementary),
+            (Some(main), _) => self.head_logits(main, complementary),
+            (None, head) => panic!("the head reads the main encoder ({head:?}) but no main representation was given"),
+        };
+        ClassifierOutput { logits, routing: Vec::new(), importance_loss }
     }
 
     /// Classifies a batch of paired inputs.

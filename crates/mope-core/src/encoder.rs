@@ -94,6 +94,12 @@ pub trait PromptableEncoder<B: Backend>: Module<B> {
         true
     }
 
+    /// Whether [`freeze`](Self::freeze) leaves a part trainable, so that the pooled
+    /// representation changes as training goes even without prompts. `false` by default.
+    fn keeps_trainable_part(&self) -> bool {
+        false
+    }
+
     /// Freezes the pretrained parts. The default freezes every parameter; an encoder with a part
     /// that must be learned (such as a projection of foreign features into a pretrained
     /// transformer) keeps that part trainable, and it then belongs to the adapter.

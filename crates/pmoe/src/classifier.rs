@@ -310,6 +310,39 @@ impl<B: RoutingMixture + FastSplice, E: PromptableEncoder<B>> PmoeClassifier<B, 
         (outputs, dispatch)
     }
 
+    /// Whether the head's input is a constant of the sample: late fusion ([`Combine::Concat`])
+    /// over experts without a trainable part. It can then be computed once and cached.
+    pub fn pooled_is_constant(&self) -> bool {
+        self.combine == Combine::Concat && !self.experts.iter().any(PromptableEncoder::keeps_trainable_part)
+    }
+
+    /// The experts' unprompted pooled outputs, concatenated and detached: the input of
+    /// [`forward_constant`](Self::forward_constant).
+    ///
+    /// # Shapes
+    /// - output: `[batch, Σ d_k]`
+    ///
+    /// # Panics
+    /// If there is not one input per expert.
+    pub fn constant_pooled(&self, inputs: &[E::Input]) -> Tensor<B, 2> {
+        assert_eq!(inputs.len(), self.experts.len(), "{} inputs for {} experts", inputs.len(), self.experts.len());
+        let pooled = self.experts.iter().zip(inputs).map(|(expert, input)| forward_prompted(expert, expert.embed(input), &mut ()).pooled);
+        Tensor::cat(pooled.collect(), 1).detach()
+    }
+
+    /// Classifies from [`constant_pooled`](Self::constant_pooled)'s output (computed now or
+    /// cached): the head alone. Equal to [`forward`](Self::forward) on the same inputs.
+    ///
+    /// # Shapes
+    /// - `pooled`: `[batch, Σ d_k]`; output logits `[batch, num_classes]`
+    ///
+    /// # Panics
+    /// If the pooled outputs are not constant ([`pooled_is_constant`](Self::pooled_is_constant)).
+    pub fn forward_constant(&self, pooled: Tensor<B, 2>) -> PmoeOutput<B> {
+        assert!(self.pooled_is_constant(), "only late fusion over experts without a trainable part classifies from constant pooled outputs");
+        PmoeOutput { logits: self.heads[0].forward(pooled), dispatch: Vec::new() }
+    }
+
     /// Classifies a batch; `inputs[k]` is the batch prepared for expert `k`.
     ///
     /// # Shapes

@@ -143,6 +143,12 @@ fn late_fusion_heads_the_unprompted_experts_pooled_outputs() {
     let pooled: Vec<Tensor<Flex, 2>> = model.experts.iter().map(|e| forward_prompted(e, e.embed(&x), &mut ()).pooled).collect();
     let reference = model.heads[0].forward(Tensor::cat(pooled, 1));
     out.logits.to_data().assert_approx_eq::<f32>(&reference.to_data(), Tolerance::absolute(1e-6));
+    // Its pooled outputs are constant: the head on them, as cached, gives the same logits.
+    assert!(model.pooled_is_constant());
+    let constant = model.forward_constant(model.constant_pooled(&[x.clone(), x]));
+    constant.logits.to_data().assert_eq(&out.logits.to_data(), true);
+    let pmoe: PmoeClassifier<Flex, ViT<Flex>> = PmoeConfig::new(CLASSES).init(experts(), &device);
+    assert!(!pmoe.pooled_is_constant());
 }
 
 #[test]

@@ -250,15 +250,14 @@ pub fn evaluate<B: Kernels>(
 ) -> Result<Evaluation> {
     let device: B::Device = Default::default();
     let config = loader_config(batch_size, workers, None, false);
-    let prepare = if cache.covers(split_name, samples) { Arc::new(prepare.main_only()) } else { prepare.clone() };
+    let prepare = cache.prepare_for(prepare, split_name, samples);
     let batches = batches(samples.clone(), prepare.clone(), &config, 0);
     let mut bar = Progress::new(progress, format!("eval {split_name}"), batches.len());
     let mut evaluation = Evaluation::new(objective);
     for batch in batches {
         let items = batch?;
-        let main = prepare.main_batch::<B>(&items, &device)?;
-        let feature = cache.features(model, &prepare, split_name, &items, &device)?;
-        let out = objective.forward(model, &main, feature);
+        let inputs = cache.inputs(model, &prepare, split_name, &items, &device)?;
+        let out = objective.forward(model, inputs);
         let loss = objective.loss(&out.logits, &items).into_scalar().elem::<f64>();
         let importance = out.importance_loss.clone().into_scalar().elem::<f64>();
         evaluation.update(&out.logits, &items, &out.routing, loss, importance);

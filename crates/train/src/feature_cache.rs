@@ -1,41 +1,91 @@
-//! Complementary features kept across epochs, and across runs on disk, when they cannot change:
-//! the complementary encoder is frozen and unprompted, so its pooled representation of a sample
-//! is a constant. Every method of an experiment family then encodes each sample once.
+//! Frozen features kept across epochs, and across runs on disk, when they cannot change. The
+//! complementary encoder is frozen and unprompted, so its pooled representation of a sample is a
+//! constant; so is the main side's where nothing in front of the head trains (late fusion and its
+//! probe of the main modality over encoders without a trainable part, late fusion over such
+//! experts). Every method of an experiment family then encodes each sample's complementary input
+//! once, and late fusion trains its head on features computed once.
 //!
 //! On disk: `<dir>/<key>.json` (`{"width": w, "ids": [...]}`) and `<dir>/<key>.f32` (rows of
-//! little-endian `f32` in the order of `ids`), where the key hashes the encoder, its input options
-//! and the dataset root. Both are written atomically; a file that does not match is ignored and
-//! rebuilt.
+//! little-endian `f32` in the order of `ids`), where the key hashes the encoder (with its role on
+//! the main side), its input options and the dataset root. Both are written atomically; a file
+//! that does not match is ignored and rebuilt.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use burn::tensor::{Tensor, TensorData};
+use backbones::AnyInput;
+use burn::tensor::{Tensor, TensorData, backend::Backend};
 use ops::Kernels;
 use serde::{Deserialize, Serialize};
 
-use crate::model::Model;
-use crate::pair::{PairPrepare, PreparedPair};
+use crate::model::{MainUse, Model};
+use crate::pair::{PairPrepare, PreparedPair, Skip};
 use crate::spec::ExperimentSpec;
 
-/// Where the features of `complementary` (an encoder name) for the experiment's data are kept
-/// under `cache_dir`: a key over the encoder, its input options and the dataset root.
-pub fn store_path(cache_dir: &Path, spec: &ExperimentSpec, complementary: &str) -> PathBuf {
+/// Where the features of `encoder` (an encoder name, prefixed by its role where the role
+/// changes what is kept) for the experiment's data are kept under `cache_dir`: a key over the
+/// encoder, its input options and the dataset root.
+pub fn store_path(cache_dir: &Path, spec: &ExperimentSpec, encoder: &str) -> PathBuf {
     let m = &spec.model;
-    let key = format!("{complementary}|{}|{}|{}|{}", m.image_size, m.audio_seconds, m.complementary_reads_depth, spec.data.root.display());
+    let key = format!("{encoder}|{}|{}|{}|{}", m.image_size, m.audio_seconds, m.complementary_reads_depth, spec.data.root.display());
     cache_dir.join("features").join(data::cache_key(&key))
 }
 
-/// Complementary features by `split/id`.
+/// Where an experiment's constant features are kept between runs (paths without extension).
+#[derive(Debug, Clone, Default)]
+pub struct FeatureStores {
+    /// The main side's: the main encoder's pooled representation, or the experts' concatenated.
+    pub main: Option<PathBuf>,
+    /// The complementary encoder's.
+    pub complementary: Option<PathBuf>,
+}
+
+/// A batch's inputs as the model reads them.
+#[derive(Debug)]
+pub struct BatchInputs<B: Backend> {
+    /// The main side.
+    pub main: MainInput<B>,
+    /// The complementary representation, for models that read one. Shape `[batch, d_complementary]`.
+    pub complementary: Option<Tensor<B, 2>>,
+}
+
+/// The main side of a batch.
+#[derive(Debug)]
+pub enum MainInput<B: Backend> {
+    /// The encoder's input: the encoder runs on it.
+    Encoder(AnyInput<B>),
+    /// The constant pooled representation ([`MainUse::Constant`]). Shape `[batch, width]`.
+    Pooled(Tensor<B, 2>),
+    /// Nothing: the head does not read the main side.
+    Unread,
+}
+
+/// Rows of one side's constant features by `split/id`, and the store they are kept in.
 #[derive(Debug, Default)]
-pub struct FeatureCache {
-    enabled: bool,
-    /// The model reads no complementary modality: nothing to compute or cache.
-    unused: bool,
+struct Rows {
     rows: HashMap<String, Vec<f32>>,
     store: Option<PathBuf>,
     dirty: bool,
+}
+
+/// How one side's features are had.
+#[derive(Debug)]
+enum Side {
+    /// The model does not read it.
+    Unused,
+    /// Computed at every step (the encoder is prompted, or part of it trains).
+    EveryStep,
+    /// Constant: computed once per sample and kept.
+    Cached(Rows),
+}
+
+/// The constant features of a model's two sides, by `split/id`.
+#[derive(Debug)]
+pub struct FeatureCache {
+    main: Side,
+    complementary: Side,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -49,60 +99,74 @@ struct Index {
 }
 
 impl FeatureCache {
-    /// A cache for `model`, active only when its complementary features are constant; kept on
-    /// disk under `store` (a path without extension) if given.
-    pub fn for_model<B: Kernels>(model: &Model<B>, store: Option<PathBuf>) -> Self {
-        let unused = !model.reads_complementary();
-        let enabled = !unused && model.complementary_prompts().is_none();
-        let mut cache = Self { enabled, unused, rows: HashMap::new(), store: store.filter(|_| enabled), dirty: false };
-        if let Some(store) = &cache.store {
-            cache.rows = read_store(store).unwrap_or_default();
+    /// A cache for `model`, which keeps each side whose features are constant, on disk in its
+    /// store if given. `dense` (segmentation) reads the main encoder's every position, which
+    /// no pooled representation replaces.
+    pub fn for_model<B: Kernels>(model: &Model<B>, stores: FeatureStores, dense: bool) -> Self {
+        let main = match model.main_use() {
+            MainUse::Unread if !dense => Side::Unused,
+            MainUse::Constant if !dense => Side::Cached(Rows::open(stores.main)),
+            _ => Side::EveryStep,
+        };
+        let complementary = match (model.reads_complementary(), model.complementary_prompts()) {
+            (false, _) => Side::Unused,
+            (true, Some(_)) => Side::EveryStep,
+            (true, None) => Side::Cached(Rows::open(stores.complementary)),
+        };
+        Self { main, complementary }
+    }
+
+    /// A preparation of `samples` (of split `split`) that leaves out the inputs whose features
+    /// are all cached, or unread.
+    pub fn prepare_for(&self, prepare: &Arc<PairPrepare>, split: &str, samples: &[data::Sample]) -> Arc<PairPrepare> {
+        let skipped = |side: &Side| match side {
+            Side::Unused => true,
+            Side::EveryStep => false,
+            Side::Cached(rows) => rows.missing(split, samples) == 0,
+        };
+        let skip = Skip { main: skipped(&self.main), complementary: skipped(&self.complementary) };
+        if skip == Skip::default() { prepare.clone() } else { Arc::new(prepare.skipping(skip)) }
+    }
+
+    /// Lines saying where the features of `samples` (of split `split`) will come from, announced
+    /// before training: one per side that is cached or computed other than as usual.
+    pub fn describe(&self, split: &str, samples: &[data::Sample]) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Side::Cached(rows) = &self.main {
+            lines.push(rows.describe("main", split, samples));
         }
-        cache
-    }
-
-    /// Samples whose features are known.
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    /// Whether no feature is known.
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
-    /// Whether the features of every sample in `samples` (of split `split`) are cached, so that
-    /// their complementary inputs need not be prepared.
-    pub fn covers(&self, split: &str, samples: &[data::Sample]) -> bool {
-        self.unused || self.enabled && samples.iter().all(|s| self.rows.contains_key(&format!("{split}/{}", s.id)))
-    }
-
-    /// One line saying where the complementary features of `samples` (of split `split`) will
-    /// come from, announced before training; `None` for a model that reads none.
-    pub fn describe(&self, split: &str, samples: &[data::Sample]) -> Option<String> {
-        if self.unused {
-            return None;
+        match &self.complementary {
+            Side::Cached(rows) => lines.push(rows.describe("complementary", split, samples)),
+            Side::EveryStep => lines.push("complementary features: computed at every step (the complementary encoder is prompted)".into()),
+            Side::Unused => {}
         }
-        if !self.enabled {
-            return Some("complementary features: computed at every step (the complementary encoder is prompted)".into());
-        }
-        let missing = samples.iter().filter(|s| !self.rows.contains_key(&format!("{split}/{}", s.id))).count();
-        let kept = self.store.as_ref().map_or_else(|| "kept for this run".to_string(), |store| format!("kept in {}.f32 for later runs", store.display()));
-        Some(if missing == 0 {
-            format!("complementary features: all {} {split} samples cached ({kept})", samples.len())
-        } else {
-            format!(
-                "complementary features: {missing} of {} {split} samples to encode during the first epoch, once (the frozen complementary encoder; {kept})",
-                samples.len()
-            )
-        })
+        lines
     }
 
-    /// Features of `items` (of split `split`); `None` for a model that reads none.
+    /// The inputs of `items` (of split `split`): encoder inputs where the encoder runs, cached
+    /// features (computed for the samples not seen yet) where they are constant.
+    pub fn inputs<B: Kernels>(
+        &mut self,
+        model: &Model<B>,
+        prepare: &PairPrepare,
+        split: &str,
+        items: &[PreparedPair],
+        device: &B::Device,
+    ) -> Result<BatchInputs<B>> {
+        let main = match &mut self.main {
+            Side::Unused => MainInput::Unread,
+            Side::EveryStep => MainInput::Encoder(prepare.main_batch(&items.iter().collect::<Vec<_>>(), device)?),
+            Side::Cached(rows) => MainInput::Pooled(rows.get(split, items, device, |missing| Ok(model.main_feature(&prepare.main_batch(missing, device)?)))?),
+        };
+        Ok(BatchInputs { main, complementary: self.complementary(model, prepare, split, items, device)? })
+    }
+
+    /// The complementary representation of `items` (of split `split`), `None` for a model that
+    /// reads none: [`inputs`](Self::inputs)' complementary side alone.
     ///
     /// # Shapes
     /// - output: `[items.len(), d_complementary]`
-    pub fn features<B: Kernels>(
+    pub fn complementary<B: Kernels>(
         &mut self,
         model: &Model<B>,
         prepare: &PairPrepare,
@@ -110,31 +174,82 @@ impl FeatureCache {
         items: &[PreparedPair],
         device: &B::Device,
     ) -> Result<Option<Tensor<B, 2>>> {
-        if !model.reads_complementary() {
-            return Ok(None);
+        Ok(match &mut self.complementary {
+            Side::Unused => None,
+            Side::EveryStep => Some(model.complementary_feature(&prepare.complementary_batch(&items.iter().collect::<Vec<_>>(), device)?)),
+            Side::Cached(rows) => Some(rows.get(split, items, device, |missing| Ok(model.complementary_feature(&prepare.complementary_batch(missing, device)?)))?),
+        })
+    }
+
+    /// Writes new rows to the stores, if there are any.
+    pub fn flush(&mut self) -> Result<()> {
+        for side in [&mut self.main, &mut self.complementary] {
+            if let Side::Cached(rows) = side {
+                rows.flush()?;
+            }
         }
-        if !self.enabled {
-            let all: Vec<&PreparedPair> = items.iter().collect();
-            return Ok(Some(model.complementary_feature(&prepare.complementary_batch(&all, device)?)));
+        Ok(())
+    }
+}
+
+impl Rows {
+    /// The rows kept in `store` (none if it is missing or does not match), or none without a store.
+    fn open(store: Option<PathBuf>) -> Self {
+        let rows = store.as_deref().and_then(read_store).unwrap_or_default();
+        Self { rows, store, dirty: false }
+    }
+
+    fn key(split: &str, id: &str) -> String {
+        format!("{split}/{id}")
+    }
+
+    /// How many of `samples` (of split `split`) have no row yet.
+    fn missing(&self, split: &str, samples: &[data::Sample]) -> usize {
+        samples.iter().filter(|s| !self.rows.contains_key(&Self::key(split, &s.id))).count()
+    }
+
+    /// One line saying where `side`'s features of `samples` will come from.
+    fn describe(&self, side: &str, split: &str, samples: &[data::Sample]) -> String {
+        let missing = self.missing(split, samples);
+        let kept = self.store.as_ref().map_or_else(|| "kept for this run".to_string(), |store| format!("kept in {}.f32 for later runs", store.display()));
+        if missing == 0 {
+            format!("{side} features: all {} {split} samples cached ({kept})", samples.len())
+        } else {
+            format!(
+                "{side} features: {missing} of {} {split} samples to encode during the first epoch, once (the frozen {side} encoder; {kept})",
+                samples.len()
+            )
         }
-        let key = |item: &PreparedPair| format!("{split}/{}", item.id);
-        let missing: Vec<&PreparedPair> = items.iter().filter(|i| !self.rows.contains_key(&key(i))).collect();
+    }
+
+    /// The rows of `items`, those not kept yet computed by `compute` (from the items missing).
+    ///
+    /// # Shapes
+    /// - `compute`'s output: `[missing.len(), width]`; output `[items.len(), width]`
+    fn get<B: Backend>(
+        &mut self,
+        split: &str,
+        items: &[PreparedPair],
+        device: &B::Device,
+        compute: impl FnOnce(&[&PreparedPair]) -> Result<Tensor<B, 2>>,
+    ) -> Result<Tensor<B, 2>> {
+        let missing: Vec<&PreparedPair> = items.iter().filter(|i| !self.rows.contains_key(&Self::key(split, &i.id))).collect();
         if !missing.is_empty() {
-            let features = model.complementary_feature(&prepare.complementary_batch(&missing, device)?);
+            let features = compute(&missing)?;
             let [_, width] = features.dims();
             let values: Vec<f32> = features.into_data().convert::<f32>().to_vec().expect("features are floats");
             for (row, item) in values.chunks(width).zip(&missing) {
-                self.rows.insert(key(item), row.to_vec());
+                self.rows.insert(Self::key(split, &item.id), row.to_vec());
             }
             self.dirty = true;
         }
-        let width = self.rows[&key(&items[0])].len();
-        let flat: Vec<f32> = items.iter().flat_map(|i| self.rows[&key(i)].iter().copied()).collect();
-        Ok(Some(Tensor::from_data(TensorData::new(flat, [items.len(), width]), device)))
+        let width = self.rows[&Self::key(split, &items[0].id)].len();
+        let flat: Vec<f32> = items.iter().flat_map(|i| self.rows[&Self::key(split, &i.id)].iter().copied()).collect();
+        Ok(Tensor::from_data(TensorData::new(flat, [items.len(), width]), device))
     }
 
     /// Writes new rows to the store, if there is one.
-    pub fn flush(&mut self) -> Result<()> {
+    fn flush(&mut self) -> Result<()> {
         let Some(store) = self.store.as_ref().filter(|_| self.dirty) else { return Ok(()) };
         let mut ids: Vec<&String> = self.rows.keys().collect();
         ids.sort();
@@ -178,16 +293,32 @@ mod tests {
     #[test]
     fn the_announcement_counts_what_is_left_to_encode_and_names_the_store() {
         let samples = [sample("a"), sample("b"), sample("c")];
-        let rows = HashMap::from([("train/a".to_string(), vec![1.0])]);
-        let mut cache = FeatureCache { enabled: true, unused: false, rows, store: Some(PathBuf::from("/c/key")), dirty: false };
-        let line = cache.describe("train", &samples).unwrap();
+        let mut rows = Rows { rows: HashMap::from([("train/a".to_string(), vec![1.0])]), store: Some(PathBuf::from("/c/key")), dirty: false };
+        let line = rows.describe("complementary", "train", &samples);
         assert_eq!(line, "complementary features: 2 of 3 train samples to encode during the first epoch, once (the frozen complementary encoder; kept in /c/key.f32 for later runs)");
-        cache.rows.extend([("train/b".to_string(), vec![2.0]), ("train/c".to_string(), vec![3.0])]);
-        assert_eq!(cache.describe("train", &samples).unwrap(), "complementary features: all 3 train samples cached (kept in /c/key.f32 for later runs)");
-        cache.enabled = false;
-        assert!(cache.describe("train", &samples).unwrap().contains("computed at every step"));
-        cache.unused = true;
-        assert_eq!(cache.describe("train", &samples), None);
+        rows.rows.extend([("train/b".to_string(), vec![2.0]), ("train/c".to_string(), vec![3.0])]);
+        let mut cache = FeatureCache { main: Side::Cached(rows), complementary: Side::EveryStep };
+        assert_eq!(
+            cache.describe("train", &samples),
+            ["main features: all 3 train samples cached (kept in /c/key.f32 for later runs)", "complementary features: computed at every step (the complementary encoder is prompted)"]
+        );
+        cache = FeatureCache { main: Side::EveryStep, complementary: Side::Unused };
+        assert!(cache.describe("train", &samples).is_empty());
+    }
+
+    /// Each side's input is prepared only where the encoder runs on it, or where a sample's
+    /// constant feature is not cached yet.
+    #[test]
+    fn only_inputs_whose_features_are_needed_are_prepared() {
+        let pixels = data::ImagePreprocess { resize: 4, size: 4, mean: [0.0; 3], std: [1.0; 3] };
+        let prepare = Arc::new(PairPrepare::new(backbones::InputPreparer::Image(backbones::Modality::Image, pixels), None, None));
+        let samples = [sample("a"), sample("b")];
+        let cached = |ids: &[&str]| Side::Cached(Rows { rows: ids.iter().map(|id| (format!("train/{id}"), vec![0.0])).collect(), store: None, dirty: false });
+        let skip = |main, complementary| *FeatureCache { main, complementary }.prepare_for(&prepare, "train", &samples).skip();
+        assert_eq!(skip(Side::EveryStep, cached(&["a", "b"])), Skip { main: false, complementary: true });
+        assert_eq!(skip(Side::EveryStep, cached(&["a"])), Skip { main: false, complementary: false });
+        assert_eq!(skip(cached(&["a", "b"]), Side::Unused), Skip { main: true, complementary: true });
+        assert_eq!(skip(Side::Unused, Side::EveryStep), Skip { main: true, complementary: false });
     }
 
     /// Two runs side by side write the same store: the rows of one beside the index of the
@@ -197,9 +328,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("key");
         let write = |rows: &[(&str, f32)]| {
-            let mut cache = FeatureCache { enabled: true, unused: false, rows: HashMap::new(), store: Some(store.clone()), dirty: true };
-            cache.rows.extend(rows.iter().map(|(id, v)| (id.to_string(), vec![*v, -v])));
-            cache.flush().unwrap();
+            let mut kept = Rows { rows: HashMap::new(), store: Some(store.clone()), dirty: true };
+            kept.rows.extend(rows.iter().map(|(id, v)| (id.to_string(), vec![*v, -v])));
+            kept.flush().unwrap();
         };
         write(&[("train/a", 1.0), ("train/b", 2.0)]);
         let first = std::fs::read(store.with_extension("f32")).unwrap();

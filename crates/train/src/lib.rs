@@ -17,7 +17,7 @@
 //! | [`schedule`] | learning-rate schedules |
 //! | [`optim`] | global-norm gradient clipping |
 //! | [`trainer`] | [`train`]: the training loop |
-//! | [`feature_cache`] | frozen complementary features kept across epochs and runs |
+//! | [`feature_cache`] | constant frozen features (complementary; late fusion's main) kept across epochs and runs |
 //! | [`checkpoint`] | resumable checkpoints (adapter + optimiser state) |
 //! | [`run_dir`] | the files a run writes, and its result |
 //! | [`run_lock`] | one writer per run directory |
@@ -58,9 +58,9 @@ pub use checkpoint::TrainOptimizer;
 pub use dataset::{Splits, epoch_samples, load_split, load_splits, loader_config};
 pub use device::{BackendJob, DeviceChoice, TrainBackend, run_on};
 pub use evaluation::{EvalReport, evaluate};
-pub use feature_cache::FeatureCache;
+pub use feature_cache::{BatchInputs, FeatureCache, FeatureStores, MainInput};
 pub use malloc::{MALLOC_SETTINGS, tune_glibc_malloc};
-pub use model::{LearningRateGroup, Model, Site};
+pub use model::{LearningRateGroup, MainUse, Model, Site};
 pub use objective::{Logits, Objective};
 pub use optim::clip_global_norm;
 pub use plot::plot_run;

@@ -81,7 +81,64 @@ impl<B: Backend, const D: usize> ModelOutput<B, D> {
     }
 }
 
+/// What a model needs of a sample's main input (what the main encoder, or the experts, read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MainUse {
+    /// The encoder runs on it at every step: it is prompted, or part of it trains.
+    Encoded,
+    /// Its pooled representation is a constant of the sample (late fusion over encoders without
+    /// a trainable part): computed once, then cached ([`FeatureCache`](crate::FeatureCache)).
+    Constant,
+    /// The head does not read it (late fusion's probe of the complementary modality alone).
+    Unread,
+}
+
 impl<B: Kernels> Model<B> {
+    /// What the model needs of the main input.
+    pub fn main_use(&self) -> MainUse {
+        match self {
+            Self::Fusion(m) if !m.reads_main() => MainUse::Unread,
+            Self::Fusion(m) if m.main_is_constant() => MainUse::Constant,
+            Self::Experts(m) if m.classifier.pooled_is_constant() => MainUse::Constant,
+            _ => MainUse::Encoded,
+        }
+    }
+
+    /// The constant pooled representation of the main input ([`MainUse::Constant`]): the main
+    /// encoder's, or the experts' concatenated.
+    ///
+    /// # Shapes
+    /// - output: `[batch, width]`
+    pub fn main_feature(&self, main: &AnyInput<B>) -> Tensor<B, 2> {
+        match self {
+            Self::Fusion(m) => m.main_feature(main),
+            Self::Experts(m) => m.classifier.constant_pooled(&m.expert_inputs(main)),
+        }
+    }
+
+    /// Class scores from precomputed representations, for a model whose main representation is
+    /// constant or unread ([`main_use`](Self::main_use)): the head alone.
+    ///
+    /// # Shapes
+    /// - `main`: `[batch, width]` ([`main_feature`](Self::main_feature)), `None` where unread;
+    ///   `complementary`: `[batch, d_complementary]`, for the models that read one
+    /// - output logits: `[batch, num_outputs]`
+    ///
+    /// # Panics
+    /// If the model's main representation is encoded at every step, or an input it reads is missing.
+    pub fn classify_constant(&self, main: Option<Tensor<B, 2>>, complementary: Option<Tensor<B, 2>>) -> ModelOutput<B, 2> {
+        match self {
+            Self::Fusion(m) => {
+                let out = m.forward_constant(main, complementary.expect("the complementary feature of the batch"));
+                ModelOutput::of_routers(out.logits, out.routing, out.importance_loss)
+            }
+            Self::Experts(m) => {
+                let out = m.classifier.forward_constant(main.expect("the experts' pooled outputs of the batch"));
+                ModelOutput::of_dispatchers(out.logits, out.dispatch)
+            }
+        }
+    }
+
     /// Deep prompts of the complementary encoder (trained at their own learning rate).
     pub fn complementary_prompts(&self) -> Option<&MopePrompts<B>> {
         match self {

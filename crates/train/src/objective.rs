@@ -11,6 +11,7 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use data::Task;
 use ops::Kernels;
 
+use crate::feature_cache::{BatchInputs, MainInput};
 use crate::model::{Model, Routing};
 use crate::pair::{PreparedPair, class_targets, multi_hot_targets};
 
@@ -24,12 +25,17 @@ pub trait Objective: Copy {
     /// The metric that selects the best checkpoint and is reported against the paper.
     fn primary_metric(self) -> &'static str;
 
-    /// Runs `model` on a batch: class scores, or for segmentation the patch scores upsampled
-    /// (bilinearly) to the main input's size, which is the label map's.
+    /// Whether the task scores every position of the main input (segmentation), which no pooled
+    /// representation replaces.
+    fn is_dense(self) -> bool;
+
+    /// Runs `model` on a batch's inputs ([`FeatureCache::inputs`](crate::FeatureCache::inputs)):
+    /// class scores, or for segmentation the patch scores upsampled (bilinearly) to the main
+    /// input's size, which is the label map's.
     ///
-    /// # Shapes
-    /// - `complementary`: `[batch, d_complementary]`, for models that read one
-    fn forward<B: Kernels>(self, model: &Model<B>, main: &AnyInput<B>, complementary: Option<Tensor<B, 2>>) -> BatchOutput<B>;
+    /// # Panics
+    /// For segmentation, if the main input is not pixels.
+    fn forward<B: Kernels>(self, model: &Model<B>, inputs: BatchInputs<B>) -> BatchOutput<B>;
 
     /// Mean task loss of a batch.
     ///
@@ -69,6 +75,10 @@ impl Objective for Task {
         }
     }
 
+    fn is_dense(self) -> bool {
+        matches!(self, Self::Segmentation { .. })
+    }
+
     fn primary_metric(self) -> &'static str {
         match self {
             Self::Classification { .. } => "accuracy",
@@ -77,17 +87,23 @@ impl Objective for Task {
         }
     }
 
-    fn forward<B: Kernels>(self, model: &Model<B>, main: &AnyInput<B>, complementary: Option<Tensor<B, 2>>) -> BatchOutput<B> {
+    fn forward<B: Kernels>(self, model: &Model<B>, inputs: BatchInputs<B>) -> BatchOutput<B> {
+        let BatchInputs { main, complementary } = inputs;
         match self {
             Self::Segmentation { .. } => {
-                let out = model.dense(main, complementary);
+                let MainInput::Encoder(main) = main else { panic!("segmentation reads the main encoder's every position") };
+                let out = model.dense(&main, complementary);
                 let AnyInput::Pixels(pixels) = main else { panic!("segmentation reads images") };
                 let [_, _, height, width] = pixels.dims();
                 let logits = interpolate(out.logits, [height, width], InterpolateOptions::new(InterpolateMode::Bilinear));
                 BatchOutput { logits: Logits::Pixels(logits), routing: out.routing, importance_loss: out.importance_loss }
             }
             _ => {
-                let out = model.classify(main, complementary);
+                let out = match main {
+                    MainInput::Encoder(main) => model.classify(&main, complementary),
+                    MainInput::Pooled(pooled) => model.classify_constant(Some(pooled), complementary),
+                    MainInput::Unread => model.classify_constant(None, complementary),
+                };
                 BatchOutput { logits: Logits::Scores(out.logits), routing: out.routing, importance_loss: out.importance_loss }
             }
         }

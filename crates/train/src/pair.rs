@@ -10,10 +10,10 @@ use data::{DataError, ImageCache, Prepare, Sample, Target};
 /// One sample prepared for both encoders.
 #[derive(Debug, Clone)]
 pub struct PreparedPair {
-    /// Sample id (the key of the complementary-feature cache).
+    /// Sample id (the key of the feature cache).
     pub id: String,
-    /// Input of the main encoder.
-    pub main: PreparedInput,
+    /// Input of the main encoder; `None` when its feature is already cached, or unread.
+    pub main: Option<PreparedInput>,
     /// Input of the complementary encoder; `None` when its feature is already cached.
     pub complementary: Option<PreparedInput>,
     /// Target.
@@ -28,7 +28,7 @@ impl PreparedPair {
     /// A segmentation item of no pixels with the label map `mask`, for the tests of losses and
     /// metrics.
     pub(crate) fn of_mask(mask: Vec<u8>) -> Self {
-        Self { id: "x".into(), main: PreparedInput::Pixels(Vec::new()), complementary: None, target: Target::Mask("x.png".into()), mask: Some(mask) }
+        Self { id: "x".into(), main: Some(PreparedInput::Pixels(Vec::new())), complementary: None, target: Target::Mask("x.png".into()), mask: Some(mask) }
     }
 }
 
@@ -42,7 +42,17 @@ pub struct PairPrepare {
     pub complementary: Option<InputPreparer>,
     main_images: Option<ImageCache>,
     complementary_images: Option<ImageCache>,
-    skip_complementary: bool,
+    skip: Skip,
+}
+
+/// Inputs a preparation leaves out, because their features are cached or unread (decoding them
+/// would be wasted work).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Skip {
+    /// The main encoder's input.
+    pub main: bool,
+    /// The complementary encoder's input.
+    pub complementary: bool,
 }
 
 impl PairPrepare {
@@ -53,13 +63,17 @@ impl PairPrepare {
             _ => None,
         };
         let complementary_images = complementary.as_ref().and_then(images);
-        Self { main_images: images(&main), complementary_images, main, complementary, skip_complementary: false }
+        Self { main_images: images(&main), complementary_images, main, complementary, skip: Skip::default() }
     }
 
-    /// The same preparation without the complementary input, for samples whose complementary
-    /// features are all cached (decoding them again would be wasted work).
-    pub fn main_only(&self) -> Self {
-        Self { skip_complementary: true, ..self.clone() }
+    /// The same preparation without the inputs `skip` names.
+    pub fn skipping(&self, skip: Skip) -> Self {
+        Self { skip, ..self.clone() }
+    }
+
+    /// The inputs this preparation leaves out.
+    pub fn skip(&self) -> &Skip {
+        &self.skip
     }
 
     /// Prepares one sample without the pipeline (for `mope predict`).
@@ -77,8 +91,8 @@ impl PairPrepare {
         Ok(PreparedPair {
             mask,
             id: sample.id.clone(),
-            main: self.main.prepare(sample, self.main_images.as_ref())?,
-            complementary: match (&self.complementary, self.skip_complementary) {
+            main: if self.skip.main { None } else { Some(self.main.prepare(sample, self.main_images.as_ref())?) },
+            complementary: match (&self.complementary, self.skip.complementary) {
                 (Some(preparer), false) => Some(preparer.prepare(sample, self.complementary_images.as_ref())?),
                 _ => None,
             },
@@ -87,15 +101,19 @@ impl PairPrepare {
     }
 
     /// Collates the main encoder's inputs of a batch.
-    pub fn main_batch<B: Backend>(&self, items: &[PreparedPair], device: &B::Device) -> Result<AnyInput<B>, BackboneError> {
-        self.main.collate(&items.iter().map(|i| &i.main).collect::<Vec<_>>(), device)
+    ///
+    /// # Panics
+    /// If an item was prepared without its main input ([`skipping`](Self::skipping)).
+    pub fn main_batch<B: Backend>(&self, items: &[&PreparedPair], device: &B::Device) -> Result<AnyInput<B>, BackboneError> {
+        let inputs: Vec<&PreparedInput> = items.iter().map(|i| i.main.as_ref().expect("main input prepared (its feature is not cached)")).collect();
+        self.main.collate(&inputs, device)
     }
 
     /// Collates the complementary encoder's inputs of a batch.
     ///
     /// # Panics
     /// If there is no complementary encoder, or an item was prepared without its complementary
-    /// input ([`main_only`](Self::main_only)).
+    /// input ([`skipping`](Self::skipping)).
     pub fn complementary_batch<B: Backend>(&self, items: &[&PreparedPair], device: &B::Device) -> Result<AnyInput<B>, BackboneError> {
         let inputs: Vec<&PreparedInput> =
             items.iter().map(|i| i.complementary.as_ref().expect("complementary input prepared (its feature is not cached)")).collect();

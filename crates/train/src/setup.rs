@@ -11,7 +11,7 @@ use mope_core::materialize;
 use ops::Kernels;
 use serde_json::json;
 
-use crate::feature_cache;
+use crate::feature_cache::{self, FeatureStores};
 use crate::model::{ExpertsModel, Model, PixelAdapt};
 use crate::objective::Objective;
 use crate::pair::PairPrepare;
@@ -33,8 +33,8 @@ pub struct Setup<B: Backend> {
     pub classifier: serde_json::Value,
     /// Names of the encoders (saved in adapters).
     pub base_model: serde_json::Value,
-    /// Where complementary features are kept between runs (see [`FeatureCache`](crate::FeatureCache)).
-    pub feature_store: Option<std::path::PathBuf>,
+    /// Where constant features are kept between runs (see [`FeatureCache`](crate::FeatureCache)).
+    pub feature_stores: FeatureStores,
 }
 
 impl<B: Kernels> Setup<B> {
@@ -83,7 +83,10 @@ impl<B: Kernels> Setup<B> {
             anyhow::bail!("complementary encoder `{}` has no layer to prompt: set model.complementary_prompt_len = 0", complementary.name);
         }
         let cache_dir = spec.cache_dir();
-        let feature_store = cache_dir.as_ref().map(|dir| feature_cache::store_path(dir, spec, &complementary.name));
+        let feature_stores = FeatureStores {
+            main: cache_dir.as_ref().map(|dir| feature_cache::store_path(dir, spec, &format!("main:{}", main.name))),
+            complementary: cache_dir.as_ref().map(|dir| feature_cache::store_path(dir, spec, &complementary.name)),
+        };
         B::seed(device, spec.train.seed);
         // Trainable encoder parts (the hybrid's projection) are drawn from the seed first.
         let main_encoder = materialize(main.encoder);
@@ -96,7 +99,7 @@ impl<B: Kernels> Setup<B> {
             labels,
             classifier: serde_json::to_value(&classifier)?,
             base_model: json!({ "main": main.name, "complementary": complementary.name }),
-            feature_store,
+            feature_stores,
         })
     }
 
@@ -144,8 +147,11 @@ impl<B: Kernels> Setup<B> {
             objective,
             labels,
             classifier: serde_json::to_value(&config)?,
+            feature_stores: FeatureStores {
+                main: spec.cache_dir().map(|dir| feature_cache::store_path(&dir, spec, &format!("experts:{}", names.join(",")))),
+                complementary: None,
+            },
             base_model: json!({ "experts": names }),
-            feature_store: None,
         })
     }
 }

@@ -62,7 +62,7 @@ pub fn train<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: &S
     let device: B::Device = Default::default();
     // One writer per run directory, until this function returns.
     let _lock = RunLock::acquire(run.path())?;
-    let Setup { mut model, prepare, objective, labels, classifier, base_model, feature_store } = setup;
+    let Setup { mut model, prepare, objective, labels, classifier, base_model, feature_stores } = setup;
     let t = &spec.train;
     let summary = model.summary();
     let model_config = classifier;
@@ -84,11 +84,11 @@ pub fn train<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: &S
     let steps_per_epoch = data::batch_indices(train_samples.len(), &train_loader, 0).len();
     anyhow::ensure!(steps_per_epoch > 0, "{} training samples make no batch of {} (drop_last)", train_samples.len(), t.batch_size);
     let total_steps = steps_per_epoch * t.epochs;
-    let mut cache = FeatureCache::for_model(&model, feature_store);
-    if options.progress != ProgressMode::Quiet
-        && let Some(line) = cache.describe("train", &epoch_samples(&train_samples, &train_loader, state.epochs_done as u64))
-    {
-        eprintln!("{line}");
+    let mut cache = FeatureCache::for_model(&model, feature_stores, objective.is_dense());
+    if options.progress != ProgressMode::Quiet {
+        for line in cache.describe("train", &epoch_samples(&train_samples, &train_loader, state.epochs_done as u64)) {
+            eprintln!("{line}");
+        }
     }
     for epoch in state.epochs_done..t.epochs {
         if let Some((value, best_epoch)) = state.best
@@ -109,8 +109,7 @@ pub fn train<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: &S
         // so a resumed run draws what an uninterrupted one would.
         B::seed(&device, t.seed.wrapping_add(1 + epoch as u64));
         let start = Instant::now();
-        let covered = cache.covers("train", &epoch_samples(&train_samples, &train_loader, epoch as u64));
-        let epoch_prepare = if covered { Arc::new(prepare.main_only()) } else { prepare.clone() };
+        let epoch_prepare = cache.prepare_for(&prepare, "train", &epoch_samples(&train_samples, &train_loader, epoch as u64));
         let batches = batches(train_samples.clone(), epoch_prepare, &train_loader, epoch as u64);
         let mut bar = Progress::new(options.progress, format!("epoch {}/{}", epoch + 1, t.epochs), batches.len());
         let (mut loss_sum, mut importance_sum, mut seen, mut samples) = (0.0, 0.0, 0usize, 0usize);
@@ -118,9 +117,8 @@ pub fn train<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: &S
             let items = batch?;
             let lr = t.schedule.rate(t.lr, state.step, total_steps, steps_per_epoch);
             let lr_complementary = t.schedule.rate(t.complementary_lr, state.step, total_steps, steps_per_epoch);
-            let main = prepare.main_batch::<B>(&items, &device)?;
-            let feature = cache.features(&model, &prepare, "train", &items, &device)?;
-            let out = objective.forward(&model, &main, feature);
+            let inputs = cache.inputs(&model, &prepare, "train", &items, &device)?;
+            let out = objective.forward(&model, inputs);
             let task = objective.loss(&out.logits, &items);
             let loss = task.clone() + out.importance_loss.clone() * t.importance_weight;
             let mut groups = model.gradient_groups(loss.backward());

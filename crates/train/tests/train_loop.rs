@@ -8,7 +8,7 @@ use backbones::{AnyEncoder, ImagePreprocess, InputPreparer, LoadedEncoder, Modal
 use burn::backend::{Autodiff, Flex};
 use data::{SplitName, Task};
 use train::predictions::{Predictions, mean_of_experts};
-use train::{ExperimentSpec, ProgressMode, RunDir, Setup, Splits, TrainBackend, TrainOptions, load_split};
+use train::{ExperimentSpec, MainUse, ProgressMode, RunDir, Setup, Splits, TrainBackend, TrainOptions, load_split};
 
 /// burn's random state is global to the process: runs that check seeded reproducibility must not
 /// draw concurrently with another test's run.
@@ -156,6 +156,35 @@ fn patience_stops_a_run_whose_validation_stops_improving() {
     let spec = crate::spec(&data, &dir.path().join("cache"), &["train.lr=0", "train.complementary_lr=0", "train.epochs=6", "train.patience=2", "train.min_epochs=5"]);
     let result = train_in::<Autodiff<Flex>>(&dir.path().join("at-least-5"), &spec, false);
     assert_eq!((result.epochs, result.best_epoch), (5, 1));
+}
+
+/// Late fusion's main representation is constant: each sample's is encoded once, kept in the
+/// feature store beside the complementary one, and a second run trains from the stores alone
+/// to the same losses; the probe of the complementary modality reads no main input at all.
+#[test]
+fn late_fusion_encodes_each_main_input_once_and_reuses_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("colours");
+    make_dataset(&data);
+    let cache = dir.path().join("cache");
+    let spec = spec(&data, &cache, &["model.method=late-fusion", "model.complementary_prompt_len=0"]);
+    let use_of_main = |spec: &ExperimentSpec| setup::<Autodiff<Flex>>(spec).0.model.main_use();
+    assert_eq!(use_of_main(&spec), MainUse::Constant);
+    let main_store = setup::<Autodiff<Flex>>(&spec).0.feature_stores.main.unwrap();
+    let first = train_in::<Autodiff<Flex>>(&dir.path().join("first"), &spec, false);
+    let index: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(main_store.with_extension("json")).unwrap()).unwrap();
+    // Every train, val and test sample, 32 wide (the tiny ViT).
+    assert_eq!((index["ids"].as_array().unwrap().len(), index["width"].as_u64()), (60, Some(32)));
+    let second = train_in::<Autodiff<Flex>>(&dir.path().join("second"), &spec, false);
+    assert_eq!(step_losses(&dir.path().join("first")), step_losses(&dir.path().join("second")));
+    assert_eq!((first.value, first.best_val), (second.value, second.best_val));
+    let probe = self::spec(&data, &cache, &["model.method=late-fusion", "model.complementary_prompt_len=0", "model.head=complementary"]);
+    assert_eq!(use_of_main(&probe), MainUse::Unread);
+    for method in ["mope", "fine-tuning"] {
+        let other = self::spec(&data, &cache, &[&format!("model.method={method}")]);
+        assert_eq!(use_of_main(&other), MainUse::Encoded, "{method}");
+    }
 }
 
 /// The same on the GPU (`cargo test -p train --features cuda --test train_loop`).

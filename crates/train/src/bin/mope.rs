@@ -16,7 +16,7 @@ use burn::tensor::activation::{sigmoid, softmax};
 use clap::{Parser, Subcommand};
 use data::{Sample, SplitName, Target, Task};
 
-use train::{BackendJob, DeviceChoice, ExperimentSpec, FeatureCache, ProgressMode, RunDir, Setup, TrainBackend, TrainOptions, evaluate, load_split, load_splits, run_on};
+use train::{BackendJob, DeviceChoice, ExperimentSpec, FeatureCache, FeatureStores, Logits, Objective, ProgressMode, RunDir, Setup, TrainBackend, TrainOptions, evaluate, load_split, load_splits, run_on};
 
 #[derive(Parser)]
 #[command(name = "mope", version, about = "Mixture of Prompt Experts: parameter-efficient multimodal fusion on frozen encoders")]
@@ -256,7 +256,7 @@ impl BackendJob for EvalJob {
         let (spec, setup) = open_run::<B>(&self.run)?;
         let split = load_split(&spec.data, self.split, spec.train.seed)?;
         eprintln!("{}", split.summary());
-        let mut cache = FeatureCache::for_model(&setup.model, setup.feature_store.clone());
+        let mut cache = FeatureCache::for_model(&setup.model, setup.feature_stores.clone(), setup.objective.is_dense());
         let samples = Arc::new(split.samples);
         let report = evaluate(
             &setup.model,
@@ -292,12 +292,13 @@ impl BackendJob for PredictJob {
         let device = Default::default();
         let pair = setup.prepare.prepare_one(&self.sample)?;
         let items = [pair];
-        let main = setup.prepare.main_batch::<B::InnerBackend>(&items, &device)?;
-        let feature = FeatureCache::default().features(&setup.model, &setup.prepare, "predict", &items, &device)?;
-        let out = setup.model.classify(&main, feature);
+        let mut cache = FeatureCache::for_model(&setup.model, FeatureStores::default(), false);
+        let inputs = cache.inputs::<B::InnerBackend>(&setup.model, &setup.prepare, "predict", &items, &device)?;
+        let out = setup.objective.forward(&setup.model, inputs);
+        let Logits::Scores(logits) = out.logits else { unreachable!("classification scores") };
         let probabilities = match setup.objective {
-            Task::Classification { .. } => softmax(out.logits, 1),
-            Task::MultiLabel { .. } => sigmoid(out.logits),
+            Task::Classification { .. } => softmax(logits, 1),
+            Task::MultiLabel { .. } => sigmoid(logits),
             Task::Segmentation { .. } => unreachable!("refused above"),
         };
         let p: Vec<f32> = probabilities.into_data().convert::<f32>().to_vec().expect("floats");
