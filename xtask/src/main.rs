@@ -8,11 +8,13 @@
 //! - `check`: only the check of what the machine lacks.
 //! - `fetch-assets`: the check and the assets, no build.
 //! - `tidy`: checks the conventions of the tree (module docs, no ignored tests).
+//! - `results`: copies `runs/reproduce.md` into the README and docs/reproduce.md.
 
 mod assets;
 mod build;
 mod datasets;
 mod prerequisites;
+mod results;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +38,8 @@ commands:
   check             name everything the machine lacks for the set-up, and stop
   fetch-assets      check the machine and fetch the assets into .assets/, no build
   tidy              check module docs and test hygiene
+  results [FILE]    copy runs/reproduce.md (or FILE) into README.md and docs/reproduce.md, between
+                    their `<!-- results: ... -->` and `<!-- end of results -->` markers
 
 options of reproduce and setup (the rest of reproduce's arguments go to `mope reproduce`):
   --profile release|dev   the cargo profile mope is built in (default release: the workspace's
@@ -56,6 +60,11 @@ fn main() -> ExitCode {
             })
             .map(|mope| println!("set up: {} is built; `cargo xtask reproduce` runs the experiments", mope.display())),
         Some("reproduce") => reproduce(&root, &args[1..]),
+        Some("results") => match &args[1..] {
+            [] => results::publish(&root, None),
+            [file] => results::publish(&root, Some(Path::new(file))),
+            [_, extra, ..] => Err(anyhow::anyhow!("unexpected argument `{extra}` of results (one FILE at most)\n\n{USAGE}")),
+        },
         Some("--help" | "-h" | "help") => {
             println!("{USAGE}");
             Ok(())

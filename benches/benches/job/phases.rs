@@ -15,7 +15,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, ElementConversion, Tensor};
 use mope_core::{LayerPromptSource, PromptableEncoder, forward_prompted};
 use serde::{Deserialize, Serialize};
-use train::{ExperimentSpec, FeatureCache, Logits, Model, Objective, Setup, TrainBackend, TrainOptimizer, clip_global_norm};
+use train::{ExperimentSpec, FeatureCache, Logits, MainUse, Model, Objective, Setup, TrainBackend, TrainOptimizer, clip_global_norm};
 
 /// Seconds per step of each phase, averaged over an epoch.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -102,6 +102,7 @@ pub fn profile<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: 
     loader.shuffle = Some(t.seed);
     loader.drop_last = t.drop_last;
     let steps_per_epoch = data::batch_indices(samples.len(), &loader, 0).len();
+    anyhow::ensure!(model.main_use() == MainUse::Encoded, "the phase profile covers the prompted methods");
     let mut cache = FeatureCache::for_model(&model, feature_stores, false);
     let first_epoch = train::epoch_samples(&samples, &loader, 0);
     let epoch_prepare = cache.prepare_for(&prepare, "train", &first_epoch);

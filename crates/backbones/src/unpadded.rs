@@ -31,8 +31,7 @@ impl<B: Backend> Unpadded<B> {
     /// - `mask_pad`: `[batch, seq_len]`
     pub fn from_mask(mask_pad: &Tensor<B, 2, Bool>) -> Option<Self> {
         let [batch, seq_len] = mask_pad.dims();
-        let padding = mask_pad.to_data().convert::<bool>();
-        let padding = padding.as_slice::<bool>().expect("a bool mask reads as bools");
+        let padding = padding_of(mask_pad);
         let rows: Vec<i64> = (0..batch * seq_len).filter(|&i| !padding[i]).map(|i| i as i64).collect();
         if rows.len() == batch * seq_len {
             return None;
@@ -79,6 +78,11 @@ impl<B: Backend> Unpadded<B> {
     }
 }
 
+/// A padding mask read back to the host, flattened (`true` = padding).
+fn padding_of<B: Backend>(mask_pad: &Tensor<B, 2, Bool>) -> Vec<bool> {
+    mask_pad.to_data().convert::<bool>().to_vec::<bool>().expect("a bool mask reads as bools")
+}
+
 /// The rows of a layer whose outputs at some positions nothing reads: every real token serves
 /// as an attention key and value ([`real`](Self::real)), and only the others (real, outside the
 /// discarded positions) are queries and go through the rest of the layer ([`kept`](Self::kept)).
@@ -99,9 +103,8 @@ impl<B: Backend> KeptRows<B> {
     /// # Shapes
     /// - `mask_pad`: `[batch, seq_len]`
     pub fn new(mask_pad: Option<&Tensor<B, 2, Bool>>, [batch, seq_len]: [usize; 2], discard: Range<usize>, device: &B::Device) -> Self {
-        let padding = mask_pad.map(|m| m.to_data().convert::<bool>());
-        let padding = padding.as_ref().map(|p| p.as_slice::<bool>().expect("a bool mask reads as bools"));
-        let real: Vec<i64> = (0..batch * seq_len).filter(|&i| padding.is_none_or(|p| !p[i])).map(|i| i as i64).collect();
+        let padding = mask_pad.map(padding_of);
+        let real: Vec<i64> = (0..batch * seq_len).filter(|&i| padding.as_ref().is_none_or(|p| !p[i])).map(|i| i as i64).collect();
         let (kept_in_real, kept): (Vec<i64>, Vec<i64>) =
             real.iter().enumerate().filter(|&(_, &i)| !discard.contains(&(i as usize % seq_len))).map(|(r, &i)| (r as i64, i)).unzip();
         let len = kept_in_real.len();

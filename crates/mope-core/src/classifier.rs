@@ -294,7 +294,11 @@ impl<B: RoutingMixture + FastSplice, M: PromptableEncoder<B>, C: PromptableEncod
         let importance_loss = self.mean_importance_loss(&[], &complementary.device());
         let logits = match (main, self.head_input) {
             (_, HeadInput::Complementary) => self.head.forward(complementary),
-            (Some(main), _) => self.head_logits(main, complementary),
+            (Some(main), _) => {
+                let ([_, width], expected) = (main.dims(), self.main.d_model());
+                assert_eq!(width, expected, "main representation has width {width}, the main encoder's is {expected}");
+                self.head_logits(main, complementary)
+            }
             (None, head) => panic!("the head reads the main encoder ({head:?}) but no main representation was given"),
         };
         ClassifierOutput { logits, routing: Vec::new(), importance_loss }
@@ -319,10 +323,8 @@ impl<B: RoutingMixture + FastSplice, M: PromptableEncoder<B>, C: PromptableEncod
     /// # Panics
     /// If `complementary` is not `d_complementary` wide.
     pub fn forward_with_feature(&self, main: &M::Input, complementary: Tensor<B, 2>) -> ClassifierOutput<B> {
-        self.check_complementary_width(&complementary);
-        if self.head_input == HeadInput::Complementary {
-            let importance_loss = self.mean_importance_loss(&[], &complementary.device());
-            return ClassifierOutput { logits: self.head.forward(complementary), routing: Vec::new(), importance_loss };
+        if !self.reads_main() {
+            return self.forward_constant(None, complementary);
         }
         let (out, routing, importance_loss) = self.prompted_main(main, &complementary);
         ClassifierOutput { logits: self.head_logits(out.pooled, complementary), routing, importance_loss }

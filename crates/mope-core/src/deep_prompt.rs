@@ -84,8 +84,12 @@ pub fn forward_prompted<B: FastSplice, E: PromptableEncoder<B>>(
         mask_pad: mut mask,
     } = embedded;
     let mut num_prompts = 0;
+    // The previous layer left its prompt outputs uncomputed: this layer must replace them.
+    let mut replace = false;
     for layer in 0..encoder.num_layers() {
-        if let Some(prompt) = source.prompts(layer, &x, mask.as_ref()) {
+        let prompt = source.prompts(layer, &x, mask.as_ref());
+        assert!(prompt.is_some() || !replace, "the prompt source said layer {layer} replaces the previous prompt outputs, then gave no prompts");
+        if let Some(prompt) = prompt {
             let [batch, _, d_model] = x.dims();
             let [p_batch, p_len, p_width] = prompt.dims();
             assert!(
@@ -106,7 +110,8 @@ pub fn forward_prompted<B: FastSplice, E: PromptableEncoder<B>>(
             next if next < encoder.num_layers() => source.replaces_unread(next),
             _ => !encoder.pool_reads_prompts(),
         };
-        x = if unread && num_prompts > 0 {
+        replace = unread && num_prompts > 0;
+        x = if replace {
             encoder.layer_discarding(layer, x, mask.clone(), prefix..prefix + num_prompts)
         } else {
             encoder.layer(layer, x, mask.clone())

@@ -89,7 +89,8 @@ pub trait PromptableEncoder<B: Backend>: Module<B> {
     }
 
     /// Whether [`pool`](Self::pool) reads the prompt tokens' outputs (then the last layer
-    /// computes them). `true` by default.
+    /// computes them). `true` by default. [`feature_map`](Self::feature_map) must never read
+    /// them: the last layer may leave them uncomputed.
     fn pool_reads_prompts(&self) -> bool {
         true
     }

@@ -7,7 +7,8 @@
 //!
 //! On disk: `<dir>/<key>.json` (`{"width": w, "ids": [...]}`) and `<dir>/<key>.f32` (rows of
 //! little-endian `f32` in the order of `ids`), where the key hashes the encoder (with its role on
-//! the main side), its input options and the dataset root. Both are written atomically; a file
+//! the main side), its input options (image size, audio length, depth input) and the dataset
+//! root; not the weights' content (a changed weights file under the same name is not noticed). Both are written atomically; a file
 //! that does not match is ignored and rebuilt.
 
 use std::collections::HashMap;
@@ -25,11 +26,11 @@ use crate::pair::{PairPrepare, PreparedPair, Skip};
 use crate::spec::ExperimentSpec;
 
 /// Where the features of `encoder` (an encoder name, prefixed by its role where the role
-/// changes what is kept) for the experiment's data are kept under `cache_dir`: a key over the
-/// encoder, its input options and the dataset root.
-pub fn store_path(cache_dir: &Path, spec: &ExperimentSpec, encoder: &str) -> PathBuf {
+/// changes what is kept), reading depth images if `reads_depth`, for the experiment's data are
+/// kept under `cache_dir`: a key over the encoder, its input options and the dataset root.
+pub fn store_path(cache_dir: &Path, spec: &ExperimentSpec, encoder: &str, reads_depth: bool) -> PathBuf {
     let m = &spec.model;
-    let key = format!("{encoder}|{}|{}|{}|{}", m.image_size, m.audio_seconds, m.complementary_reads_depth, spec.data.root.display());
+    let key = format!("{encoder}|{}|{}|{reads_depth}|{}", m.image_size, m.audio_seconds, spec.data.root.display());
     cache_dir.join("features").join(data::cache_key(&key))
 }
 
@@ -68,6 +69,8 @@ struct Rows {
     rows: HashMap<String, Vec<f32>>,
     store: Option<PathBuf>,
     dirty: bool,
+    /// What computes them, for the announcement (`main encoder`, `experts`, ...).
+    source: &'static str,
 }
 
 /// How one side's features are had.
@@ -103,15 +106,16 @@ impl FeatureCache {
     /// store if given. `dense` (segmentation) reads the main encoder's every position, which
     /// no pooled representation replaces.
     pub fn for_model<B: Kernels>(model: &Model<B>, stores: FeatureStores, dense: bool) -> Self {
+        let main_source = if matches!(model, Model::Experts(_)) { "experts" } else { "main encoder" };
         let main = match model.main_use() {
             MainUse::Unread if !dense => Side::Unused,
-            MainUse::Constant if !dense => Side::Cached(Rows::open(stores.main)),
+            MainUse::Constant if !dense => Side::Cached(Rows::open(stores.main, main_source)),
             _ => Side::EveryStep,
         };
         let complementary = match (model.reads_complementary(), model.complementary_prompts()) {
             (false, _) => Side::Unused,
             (true, Some(_)) => Side::EveryStep,
-            (true, None) => Side::Cached(Rows::open(stores.complementary)),
+            (true, None) => Side::Cached(Rows::open(stores.complementary, "complementary encoder")),
         };
         Self { main, complementary }
     }
@@ -193,10 +197,11 @@ impl FeatureCache {
 }
 
 impl Rows {
-    /// The rows kept in `store` (none if it is missing or does not match), or none without a store.
-    fn open(store: Option<PathBuf>) -> Self {
+    /// The rows kept in `store` (none if it is missing or does not match), or none without a
+    /// store; `source` computes them.
+    fn open(store: Option<PathBuf>, source: &'static str) -> Self {
         let rows = store.as_deref().and_then(read_store).unwrap_or_default();
-        Self { rows, store, dirty: false }
+        Self { rows, store, dirty: false, source }
     }
 
     fn key(split: &str, id: &str) -> String {
@@ -216,8 +221,9 @@ impl Rows {
             format!("{side} features: all {} {split} samples cached ({kept})", samples.len())
         } else {
             format!(
-                "{side} features: {missing} of {} {split} samples to encode during the first epoch, once (the frozen {side} encoder; {kept})",
-                samples.len()
+                "{side} features: {missing} of {} {split} samples to encode during the first epoch, once (the frozen {}; {kept})",
+                samples.len(),
+                self.source
             )
         }
     }
@@ -293,7 +299,7 @@ mod tests {
     #[test]
     fn the_announcement_counts_what_is_left_to_encode_and_names_the_store() {
         let samples = [sample("a"), sample("b"), sample("c")];
-        let mut rows = Rows { rows: HashMap::from([("train/a".to_string(), vec![1.0])]), store: Some(PathBuf::from("/c/key")), dirty: false };
+        let mut rows = Rows { rows: HashMap::from([("train/a".to_string(), vec![1.0])]), store: Some(PathBuf::from("/c/key")), dirty: false, source: "complementary encoder" };
         let line = rows.describe("complementary", "train", &samples);
         assert_eq!(line, "complementary features: 2 of 3 train samples to encode during the first epoch, once (the frozen complementary encoder; kept in /c/key.f32 for later runs)");
         rows.rows.extend([("train/b".to_string(), vec![2.0]), ("train/c".to_string(), vec![3.0])]);
@@ -313,7 +319,7 @@ mod tests {
         let pixels = data::ImagePreprocess { resize: 4, size: 4, mean: [0.0; 3], std: [1.0; 3] };
         let prepare = Arc::new(PairPrepare::new(backbones::InputPreparer::Image(backbones::Modality::Image, pixels), None, None));
         let samples = [sample("a"), sample("b")];
-        let cached = |ids: &[&str]| Side::Cached(Rows { rows: ids.iter().map(|id| (format!("train/{id}"), vec![0.0])).collect(), store: None, dirty: false });
+        let cached = |ids: &[&str]| Side::Cached(Rows { rows: ids.iter().map(|id| (format!("train/{id}"), vec![0.0])).collect(), ..Rows::default() });
         let skip = |main, complementary| *FeatureCache { main, complementary }.prepare_for(&prepare, "train", &samples).skip();
         assert_eq!(skip(Side::EveryStep, cached(&["a", "b"])), Skip { main: false, complementary: true });
         assert_eq!(skip(Side::EveryStep, cached(&["a"])), Skip { main: false, complementary: false });
@@ -328,7 +334,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("key");
         let write = |rows: &[(&str, f32)]| {
-            let mut kept = Rows { rows: HashMap::new(), store: Some(store.clone()), dirty: true };
+            let mut kept = Rows { store: Some(store.clone()), dirty: true, ..Rows::default() };
             kept.rows.extend(rows.iter().map(|(id, v)| (id.to_string(), vec![*v, -v])));
             kept.flush().unwrap();
         };

@@ -84,8 +84,8 @@ impl<B: Kernels> Setup<B> {
         }
         let cache_dir = spec.cache_dir();
         let feature_stores = FeatureStores {
-            main: cache_dir.as_ref().map(|dir| feature_cache::store_path(dir, spec, &format!("main:{}", main.name))),
-            complementary: cache_dir.as_ref().map(|dir| feature_cache::store_path(dir, spec, &complementary.name)),
+            main: cache_dir.as_ref().map(|dir| feature_cache::store_path(dir, spec, &format!("main:{}", main.name), spec.model.main_reads_depth)),
+            complementary: cache_dir.as_ref().map(|dir| feature_cache::store_path(dir, spec, &complementary.name, spec.model.complementary_reads_depth)),
         };
         B::seed(device, spec.train.seed);
         // Trainable encoder parts (the hybrid's projection) are drawn from the seed first.
@@ -148,7 +148,7 @@ impl<B: Kernels> Setup<B> {
             labels,
             classifier: serde_json::to_value(&config)?,
             feature_stores: FeatureStores {
-                main: spec.cache_dir().map(|dir| feature_cache::store_path(&dir, spec, &format!("experts:{}", names.join(",")))),
+                main: spec.cache_dir().map(|dir| feature_cache::store_path(&dir, spec, &format!("experts:{}", names.join(",")), spec.model.main_reads_depth)),
                 complementary: None,
             },
             base_model: json!({ "experts": names }),
