@@ -12,7 +12,8 @@
 //! mope reproduce --list | --dry-run | --smoke | --force | --device cuda | --jobs 1
 //! ```
 //! On the CPU two runs go side by side by default (`--jobs`), each with its share of the cores and
-//! its output in `train.log` in its run directory; the results do not depend on it.
+//! its output in `train.log` in its run directory; the results do not depend on it. The runs
+//! expected to take longest start first (their last wall time, else a guess from the method).
 //! A result newer than its experiment file is reused unless `--force`; a run interrupted after an
 //! epoch resumes from its last checkpoint. The table so far is printed after each experiment, with
 //! the time left estimated from the runs so far. `--smoke` runs every selected experiment for
@@ -178,15 +179,17 @@ pub fn run_experiments(root: &Path, mope: &Path, options: &ReproduceOptions) -> 
     }
     // Each job's outcome, in job order; the table so far is printed as jobs finish.
     let outcomes: Mutex<Vec<Option<Outcome>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
+    let order = longest_first(&jobs.iter().map(|(e, _)| expected_seconds(e, &runs)).collect::<Vec<_>>());
     let next = AtomicUsize::new(0);
     let started = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..concurrent {
             scope.spawn(|| {
                 loop {
-                    let index = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(&(e, seed)) = jobs.get(index) else { break };
-                    let position = format!("[{}/{}]", index + 1, jobs.len());
+                    let start = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(&index) = order.get(start) else { break };
+                    let (e, seed) = jobs[index];
+                    let position = format!("[{}/{}]", start + 1, jobs.len());
                     let run_dir = runs.join(e.name()).join(format!("seed-{seed}"));
                     let launch = Launch { position: &position, threads, log: concurrent > 1 };
                     let outcome = run_one(mope, root, e, seed, &run_dir, &launch, options);
@@ -257,6 +260,34 @@ pub fn run_experiments(root: &Path, mope: &Path, options: &ReproduceOptions) -> 
         bail!("{} of {} runs failed", failures.len(), jobs.len());
     }
     Ok(())
+}
+
+/// How long a run of `e` is expected to take: the mean wall time of its runs under `runs` where
+/// an earlier reproduction left some, else a guess from its method (several prompted experts or
+/// a whole encoder training, then the prompted methods, then late fusion).
+fn expected_seconds(e: &Experiment, runs: &Path) -> f64 {
+    let earlier: Vec<f64> = SEEDS
+        .iter()
+        .filter_map(|seed| read_result(&runs.join(e.name()).join(format!("seed-{seed}")).join("result.json")).ok().flatten())
+        .map(|r| r.wall_seconds)
+        .collect();
+    if !earlier.is_empty() {
+        return earlier.iter().sum::<f64>() / earlier.len() as f64;
+    }
+    match e.method() {
+        Method::Pmoe | Method::MeanOfExperts | Method::FineTuning => 600.0,
+        Method::Mope | Method::Sequential | Method::PromptTuning => 200.0,
+        Method::LateFusion => 100.0,
+    }
+}
+
+/// The order in which to start runs expected to take `seconds`: longest first (ties in their
+/// given order), so that the runs still going at the end are short ones and no core waits long
+/// for the last of them.
+fn longest_first(seconds: &[f64]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..seconds.len()).collect();
+    order.sort_by(|&a, &b| seconds[b].total_cmp(&seconds[a]));
+    order
 }
 
 /// The rows of the finished jobs, in job order.
@@ -435,6 +466,23 @@ fn list(all: &[Experiment], runs: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two runners, runs of 1, 1, 2, 2 and 4 minutes listed in that order: started as listed,
+    /// the 4-minute run starts last, at minute 3, and ends at 7; longest first ends at 5.
+    #[test]
+    fn the_longest_runs_start_first_and_ties_keep_their_order() {
+        let seconds = [60.0, 60.0, 120.0, 120.0, 240.0];
+        assert_eq!(longest_first(&seconds), [4, 2, 3, 0, 1]);
+        let makespan = |order: &[usize]| {
+            let mut runners = [0.0f64; 2];
+            for &i in order {
+                let free = if runners[0] <= runners[1] { 0 } else { 1 };
+                runners[free] += seconds[i];
+            }
+            runners[0].max(runners[1])
+        };
+        assert_eq!((makespan(&[0, 1, 2, 3, 4]), makespan(&longest_first(&seconds))), (420.0, 300.0));
+    }
 
     #[test]
     fn a_missing_result_is_none_and_a_malformed_one_is_named_with_its_key() {
