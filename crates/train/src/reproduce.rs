@@ -262,14 +262,15 @@ pub fn run_experiments(root: &Path, mope: &Path, options: &ReproduceOptions) -> 
     Ok(())
 }
 
-/// How long a run of `e` is expected to take: the mean wall time of its runs under `runs` where
-/// an earlier reproduction left some, else a guess from its method (several prompted experts or
-/// a whole encoder training, then the prompted methods, then late fusion).
+/// How long a run of `e` is expected to take: the mean time of its runs under `runs` where an
+/// earlier reproduction left some (wall time, or the training time where that is longer: a
+/// resumed run's wall time is its last invocation's), else a guess from its method (several
+/// prompted experts or a whole encoder training, then the prompted methods, then late fusion).
 fn expected_seconds(e: &Experiment, runs: &Path) -> f64 {
     let earlier: Vec<f64> = SEEDS
         .iter()
         .filter_map(|seed| read_result(&runs.join(e.name()).join(format!("seed-{seed}")).join("result.json")).ok().flatten())
-        .map(|r| r.wall_seconds)
+        .map(|r| r.wall_seconds.max(r.train_seconds))
         .collect();
     if !earlier.is_empty() {
         return earlier.iter().sum::<f64>() / earlier.len() as f64;
