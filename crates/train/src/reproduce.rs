@@ -179,17 +179,19 @@ pub fn run_experiments(root: &Path, mope: &Path, options: &ReproduceOptions) -> 
     }
     // Each job's outcome, in job order; the table so far is printed as jobs finish.
     let outcomes: Mutex<Vec<Option<Outcome>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
-    let order = longest_first(&jobs.iter().map(|(e, _)| expected_seconds(e, &runs)).collect::<Vec<_>>());
+    // Jobs are each experiment's seeds in turn: one estimate per experiment, repeated per seed.
+    let expected: Vec<f64> = chosen.iter().flat_map(|e| std::iter::repeat_n(expected_seconds(e, &runs), seeds.len())).collect();
+    let order = longest_first(&expected);
     let next = AtomicUsize::new(0);
     let started = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..concurrent {
             scope.spawn(|| {
                 loop {
-                    let start = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(&index) = order.get(start) else { break };
+                    let Some(&index) = order.get(next.fetch_add(1, Ordering::SeqCst)) else { break };
                     let (e, seed) = jobs[index];
-                    let position = format!("[{}/{}]", start + 1, jobs.len());
+                    // The run's place in the listing, whatever order the runs start in.
+                    let position = format!("[{}/{}]", index + 1, jobs.len());
                     let run_dir = runs.join(e.name()).join(format!("seed-{seed}"));
                     let launch = Launch { position: &position, threads, log: concurrent > 1 };
                     let outcome = run_one(mope, root, e, seed, &run_dir, &launch, options);
