@@ -111,9 +111,9 @@ pub fn profile<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: 
     let mut times = PhaseTimes { layers: Vec::new(), ..Default::default() };
     let mut loss_sum = 0.0;
     let mut waited = Instant::now();
-    for (step, batch) in data::batches(samples.clone(), epoch_prepare.clone(), &loader, 0).enumerate() {
+    for (step, batch) in data::batches(samples.clone(), epoch_prepare, &loader, 0).enumerate() {
         let items = batch?;
-        let main = prepare.main_batch::<B>(&items.iter().collect::<Vec<_>>(), &device)?;
+        let main = prepare.main_batch::<B>(&items, &device)?;
         let mut clock = Instant::now();
         let mut lap = || {
             let now = Instant::now();

@@ -316,7 +316,8 @@ impl<B: RoutingMixture + FastSplice, E: PromptableEncoder<B>> PmoeClassifier<B, 
         self.combine == Combine::Concat && !self.experts.iter().any(PromptableEncoder::keeps_trainable_part)
     }
 
-    /// The experts' unprompted pooled outputs, concatenated and detached: the input of
+    /// The experts' pooled outputs as [`forward`](Self::forward) computes them (unprompted, for
+    /// late fusion), concatenated and detached: the input of
     /// [`forward_constant`](Self::forward_constant).
     ///
     /// # Shapes
@@ -325,9 +326,8 @@ impl<B: RoutingMixture + FastSplice, E: PromptableEncoder<B>> PmoeClassifier<B, 
     /// # Panics
     /// If there is not one input per expert.
     pub fn constant_pooled(&self, inputs: &[E::Input]) -> Tensor<B, 2> {
-        assert_eq!(inputs.len(), self.experts.len(), "{} inputs for {} experts", inputs.len(), self.experts.len());
-        let pooled = self.experts.iter().zip(inputs).map(|(expert, input)| forward_prompted(expert, expert.embed(input), &mut ()).pooled);
-        Tensor::cat(pooled.collect(), 1).detach()
+        let (outputs, _) = self.run_experts(inputs);
+        Tensor::cat(outputs.into_iter().map(|o| o.pooled).collect(), 1).detach()
     }
 
     /// Classifies from [`constant_pooled`](Self::constant_pooled)'s output (computed now or

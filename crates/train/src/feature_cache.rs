@@ -159,8 +159,8 @@ impl FeatureCache {
     ) -> Result<BatchInputs<B>> {
         let main = match &mut self.main {
             Side::Unused => MainInput::Unread,
-            Side::EveryStep => MainInput::Encoder(prepare.main_batch(&items.iter().collect::<Vec<_>>(), device)?),
-            Side::Cached(rows) => MainInput::Pooled(rows.get(split, items, device, |missing| Ok(model.main_feature(&prepare.main_batch(missing, device)?)))?),
+            Side::EveryStep => MainInput::Encoder(prepare.main_batch(items, device)?),
+            Side::Cached(rows) => MainInput::Pooled(rows.get(split, items, device, |missing| Ok(model.main_feature(&prepare.main_batch(missing.iter().copied(), device)?)))?),
         };
         Ok(BatchInputs { main, complementary: self.complementary(model, prepare, split, items, device)? })
     }
@@ -180,8 +180,8 @@ impl FeatureCache {
     ) -> Result<Option<Tensor<B, 2>>> {
         Ok(match &mut self.complementary {
             Side::Unused => None,
-            Side::EveryStep => Some(model.complementary_feature(&prepare.complementary_batch(&items.iter().collect::<Vec<_>>(), device)?)),
-            Side::Cached(rows) => Some(rows.get(split, items, device, |missing| Ok(model.complementary_feature(&prepare.complementary_batch(missing, device)?)))?),
+            Side::EveryStep => Some(model.complementary_feature(&prepare.complementary_batch(items, device)?)),
+            Side::Cached(rows) => Some(rows.get(split, items, device, |missing| Ok(model.complementary_feature(&prepare.complementary_batch(missing.iter().copied(), device)?)))?),
         })
     }
 

@@ -104,8 +104,8 @@ impl PairPrepare {
     ///
     /// # Panics
     /// If an item was prepared without its main input ([`skipping`](Self::skipping)).
-    pub fn main_batch<B: Backend>(&self, items: &[&PreparedPair], device: &B::Device) -> Result<AnyInput<B>, BackboneError> {
-        let inputs: Vec<&PreparedInput> = items.iter().map(|i| i.main.as_ref().expect("main input prepared (its feature is not cached)")).collect();
+    pub fn main_batch<'a, B: Backend>(&self, items: impl IntoIterator<Item = &'a PreparedPair>, device: &B::Device) -> Result<AnyInput<B>, BackboneError> {
+        let inputs: Vec<&PreparedInput> = items.into_iter().map(|i| i.main.as_ref().expect("main input prepared (its feature is not cached)")).collect();
         self.main.collate(&inputs, device)
     }
 
@@ -114,9 +114,9 @@ impl PairPrepare {
     /// # Panics
     /// If there is no complementary encoder, or an item was prepared without its complementary
     /// input ([`skipping`](Self::skipping)).
-    pub fn complementary_batch<B: Backend>(&self, items: &[&PreparedPair], device: &B::Device) -> Result<AnyInput<B>, BackboneError> {
+    pub fn complementary_batch<'a, B: Backend>(&self, items: impl IntoIterator<Item = &'a PreparedPair>, device: &B::Device) -> Result<AnyInput<B>, BackboneError> {
         let inputs: Vec<&PreparedInput> =
-            items.iter().map(|i| i.complementary.as_ref().expect("complementary input prepared (its feature is not cached)")).collect();
+            items.into_iter().map(|i| i.complementary.as_ref().expect("complementary input prepared (its feature is not cached)")).collect();
         self.complementary.as_ref().expect("a complementary encoder").collate(&inputs, device)
     }
 }
