@@ -187,8 +187,7 @@ pub fn run_experiments(root: &Path, mope: &Path, options: &ReproduceOptions) -> 
     std::thread::scope(|scope| {
         for _ in 0..concurrent {
             scope.spawn(|| {
-                loop {
-                    let Some(&index) = order.get(next.fetch_add(1, Ordering::SeqCst)) else { break };
+                while let Some(&index) = order.get(next.fetch_add(1, Ordering::SeqCst)) {
                     let (e, seed) = jobs[index];
                     // The run's place in the listing, whatever order the runs start in.
                     let position = format!("[{}/{}]", index + 1, jobs.len());
