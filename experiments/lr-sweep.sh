@@ -16,7 +16,7 @@ for experiment in "$@"; do
         run="$out/$experiment/lr-$rate"
         if [ ! "$run/result.json" -nt "experiments/$experiment/experiment.toml" ]; then
             echo "== $experiment lr $rate" >&2
-            "$mope" train "experiments/$experiment/experiment.toml" --run-dir "$run" --plain --set "train.lr=$rate" --set train.seed=42 >&2
+            "$mope" train "experiments/$experiment/experiment.toml" --run-dir "$run" --overwrite --plain --set "train.lr=$rate" --set train.seed=42 >&2
         fi
     done
 done

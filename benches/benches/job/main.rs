@@ -85,7 +85,7 @@ impl BackendJob for Ours {
         let (splits, objective, labels) = train::load_splits(&spec)?;
         let setup = Setup::<B>::load(&spec, labels, objective, &device)?;
         let run = RunDir::open(&self.run_dir)?;
-        let options = TrainOptions { resume: false, progress: ProgressMode::Quiet, workers: 0 };
+        let options = TrainOptions { resume: false, overwrite: true, progress: ProgressMode::Quiet, workers: 0 };
         let result = train::train(&spec, setup, &splits, &run, &options)?;
         let metrics = std::fs::read_to_string(run.path().join("metrics.jsonl"))?;
         let epoch: serde_json::Value = metrics

@@ -3,7 +3,8 @@
 //!
 //! burn keys optimiser state by parameter id, and ids are drawn afresh whenever a model is built,
 //! so the state is saved with the module path of each id and re-keyed to the new model's ids on
-//! resume. The best checkpoint (`<run>/best/`) is an adapter only.
+//! resume. The best checkpoint (`<run>/best/`) is an adapter only. A checkpoint is replaced whole
+//! ([`crate::durable::replace_dir`]): a kill while saving leaves the previous one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -49,7 +50,8 @@ fn trainable_ids<B: TrainBackend>(model: &Model<B>) -> BTreeMap<String, ParamId>
 /// The optimiser of the training loop.
 pub type TrainOptimizer<M, B> = OptimizerAdaptor<AdamW, M, B>;
 
-/// Saves the model's adapter, the optimiser state and `state` under `dir`.
+/// Saves the model's adapter, the optimiser state and `state` as the directory `dir`, replacing
+/// the checkpoint it held only once the new one is whole.
 pub fn save<B: TrainBackend>(
     dir: &Path,
     model: &Model<B>,
@@ -59,17 +61,28 @@ pub fn save<B: TrainBackend>(
     model_config: serde_json::Value,
     method: &str,
 ) -> Result<()> {
-    model.save_adapter(dir, method, base_model, model_config)?;
-    BinFileRecorder::<FullPrecisionSettings>::new()
-        .record(optimizer.to_record(), dir.join(OPTIMIZER_FILE))
-        .with_context(|| format!("{}: cannot write the optimiser state", dir.display()))?;
-    let saved = SavedState {
-        state: state.clone(),
-        param_ids: trainable_ids(model).into_iter().map(|(k, v)| (k, v.val())).collect(),
-    };
-    let path = dir.join(STATE_FILE);
-    std::fs::write(&path, serde_json::to_string_pretty(&saved)?).with_context(|| format!("{}: cannot write", path.display()))?;
-    Ok(())
+    crate::durable::replace_dir(dir, |partial| {
+        model.save_adapter(partial, method, base_model, model_config)?;
+        BinFileRecorder::<FullPrecisionSettings>::new()
+            .record(optimizer.to_record(), partial.join(OPTIMIZER_FILE))
+            .with_context(|| format!("{}: cannot write the optimiser state", partial.display()))?;
+        let saved = SavedState {
+            state: state.clone(),
+            param_ids: trainable_ids(model).into_iter().map(|(k, v)| (k, v.val())).collect(),
+        };
+        let path = partial.join(STATE_FILE);
+        std::fs::write(&path, serde_json::to_string_pretty(&saved)?).with_context(|| format!("{}: cannot write", path.display()))?;
+        Ok(())
+    })
+}
+
+/// What to do about a checkpoint in `dir` that cannot be read.
+fn damaged(dir: &Path) -> String {
+    format!(
+        "the checkpoint in {} is damaged (was it changed by hand, or its disk full?); train again with --overwrite \
+         instead of --resume, or into a new --run-dir to keep this one",
+        dir.display()
+    )
 }
 
 /// Whether `dir` holds a checkpoint to resume from.
@@ -83,25 +96,25 @@ pub type Restored<B> = (Model<B>, TrainOptimizer<Model<B>, B>, LoopState);
 /// Loads the checkpoint in `dir` into `model` and `optimizer`.
 pub fn load<B: TrainBackend>(dir: &Path, model: Model<B>, optimizer: TrainOptimizer<Model<B>, B>) -> Result<Restored<B>> {
     let path: PathBuf = dir.join(STATE_FILE);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let saved: SavedState = serde_json::from_str(&text).with_context(|| format!("{}: not a checkpoint state", path.display()))?;
-    let (model, _) = model.load_adapter(dir)?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read; {}", path.display(), damaged(dir)))?;
+    let saved: SavedState = serde_json::from_str(&text).with_context(|| format!("{}: not a checkpoint state; {}", path.display(), damaged(dir)))?;
+    let (model, _) = model.load_adapter(dir).with_context(|| damaged(dir))?;
     let now = trainable_ids(&model);
     let mut rekey: HashMap<ParamId, ParamId> = HashMap::new();
     for (path_key, old) in &saved.param_ids {
         let Some(new) = now.get(path_key) else {
-            bail!("{}: parameter `{path_key}` is not trainable in this model", path.display())
+            bail!(
+                "{}: parameter `{path_key}` is not trainable in this model: the checkpoint is of another experiment; \
+                 train again with --overwrite instead of --resume, or into a new --run-dir",
+                path.display()
+            )
         };
         rekey.insert(ParamId::from(*old), *new);
     }
     let record: <TrainOptimizer<Model<B>, B> as Optimizer<Model<B>, B>>::Record = BinFileRecorder::<FullPrecisionSettings>::new()
         .load(dir.join(OPTIMIZER_FILE), &Default::default())
         .map_err(|e| {
-            anyhow::anyhow!(
-                "{}: the optimiser state cannot be read ({e:?}): the checkpoint is damaged (was the run killed while saving?); \
-                 train again without --resume, into a new run directory to keep this one",
-                dir.join(OPTIMIZER_FILE).with_extension("bin").display()
-            )
+            anyhow::anyhow!("{}: the optimiser state cannot be read ({e:?}); {}", dir.join(OPTIMIZER_FILE).with_extension("bin").display(), damaged(dir))
         })?;
     let record = record.into_iter().map(|(id, state)| (rekey.get(&id).copied().unwrap_or(id), state)).collect();
     Ok((model, optimizer.load_record(record), saved.state))

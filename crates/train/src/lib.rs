@@ -33,6 +33,7 @@ pub mod checkpoint;
 pub mod claims;
 pub mod dataset;
 pub mod device;
+pub mod durable;
 pub mod evaluation;
 pub mod feature_cache;
 pub mod malloc;

@@ -85,7 +85,7 @@ impl Predictions {
 
     /// Writes them as JSON.
     pub fn write(&self, path: &Path) -> Result<()> {
-        std::fs::write(path, serde_json::to_string(self)?).with_context(|| format!("{}: cannot write", path.display()))
+        crate::durable::write_file(path, serde_json::to_string(self)?.as_bytes())
     }
 
     /// Reads them.

@@ -403,9 +403,8 @@ fn run_one(mope: &Path, root: &Path, e: &Experiment, seed: u64, run_dir: &Path, 
     if options.dry_run {
         command.arg("--dry-run");
     }
-    if resume {
-        command.arg("--resume");
-    }
+    // Reproduction owns its runs: one not resumed is trained again from the start.
+    command.arg(if resume { "--resume" } else { "--overwrite" });
     if options.smoke {
         for set in SMOKE {
             command.args(["--set", set]);

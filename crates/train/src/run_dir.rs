@@ -7,9 +7,17 @@
 //!                       routing statistics) and "test" events
 //! <run>/best/           adapter of the best validation epoch (adapter contract)
 //! <run>/last/           adapter, optimiser state and counters of the last epoch (resume)
+//! <run>/.pending-best/  a new best epoch's adapter, between its epoch's end and its checkpoint
 //! <run>/result.json     the result: metrics, trainable params, adapter bytes, times, environment
 //! <run>/.lock           while training: the process that writes here ([`crate::run_lock`])
 //! ```
+//!
+//! Every file is written whole and `best/` and `last/` are replaced whole ([`crate::durable`]),
+//! so a kill at any instant leaves each as it was or as it became. A new best adapter waits in
+//! `.pending-best/` until its epoch's checkpoint is in `last/`, and only then becomes `best/`: a run
+//! killed between the two resumes from a checkpoint whose best epoch is the adapter in `best/`
+//! ([`RunDir::recover`] promotes or drops what waits). Training into a directory that holds a
+//! run needs `--resume` or `--overwrite` ([`RunDir::refuse_unasked_overwrite`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -29,6 +37,8 @@ use crate::predictions::predictions_file;
 use crate::spec::{ExperimentSpec, PaperResult};
 
 const TASK_FILE: &str = "task.json";
+/// The epoch of the adapter in `.pending-best/`.
+const PENDING_EPOCH_FILE: &str = "epoch.json";
 
 /// What a run's model predicts: the objective and the names of its outputs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +95,87 @@ impl RunDir {
         self.path.join("last")
     }
 
+    /// A new best epoch's adapter, until its epoch's checkpoint is saved.
+    fn pending_best(&self) -> PathBuf {
+        self.path.join(".pending-best")
+    }
+
+    /// Writes the adapter of `epoch`, a new best, with what `fill` writes (the adapter and the
+    /// validation predictions) to wait until [`promote_best`](Self::promote_best).
+    pub fn save_best(&self, epoch: usize, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+        crate::durable::replace_dir(&self.pending_best(), |dir| {
+            fill(dir)?;
+            write(&dir.join(PENDING_EPOCH_FILE), &serde_json::json!({ "epoch": epoch }).to_string())
+        })
+    }
+
+    /// Makes the waiting best adapter `best/` and its validation predictions the run's, once its
+    /// epoch's checkpoint is saved. Nothing waiting: nothing to do.
+    pub fn promote_best(&self) -> Result<()> {
+        let pending = self.pending_best();
+        if !pending.exists() {
+            return Ok(());
+        }
+        let predictions = predictions_file("val");
+        if pending.join(&predictions).exists() {
+            let to = self.path.join(&predictions);
+            std::fs::rename(pending.join(&predictions), &to).with_context(|| format!("{}: cannot move into place", to.display()))?;
+        }
+        crate::durable::swap_in(&pending, &self.best())
+    }
+
+    /// Mends what a kill left half-done, before a resumed run reads its checkpoint
+    /// (`best_epoch: None`) and again after (`Some(its best epoch)`): a replacement of `best/` or
+    /// `last/` cut between its renames is completed or undone, temporaries are removed, and a
+    /// waiting best adapter becomes `best/` if the checkpoint counts its epoch as the best, and
+    /// is dropped otherwise (the resumed run trains that epoch again).
+    pub fn recover(&self, best_epoch: Option<usize>) -> Result<()> {
+        for dir in [self.last(), self.best(), self.pending_best()] {
+            if crate::durable::recover_dir(&dir)? {
+                eprintln!("{}: completed what an interrupted save left", dir.display());
+            }
+        }
+        let Some(best_epoch) = best_epoch else { return Ok(()) };
+        let pending = self.pending_best();
+        if !pending.exists() {
+            return Ok(());
+        }
+        let marker = pending.join(PENDING_EPOCH_FILE);
+        let epoch = std::fs::read_to_string(&marker)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|v| v["epoch"].as_u64());
+        if epoch == Some(best_epoch as u64) {
+            self.promote_best()
+        } else {
+            std::fs::remove_dir_all(&pending).with_context(|| format!("{}: cannot remove", pending.display()))
+        }
+    }
+
+    /// Refuses to start a run in `dir` when it holds one, unless `resume` continues it or
+    /// `overwrite` replaces it; says what the directory holds.
+    pub fn refuse_unasked_overwrite(dir: &Path, resume: bool, overwrite: bool) -> Result<()> {
+        if resume || overwrite {
+            return Ok(());
+        }
+        let holds = |name: &str| dir.join(name).exists() || dir.join(format!(".{name}.previous")).exists();
+        let what = if holds("result.json") {
+            "a finished run (result.json)".to_string()
+        } else if holds("last") {
+            let state = std::fs::read_to_string(crate::durable::readable_dir(&dir.join("last")).join("state.json")).unwrap_or_default();
+            let epochs = serde_json::from_str::<serde_json::Value>(&state).ok().and_then(|v| v["epochs_done"].as_u64());
+            format!("a run with a checkpoint after epoch {}", epochs.map_or("?".into(), |e| e.to_string()))
+        } else if ["config.toml", "metrics.jsonl", TASK_FILE, "best"].iter().any(|name| holds(name)) {
+            "the start of a run (no checkpoint yet)".to_string()
+        } else {
+            return Ok(());
+        };
+        anyhow::bail!(
+            "{} holds {what}: --resume continues it, --overwrite replaces it, or choose another --run-dir",
+            dir.display()
+        )
+    }
+
     /// The metrics log.
     pub fn metrics(&self) -> PathBuf {
         self.path.join("metrics.jsonl")
@@ -98,7 +189,8 @@ impl RunDir {
     /// Starts a fresh run: writes the resolved config and labels, empties the metrics log and
     /// removes checkpoints, results and predictions of an earlier run.
     pub fn start(&self, spec: &ExperimentSpec, task: &RunTask) -> Result<()> {
-        for dir in [self.best(), self.last()] {
+        self.recover(None)?;
+        for dir in [self.best(), self.last(), self.pending_best()] {
             if dir.exists() {
                 std::fs::remove_dir_all(&dir).with_context(|| format!("{}: cannot remove", dir.display()))?;
             }
@@ -123,15 +215,16 @@ impl RunDir {
         writeln!(file, "{event}").with_context(|| format!("{}: cannot write", path.display()))
     }
 
-    /// Drops the events of epochs after `epochs_done` (a resumed run repeats them).
+    /// Drops the events of epochs after `epochs_done` (a resumed run repeats them), the test
+    /// event, and a line a kill cut short.
     pub fn truncate_metrics_after(&self, epochs_done: usize) -> Result<()> {
         let path = self.metrics();
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let kept: String = text
             .lines()
             .filter(|line| {
-                let event: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-                event["event"] != "test" && event["epoch"].as_u64().is_none_or(|e| e as usize <= epochs_done)
+                let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else { return false };
+                event["event"] != "test" && event["epoch"].as_u64().is_some_and(|e| e as usize <= epochs_done)
             })
             .map(|line| format!("{line}\n"))
             .collect();
@@ -150,7 +243,7 @@ impl RunDir {
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).with_context(|| format!("{}: cannot write", path.display()))
+    crate::durable::write_file(path, text.as_bytes())
 }
 
 /// Where a result was measured.

@@ -33,6 +33,8 @@ use crate::spec::ExperimentSpec;
 pub struct TrainOptions {
     /// Continue from `<run>/last/` if it exists.
     pub resume: bool,
+    /// Replace a run the directory holds (without it or `resume`, such a directory is refused).
+    pub overwrite: bool,
     /// Progress output.
     pub progress: ProgressMode,
     /// Loader worker threads (0: one per core).
@@ -62,6 +64,7 @@ pub fn train<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: &S
     let device: B::Device = Default::default();
     // One writer per run directory, until this function returns.
     let _lock = RunLock::acquire(run.path())?;
+    RunDir::refuse_unasked_overwrite(run.path(), options.resume, options.overwrite)?;
     let Setup { mut model, prepare, objective, labels, classifier, base_model, feature_stores } = setup;
     let t = &spec.train;
     let summary = model.summary();
@@ -69,8 +72,12 @@ pub fn train<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: &S
     let method = spec.model.method.name();
     let mut optimizer: TrainOptimizer<Model<B>, B> = AdamWConfig::new().with_weight_decay(t.weight_decay as f32).init();
     let mut state = LoopState { epochs_done: 0, step: 0, best: None, seconds: 0.0 };
+    if options.resume {
+        run.recover(None)?;
+    }
     if options.resume && checkpoint::exists(&run.last()) {
         (model, optimizer, state) = checkpoint::load(&run.last(), model, optimizer)?;
+        run.recover(state.best.map(|(_, epoch)| epoch))?;
         run.truncate_metrics_after(state.epochs_done)?;
         run.write_config(spec)?;
         eprintln!("resuming {} after epoch {} (step {})", run.path().display(), state.epochs_done, state.step);
@@ -157,10 +164,14 @@ pub fn train<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: &S
         let improved = state.best.is_none_or(|(best, _)| value > best);
         if improved {
             state.best = Some((value, epoch + 1));
-            model.save_adapter(&run.best(), method, base_model.clone(), model_config.clone())?;
-            if let Some(predictions) = evaluated.predictions() {
-                predictions.write(&run.path().join(predictions_file("val")))?;
-            }
+            // Waits until this epoch's checkpoint counts it as the best (see run_dir).
+            run.save_best(epoch + 1, |dir| {
+                model.save_adapter(dir, method, base_model.clone(), model_config.clone())?;
+                match evaluated.predictions() {
+                    Some(predictions) => predictions.write(&dir.join(predictions_file("val"))),
+                    None => Ok(()),
+                }
+            })?;
         }
         state.epochs_done = epoch + 1;
         run.log(&json!({ "event": "epoch", "epoch": epoch + 1, "step": state.step,
@@ -178,6 +189,7 @@ pub fn train<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: &S
             if improved { " (best)" } else { "" }
         );
         checkpoint::save(&run.last(), &model, &optimizer, &state, base_model.clone(), model_config.clone(), method)?;
+        run.promote_best()?;
     }
 
     // The best epoch's adapter, on the test split.

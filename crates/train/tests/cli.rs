@@ -1,5 +1,5 @@
-//! The `mope` binary's answers to bad input: the file and key, or what is missing, and a failing
-//! exit status.
+//! The `mope` binary's answers to bad input (the file and key, or what is missing, and a failing
+//! exit status), to a run directory it must not overwrite, and to kills.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -203,4 +203,152 @@ fn reproduce_runs_the_default_per_seed_reuses_results_and_resumes_an_interrupted
 
     let err = stderr(&mope(&["reproduce", "--root", &dir.path().join("data").to_string_lossy()]));
     assert!(err.contains("no experiments/ folder here"), "{err}");
+}
+
+/// An experiment over the shapes folder: deep prompt tuning of the tiny ViT for `epochs` epochs.
+fn shapes_prompt_tuning(dir: &Path, epochs: usize) -> String {
+    let data = dir.join("shapes");
+    write_shapes(&data);
+    let vit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../backbones/tests/fixtures/tiny-vit");
+    write_spec(
+        dir,
+        &format!(
+            "[data]\ndataset = \"image-folder\"\nroot = \"{}\"\ncache_dir = \"\"\n[model]\nmethod = \"prompt-tuning\"\n\
+             experts = [\"vit-base-patch16-224={}\"]\n[pmoe]\nprompt_len = 2\n[train]\nepochs = {epochs}\nbatch_size = 4\ndrop_last = false\n",
+            data.display(),
+            vit.display()
+        ),
+    )
+}
+
+/// A directory that holds a run is trained into only when asked: `--resume` continues it,
+/// `--overwrite` replaces it; the refusal says what it holds, before anything is loaded.
+#[test]
+fn a_run_directory_is_not_overwritten_unasked() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = shapes_prompt_tuning(dir.path(), 1);
+    let run = dir.path().join("run");
+    let run_arg = run.to_string_lossy().into_owned();
+    let train = |extra: &[&str]| mope(&[&["train", &spec, "--run-dir", &run_arg, "--quiet", "--workers", "1"], extra].concat());
+    assert!(train(&[]).status.success());
+    let first = adapter_tensors(&run);
+    let out = train(&[]);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr(&out).lines().next().unwrap(),
+        format!("Error: {run_arg} holds a finished run (result.json): --resume continues it, --overwrite replaces it, or choose another --run-dir")
+    );
+    assert!(adapter_tensors(&run) == first, "nothing was touched");
+    // Interrupted after its checkpoint: said so.
+    std::fs::remove_file(run.join("result.json")).unwrap();
+    assert!(stderr(&train(&[])).contains("holds a run with a checkpoint after epoch 1: --resume continues it"));
+    let out = train(&["--overwrite"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(adapter_tensors(&run) == first, "the same seed trains the same adapter again");
+    assert!(stderr(&train(&["--resume", "--overwrite"])).contains("cannot be used with"));
+}
+
+/// The tensors of a run's best adapter: the bytes after the safetensors header (whose metadata
+/// map has no fixed order).
+fn adapter_tensors(run: &Path) -> Vec<u8> {
+    let adapter = std::fs::read(run.join("best/adapter_model.safetensors")).unwrap();
+    let header = 8 + u64::from_le_bytes(adapter[..8].try_into().unwrap()) as usize;
+    adapter[header..].to_vec()
+}
+
+/// A small deterministic generator for the kill instants.
+fn next_random(state: &mut u64) -> f64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    (*state >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// What must not depend on interruptions: the result's values, the best adapter's tensors, and
+/// every logged loss and validation value (times left out).
+fn outcome(run: &Path) -> (serde_json::Value, Vec<u8>, Vec<String>) {
+    let mut result = read_result(run);
+    let kept: serde_json::Map<String, serde_json::Value> = ["value", "best_val", "best_epoch", "epochs", "steps", "report"]
+        .iter()
+        .map(|k| (k.to_string(), result[*k].take()))
+        .collect();
+    let events = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut event: serde_json::Value = serde_json::from_str(line).unwrap();
+            let map = event.as_object_mut().unwrap();
+            map.retain(|k, _| !k.contains("second"));
+            event.to_string()
+        })
+        .collect();
+    (serde_json::Value::Object(kept), adapter_tensors(run), events)
+}
+
+/// Training killed (SIGKILL) 40 times in all is resumed after each kill; every run so interrupted
+/// ends with the outcome of an uninterrupted one. Every other kill comes at a random instant of
+/// a run (loading, steps, validation, saving); the others as soon as a save is seen under way
+/// (its temporary directory appears), so that saves are cut too: what they leave, the resumed
+/// run mends.
+#[test]
+fn training_killed_at_random_instants_resumes_to_the_uninterrupted_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = shapes_prompt_tuning(dir.path(), 6);
+    let train = |run: &Path| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mope"));
+        command.args(["train", &spec, "--run-dir", &run.to_string_lossy(), "--quiet", "--workers", "1", "--resume"]);
+        command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+        command
+    };
+    let whole = dir.path().join("whole");
+    let start = std::time::Instant::now();
+    let out = train(&whole).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let span = start.elapsed().as_secs_f64();
+    let expected = outcome(&whole);
+
+    let mut random = 0x9E37_79B9_7F4A_7C15u64;
+    let (mut kills, mut cut_saves, mut runs) = (0, 0, 0);
+    let saving = |run: &Path| {
+        std::fs::read_dir(run).is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".partial"))))
+    };
+    let cut_save = |run: &Path| {
+        std::fs::read_dir(run).is_ok_and(|mut d| {
+            d.any(|e| e.is_ok_and(|e| ["partial", "previous", "pending-best"].iter().any(|end| e.file_name().to_string_lossy().ends_with(end))))
+        })
+    };
+    while kills < 40 {
+        runs += 1;
+        let run = dir.path().join(format!("cut-{runs}"));
+        loop {
+            let mut child = train(&run).spawn().unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(span * next_random(&mut random));
+            let at_a_save = kills % 2 == 1;
+            let finished = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break Some(status);
+                }
+                if (at_a_save && saving(&run)) || (!at_a_save && std::time::Instant::now() >= deadline) {
+                    break None;
+                }
+                std::thread::sleep(std::time::Duration::from_micros(if at_a_save { 100 } else { 2000 }));
+            };
+            if let Some(status) = finished {
+                let mut err = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+                assert!(status.success(), "run {runs} after {kills} kills: {err}");
+                break;
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+            kills += 1;
+            cut_saves += usize::from(cut_save(&run));
+        }
+        let (result, adapter, events) = outcome(&run);
+        assert_eq!(events, expected.2, "run {runs}'s events, interrupted, against the uninterrupted one's");
+        assert_eq!(result, expected.0, "run {runs}'s result");
+        assert!(adapter == expected.1, "run {runs}'s best adapter differs from the uninterrupted one's");
+    }
+    eprintln!("{kills} kills over {runs} runs, {cut_saves} of them left a save to mend; an uninterrupted run takes {span:.2} s");
+    assert!(cut_saves > 0, "no kill cut a save");
 }

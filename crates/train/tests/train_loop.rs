@@ -92,7 +92,7 @@ fn setup<AB: TrainBackend>(spec: &ExperimentSpec) -> (Setup<AB>, Splits) {
 
 fn train_in<AB: TrainBackend>(run: &Path, spec: &ExperimentSpec, resume: bool) -> train::RunResult {
     let (setup, splits) = setup::<AB>(spec);
-    let options = TrainOptions { resume, progress: ProgressMode::Quiet, workers: 2 };
+    let options = TrainOptions { resume, overwrite: false, progress: ProgressMode::Quiet, workers: 2 };
     train::train(spec, setup, &splits, &RunDir::open(run).unwrap(), &options).unwrap()
 }
 
@@ -126,7 +126,7 @@ fn a_non_finite_loss_stops_training_and_names_the_step() {
     let spec = spec(&data, &dir.path().join("cache"), &["train.lr=1e38"]);
     let (setup, splits) = setup::<Autodiff<Flex>>(&spec);
     let run = dir.path().join("diverged");
-    let options = TrainOptions { resume: false, progress: ProgressMode::Quiet, workers: 2 };
+    let options = TrainOptions { resume: false, overwrite: false, progress: ProgressMode::Quiet, workers: 2 };
     let err = train::train(&spec, setup, &splits, &RunDir::open(&run).unwrap(), &options).unwrap_err().to_string();
     assert!(err.starts_with("epoch 1, step 2: the training loss is not finite"), "{err}");
     assert!(err.contains("no checkpoint was saved yet"), "{err}");
@@ -248,10 +248,10 @@ fn run_checks<AB: TrainBackend>() {
     let bytes = std::fs::read(&optimizer).unwrap();
     std::fs::write(&optimizer, &bytes[..bytes.len() / 2]).unwrap();
     let (setup, splits) = setup::<AB>(&spec);
-    let options = TrainOptions { resume: true, progress: ProgressMode::Quiet, workers: 2 };
+    let options = TrainOptions { resume: true, overwrite: false, progress: ProgressMode::Quiet, workers: 2 };
     let err = train::train(&spec, setup, &splits, &RunDir::open(&damaged).unwrap(), &options).unwrap_err().to_string();
     assert!(err.starts_with(&format!("{}: the optimiser state cannot be read", optimizer.display())), "{err}");
-    assert!(err.contains("train again without --resume"), "{err}");
+    assert!(err.contains("train again with --overwrite instead of --resume"), "{err}");
 
     // Plots from the run directory.
     let plots = train::plot_run(&first, &first.join("plots")).unwrap();
@@ -288,7 +288,7 @@ fn segmentation_trains_a_dense_head_routed_by_depth() {
     assert_eq!(objective, Task::Segmentation { num_classes: 40, ignore_index: 255 });
     let setup = Setup::from_encoders(&spec, main, depth, splits.train.labels.clone(), objective, &device).unwrap();
     let run = dir.path().join("run");
-    let options = TrainOptions { resume: false, progress: ProgressMode::Quiet, workers: 1 };
+    let options = TrainOptions { resume: false, overwrite: false, progress: ProgressMode::Quiet, workers: 1 };
     let result = train::train(&spec, setup, &splits, &RunDir::open(&run).unwrap(), &options).unwrap();
     assert_eq!((result.metric.as_str(), result.split.as_str(), result.report.samples), ("mean_iou", "val", 1));
     for metric in ["pixel_accuracy", "mean_accuracy", "mean_iou"] {
@@ -345,7 +345,7 @@ fn train_experts(spec: &ExperimentSpec, run: &Path) -> train::RunResult {
     let split = |name| load_split(&spec.data, name, spec.train.seed).unwrap();
     let splits = Splits { train: split(SplitName::Train), val: split(SplitName::Val), test: Some(split(SplitName::Test)) };
     let setup = Setup::<Autodiff<Flex>>::from_experts(spec, vit_and_swin(), splits.train.labels.clone(), splits.train.task, &Default::default()).unwrap();
-    let options = TrainOptions { resume: false, progress: ProgressMode::Quiet, workers: 2 };
+    let options = TrainOptions { resume: false, overwrite: false, progress: ProgressMode::Quiet, workers: 2 };
     train::train(spec, setup, &splits, &RunDir::open(run).unwrap(), &options).unwrap()
 }
 
@@ -427,7 +427,7 @@ fn pmoe_segments_with_the_experts_maps_on_the_finest_grid() {
     let splits = Splits { train: split(SplitName::Train), val: split(SplitName::Val), test: None };
     let setup = Setup::<AB>::from_experts(&spec, vit_and_swin(), splits.train.labels.clone(), splits.train.task, &Default::default()).unwrap();
     let run = dir.path().join("run");
-    let options = TrainOptions { resume: false, progress: ProgressMode::Quiet, workers: 1 };
+    let options = TrainOptions { resume: false, overwrite: false, progress: ProgressMode::Quiet, workers: 1 };
     let result = train::train(&spec, setup, &splits, &RunDir::open(&run).unwrap(), &options).unwrap();
     assert_eq!((result.metric.as_str(), result.report.samples), ("mean_iou", 1));
     let losses = step_losses(&run);

@@ -1,7 +1,7 @@
 //! `mope`: train, evaluate, predict with and plot MoPE and its baselines.
 //!
 //! ```text
-//! mope train experiments/emoji/mope/experiment.toml [--set train.epochs=3] [--dry-run] [--resume]
+//! mope train experiments/emoji/mope/experiment.toml [--set train.epochs=3] [--dry-run] [--resume | --overwrite]
 //! mope eval runs/emoji/mope [--split test]
 //! mope predict runs/emoji/mope --image cat.png --text "a cat"
 //! mope plot runs/emoji/mope
@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::tensor::activation::{sigmoid, softmax};
 use clap::{Parser, Subcommand};
 use data::{Sample, SplitName, Target, Task};
@@ -52,6 +52,9 @@ enum Command {
         /// Continue from the run directory's last checkpoint.
         #[arg(long)]
         resume: bool,
+        /// Replace the run the run directory holds (its checkpoints, metrics and result).
+        #[arg(long, conflicts_with = "resume")]
+        overwrite: bool,
         /// Print the resolved experiment and the trainable-parameter table, and stop.
         #[arg(long)]
         dry_run: bool,
@@ -140,10 +143,14 @@ fn main() -> Result<()> {
     };
     let common = Common { workers: cli.workers, progress };
     match cli.command {
-        Command::Train { experiment, overrides, run_dir, resume, dry_run } => {
+        Command::Train { experiment, overrides, run_dir, resume, overwrite, dry_run } => {
             let spec = ExperimentSpec::load(&experiment, &overrides)?;
             let run_dir = run_dir.unwrap_or_else(|| Path::new("runs").join(&spec.name));
-            run_on(cli.device, TrainJob { spec, run_dir, resume, dry_run, common })
+            if !dry_run {
+                // Before the minutes of loading: train() checks again under the run's lock.
+                RunDir::refuse_unasked_overwrite(&run_dir, resume, overwrite)?;
+            }
+            run_on(cli.device, TrainJob { spec, run_dir, resume, overwrite, dry_run, common })
         }
         Command::Eval { run, split } => {
             let split = match split.as_str() {
@@ -195,6 +202,7 @@ struct TrainJob {
     spec: ExperimentSpec,
     run_dir: PathBuf,
     resume: bool,
+    overwrite: bool,
     dry_run: bool,
     common: Common,
 }
@@ -214,7 +222,7 @@ impl BackendJob for TrainJob {
         }
         eprintln!("{summary}");
         let run = RunDir::open(&self.run_dir)?;
-        let options = TrainOptions { resume: self.resume, progress: self.common.progress, workers: self.common.workers };
+        let options = TrainOptions { resume: self.resume, overwrite: self.overwrite, progress: self.common.progress, workers: self.common.workers };
         let result = train::train(&self.spec, setup, &splits, &run, &options)?;
         println!(
             "{}: {} {} {:.2} (best epoch {}, val {:.2}); {} trainable of {} params; adapter {} in {}",
@@ -239,7 +247,10 @@ fn open_run<B: TrainBackend>(run: &Path) -> Result<(ExperimentSpec, Setup<B::Inn
     let task = train::RunTask::read(run)?;
     let device = Default::default();
     let setup = Setup::<B::InnerBackend>::load(&spec, task.labels, task.objective, &device)?;
-    let (model, _) = setup.model.load_adapter(&run.join("best"))?;
+    let best = train::durable::readable_dir(&run.join("best"));
+    let (model, _) = setup.model.load_adapter(&best).with_context(|| {
+        format!("the best adapter in {} cannot be read: train the run again (`mope train {} --run-dir {} --overwrite`)", best.display(), run.join("config.toml").display(), run.display())
+    })?;
     Ok((spec, Setup { model, ..setup }))
 }
 
