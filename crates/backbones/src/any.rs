@@ -15,7 +15,7 @@
 //! experts, but it has no layer to prompt.
 
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::tensor::{Bool, Tensor, backend::Backend};
@@ -252,6 +252,9 @@ pub struct LoadedEncoder<B: Backend> {
     pub preparer: InputPreparer,
     /// The name it was loaded by.
     pub name: String,
+    /// The directories its weights were read from (none: made in memory); the stamps of their
+    /// files key its cached features.
+    pub weights: Vec<PathBuf>,
 }
 
 /// Options of [`load_encoder`].
@@ -365,15 +368,16 @@ pub fn load_encoder<B: Backend>(
     if let Some((cnn, transformer)) = name.split_once('+') {
         let (cnn, feature_index) = hybrid_cnn(name, cnn)?;
         let transformer = hybrid_transformer(name, transformer)?;
+        let dirs = vec![cnn.dir(weights_dir)?, transformer.dir(weights_dir)?];
         let encoder = CnnTokenEncoder::new(
-            cnn.load_cnn(&cnn.dir(weights_dir)?, device)?,
-            transformer.load_token_transformer(&transformer.dir(weights_dir)?, device)?,
+            cnn.load_cnn(&dirs[0], device)?,
+            transformer.load_token_transformer(&dirs[1], device)?,
             feature_index,
             BERT_CLS_ID,
             device,
         )
         .with_frozen_map_memo(options.frozen_map_memo_bytes);
-        return Ok(LoadedEncoder { encoder: AnyEncoder::Hybrid(encoder), preparer: image(cnn), name: name.to_string() });
+        return Ok(LoadedEncoder { encoder: AnyEncoder::Hybrid(encoder), preparer: image(cnn), name: name.to_string(), weights: dirs });
     }
     let (preset, custom) = match name.split_once('=') {
         Some((preset, dir)) => (by_name(preset)?, Some(Path::new(dir))),
@@ -399,7 +403,7 @@ pub fn load_encoder<B: Backend>(
         }
         Family::MobileNetV2 | Family::EfficientNetLite => (AnyEncoder::Cnn(preset.load_cnn(&dir, device)?), image(preset)),
     };
-    Ok(LoadedEncoder { encoder, preparer, name: name.to_string() })
+    Ok(LoadedEncoder { encoder, preparer, name: name.to_string(), weights: vec![dir] })
 }
 
 /// One sample's input prepared on the host (in a loader worker), ready to be collated.

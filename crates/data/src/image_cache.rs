@@ -2,8 +2,9 @@
 //! normalised per the backbone preset once, then read back as it was written.
 //!
 //! The cache stores each prepared image as little-endian `f32`s under
-//! `<cache>/<transform hash>/<path hash>.f32`, written atomically, so an interrupted run never
-//! leaves a truncated entry, and a change of preprocessing never reads stale pixels.
+//! `<cache>/<transform hash>/<file hash>.f32`, written atomically, so an interrupted run never
+//! leaves a truncated entry; the file hash covers the image's path, size and modification time
+//! ([`crate::stamp`]), so neither a change of preprocessing nor a replaced image reads stale pixels.
 
 use std::path::{Path, PathBuf};
 
@@ -32,7 +33,7 @@ impl ImageCache {
 
     fn cache_path(&self, image: &Path) -> Option<PathBuf> {
         let dir = self.cache.as_ref()?;
-        Some(dir.join(cache_key(&self.preprocess.fingerprint())).join(format!("{}.f32", cache_key(&image.to_string_lossy()))))
+        Some(dir.join(cache_key(&self.preprocess.fingerprint())).join(format!("{}.f32", cache_key(&crate::stamp::file_stamp(image)))))
     }
 
     /// The prepared pixels of `image` (`3 × size × size`, channel-major), from the cache if there.
@@ -78,17 +79,22 @@ mod tests {
     }
 
     #[test]
-    fn cache_returns_the_same_pixels_and_survives_source_deletion() {
+    fn cache_returns_the_same_pixels_and_reads_a_replaced_image_again() {
         let dir = tempfile::tempdir().unwrap();
         let pre = ImagePreprocess { resize: 2, size: 2, mean: [0.0; 3], std: [1.0; 3] };
         let images = ImageCache::new(pre, Some(dir.path().join("cache")));
         let red = write_image(dir.path(), "red.png", [255, 0, 0]);
         let first = images.pixels(&red).unwrap();
         assert_eq!(first, [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
-        std::fs::remove_file(&red).unwrap();
-        assert_eq!(images.pixels(&red).unwrap(), first, "served from the cache");
+        let entry = images.cache_path(&red).unwrap();
+        std::fs::write(&entry, [0u8; 48]).unwrap();
+        assert_eq!(images.pixels(&red).unwrap(), [0.0; 12], "served from the cache");
+        // The same path, another picture: read again, not the cached entry.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        write_image(dir.path(), "red.png", [0, 0, 255]);
+        assert_eq!(images.pixels(&red).unwrap()[8..], [1.0; 4]);
         let other = ImageCache::new(ImagePreprocess { mean: [0.5; 3], ..pre }, Some(dir.path().join("cache")));
-        assert!(other.pixels(&red).is_err(), "another transform does not read stale pixels");
+        assert_eq!(other.pixels(&red).unwrap()[8..], [0.5; 4], "another transform does not read pixels cached by this one");
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub mod pipeline;
 pub mod sample;
 pub mod segmentation;
 pub mod snli_ve;
+pub mod stamp;
 pub mod stratify;
 
 pub use error::DataError;
@@ -48,4 +49,5 @@ pub use mask::load_mask;
 pub use mustard::MustardSplit;
 pub use pipeline::{Batches, LoaderConfig, Prepare, Throughput, batch_indices, batches};
 pub use segmentation::RgbdDataset;
+pub use stamp::{file_stamp, tree_stamp};
 pub use sample::{LoadOptions, Sample, Split, SplitName, Target, Task};

@@ -26,11 +26,15 @@ use crate::pair::{PairPrepare, PreparedPair, Skip};
 use crate::spec::ExperimentSpec;
 
 /// Where the features of `encoder` (an encoder name, prefixed by its role where the role
-/// changes what is kept), reading depth images if `reads_depth`, for the experiment's data are
-/// kept under `cache_dir`: a key over the encoder, its input options and the dataset root.
-pub fn store_path(cache_dir: &Path, spec: &ExperimentSpec, encoder: &str, reads_depth: bool) -> PathBuf {
+/// changes what is kept), read from the weights in `weights`, reading depth images if
+/// `reads_depth`, for the experiment's data are kept under `cache_dir`: a key over the encoder,
+/// the stamps of its weights files (path, size, modification time: new weights in the same folder
+/// are a new store), its input options and the dataset root. Each row is keyed by its sample's
+/// inputs too ([`data::Sample::inputs_stamp`]).
+pub fn store_path(cache_dir: &Path, spec: &ExperimentSpec, encoder: &str, weights: &[PathBuf], reads_depth: bool) -> PathBuf {
     let m = &spec.model;
-    let key = format!("{encoder}|{}|{}|{reads_depth}|{}", m.image_size, m.audio_seconds, spec.data.root.display());
+    let weights: Vec<String> = weights.iter().map(|dir| data::tree_stamp(dir)).collect();
+    let key = format!("{encoder}|{}|{}|{reads_depth}|{}|{}", m.image_size, m.audio_seconds, spec.data.root.display(), weights.join("\n"));
     cache_dir.join("features").join(data::cache_key(&key))
 }
 
@@ -160,7 +164,10 @@ impl FeatureCache {
         let main = match &mut self.main {
             Side::Unused => MainInput::Unread,
             Side::EveryStep => MainInput::Encoder(prepare.main_batch(items, device)?),
-            Side::Cached(rows) => MainInput::Pooled(rows.get(split, items, device, |missing| Ok(model.main_feature(&prepare.main_batch(missing.iter().copied(), device)?)))?),
+            Side::Cached(rows) => MainInput::Pooled(rows.get(split, items, device, |missing| {
+                unchanged_since_planned(missing, |i| i.main.is_some())?;
+                Ok(model.main_feature(&prepare.main_batch(missing.iter().copied(), device)?))
+            })?),
         };
         Ok(BatchInputs { main, complementary: self.complementary(model, prepare, split, items, device)? })
     }
@@ -181,7 +188,10 @@ impl FeatureCache {
         Ok(match &mut self.complementary {
             Side::Unused => None,
             Side::EveryStep => Some(model.complementary_feature(&prepare.complementary_batch(items, device)?)),
-            Side::Cached(rows) => Some(rows.get(split, items, device, |missing| Ok(model.complementary_feature(&prepare.complementary_batch(missing.iter().copied(), device)?)))?),
+            Side::Cached(rows) => Some(rows.get(split, items, device, |missing| {
+                unchanged_since_planned(missing, |i| i.complementary.is_some())?;
+                Ok(model.complementary_feature(&prepare.complementary_batch(missing.iter().copied(), device)?))
+            })?),
         })
     }
 
@@ -196,6 +206,15 @@ impl FeatureCache {
     }
 }
 
+/// Refuses to encode items whose input was left out because their feature was cached when the
+/// epoch was planned, but whose files changed since (their stamp has no row any more).
+fn unchanged_since_planned(missing: &[&PreparedPair], prepared: impl Fn(&PreparedPair) -> bool) -> Result<()> {
+    match missing.iter().find(|i| !prepared(i)) {
+        Some(item) => anyhow::bail!("sample `{}`: its files changed while the run was reading them; run again", item.id),
+        None => Ok(()),
+    }
+}
+
 impl Rows {
     /// The rows kept in `store` (none if it is missing or does not match), or none without a
     /// store; `source` computes them.
@@ -204,13 +223,15 @@ impl Rows {
         Self { rows, store, dirty: false, source }
     }
 
-    fn key(split: &str, id: &str) -> String {
-        format!("{split}/{id}")
+    /// A row's key: the split, the sample's id and the stamp of its inputs (a sample whose text
+    /// or files changed is encoded again).
+    fn key(split: &str, id: &str, inputs_stamp: u64) -> String {
+        format!("{split}/{id}/{inputs_stamp:016x}")
     }
 
     /// How many of `samples` (of split `split`) have no row yet.
     fn missing(&self, split: &str, samples: &[data::Sample]) -> usize {
-        samples.iter().filter(|s| !self.rows.contains_key(&Self::key(split, &s.id))).count()
+        samples.iter().filter(|s| !self.rows.contains_key(&Self::key(split, &s.id, s.inputs_stamp()))).count()
     }
 
     /// One line saying where `side`'s features of `samples` will come from.
@@ -239,18 +260,19 @@ impl Rows {
         device: &B::Device,
         compute: impl FnOnce(&[&PreparedPair]) -> Result<Tensor<B, 2>>,
     ) -> Result<Tensor<B, 2>> {
-        let missing: Vec<&PreparedPair> = items.iter().filter(|i| !self.rows.contains_key(&Self::key(split, &i.id))).collect();
+        let missing: Vec<&PreparedPair> = items.iter().filter(|i| !self.rows.contains_key(&Self::key(split, &i.id, i.inputs_stamp))).collect();
         if !missing.is_empty() {
             let features = compute(&missing)?;
             let [_, width] = features.dims();
             let values: Vec<f32> = features.into_data().convert::<f32>().to_vec().expect("features are floats");
             for (row, item) in values.chunks(width).zip(&missing) {
-                self.rows.insert(Self::key(split, &item.id), row.to_vec());
+                self.rows.insert(Self::key(split, &item.id, item.inputs_stamp), row.to_vec());
             }
             self.dirty = true;
         }
-        let width = self.rows[&Self::key(split, &items[0].id)].len();
-        let flat: Vec<f32> = items.iter().flat_map(|i| self.rows[&Self::key(split, &i.id)].iter().copied()).collect();
+        let row = |i: &PreparedPair| &self.rows[&Self::key(split, &i.id, i.inputs_stamp)];
+        let width = row(&items[0]).len();
+        let flat: Vec<f32> = items.iter().flat_map(|i| row(i).iter().copied()).collect();
         Ok(Tensor::from_data(TensorData::new(flat, [items.len(), width]), device))
     }
 
@@ -299,10 +321,11 @@ mod tests {
     #[test]
     fn the_announcement_counts_what_is_left_to_encode_and_names_the_store() {
         let samples = [sample("a"), sample("b"), sample("c")];
-        let mut rows = Rows { rows: HashMap::from([("train/a".to_string(), vec![1.0])]), store: Some(PathBuf::from("/c/key")), dirty: false, source: "complementary encoder" };
+        let key = |id: &str| Rows::key("train", id, sample(id).inputs_stamp());
+        let mut rows = Rows { rows: HashMap::from([(key("a"), vec![1.0])]), store: Some(PathBuf::from("/c/key")), dirty: false, source: "complementary encoder" };
         let line = rows.describe("complementary", "train", &samples);
         assert_eq!(line, "complementary features: 2 of 3 train samples to encode during the first epoch, once (the frozen complementary encoder; kept in /c/key.f32 for later runs)");
-        rows.rows.extend([("train/b".to_string(), vec![2.0]), ("train/c".to_string(), vec![3.0])]);
+        rows.rows.extend([(key("b"), vec![2.0]), (key("c"), vec![3.0])]);
         let mut cache = FeatureCache { main: Side::Cached(rows), complementary: Side::EveryStep };
         assert_eq!(
             cache.describe("train", &samples),
@@ -319,12 +342,45 @@ mod tests {
         let pixels = data::ImagePreprocess { resize: 4, size: 4, mean: [0.0; 3], std: [1.0; 3] };
         let prepare = Arc::new(PairPrepare::new(backbones::InputPreparer::Image(backbones::Modality::Image, pixels), None, None));
         let samples = [sample("a"), sample("b")];
-        let cached = |ids: &[&str]| Side::Cached(Rows { rows: ids.iter().map(|id| (format!("train/{id}"), vec![0.0])).collect(), ..Rows::default() });
+        let cached = |ids: &[&str]| Side::Cached(Rows { rows: ids.iter().map(|id| (Rows::key("train", id, sample(id).inputs_stamp()), vec![0.0])).collect(), ..Rows::default() });
         let skip = |main, complementary| *FeatureCache { main, complementary }.prepare_for(&prepare, "train", &samples).skip();
         assert_eq!(skip(Side::EveryStep, cached(&["a", "b"])), Skip { main: false, complementary: true });
         assert_eq!(skip(Side::EveryStep, cached(&["a"])), Skip { main: false, complementary: false });
         assert_eq!(skip(cached(&["a", "b"]), Side::Unused), Skip { main: true, complementary: true });
         assert_eq!(skip(Side::Unused, Side::EveryStep), Skip { main: true, complementary: false });
+    }
+
+    /// The store of an encoder's features moves with its weights files (a file replaced,
+    /// added or touched in the snapshot) and its input options; not with anything else.
+    #[test]
+    fn a_store_is_keyed_by_the_weights_files_and_the_input_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let weights = dir.path().join("snapshot");
+        std::fs::create_dir_all(&weights).unwrap();
+        std::fs::write(weights.join("model.safetensors"), b"weights").unwrap();
+        let spec = |sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            ExperimentSpec::parse("[data]\ndataset = \"jsonl\"\nroot = \"d\"\n[model]\nmethod = \"mope\"\nmain = \"a\"\ncomplementary = \"b\"\n", Path::new("x.toml"), &sets).unwrap()
+        };
+        let store = |spec: &ExperimentSpec, depth: bool| store_path(dir.path(), spec, "vit", std::slice::from_ref(&weights), depth);
+        let base = spec(&[]);
+        let first = store(&base, false);
+        assert_eq!(store(&base, false), first, "the same key twice");
+        assert_ne!(store(&base, true), first, "depth input");
+        assert_ne!(store(&spec(&["model.image_size=64"]), false), first, "image size");
+        assert_ne!(store(&spec(&["model.audio_seconds=5"]), false), first, "clip length");
+        assert_ne!(store(&spec(&["data.root=e"]), false), first, "dataset");
+        assert_eq!(store(&spec(&["train.lr=1"]), false), first, "the learning rate changes no feature");
+        std::fs::File::options()
+            .write(true)
+            .open(weights.join("model.safetensors"))
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(7))
+            .unwrap();
+        let touched = store(&base, false);
+        assert_ne!(touched, first, "weights touched");
+        std::fs::write(weights.join("model.safetensors"), b"new weights").unwrap();
+        assert_ne!(store(&base, false), touched, "weights replaced");
     }
 
     /// Two runs side by side write the same store: the rows of one beside the index of the

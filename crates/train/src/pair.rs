@@ -10,8 +10,10 @@ use data::{DataError, ImageCache, Prepare, Sample, Target};
 /// One sample prepared for both encoders.
 #[derive(Debug, Clone)]
 pub struct PreparedPair {
-    /// Sample id (the key of the feature cache).
+    /// Sample id (the key of the feature cache, with `inputs_stamp`).
     pub id: String,
+    /// The stamp of the sample's inputs ([`data::Sample::inputs_stamp`]).
+    pub inputs_stamp: u64,
     /// Input of the main encoder; `None` when its feature is already cached, or unread.
     pub main: Option<PreparedInput>,
     /// Input of the complementary encoder; `None` when its feature is already cached.
@@ -28,7 +30,7 @@ impl PreparedPair {
     /// A segmentation item of no pixels with the label map `mask`, for the tests of losses and
     /// metrics.
     pub(crate) fn of_mask(mask: Vec<u8>) -> Self {
-        Self { id: "x".into(), main: Some(PreparedInput::Pixels(Vec::new())), complementary: None, target: Target::Mask("x.png".into()), mask: Some(mask) }
+        Self { id: "x".into(), inputs_stamp: 0, main: Some(PreparedInput::Pixels(Vec::new())), complementary: None, target: Target::Mask("x.png".into()), mask: Some(mask) }
     }
 }
 
@@ -91,6 +93,7 @@ impl PairPrepare {
         Ok(PreparedPair {
             mask,
             id: sample.id.clone(),
+            inputs_stamp: sample.inputs_stamp(),
             main: if self.skip.main { None } else { Some(self.main.prepare(sample, self.main_images.as_ref())?) },
             complementary: match (&self.complementary, self.skip.complementary) {
                 (Some(preparer), false) => Some(preparer.prepare(sample, self.complementary_images.as_ref())?),

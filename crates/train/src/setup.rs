@@ -84,8 +84,10 @@ impl<B: Kernels> Setup<B> {
         }
         let cache_dir = spec.cache_dir();
         let feature_stores = FeatureStores {
-            main: cache_dir.as_ref().map(|dir| feature_cache::store_path(dir, spec, &format!("main:{}", main.name), spec.model.main_reads_depth)),
-            complementary: cache_dir.as_ref().map(|dir| feature_cache::store_path(dir, spec, &complementary.name, spec.model.complementary_reads_depth)),
+            main: cache_dir.as_ref().map(|dir| feature_cache::store_path(dir, spec, &format!("main:{}", main.name), &main.weights, spec.model.main_reads_depth)),
+            complementary: cache_dir
+                .as_ref()
+                .map(|dir| feature_cache::store_path(dir, spec, &complementary.name, &complementary.weights, spec.model.complementary_reads_depth)),
         };
         B::seed(device, spec.train.seed);
         // Trainable encoder parts (the hybrid's projection) are drawn from the seed first.
@@ -134,6 +136,7 @@ impl<B: Kernels> Setup<B> {
         let modality = preprocess[0].0;
         let config = spec.pmoe_config(objective.num_outputs());
         let names: Vec<String> = experts.iter().map(|e| e.name.clone()).collect();
+        let weights: Vec<std::path::PathBuf> = experts.iter().flat_map(|e| e.weights.clone()).collect();
         let shallowest = experts.iter().map(|e| e.encoder.num_layers()).min().unwrap_or(0);
         anyhow::ensure!(config.depth <= shallowest, "pmoe.depth = {} exceeds the shallowest expert's {shallowest} layers", config.depth);
         B::seed(device, spec.train.seed);
@@ -148,7 +151,7 @@ impl<B: Kernels> Setup<B> {
             labels,
             classifier: serde_json::to_value(&config)?,
             feature_stores: FeatureStores {
-                main: spec.cache_dir().map(|dir| feature_cache::store_path(&dir, spec, &format!("experts:{}", names.join(",")), spec.model.main_reads_depth)),
+                main: spec.cache_dir().map(|dir| feature_cache::store_path(&dir, spec, &format!("experts:{}", names.join(",")), &weights, spec.model.main_reads_depth)),
                 complementary: None,
             },
             base_model: json!({ "experts": names }),

@@ -82,9 +82,10 @@ fn setup<AB: TrainBackend>(spec: &ExperimentSpec) -> (Setup<AB>, Splits) {
         encoder: AnyEncoder::ViT(vit),
         preparer: InputPreparer::Image(Modality::Image, ImagePreprocess { resize: 32, size: 32, mean: [0.5; 3], std: [0.5; 3] }),
         name: "tiny-vit".into(),
+        weights: vec![],
     };
     let tokenizer = TextTokenizer::from_dir(&fixture("tiny-bert"), 16).unwrap();
-    let complementary = LoadedEncoder { encoder: AnyEncoder::Text(bert), preparer: InputPreparer::Text(tokenizer), name: "tiny-bert".into() };
+    let complementary = LoadedEncoder { encoder: AnyEncoder::Text(bert), preparer: InputPreparer::Text(tokenizer), name: "tiny-bert".into(), weights: vec![] };
     let objective = splits.train.task;
     let labels = splits.train.labels.clone();
     (Setup::from_encoders(spec, main, complementary, labels, objective, &device).unwrap(), splits)
@@ -160,7 +161,7 @@ fn patience_stops_a_run_whose_validation_stops_improving() {
 
 /// Late fusion's main representation is constant: each sample's is encoded once, kept in the
 /// feature store beside the complementary one, and a second run trains from the stores alone
-/// to the same losses; the probe of the complementary modality reads no main input at all.
+/// to the same losses; a sample whose text or image changes is encoded again; the probe of the complementary modality reads no main input at all.
 #[test]
 fn late_fusion_encodes_each_main_input_once_and_reuses_it() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -179,6 +180,23 @@ fn late_fusion_encodes_each_main_input_once_and_reuses_it() {
     let second = train_in::<Autodiff<Flex>>(&dir.path().join("second"), &spec, false);
     assert_eq!(step_losses(&dir.path().join("first")), step_losses(&dir.path().join("second")));
     assert_eq!((first.value, first.best_val), (second.value, second.best_val));
+
+    // A sample's inputs changed in place: its rows are computed again, under a new key; the
+    // others are read back.
+    let jsonl = data.join("train.jsonl");
+    std::fs::write(&jsonl, std::fs::read_to_string(&jsonl).unwrap().replacen("\"text\":\"a red thing\"", "\"text\":\"a crimson thing\"", 1)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(10));
+    image::RgbImage::from_pixel(32, 32, image::Rgb([0, 0, 0])).save(data.join("images/train1.png")).unwrap();
+    train_in::<Autodiff<Flex>>(&dir.path().join("third"), &spec, false);
+    let index: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(main_store.with_extension("json")).unwrap()).unwrap();
+    let ids: Vec<&str> = index["ids"].as_array().unwrap().iter().map(|id| id.as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 62, "two samples encoded again");
+    let values: Vec<f32> = std::fs::read(main_store.with_extension("f32")).unwrap().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let rows_of = |id: &str| -> Vec<&[f32]> { ids.iter().zip(values.chunks(32)).filter(|(key, _)| key.starts_with(&format!("train/{id}/"))).map(|(_, row)| row).collect() };
+    let (text_changed, image_changed) = (rows_of("train0"), rows_of("train1"));
+    assert_eq!((text_changed.len(), image_changed.len()), (2, 2));
+    assert_eq!(text_changed[0], text_changed[1], "the ViT reads no text: the same row, computed again");
+    assert_ne!(image_changed[0], image_changed[1], "a new picture at the same path: a new row");
     let probe = self::spec(&data, &cache, &["model.method=late-fusion", "model.complementary_prompt_len=0", "model.head=complementary"]);
     assert_eq!(use_of_main(&probe), MainUse::Unread);
     for method in ["mope", "fine-tuning"] {
@@ -282,8 +300,8 @@ fn segmentation_trains_a_dense_head_routed_by_depth() {
     let splits = Splits { train: split(SplitName::Train), val: split(SplitName::Val), test: None };
     let vit = || load_vit::<AB>(&fixture("tiny-vit"), Pooling::Cls, &device).unwrap().0;
     let pre = ImagePreprocess { resize: 32, size: 32, mean: [0.5; 3], std: [0.5; 3] };
-    let main = LoadedEncoder { encoder: AnyEncoder::ViT(vit()), preparer: InputPreparer::Image(Modality::Image, pre), name: "tiny-vit".into() };
-    let depth = LoadedEncoder { encoder: AnyEncoder::ViT(vit()), preparer: InputPreparer::Image(Modality::Depth, pre), name: "tiny-vit-depth".into() };
+    let main = LoadedEncoder { encoder: AnyEncoder::ViT(vit()), preparer: InputPreparer::Image(Modality::Image, pre), name: "tiny-vit".into(), weights: vec![] };
+    let depth = LoadedEncoder { encoder: AnyEncoder::ViT(vit()), preparer: InputPreparer::Image(Modality::Depth, pre), name: "tiny-vit-depth".into(), weights: vec![] };
     let objective = splits.train.task;
     assert_eq!(objective, Task::Segmentation { num_classes: 40, ignore_index: 255 });
     let setup = Setup::from_encoders(&spec, main, depth, splits.train.labels.clone(), objective, &device).unwrap();
@@ -321,11 +339,13 @@ fn vit_and_swin<AB: TrainBackend>() -> Vec<LoadedEncoder<AB>> {
             encoder: AnyEncoder::ViT(vit),
             preparer: InputPreparer::Image(Modality::Image, ImagePreprocess { resize: 32, size: 32, mean: [0.5; 3], std: [0.5; 3] }),
             name: "tiny-vit".into(),
+            weights: vec![],
         },
         LoadedEncoder {
             encoder: AnyEncoder::Swin(swin),
             preparer: InputPreparer::Image(Modality::Image, ImagePreprocess { resize: 32, size: 32, mean: backbones::IMAGENET_MEAN, std: backbones::IMAGENET_STD }),
             name: "tiny-swin".into(),
+            weights: vec![],
         },
     ]
 }
@@ -446,7 +466,7 @@ fn pmoe_experts_must_be_promptable_image_encoders() {
     let (bert, _) = load_bert::<AB>(&fixture("tiny-bert"), Pooling::Cls, &device).unwrap();
     let tokenizer = TextTokenizer::from_dir(&fixture("tiny-bert"), 16).unwrap();
     let mut experts = vit_and_swin::<AB>();
-    experts[1] = LoadedEncoder { encoder: AnyEncoder::Text(bert), preparer: InputPreparer::Text(tokenizer), name: "tiny-bert".into() };
+    experts[1] = LoadedEncoder { encoder: AnyEncoder::Text(bert), preparer: InputPreparer::Text(tokenizer), name: "tiny-bert".into(), weights: vec![] };
     let error = Setup::<AB>::from_experts(&spec, experts, WORDS.map(String::from).to_vec(), Task::Classification { num_classes: 3 }, &device).unwrap_err().to_string();
     assert_eq!(error, "expert 1 `tiny-bert` (model.experts): pMoE experts are image encoders with layers to prompt (ViT, Swin or a hybrid)");
     let error = Setup::<AB>::from_experts(&pmoe_spec("jsonl", dir.path(), &["pmoe.depth=3"]), vit_and_swin(), Vec::new(), Task::Classification { num_classes: 3 }, &device)
