@@ -94,8 +94,23 @@ pub trait FastAttention: Backend {
     }
 }
 
-/// What the backward reads: `q`, `k`, `v`, the probabilities `p`, and the number of heads.
-pub type AttentionState<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, usize);
+/// What the backward reads: the forward's inputs and the probabilities `p`.
+#[derive(Debug, Clone)]
+pub struct AttentionState<B: Backend> {
+    /// `[batch, queries, width]`.
+    pub q: FloatTensor<B>,
+    /// `[batch, keys, width]`.
+    pub k: FloatTensor<B>,
+    /// `[batch, keys, width]`.
+    pub v: FloatTensor<B>,
+    /// `[batch, heads, queries, keys]`.
+    pub p: FloatTensor<B>,
+    /// `[batch, keys]`, `true` at padding: a masked score's gradient is exactly zero (its
+    /// probability's product with a NaN upstream value would not be).
+    pub mask_pad: Option<BoolTensor<B>>,
+    /// Heads.
+    pub heads: usize,
+}
 
 /// [`FastAttention::multi_head_attention`] on tensors.
 ///
@@ -195,7 +210,8 @@ pub fn attention_forward_reference<B: Backend>(
 }
 
 /// [`FastAttention::multi_head_attention_backward`] composed of burn's operations.
-pub fn attention_backward_reference<B: Backend>(grad: FloatTensor<B>, (q, k, v, p, heads): AttentionState<B>, wanted: [bool; 3]) -> [Option<FloatTensor<B>>; 3] {
+pub fn attention_backward_reference<B: Backend>(grad: FloatTensor<B>, state: AttentionState<B>, wanted: [bool; 3]) -> [Option<FloatTensor<B>>; 3] {
+    let AttentionState { q, k, v, p, mask_pad, heads } = state;
     let (q, k, v) = (tensor::<B, 3>(q), tensor::<B, 3>(k), tensor::<B, 3>(v));
     let dims = AttentionDims::of(&q, &k, &v, heads);
     let p = tensor::<B, 4>(p);
@@ -208,6 +224,10 @@ pub fn attention_backward_reference<B: Backend>(grad: FloatTensor<B>, (q, k, v, 
     let d_p = grad.matmul(dims.split(v, dims.keys).swap_dims(2, 3));
     let centred = d_p.clone() - (p.clone() * d_p).sum_dim(3);
     let d_scores = (p * centred).mul_scalar(dims.scale);
+    let d_scores = match mask_pad {
+        Some(mask) => d_scores.mask_fill(dims.mask(Tensor::from_primitive(mask)), 0.0),
+        None => d_scores,
+    };
     let d_q = wanted[0].then(|| merge(d_scores.clone().matmul(dims.split(k, dims.keys))));
     let d_k = wanted[1].then(|| merge(d_scores.swap_dims(2, 3).matmul(dims.split(q, dims.queries))));
     [d_q, d_k, d_v]
@@ -232,12 +252,13 @@ impl FastAttention for Flex {
     }
 
     fn multi_head_attention_backward(grad: FlexTensor, state: AttentionState<Self>, wanted: [bool; 3]) -> [Option<FlexTensor>; 3] {
-        let (q, k, v, p, heads) = &state;
+        let AttentionState { q, k, v, p, mask_pad, heads } = &state;
         if let Some(inputs) = FlexHeads::of(q, k, v, *heads) {
             let AttentionDims { batch, queries, keys, width, heads, .. } = inputs.dims;
             let shaped = grad.layout().shape().clone() == [batch, queries, width].into() && p.dtype() == DType::F32 && p.layout().shape().clone() == [batch, heads, queries, keys].into();
             if let Some(grad_heads) = Heads::of(&grad, inputs.dims.d_head()).filter(|_| shaped) {
-                return inputs.backward(grad_heads, p.to_contiguous().storage::<f32>(), wanted);
+                let masked = mask_pad.clone().map(|mask| padding(mask, [batch, keys]));
+                return inputs.backward(grad_heads, p.to_contiguous().storage::<f32>(), masked.as_deref(), wanted);
             }
         }
         attention_backward_reference::<Self>(grad, state, wanted)
@@ -340,9 +361,10 @@ impl FlexHeads {
         (float_tensor(out, [batch, queries, width]), p)
     }
 
-    /// The gradients of those `wanted` of `q`, `k`, `v` from the upstream gradient `grad` and the
-    /// probabilities `p` (contiguous `[batch, heads, queries, keys]`): one task per sample and head.
-    fn backward(&self, grad: Heads, p: &[f32], wanted: [bool; 3]) -> [Option<FlexTensor>; 3] {
+    /// The gradients of those `wanted` of `q`, `k`, `v` from the upstream gradient `grad`, the
+    /// probabilities `p` (contiguous `[batch, heads, queries, keys]`) and which keys are padding
+    /// (`[batch, keys]`): one task per sample and head.
+    fn backward(&self, grad: Heads, p: &[f32], masked: Option<&[bool]>, wanted: [bool; 3]) -> [Option<FlexTensor>; 3] {
         let AttentionDims { batch, queries, keys, width, heads, scale } = self.dims;
         let d_head = self.dims.d_head();
         let scores_len = queries * keys;
@@ -366,6 +388,12 @@ impl FlexHeads {
             unsafe { product(d_scores.as_mut_ptr(), keys, [queries, d_head, keys], g, v.transposed(), false) };
             if keys > 0 {
                 softmax_backward_rows(d_scores, p_h, keys, scale);
+            }
+            if let Some(masked) = masked {
+                // Exactly zero, as the forward's fill makes it (not `p · (…)`, NaN where a row is).
+                for key in (0..keys).filter(|&key| masked[sample * keys + key]) {
+                    d_scores[key..].iter_mut().step_by(keys).for_each(|s| *s = 0.0);
+                }
             }
             let d_s = Strided::row_major(d_scores.as_ptr(), keys);
             if wanted[0] {
@@ -503,8 +531,8 @@ impl<B: FastAttention, C: CheckpointStrategy> FastAttention for Autodiff<B, C> {
         let parents = [q.node.clone(), k.node.clone(), v.node.clone()];
         match AttentionOp.prepare::<C>(parents).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let (out, p) = B::multi_head_attention_with_probabilities(q.primitive.clone(), k.primitive.clone(), v.primitive.clone(), mask_pad, heads);
-                prep.finish((q.primitive, k.primitive, v.primitive, p, heads), out)
+                let (out, p) = B::multi_head_attention_with_probabilities(q.primitive.clone(), k.primitive.clone(), v.primitive.clone(), mask_pad.clone(), heads);
+                prep.finish(AttentionState { q: q.primitive, k: k.primitive, v: v.primitive, p, mask_pad, heads }, out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::multi_head_attention(q.primitive, k.primitive, v.primitive, mask_pad, heads)),
         }
@@ -520,7 +548,7 @@ impl<R: burn_cubecl::CubeRuntime, F: burn_cubecl::element::FloatElement, I: burn
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::max_relative_error;
+    use crate::test_support::{NON_FINITE, max_relative_error, has_non_finite, poisoned};
     use burn::tensor::{Distribution, TensorData};
 
     /// One test case: shapes, and whether some keys are padding.
@@ -600,24 +628,34 @@ mod tests {
         }
     }
 
-    /// A NaN in a query, key or value gives NaN where the composed reference (and PyTorch) gives
-    /// it, not a finite mixture: a NaN score must not drop out of its softmax.
+    /// The inputs of `case` with `value` (NaN or an infinity) in `input` (0: q, 1: k, 2: v) at
+    /// two places: sample 0's first token, and a token of the last sample (masked in the
+    /// masked cases' keys and values).
+    fn poisoned_inputs(case: Case, input: usize, value: f32) -> ([Tensor<Flex, 3>; 4], Option<Tensor<Flex, 2, Bool>>) {
+        let (mut tensors, mask) = random_inputs(case);
+        let len = if input == 0 { case.queries } else { case.keys };
+        let b = case.batch - 1;
+        let masked_token = match (3 - b % 3) % 3 {
+            0 => 3, // the mask: j > 0 and (j + b) % 3 == 0
+            j => j,
+        };
+        let last = (b * len + masked_token.min(len - 1)) * case.width + 1;
+        tensors[input] = poisoned(&tensors[input], &[(3, value), (last, value)]);
+        (tensors, mask)
+    }
+
+    /// A NaN or an infinity in a query, key or value gives, in the output and in every input's
+    /// gradient, NaN and infinities where the composed reference (and PyTorch) gives them, and
+    /// the reference's finite values elsewhere: a NaN score must not drop out of its softmax.
     #[test]
-    fn nan_propagates_as_in_the_reference() {
-        let device = Default::default();
-        let normal = || Tensor::<Flex, 3>::random([2, 5, 8], Distribution::Normal(0.0, 1.0), &device);
-        let clean = [normal(), normal(), normal()];
-        let nan_positions = |t: Tensor<Flex, 3>| t.to_data().to_vec::<f32>().unwrap().iter().map(|v| v.is_nan()).collect::<Vec<_>>();
-        for (poisoned, name) in ["query", "key", "value"].iter().enumerate() {
-            let mut inputs = clean.clone();
-            let mut values = inputs[poisoned].to_data().to_vec::<f32>().unwrap();
-            values[3] = f32::NAN; // sample 0, token 0, head 0
-            inputs[poisoned] = Tensor::from_data(TensorData::new(values, [2, 5, 8]), &device);
-            let [q, k, v] = inputs;
-            let got = nan_positions(multi_head_attention(q.clone(), k.clone(), v.clone(), None, 2));
-            let expected = nan_positions(multi_head_attention_reference(q, k, v, None, 2));
-            assert!(expected.iter().any(|&n| n) && !expected.iter().all(|&n| n), "the {name} NaN reaches part of the output");
-            assert_eq!(got, expected, "a NaN {name}");
+    fn non_finite_inputs_give_the_non_finite_values_of_the_reference() {
+        for case in CASES {
+            for (input, value) in (0..3).flat_map(|i| NON_FINITE.map(|v| (i, v))) {
+                let inputs = poisoned_inputs(case, input, value);
+                let got = run::<Flex>(case, &inputs, true, [true; 3], &Default::default());
+                assert!(has_non_finite(&got[0]), "{case:?}: a {value} in input {input} reaches the output");
+                assert_matches_reference(case, &inputs, [true; 3], got);
+            }
         }
     }
 
@@ -685,6 +723,10 @@ mod tests {
             let inputs = random_inputs(case);
             let got = run::<B>(case, &inputs, true, [true; 3], device);
             assert_matches_reference(case, &inputs, [true; 3], got);
+            for value in NON_FINITE {
+                let inputs = poisoned_inputs(case, 1, value);
+                assert_matches_reference(case, &inputs, [true; 3], run::<B>(case, &inputs, true, [true; 3], device));
+            }
         }
     }
 

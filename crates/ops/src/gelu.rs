@@ -133,7 +133,9 @@ fn normal_cdf_and_density(x: f32) -> (f32, f32) {
     const INV_SQRT_2PI: f32 = 0.398_942_3;
     let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
     let t = 1.0 / (1.0 + P * z);
-    let e = exp_non_positive(-z * z);
+    // Exactly 0 below f32's smallest normal (a select: vectorises), so that x · φ(x) at x = ±∞
+    // is ∞ · 0 = NaN, as burn's and PyTorch's, not ∞ · 1e-38.
+    let e = if z * z > 87.0 { 0.0 } else { exp_non_positive(-z * z) };
     let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
     let erf = (1.0 - poly * e).copysign(x);
     (0.5 * (1.0 + erf), e * INV_SQRT_2PI)
@@ -174,6 +176,7 @@ impl<R: burn_cubecl::CubeRuntime, F: burn_cubecl::element::FloatElement, I: burn
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{NON_FINITE, max_relative_error};
     use burn::tensor::{Distribution, Tolerance};
 
     /// Every 1e-4 from −12 to 12: x = 0, both tails, and the crossover of the exp's rounding.
@@ -234,5 +237,26 @@ mod tests {
         let ((y, dx), (y_ref, dx_ref)) = (run(true), run(false));
         y.into_data().assert_approx_eq::<f32>(&y_ref.into_data(), Tolerance::absolute(2e-6));
         dx.into_data().assert_approx_eq::<f32>(&dx_ref.into_data(), Tolerance::absolute(2e-6));
+    }
+
+    /// NaN and infinities give what burn's GELU gives, forward and backward: NaN stays NaN,
+    /// `gelu(∞) = ∞`, `gelu(−∞) = −∞ · 0 = NaN`, and NaN gradients at both infinities (PyTorch's
+    /// erf GELU gives NaN at both infinities, forward and backward, on the CPU).
+    #[test]
+    fn non_finite_inputs_give_burns_values() {
+        type AB = Autodiff<Flex>;
+        let device = Default::default();
+        let x: Vec<f32> = NON_FINITE.into_iter().chain([1.5, -0.5, 0.0]).collect();
+        let run = |fast: bool| {
+            let input = Tensor::<AB, 1>::from_floats(x.as_slice(), &device).require_grad();
+            let y = if fast { gelu(input.clone()) } else { burn::tensor::activation::gelu(input.clone()) };
+            let grads = y.clone().sum().backward();
+            (y.inner(), input.grad(&grads).unwrap())
+        };
+        let ((y, dx), (y_ref, dx_ref)) = (run(true), run(false));
+        assert_eq!(y.to_data().to_vec::<f32>().unwrap()[..3].iter().map(|v| v.is_nan()).collect::<Vec<_>>(), [true, false, true]);
+        assert_eq!(y.to_data().to_vec::<f32>().unwrap()[1], f32::INFINITY);
+        assert!(max_relative_error(y, y_ref) < 1e-6);
+        assert!(max_relative_error(dx, dx_ref) < 1e-6);
     }
 }

@@ -190,7 +190,7 @@ impl<R: burn_cubecl::CubeRuntime, F: burn_cubecl::element::FloatElement, I: burn
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::max_relative_error;
+    use crate::test_support::{NON_FINITE, has_non_finite, max_relative_error, poisoned};
     use burn::module::Param;
     use burn::nn::{LayerNorm, LayerNormConfig};
     use burn::tensor::{Distribution, TensorData};
@@ -214,18 +214,27 @@ mod tests {
         out
     }
 
-    /// Ours on `Autodiff<B>` against burn's `LayerNorm` on `Autodiff<Flex>`, three shapes.
+    /// Ours on `Autodiff<B>` against burn's `LayerNorm` on `Autodiff<Flex>`, three shapes, each
+    /// with finite inputs and with a NaN, an infinity or a negative infinity in `x` (NaN and
+    /// infinities where burn has them, its values elsewhere).
     fn assert_matches_burns_layer_norm<B: FastLayerNorm>(device: &B::Device) {
         let flex = Default::default();
-        for (shape, with_beta) in [([4, 3, 24], true), ([2, 5, 37], false), ([1, 1, 8], true)] {
-            let x = Tensor::<Flex, 3>::random(shape, Distribution::Normal(1.0, 2.0), &flex).into_data();
+        let poisons = [None].into_iter().chain(NON_FINITE.map(Some));
+        for ((shape, with_beta), poison) in [([4, 3, 24], true), ([2, 5, 37], false), ([1, 1, 8], true)].into_iter().flat_map(|c| poisons.clone().map(move |p| (c, p))) {
+            let x = Tensor::<Flex, 3>::random(shape, Distribution::Normal(1.0, 2.0), &flex);
+            let x = match poison {
+                Some(value) => poisoned(&x, &[(5, value)]),
+                None => x,
+            }
+            .into_data();
             let upstream = Tensor::<Flex, 3>::random([shape[1], shape[0], shape[2]], Distribution::Normal(0.0, 1.0), &flex).into_data();
             let gamma = Tensor::<Flex, 1>::random([shape[2]], Distribution::Normal(1.0, 0.5), &flex).into_data();
             let inputs = [&x, &gamma, &upstream];
             let (ours, burns) = (run::<B>(true, with_beta, inputs, device), run::<Flex>(false, with_beta, inputs, &flex));
+            assert_eq!(poison.is_some(), has_non_finite(&ours[0]), "{shape:?}: a {poison:?} in x reaches the output");
             for (name, (a, b)) in ["output", "d x", "d gamma", "d beta"].iter().zip(ours.into_iter().zip(burns)) {
                 let error = max_relative_error(a, b);
-                assert!(error < 1e-4, "{shape:?}, beta {with_beta}: {name} off by {error:e}");
+                assert!(error < 1e-4, "{shape:?}, beta {with_beta}, {poison:?} in x: {name} off by {error:e}");
             }
         }
     }

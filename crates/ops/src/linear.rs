@@ -260,7 +260,7 @@ impl<R: burn_cubecl::CubeRuntime, F: burn_cubecl::element::FloatElement, I: burn
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::max_relative_error;
+    use crate::test_support::{NON_FINITE, has_non_finite, max_relative_error, poisoned};
     use burn::tensor::Distribution;
 
     fn random<const D: usize>(shape: [usize; D]) -> Tensor<Flex, D> {
@@ -286,18 +286,28 @@ mod tests {
     }
 
     /// Ours on `Autodiff<B>` against burn's operations on `Autodiff<Flex>`: a strided input, a
-    /// contiguous and a transposed weight, frozen or trained parts.
+    /// contiguous and a transposed weight, frozen or trained parts; finite inputs, and a NaN or
+    /// an infinity in `x`, the weight or the bias (NaN and infinities where burn has them).
     fn assert_matches_burns_operations<B: FastLinear>(device: &B::Device) {
         let [batch, len, d_in, d_out] = [3, 5, 7, 6];
         let x_t = random([len, batch, d_in]);
         let (bias, upstream) = (random([1, 1, d_out]), random([batch, len, d_out]));
         for weight in [random([1, d_in, d_out]), random([1, d_out, d_in]).swap_dims(1, 2)] {
-            for tracked in [[true; 3], [true, false, false], [false, true, true]] {
-                let inputs = [&x_t, &weight, &bias, &upstream];
-                let (ours, burns) = (run::<B>(true, tracked, inputs, device), run::<Flex>(false, tracked, inputs, &Default::default()));
-                for (name, (a, b)) in ["output", "d x", "d weight", "d bias"].iter().zip(ours.into_iter().zip(burns)) {
-                    let error = max_relative_error(a, b);
-                    assert!(error < 1e-5, "tracked {tracked:?}: {name} off by {error:e}");
+            let clean = [x_t.clone(), weight, bias.clone()];
+            let poisons = [None].into_iter().chain((0..3).flat_map(|input| NON_FINITE.map(|value| Some((input, value)))));
+            for poison in poisons {
+                let mut operands = clean.clone();
+                if let Some((input, value)) = poison {
+                    operands[input] = poisoned(&operands[input], &[(4, value)]);
+                }
+                for tracked in [[true; 3], [true, false, false], [false, true, true]] {
+                    let inputs = [&operands[0], &operands[1], &operands[2], &upstream];
+                    let (ours, burns) = (run::<B>(true, tracked, inputs, device), run::<Flex>(false, tracked, inputs, &Default::default()));
+                    assert_eq!(poison.is_some(), has_non_finite(&ours[0]), "{poison:?} reaches the output");
+                    for (name, (a, b)) in ["output", "d x", "d weight", "d bias"].iter().zip(ours.into_iter().zip(burns)) {
+                        let error = max_relative_error(a, b);
+                        assert!(error < 1e-5, "tracked {tracked:?}, {poison:?} (input, value): {name} off by {error:e}");
+                    }
                 }
             }
         }

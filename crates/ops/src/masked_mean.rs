@@ -54,4 +54,33 @@ mod tests {
             hidden.grad(&grads).unwrap().to_data().assert_approx_eq::<f32>(&expected.to_data(), Tolerance::default());
         }
     }
+
+    /// NaN and infinities give what the mean over the real tokens written out gives (PyTorch's
+    /// sentence-transformers pooling, `Σ hidden · keep / n`): a padding token's NaN or infinity
+    /// reaches its sample's mean through `0 · NaN`, as there; the other samples stay finite.
+    #[test]
+    fn non_finite_values_give_the_written_out_means() {
+        type AB = burn::backend::Autodiff<B>;
+        let device = Default::default();
+        let mask = Tensor::<AB, 2, Bool>::from_bool([[false, true, false, false], [false; 4], [false, false, true, true]].into(), &device);
+        let clean = Tensor::<B, 3>::random([3, 4, 2], Distribution::Normal(0.0, 1.0), &device);
+        // Sample 0: a NaN in a padding token; sample 1: an infinity in a real one; sample 2 clean.
+        let hidden = crate::test_support::poisoned(&clean, &[(2, f32::NAN), (8, f32::INFINITY)]);
+        let run = |written_out: bool| {
+            let h = Tensor::<AB, 3>::from_inner(hidden.clone()).require_grad();
+            let mean = if written_out {
+                let keep = mask.clone().bool_not().float().unsqueeze_dim::<3>(2);
+                (h.clone() * keep.clone()).sum_dim(1).squeeze_dim::<2>(1) / keep.sum_dim(1).squeeze_dim::<2>(1)
+            } else {
+                masked_mean(h.clone(), Some(&mask))
+            };
+            let grads = mean.clone().sum().backward();
+            (mean.inner(), h.grad(&grads).unwrap())
+        };
+        let ((mean, grad), (mean_ref, grad_ref)) = (run(false), run(true));
+        let values = mean.to_data().to_vec::<f32>().unwrap();
+        assert!(values[0].is_nan() && values[2] == f32::INFINITY && values[4..].iter().all(|v| v.is_finite()), "{values:?}");
+        assert!(crate::test_support::max_relative_error(mean, mean_ref) < 1e-6);
+        assert!(crate::test_support::max_relative_error(grad, grad_ref) < 1e-6);
+    }
 }

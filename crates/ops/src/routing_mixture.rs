@@ -39,7 +39,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::activation::softmax;
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{BoolTensor, FloatTensor};
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 
 use crate::primitive::{primitive, tensor};
@@ -116,13 +116,23 @@ pub fn check_shapes(logits: [usize; 3], shared: [usize; 3], own: Option<[usize; 
 /// # Shapes
 /// - `logits`: `[batch, groups, sources]`; output the same
 pub fn routing_weights<B: Backend>(logits: Tensor<B, 3>, softmax_of: RoutingSoftmax) -> Tensor<B, 3> {
+    routing_weights_and_dropped(logits, softmax_of).0
+}
+
+/// [`routing_weights`], and where the top k drop a source (`true`; `None` when none is dropped).
+///
+/// # Shapes
+/// - `logits`: `[batch, groups, sources]`; both outputs the same
+fn routing_weights_and_dropped<B: Backend>(logits: Tensor<B, 3>, softmax_of: RoutingSoftmax) -> (Tensor<B, 3>, Option<Tensor<B, 3, Bool>>) {
     let [batch, groups, sources] = logits.dims();
     let mut scaled = if softmax_of.temperature == 1.0 { logits } else { logits / softmax_of.temperature };
+    let mut dropped = None;
     if softmax_of.is_sparse(sources) {
-        let keep = top_k_mask(scaled.clone().reshape([batch * groups, sources]), softmax_of.top_k).reshape([batch, groups, sources]);
-        scaled = scaled.mask_fill(keep.bool_not(), f32::NEG_INFINITY);
+        let drop = top_k_mask(scaled.clone().reshape([batch * groups, sources]), softmax_of.top_k).reshape([batch, groups, sources]).bool_not();
+        scaled = scaled.mask_fill(drop.clone(), f32::NEG_INFINITY);
+        dropped = Some(drop);
     }
-    softmax(scaled, 2)
+    (softmax(scaled, 2), dropped)
 }
 
 /// `true` at the `k` largest entries of each row.
@@ -200,8 +210,9 @@ fn softmax_mix_backward<B: Backend>(
 
 impl RoutingMixture for burn::backend::Flex {}
 
-/// The backward's state: the forward's weights, the shared and own sources, the temperature.
-type MixState<B> = (FloatTensor<B>, FloatTensor<B>, Option<FloatTensor<B>>, f32);
+/// The backward's state: the forward's weights, where the top k dropped a source, the shared and
+/// own sources, the temperature.
+type MixState<B> = (FloatTensor<B>, Option<BoolTensor<B>>, FloatTensor<B>, Option<FloatTensor<B>>, f32);
 
 /// [`RoutingMixture::softmax_mix`] as a node of the autodiff graph, `N` = 2 (logits, shared) or 3 (and own).
 #[derive(Debug)]
@@ -211,9 +222,15 @@ impl<B: Backend, const N: usize> Backward<B, N> for SoftmaxMix {
     type State = MixState<B>;
 
     fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let (weights, shared, own, temperature) = ops.state;
+        let (weights, dropped, shared, own, temperature) = ops.state;
         let grad = tensor::<B, 3>(grads.consume::<B>(&ops.node));
         let (d_logits, d_shared, d_own) = softmax_mix_backward(grad, tensor(weights), tensor(shared), own.map(tensor), temperature);
+        // A dropped logit's gradient is exactly zero, as the forward's fill makes it (not
+        // `0 · (h − Σ w h)`, NaN where a kept source is NaN).
+        let d_logits = match dropped {
+            Some(dropped) => d_logits.mask_fill(Tensor::<B, 3, Bool>::from_primitive(dropped), 0.0),
+            None => d_logits,
+        };
         let mut parents = ops.parents.into_iter();
         let mut register = |g: Option<Tensor<B, 3>>| {
             if let (Some(Some(node)), Some(g)) = (parents.next(), g) {
@@ -237,9 +254,9 @@ impl<B: RoutingMixture, C: CheckpointStrategy> RoutingMixture for Autodiff<B, C>
         ) -> FloatTensor<Autodiff<B, C>> {
             match kind {
                 OpsKind::Tracked(prep) => {
-                    let weights = primitive(routing_weights::<B>(tensor(logits.clone()), softmax_of));
+                    let (weights, dropped) = routing_weights_and_dropped::<B>(tensor(logits.clone()), softmax_of);
                     let output = B::softmax_mix(logits, shared.clone(), own.clone(), softmax_of);
-                    prep.finish((weights, shared, own, softmax_of.temperature), output)
+                    prep.finish((primitive(weights), dropped.map(Tensor::into_primitive), shared, own, softmax_of.temperature), output)
                 }
                 OpsKind::UnTracked(prep) => prep.finish(B::softmax_mix(logits, shared, own, softmax_of)),
             }
@@ -277,7 +294,7 @@ pub(crate) mod tests {
     use super::*;
     use burn::backend::Flex;
     use burn::tensor::Distribution;
-    use crate::test_support::max_relative_error;
+    use crate::test_support::{NON_FINITE, has_non_finite, max_relative_error, poisoned};
 
     type AB = Autodiff<Flex>;
 
@@ -342,11 +359,16 @@ pub(crate) mod tests {
 
     /// Asserts that every output of `got` is within 1e-4 of the composed reference on `flex`.
     pub(crate) fn assert_matches_reference(case: Case, inputs: &[Tensor<Flex, 3>; 4], got: [Tensor<Flex, 3>; 4]) {
+        assert_matches_reference_named(case, "finite inputs", inputs, got);
+    }
+
+    /// [`assert_matches_reference`] for inputs described by `what`.
+    pub(crate) fn assert_matches_reference_named(case: Case, what: &str, inputs: &[Tensor<Flex, 3>; 4], got: [Tensor<Flex, 3>; 4]) {
         let expected = run_op::<Flex>(case, inputs, false, &Default::default());
         let compared = if case.own { 4 } else { 3 };
         for (name, (got, expected)) in ["output", "d logits", "d shared", "d own"].iter().zip(got.into_iter().zip(expected)).take(compared) {
             let error = max_relative_error(got, expected);
-            assert!(error < 1e-4, "{case:?}: {name} off by {error:e}");
+            assert!(error < 1e-4, "{case:?}, {what}: {name} off by {error:e}");
         }
     }
 
@@ -356,6 +378,35 @@ pub(crate) mod tests {
             let inputs = random_inputs(case);
             let got = run_op::<Flex>(case, &inputs, true, &Default::default());
             assert_matches_reference(case, &inputs, got);
+        }
+    }
+
+    /// `case`'s inputs, each with one NaN or infinity in the logits (instance 0's first), the
+    /// shared sources (source 0) or the own source: one set per input and value.
+    pub(crate) fn poisoned_inputs(case: Case) -> Vec<(String, [Tensor<Flex, 3>; 4])> {
+        let clean = random_inputs(case);
+        let inputs = if case.own { 3 } else { 2 };
+        (0..inputs)
+            .flat_map(|input| NON_FINITE.map(|value| (input, value)))
+            .map(|(input, value)| {
+                let mut poisoned_set = clean.clone();
+                poisoned_set[input] = poisoned(&clean[input], &[(1, value)]);
+                (format!("{value} in {}", ["logits", "shared", "own"][input]), poisoned_set)
+            })
+            .collect()
+    }
+
+    /// A NaN or an infinity in the logits or the sources gives NaN and infinities where the
+    /// composed reference (a softmax and a matmul, as PyTorch's) gives them, forward and backward:
+    /// a source outside an instance's top k still meets its zero weight (`0 · NaN = NaN`).
+    #[test]
+    fn non_finite_inputs_give_the_non_finite_values_of_the_reference() {
+        for case in CASES {
+            for (what, inputs) in poisoned_inputs(case) {
+                let got = run_op::<Flex>(case, &inputs, true, &Default::default());
+                assert!(what.starts_with("-inf") || has_non_finite(&got[0]), "{case:?}: a {what} reaches the output");
+                assert_matches_reference_named(case, &what, &inputs, got);
+            }
         }
     }
 
@@ -424,6 +475,10 @@ pub(crate) mod tests {
             let inputs = random_inputs(case);
             let got = run_op::<burn::backend::Wgpu>(case, &inputs, true, &Default::default());
             assert_matches_reference(case, &inputs, got);
+            for (what, inputs) in poisoned_inputs(case) {
+                let got = run_op::<burn::backend::Wgpu>(case, &inputs, true, &Default::default());
+                assert_matches_reference_named(case, &what, &inputs, got);
+            }
         }
     }
 
@@ -439,6 +494,10 @@ pub(crate) mod tests {
             let inputs = random_inputs(case);
             let got = run_op::<Cuda>(case, &inputs, true, &Default::default());
             assert_matches_reference(case, &inputs, got);
+            for (what, inputs) in poisoned_inputs(case) {
+                let got = run_op::<Cuda>(case, &inputs, true, &Default::default());
+                assert_matches_reference_named(case, &what, &inputs, got);
+            }
         }
     }
 }

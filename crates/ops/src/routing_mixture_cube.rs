@@ -82,19 +82,12 @@ fn softmax_mix_kernel<F: Float>(
             sums[t] = F::new(0.0);
         }
         for s in 0..num_shared {
-            // A source outside the top k of every instance of the tile is not read (uniform
-            // across the cube: the weights are shared).
-            let mut used = false;
+            // Every source is read, those outside the top k too: their zero weight times a NaN or
+            // an infinity is NaN, as in the reference's (and PyTorch's) matmul.
+            let value = shared[s * source_stride + at];
             #[unroll]
             for t in 0..INSTANCES_PER_UNIT {
-                used = used || weights[t * MAX_SOURCES + s] != F::new(0.0);
-            }
-            if used {
-                let value = shared[s * source_stride + at];
-                #[unroll]
-                for t in 0..INSTANCES_PER_UNIT {
-                    sums[t] += weights[t * MAX_SOURCES + s] * value;
-                }
+                sums[t] += weights[t * MAX_SOURCES + s] * value;
             }
         }
         #[unroll]

@@ -142,6 +142,7 @@ impl<R: burn_cubecl::CubeRuntime, F: burn_cubecl::element::FloatElement, I: burn
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{has_non_finite, poisoned};
     use burn::tensor::Distribution;
 
     fn random(shape: [usize; 3]) -> Tensor<Flex, 3> {
@@ -168,20 +169,27 @@ mod tests {
         [back(y.inner()), grad(&x_t), grad(&inserted)]
     }
 
-    /// Ours on `Autodiff<B>` against burn's operations on `Autodiff<Flex>`, value for value (the
+    /// Ours on `Autodiff<B>` against burn's operations on `Autodiff<Flex>`, bit for bit (the
     /// operation only moves values): a prefix and a replaced range (the [CLS] token, the previous
-    /// prompts), nothing replaced yet, no prefix, the whole sequence replaced.
+    /// prompts), nothing replaced yet, no prefix, the whole sequence replaced; finite values, and
+    /// NaN and infinities in `x`, the inserted tokens and the upstream gradient.
     fn assert_matches_burns_operations<B: FastSplice>(device: &B::Device) {
         let [batch, len, d, p] = [3, 7, 5, 4];
         let x_t = random([len, batch, d]);
         let inserted = random([batch, p, d]);
+        let bits = |t: Tensor<Flex, 3>| t.into_data().to_vec::<f32>().unwrap().into_iter().map(f32::to_bits).collect::<Vec<_>>();
         for (prefix, rest) in [(1, 3), (1, 1), (0, 2), (0, 7)] {
             let upstream = random([batch, len - (rest - prefix) + p, d]);
-            let inputs = [&x_t, &inserted, &upstream];
-            let (ours, burns) = (run::<B>(true, (prefix, rest), inputs, device), run::<Flex>(false, (prefix, rest), inputs, &Default::default()));
-            for (name, (a, b)) in ["output", "d x", "d inserted"].iter().zip(ours.into_iter().zip(burns)) {
-                assert_eq!(a.dims(), b.dims(), "{prefix}..{rest}: {name}");
-                assert_eq!(a.into_data().to_vec::<f32>().unwrap(), b.into_data().to_vec::<f32>().unwrap(), "{prefix}..{rest}: {name}");
+            let non_finite = [(0, f32::NAN), (7, f32::INFINITY), (16, f32::NEG_INFINITY), (41, f32::NAN)];
+            for poison in [&[][..], &non_finite[..]] {
+                let (x_t, inserted, upstream) = (poisoned(&x_t, poison), poisoned(&inserted, poison), poisoned(&upstream, poison));
+                let inputs = [&x_t, &inserted, &upstream];
+                let (ours, burns) = (run::<B>(true, (prefix, rest), inputs, device), run::<Flex>(false, (prefix, rest), inputs, &Default::default()));
+                assert_eq!(!poison.is_empty(), has_non_finite(&ours[0]), "{prefix}..{rest}: {poison:?}");
+                for (name, (a, b)) in ["output", "d x", "d inserted"].iter().zip(ours.into_iter().zip(burns)) {
+                    assert_eq!(a.dims(), b.dims(), "{prefix}..{rest}: {name}");
+                    assert_eq!(bits(a), bits(b), "{prefix}..{rest}, {poison:?}: {name}");
+                }
             }
         }
     }

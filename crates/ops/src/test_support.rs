@@ -4,14 +4,42 @@
 use burn::backend::Flex;
 use burn::tensor::Tensor;
 
-/// `max |a − b| / max |b|`: the error relative to the tensor's scale (an element-wise ratio
-/// would blow up on entries that are themselves near zero); absolute where `b` is all zero.
+/// `max |a − b| / max |b|` over the entries where the reference `b` is finite: the error
+/// relative to the tensor's scale (an element-wise ratio would blow up on entries that are
+/// themselves near zero); absolute where `b` is all zero. Where `b` is NaN or infinite, `a` must
+/// be the same (NaN, or the infinity of the same sign), and a finite `a` against a finite `b`
+/// must be finite: otherwise the error is infinite.
 pub(crate) fn max_relative_error<const D: usize>(a: Tensor<Flex, D>, b: Tensor<Flex, D>) -> f32 {
     let (a, b) = (a.into_data().to_vec::<f32>().unwrap(), b.into_data().to_vec::<f32>().unwrap());
     assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0f32, |m, y| m.max(y.abs()));
+    let same_non_finite = a.iter().zip(&b).all(|(x, y)| if y.is_finite() { x.is_finite() } else { x.is_nan() && y.is_nan() || x == y });
+    if !same_non_finite {
+        return f32::INFINITY;
+    }
+    let finite = || a.iter().zip(&b).filter(|(_, y)| y.is_finite());
+    let scale = finite().fold(0f32, |m, (_, y)| m.max(y.abs()));
     // An all-zero reference (a source outside every row's top k) is compared absolutely.
-    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / if scale > 0.0 { scale } else { 1.0 }
+    finite().map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / if scale > 0.0 { scale } else { 1.0 }
+}
+
+/// `t` with the flat entries `at` set to the given values (NaN or infinities, for the tests of
+/// non-finite inputs).
+pub(crate) fn poisoned<const D: usize>(t: &Tensor<Flex, D>, at: &[(usize, f32)]) -> Tensor<Flex, D> {
+    let mut values = t.to_data().to_vec::<f32>().unwrap();
+    let len = values.len();
+    for &(i, value) in at {
+        values[i % len] = value;
+    }
+    Tensor::from_data(burn::tensor::TensorData::new(values, t.dims()), &t.device())
+}
+
+/// The non-finite values each operation's test puts into its inputs, one at a time.
+pub(crate) const NON_FINITE: [f32; 3] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY];
+
+/// Whether some of `t`'s entries are NaN or infinite: a test of non-finite inputs must reach the
+/// output, or it tests nothing.
+pub(crate) fn has_non_finite<const D: usize>(t: &Tensor<Flex, D>) -> bool {
+    t.to_data().to_vec::<f32>().unwrap().iter().any(|v| !v.is_finite())
 }
 
 /// Whether a CUDA device opens; where none does, says on stderr that `test` is skipped.
