@@ -97,7 +97,8 @@ impl Ct2Model {
                 I8 => 1,
                 other => return Err(invalid(path, format!("variable `{name}` has unknown dtype code {other}"))),
             };
-            if dims.iter().product::<usize>() * width != len {
+            let expected = dims.iter().try_fold(width as usize, |n: usize, &d| n.checked_mul(d));
+            if expected != Some(len) {
                 return Err(invalid(path, format!("variable `{name}`: {len} bytes do not fit dims {dims:?}")));
             }
             let offset = c.pos;

@@ -287,11 +287,16 @@ pub fn tensor_names(path: &Path) -> Result<Vec<String>, WeightsError> {
     let mut len = [0u8; 8];
     file.read_exact(&mut len).map_err(|_| invalid())?;
     let len = u64::from_le_bytes(len);
+    // The header is read up to its claimed length only as far as the file goes: a length beyond
+    // the file is refused after reading what is there, not allocated first.
     if len > 100 * 1024 * 1024 {
         return Err(invalid());
     }
-    let mut header = vec![0u8; len as usize];
-    file.read_exact(&mut header).map_err(|_| invalid())?;
+    let mut header = Vec::new();
+    file.take(len).read_to_end(&mut header).map_err(io)?;
+    if header.len() as u64 != len {
+        return Err(invalid());
+    }
     let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header).map_err(|_| invalid())?;
     Ok(header.into_iter().map(|(k, _)| k).filter(|k| k != "__metadata__").collect())
 }

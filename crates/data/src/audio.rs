@@ -11,7 +11,15 @@ use crate::error::DataError;
 /// Sample rate of the encoders' front ends.
 pub const TARGET_RATE: u32 = 16_000;
 
-/// Decodes a WAV file to mono f32 in `[-1, 1]` and its sample rate.
+/// The sample rates a WAV file may have (telephone speech to studio masters); outside them a
+/// header is damaged, and resampling would make 16,000 samples of each one, or read millions per
+/// output sample.
+pub const MIN_RATE: u32 = 1_000;
+/// See [`MIN_RATE`].
+pub const MAX_RATE: u32 = 384_000;
+
+/// Decodes a WAV file to mono f32 in `[-1, 1]` and its sample rate (refused outside
+/// [`MIN_RATE`]..=[`MAX_RATE`], or beyond 32 bits per sample).
 pub fn read_wav(path: &Path) -> Result<(Vec<f32>, u32), DataError> {
     let decode = |e: hound::Error| match e {
         hound::Error::IoError(io) => DataError::io(path, io),
@@ -19,14 +27,29 @@ pub fn read_wav(path: &Path) -> Result<(Vec<f32>, u32), DataError> {
     };
     let mut reader = hound::WavReader::open(path).map_err(decode)?;
     let spec = reader.spec();
+    let refuse = |message: String| DataError::Decode { path: path.to_path_buf(), message };
+    if !(MIN_RATE..=MAX_RATE).contains(&spec.sample_rate) {
+        return Err(refuse(format!("sample rate {} Hz, expected {MIN_RATE} to {MAX_RATE}", spec.sample_rate)));
+    }
+    if !(1..=32).contains(&spec.bits_per_sample) {
+        return Err(refuse(format!("{} bits per sample, expected 1 to 32", spec.bits_per_sample)));
+    }
     let channels = spec.channels.max(1) as usize;
-    let interleaved: Vec<f32> = match spec.sample_format {
-        hound::SampleFormat::Float => reader.samples::<f32>().collect::<Result<_, _>>().map_err(decode)?,
+    // Pushed one by one: the sample count the header claims is not trusted with an allocation.
+    let mut interleaved = Vec::new();
+    match spec.sample_format {
+        hound::SampleFormat::Float => {
+            for sample in reader.samples::<f32>() {
+                interleaved.push(sample.map_err(decode)?);
+            }
+        }
         hound::SampleFormat::Int => {
             let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32;
-            reader.samples::<i32>().map(|s| s.map(|v| v as f32 * scale)).collect::<Result<_, _>>().map_err(decode)?
+            for sample in reader.samples::<i32>() {
+                interleaved.push(sample.map_err(decode)? as f32 * scale);
+            }
         }
-    };
+    }
     let mono = interleaved.chunks(channels).map(|frame| frame.iter().sum::<f32>() / channels as f32).collect();
     Ok((mono, spec.sample_rate))
 }

@@ -33,6 +33,10 @@ pub fn open_image(path: &Path) -> Result<DynamicImage, DataError> {
     })
 }
 
+/// The most pixels an image may have once resized ([`ImagePreprocess::load`]): 16 M, an aspect
+/// ratio up to 256 : 1 at the ImageNet resize of 256.
+pub const MAX_RESIZED_PIXELS: u64 = 1 << 24;
+
 /// ImageNet's channel statistics.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet's channel statistics.
@@ -44,9 +48,24 @@ impl ImagePreprocess {
         Self { resize: 256, size: 224, mean: IMAGENET_MEAN, std: IMAGENET_STD }
     }
 
-    /// Reads an image file (PNG, JPEG) and prepares it.
+    /// Reads an image file (PNG, JPEG) and prepares it. An image whose shorter side resized to
+    /// `resize` would have more than [`MAX_RESIZED_PIXELS`] (an extreme aspect ratio: a 1 × 100,000
+    /// strip becomes 256 × 25,600,000) is refused, naming its size.
     pub fn load(&self, path: &Path) -> Result<Vec<f32>, DataError> {
-        Ok(self.apply(&open_image(path)?))
+        let image = open_image(path)?;
+        let (w, h) = (image.width(), image.height());
+        let (nw, nh) = self.resized(w, h);
+        if u64::from(nw) * u64::from(nh) > MAX_RESIZED_PIXELS {
+            let message = format!("a {w}×{h} image: its shorter side resized to {} makes it {nw}×{nh}, more than {MAX_RESIZED_PIXELS} pixels", self.resize);
+            return Err(DataError::Decode { path: path.to_path_buf(), message });
+        }
+        Ok(self.apply(&image))
+    }
+
+    /// The size of a `w × h` image once its shorter side is `resize`.
+    fn resized(&self, w: u32, h: u32) -> (u32, u32) {
+        let scale = self.resize as f64 / w.min(h).max(1) as f64;
+        (((w as f64 * scale).round() as u32).max(1), ((h as f64 * scale).round() as u32).max(1))
     }
 
     /// A stable description of the transform, for cache keys.
@@ -58,8 +77,7 @@ impl ImagePreprocess {
     pub fn apply(&self, image: &DynamicImage) -> Vec<f32> {
         let rgb: RgbImage = image.to_rgb8();
         let (w, h) = rgb.dimensions();
-        let scale = self.resize as f64 / w.min(h) as f64;
-        let (nw, nh) = (((w as f64 * scale).round() as u32).max(1), ((h as f64 * scale).round() as u32).max(1));
+        let (nw, nh) = self.resized(w, h);
         let resized = image::imageops::resize(&rgb, nw, nh, FilterType::Triangle);
         let size = self.size as u32;
         let (left, top) = (nw.saturating_sub(size) / 2, nh.saturating_sub(size) / 2);
@@ -109,5 +127,19 @@ mod tests {
     fn missing_file_is_named() {
         let err = ImagePreprocess::imagenet().load(Path::new("/nonexistent/cat.png")).unwrap_err().to_string();
         assert!(err.starts_with("/nonexistent/cat.png: No such file"), "{err}");
+    }
+
+    /// A strip of extreme aspect ratio is refused before it is resized (it would hold 256 ×
+    /// 256,000 pixels), naming the file and its size; a wide but sane image is prepared.
+    #[test]
+    fn an_extreme_aspect_ratio_is_refused_before_resizing() {
+        let dir = tempfile::tempdir().unwrap();
+        let strip = dir.path().join("strip.png");
+        RgbImage::new(1000, 1).save(&strip).unwrap();
+        let error = ImagePreprocess::imagenet().load(&strip).unwrap_err().to_string();
+        assert!(error.contains("strip.png") && error.contains("a 1000×1 image") && error.contains("256000×256"), "{error}");
+        let wide = dir.path().join("wide.png");
+        RgbImage::new(200, 10).save(&wide).unwrap();
+        assert_eq!(ImagePreprocess::imagenet().load(&wide).unwrap().len(), 3 * 224 * 224);
     }
 }

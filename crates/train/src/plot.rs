@@ -46,7 +46,7 @@ fn register_font() -> Result<()> {
 
 /// What the plots read from `metrics.jsonl`.
 #[derive(Debug, Default)]
-struct History {
+pub struct History {
     epochs: Vec<f64>,
     train_loss: Vec<f64>,
     val_loss: Vec<f64>,
@@ -96,11 +96,14 @@ fn short(name: &str) -> String {
     if cut.len() < name.len() { format!("{cut}…") } else { cut }
 }
 
-fn read_history(run: &Path, metric: &str) -> Result<History> {
+/// What `<run>/metrics.jsonl` says of each epoch and of the routing, for `metric`. A last line
+/// without its line end (being written, or cut by a kill) is left out.
+pub fn read_history(run: &Path, metric: &str) -> Result<History> {
     let path = run.join("metrics.jsonl");
     let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let complete = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
     let mut h = History { metric: metric.to_string(), ..History::default() };
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in complete.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let event: serde_json::Value = serde_json::from_str(line).with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
         let report = |key: &str| -> Result<EvalReport> {
             serde_json::from_value(event[key].clone()).with_context(|| format!("{}:{}: `{key}` is not an evaluation report", path.display(), i + 1))

@@ -476,6 +476,9 @@ impl ExperimentSpec {
 
     fn validate(&self, path: &Path) -> Result<(), SpecError> {
         let bad = |key: &str, message: &str| Err(SpecError::Key { path: path.into(), key: key.into(), message: message.into() });
+        if let Some(key) = non_finite_key(&toml::Value::try_from(self).expect("a spec always serialises"), "") {
+            return bad(&key, "must be a finite number (not NaN or infinite)");
+        }
         if self.train.batch_size == 0 {
             return bad("train.batch_size", "must be at least 1");
         }
@@ -535,6 +538,17 @@ impl ExperimentSpec {
     /// The resolved specification as TOML, every default written out.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a spec always serialises")
+    }
+}
+
+/// The dotted key of the first float in `value` that is NaN or infinite.
+fn non_finite_key(value: &toml::Value, key: &str) -> Option<String> {
+    let at = |inner: &str| if key.is_empty() { inner.to_string() } else { format!("{key}.{inner}") };
+    match value {
+        toml::Value::Float(f) if !f.is_finite() => Some(key.to_string()),
+        toml::Value::Table(table) => table.iter().find_map(|(k, v)| non_finite_key(v, &at(k))),
+        toml::Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| non_finite_key(v, &format!("{key}[{i}]"))),
+        _ => None,
     }
 }
 
@@ -653,6 +667,18 @@ mod tests {
         let text = spec.to_toml();
         assert!(!text.contains("main =") && text.contains("experts = ["), "{text}");
         assert_eq!(parse(&text, &[]).unwrap(), spec);
+    }
+
+    /// NaN and infinities are refused for every float key (TOML writes them `nan` and `inf`),
+    /// with the key: an infinite clip length once reached the audio preparation as a capacity
+    /// overflow, a NaN temperature the routing.
+    #[test]
+    fn non_finite_numbers_are_refused_with_their_key() {
+        let error = |overrides: &[&str]| parse(MINIMAL, overrides).unwrap_err().to_string();
+        assert_eq!(error(&["model.audio_seconds=inf"]), "exp.toml: `model.audio_seconds`: must be a finite number (not NaN or infinite)");
+        assert_eq!(error(&["prompts.temperature=nan"]), "exp.toml: `prompts.temperature`: must be a finite number (not NaN or infinite)");
+        assert_eq!(error(&["train.lr=-inf"]), "exp.toml: `train.lr`: must be a finite number (not NaN or infinite)");
+        assert!(parse(MINIMAL, &["train.lr=1e-3", "model.audio_seconds=5"]).is_ok());
     }
 
     #[test]

@@ -212,13 +212,32 @@ pub fn whisper_key(param: &str, d_model: usize) -> Option<Source> {
 /// The encoder configuration described by a CTranslate2 Whisper model.
 pub fn whisper_config(model: &Ct2Model, pooling: Pooling) -> Result<WhisperEncoderConfig, BackboneError> {
     let missing = |key: &str| WeightsError::MissingKey { path: model.path().to_path_buf(), key: key.into(), param: "(configuration)".into() };
-    let conv1 = model.dims("encoder/conv1/weight").ok_or_else(|| missing("encoder/conv1/weight"))?;
+    let bad = |key: &str, why: String| BackboneError::Unsupported { path: model.path().to_path_buf(), key: key.into(), value: why, expected: "a Whisper encoder's shape".into() };
+    // Each size comes from a variable's dims, checked non-zero and of its rank: the encoder built
+    // from them is then no larger than the file's own variables.
+    let dims = |key: &str, rank: usize| -> Result<&[usize], BackboneError> {
+        let dims = model.dims(key).ok_or_else(|| missing(key))?;
+        if dims.len() != rank || dims.contains(&0) {
+            return Err(bad(key, format!("dims {dims:?}, expected {rank} non-zero")));
+        }
+        Ok(dims)
+    };
+    let conv1 = dims("encoder/conv1/weight", 3)?;
     let (d_model, n_mels) = (conv1[0], conv1[1]);
-    let d_ff = model.dims("encoder/layer_0/ffn/linear_0/weight").ok_or_else(|| missing("encoder/layer_0/ffn/linear_0/weight"))?[0];
-    let max_positions =
-        model.dims("encoder/position_encodings/encodings").ok_or_else(|| missing("encoder/position_encodings/encodings"))?[0];
+    let ffn = dims("encoder/layer_0/ffn/linear_0/weight", 2)?;
+    let positions = dims("encoder/position_encodings/encodings", 2)?;
+    for (key, width) in [("encoder/layer_0/ffn/linear_0/weight", ffn[1]), ("encoder/position_encodings/encodings", positions[1])] {
+        if width != d_model {
+            return Err(bad(key, format!("width {width}, not conv1's d_model {d_model}")));
+        }
+    }
+    let (d_ff, max_positions) = (ffn[0], positions[0]);
     let num_layers = (0..).take_while(|n| model.dims(&format!("encoder/layer_{n}/ffn/linear_0/weight")).is_some()).count();
-    let n_heads = model.scalar_int("encoder/num_heads")? as usize;
+    let n_heads = model.scalar_int("encoder/num_heads")?;
+    if n_heads <= 0 || d_model % n_heads as usize != 0 {
+        return Err(bad("encoder/num_heads", format!("{n_heads} heads for d_model {d_model}")));
+    }
+    let n_heads = n_heads as usize;
     Ok(WhisperEncoderConfig::new(n_mels, d_model, n_heads, d_ff, num_layers)
         .with_max_positions(max_positions)
         .with_pooling(pooling))
