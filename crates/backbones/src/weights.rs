@@ -193,7 +193,7 @@ pub enum WeightsError {
     },
     /// A frozen weight holds NaN or infinite values (a damaged or diverged checkpoint): every
     /// output it touches would be NaN, or a finite-looking wrong number.
-    #[error("{path}: tensor `{key}` holds {count} non-finite values (NaN or Inf) of {total}; the checkpoint is damaged")]
+    #[error("{path}: tensor `{key}`: {count} of its {total} values are NaN or infinite; the checkpoint is damaged")]
     NonFinite {
         /// File concerned.
         path: PathBuf,

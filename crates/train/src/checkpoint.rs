@@ -114,7 +114,10 @@ pub fn load<B: TrainBackend>(dir: &Path, model: Model<B>, optimizer: TrainOptimi
     let record: <TrainOptimizer<Model<B>, B> as Optimizer<Model<B>, B>>::Record = BinFileRecorder::<FullPrecisionSettings>::new()
         .load(dir.join(OPTIMIZER_FILE), &Default::default())
         .map_err(|e| {
-            anyhow::anyhow!("{}: the optimiser state cannot be read ({e:?}); {}", dir.join(OPTIMIZER_FILE).with_extension("bin").display(), damaged(dir))
+            // burn's error nests its reader's in debug strings: say what it means where known.
+            let cause = format!("{e:?}");
+            let cause = if cause.contains("UnexpectedEof") { "it ends early".to_string() } else { cause.chars().take(200).collect() };
+            anyhow::anyhow!("{}: the optimiser state cannot be read ({cause}); {}", dir.join(OPTIMIZER_FILE).with_extension("bin").display(), damaged(dir))
         })?;
     let record = record.into_iter().map(|(id, state)| (rekey.get(&id).copied().unwrap_or(id), state)).collect();
     Ok((model, optimizer.load_record(record), saved.state))

@@ -1,47 +1,12 @@
 //! The `mope` binary's answers to bad input (the file and key, or what is missing, and a failing
 //! exit status), to a run directory it must not overwrite, and to kills.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-/// Runs `mope` without any glibc allocator setting of the caller's (it sets its own).
-fn mope(args: &[&str]) -> Output {
-    mope_with_allocator(args, &[])
-}
-
-/// Runs `mope` with exactly the glibc allocator settings `allocator`.
-fn mope_with_allocator(args: &[&str], allocator: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_mope"));
-    for (name, _) in train::MALLOC_SETTINGS {
-        command.env_remove(name);
-    }
-    command.envs(allocator.iter().copied()).args(args).output().expect("mope runs")
-}
-
-fn read_result(run: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(run.join("result.json")).unwrap()).unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn write_spec(dir: &Path, body: &str) -> String {
-    let path = dir.join("exp.toml");
-    std::fs::write(&path, body).unwrap();
-    path.to_string_lossy().into_owned()
-}
-
-/// An image dataset in the folder-per-class layout: 8 images of 32×32 in each of three colours.
-fn write_shapes(data: &Path) {
-    for (class, colour) in [("red", [220u8, 30, 30]), ("green", [30, 200, 30]), ("blue", [30, 30, 220])] {
-        std::fs::create_dir_all(data.join(class)).unwrap();
-        for i in 0..8u8 {
-            let [r, g, b] = colour;
-            image::RgbImage::from_fn(32, 32, |x, _| image::Rgb([r.saturating_sub(i * 5), g, b.saturating_sub((x % 8) as u8)])).save(data.join(class).join(format!("{i}.png"))).unwrap();
-        }
-    }
-}
+use common::{adapter_tensors, mope, mope_with_allocator, read_result, shapes_prompt_tuning, stderr, write_shapes, write_spec};
 
 const MODEL: &str = "[model]\nmethod = \"mope\"\nmain = \"all-minilm-l6-v2\"\ncomplementary = \"mobilenet-v2\"\n";
 
@@ -205,22 +170,6 @@ fn reproduce_runs_the_default_per_seed_reuses_results_and_resumes_an_interrupted
     assert!(err.contains("no experiments/ folder here"), "{err}");
 }
 
-/// An experiment over the shapes folder: deep prompt tuning of the tiny ViT for `epochs` epochs.
-fn shapes_prompt_tuning(dir: &Path, epochs: usize) -> String {
-    let data = dir.join("shapes");
-    write_shapes(&data);
-    let vit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../backbones/tests/fixtures/tiny-vit");
-    write_spec(
-        dir,
-        &format!(
-            "[data]\ndataset = \"image-folder\"\nroot = \"{}\"\ncache_dir = \"\"\n[model]\nmethod = \"prompt-tuning\"\n\
-             experts = [\"vit-base-patch16-224={}\"]\n[pmoe]\nprompt_len = 2\n[train]\nepochs = {epochs}\nbatch_size = 4\ndrop_last = false\n",
-            data.display(),
-            vit.display()
-        ),
-    )
-}
-
 /// A directory that holds a run is trained into only when asked: `--resume` continues it,
 /// `--overwrite` replaces it; the refusal says what it holds, before anything is loaded.
 #[test]
@@ -246,14 +195,6 @@ fn a_run_directory_is_not_overwritten_unasked() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(adapter_tensors(&run) == first, "the same seed trains the same adapter again");
     assert!(stderr(&train(&["--resume", "--overwrite"])).contains("cannot be used with"));
-}
-
-/// The tensors of a run's best adapter: the bytes after the safetensors header (whose metadata
-/// map has no fixed order).
-fn adapter_tensors(run: &Path) -> Vec<u8> {
-    let adapter = std::fs::read(run.join("best/adapter_model.safetensors")).unwrap();
-    let header = 8 + u64::from_le_bytes(adapter[..8].try_into().unwrap()) as usize;
-    adapter[header..].to_vec()
 }
 
 /// A small deterministic generator for the kill instants.
