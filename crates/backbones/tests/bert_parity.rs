@@ -135,7 +135,7 @@ fn broken_weight_files_name_the_file_and_key() {
         })
     });
     let msg = load_error(dir.path());
-    assert!(msg.contains("model.safetensors: tensor `encoder.layer.0.attention.self.query.weight` 4 of its 1024 values are NaN or infinite"), "{msg}");
+    assert!(msg.contains("model.safetensors: tensor `encoder.layer.0.attention.self.query.weight`: 4 of its 1024 values are NaN or infinite"), "{msg}");
 
     let dir = broken_copy(|p| {
         let bytes = std::fs::read(p).unwrap();

@@ -219,7 +219,10 @@ impl RunDir {
     /// event, and a line a kill cut short.
     pub fn truncate_metrics_after(&self, epochs_done: usize) -> Result<()> {
         let path = self.metrics();
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let text = match std::fs::read_to_string(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            read => read.with_context(|| format!("{}: cannot read the run's metrics to resume them (nothing was changed)", path.display()))?,
+        };
         let kept: String = text
             .lines()
             .filter(|line| {
