@@ -462,20 +462,31 @@ impl ExperimentSpec {
         let mut table: toml::Table =
             text.parse().map_err(|e: toml::de::Error| SpecError::Syntax { path: path.into(), message: e.to_string() })?;
         resolve_aliases(&mut table, path)?;
+        // Which keys each `--set` wrote: an error about one of them names the `--set`.
+        let mut set_by: Vec<(String, &str)> = Vec::new();
         for assignment in overrides {
-            apply_override(&mut table, assignment)?;
+            for key in apply_override(&mut table, assignment)? {
+                set_by.push((key, assignment));
+            }
         }
-        let spec: Self = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| SpecError::Key {
-            path: path.into(),
-            key: e.path().to_string(),
-            message: e.inner().to_string(),
+        let source = |key: &str| -> PathBuf {
+            let within = |outer: &str, inner: &str| inner == outer || inner.starts_with(&format!("{outer}.")) || inner.starts_with(&format!("{outer}["));
+            match set_by.iter().rev().find(|(set, _)| within(set, key) || within(key, set)) {
+                Some((_, assignment)) => PathBuf::from(format!("--set {assignment}")),
+                None => path.into(),
+            }
+        };
+        let spec: Self = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let key = e.path().to_string();
+            SpecError::Key { path: source(&key), key, message: e.inner().to_string() }
         })?;
-        spec.validate(path)?;
+        spec.validate(&source)?;
         Ok(spec)
     }
 
-    fn validate(&self, path: &Path) -> Result<(), SpecError> {
-        let bad = |key: &str, message: &str| Err(SpecError::Key { path: path.into(), key: key.into(), message: message.into() });
+    /// Checks the values serde cannot; `source` names where a key was given (the file or a `--set`).
+    fn validate(&self, source: &dyn Fn(&str) -> PathBuf) -> Result<(), SpecError> {
+        let bad = |key: &str, message: &str| Err(SpecError::Key { path: source(key), key: key.into(), message: message.into() });
         if let Some(key) = non_finite_key(&toml::Value::try_from(self).expect("a spec always serialises"), "") {
             return bad(&key, "must be a finite number (not NaN or infinite)");
         }
@@ -583,8 +594,10 @@ fn resolve_aliases(table: &mut toml::Table, path: &Path) -> Result<(), SpecError
 
 /// Applies `section.key=value`; the value is read as TOML (`4`, `1e-3`, `true`, `[1, 2]`,
 /// `"text"`), and as a plain string if it is not TOML.
-fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), SpecError> {
-    let set = || PathBuf::from("--set");
+/// Applies one `key=value` to `table`; returns the keys it wrote (an official flag name, dotted
+/// or bare, writes the keys it stands for).
+fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<Vec<String>, SpecError> {
+    let set = || PathBuf::from(format!("--set {assignment}"));
     let (key, raw) = assignment.split_once('=').ok_or_else(|| SpecError::Key {
         path: set(),
         key: assignment.into(),
@@ -596,11 +609,12 @@ fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), SpecE
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(raw.trim().to_string()));
-    let keys: Vec<String> = match ALIASES.iter().find(|(alias, _)| *alias == key) {
+    let is_alias = |alias: &str| alias == key || alias.split_once('.').is_some_and(|(_, bare)| bare == key);
+    let keys: Vec<String> = match ALIASES.iter().find(|(alias, _)| is_alias(alias)) {
         Some((_, targets)) => targets.iter().map(|t| t.to_string()).collect(),
         None => vec![key.to_string()],
     };
-    for key in keys {
+    for key in &keys {
         let mut node = &mut *table;
         let mut parts: Vec<&str> = key.split('.').collect();
         let last = parts.pop().expect("split yields one part");
@@ -614,7 +628,7 @@ fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), SpecE
         }
         node.insert(last.to_string(), value.clone());
     }
-    Ok(())
+    Ok(keys)
 }
 
 #[cfg(test)]
@@ -656,12 +670,12 @@ mod tests {
         assert_eq!(single.model.method.combine(), Some(Combine::Mean));
         assert_eq!(parse(PMOE, &["model.method=late-fusion"]).unwrap().model.method.combine(), Some(Combine::Concat));
         let error = |text: &str, overrides: &[&str]| parse(text, overrides).unwrap_err().to_string();
-        assert_eq!(error(PMOE, &["model.method=mope"]), "exp.toml: `model.method`: is a two-encoder method; with `model.experts` use pmoe, mean-of-experts, prompt-tuning or late-fusion");
+        assert_eq!(error(PMOE, &["model.method=mope"]), "--set model.method=mope: `model.method`: is a two-encoder method; with `model.experts` use pmoe, mean-of-experts, prompt-tuning or late-fusion");
         assert!(error(PMOE, &["model.method=prompt-tuning"]).starts_with("exp.toml: `model.experts`: prompt-tuning over experts takes exactly one"));
-        assert!(error(PMOE, &["model.main=all-minilm-l6-v2"]).starts_with("exp.toml: `model.main`: is not used with `model.experts`"));
-        assert!(error(PMOE, &["pmoe.prompt_len=0"]).starts_with("exp.toml: `pmoe.prompt_len`: must be at least 1"));
-        assert!(error(PMOE, &["pmoe.dispatch=1"]).starts_with("exp.toml: `pmoe.dispatch`: unknown field"));
-        assert!(error(MINIMAL, &["model.method=pmoe"]).starts_with("exp.toml: `model.method`: needs `model.experts`"));
+        assert!(error(PMOE, &["model.main=all-minilm-l6-v2"]).starts_with("--set model.main=all-minilm-l6-v2: `model.main`: is not used with `model.experts`"));
+        assert!(error(PMOE, &["pmoe.prompt_len=0"]).starts_with("--set pmoe.prompt_len=0: `pmoe.prompt_len`: must be at least 1"));
+        assert!(error(PMOE, &["pmoe.dispatch=1"]).starts_with("--set pmoe.dispatch=1: `pmoe.dispatch`: unknown field"));
+        assert!(error(MINIMAL, &["model.method=pmoe"]).starts_with("--set model.method=pmoe: `model.method`: needs `model.experts`"));
         assert!(error(&MINIMAL.replace("complementary = \"all-minilm-l6-v2\"", ""), &[]).starts_with("exp.toml: `model.complementary`: is missing"));
         // The resolved file reads back, without the unused encoder keys.
         let text = spec.to_toml();
@@ -675,9 +689,9 @@ mod tests {
     #[test]
     fn non_finite_numbers_are_refused_with_their_key() {
         let error = |overrides: &[&str]| parse(MINIMAL, overrides).unwrap_err().to_string();
-        assert_eq!(error(&["model.audio_seconds=inf"]), "exp.toml: `model.audio_seconds`: must be a finite number (not NaN or infinite)");
-        assert_eq!(error(&["prompts.temperature=nan"]), "exp.toml: `prompts.temperature`: must be a finite number (not NaN or infinite)");
-        assert_eq!(error(&["train.lr=-inf"]), "exp.toml: `train.lr`: must be a finite number (not NaN or infinite)");
+        assert_eq!(error(&["model.audio_seconds=inf"]), "--set model.audio_seconds=inf: `model.audio_seconds`: must be a finite number (not NaN or infinite)");
+        assert_eq!(error(&["prompts.temperature=nan"]), "--set prompts.temperature=nan: `prompts.temperature`: must be a finite number (not NaN or infinite)");
+        assert_eq!(error(&["train.lr=-inf"]), "--set train.lr=-inf: `train.lr`: must be a finite number (not NaN or infinite)");
         assert!(parse(MINIMAL, &["train.lr=1e-3", "model.audio_seconds=5"]).is_ok());
     }
 
@@ -700,6 +714,23 @@ mod tests {
         assert_eq!(spec.model.complementary_prompt_len, 4);
     }
 
+    /// The official flag names work bare in `--set` (`moe_n_experts=2`, as the official code's
+    /// command line), and an error in a key or value given by `--set` names that `--set`, not the
+    /// file.
+    #[test]
+    fn official_names_work_bare_in_set_and_set_errors_name_the_set() {
+        let spec = parse(MINIMAL, &["moe_n_experts=2", "prompt_length=3", "w_imp=0.5"]).unwrap();
+        assert_eq!((spec.prompts.num_experts, spec.prompts.static_len, spec.prompts.expert_len, spec.train.importance_weight), (2, 3, 3, 0.5));
+        let error = |text: &str, overrides: &[&str]| parse(text, overrides).unwrap_err().to_string();
+        assert!(error(MINIMAL, &["train.lrr=1"]).starts_with("--set train.lrr=1: `train.lrr`: unknown field `lrr`"), "{}", error(MINIMAL, &["train.lrr=1"]));
+        assert_eq!(error(MINIMAL, &["train.epochs=0"]), "--set train.epochs=0: `train.epochs`: must be at least 1");
+        assert!(error(MINIMAL, &["moe_n_experts=many"]).starts_with("--set moe_n_experts=many: `prompts.num_experts`: invalid type"), "{}", error(MINIMAL, &["moe_n_experts=many"]));
+        assert!(error(MINIMAL, &["train.epochs"]).starts_with("--set train.epochs: `train.epochs`: expected section.key=value"));
+        // The same mistakes in the file name the file.
+        assert!(error(&format!("{MINIMAL}\n[train]\nepochs = 0\n"), &[]).starts_with("exp.toml: `train.epochs`"));
+        assert!(error(&format!("{MINIMAL}\n[train]\nlrr = 1\n"), &["train.lr=1e-3"]).starts_with("exp.toml: `train.lrr`"));
+    }
+
     #[test]
     fn overrides_are_typed_and_win() {
         let spec = parse(MINIMAL, &["train.epochs=3", "prompts.prompted_layers=[1, 2]", "model.method=late-fusion", "data.root=x y"]).unwrap();
@@ -718,13 +749,13 @@ mod tests {
         let err = parse(MINIMAL, &["train.epochs=many"]).unwrap_err().to_string();
         assert!(err.contains("`train.epochs`") && err.contains("invalid type"), "{err}");
         let err = parse(MINIMAL, &["train.batch_size=0"]).unwrap_err().to_string();
-        assert_eq!(err, "exp.toml: `train.batch_size`: must be at least 1");
+        assert_eq!(err, "--set train.batch_size=0: `train.batch_size`: must be at least 1");
         let err = parse(MINIMAL, &["train.min_epochs=11"]).unwrap_err().to_string();
-        assert_eq!(err, "exp.toml: `train.min_epochs`: is larger than train.epochs");
+        assert_eq!(err, "--set train.min_epochs=11: `train.min_epochs`: is larger than train.epochs");
         let err = parse(&format!("{MINIMAL}\n[prompts]\nnum_experts = 2\nmoe_n_experts = 3\n"), &[]).unwrap_err().to_string();
         assert!(err.contains("set twice"), "{err}");
         let err = parse(MINIMAL, &["model.head=\"complementary\""]).unwrap_err().to_string();
-        assert!(err.starts_with("exp.toml: `model.head`: `complementary` (a probe of that modality alone) needs method late-fusion"), "{err}");
+        assert!(err.starts_with("--set model.head=\"complementary\": `model.head`: `complementary` (a probe of that modality alone) needs method late-fusion"), "{err}");
         let spec = parse(MINIMAL, &["model.method=late-fusion", "model.head=\"complementary\""]).unwrap();
         assert_eq!(spec.model.head, Some(HeadInput::Complementary));
         let err = parse("[data\n", &[]).unwrap_err().to_string();
