@@ -387,8 +387,10 @@ pub fn load_encoder<B: Backend>(
         Some(dir) => preset.dir_at(dir)?,
         None => preset.dir(weights_dir)?,
     };
-    let native = match (custom, preset.family) {
-        (Some(_), Family::ViT | Family::Swin) => configured_image_size(&dir)?,
+    // ViT and Swin read the image size their position embeddings were made for, from the
+    // snapshot's config.json (a preset's 224 is only the published models' size).
+    let native = match preset.family {
+        Family::ViT | Family::Swin => configured_image_size(&dir)?,
         _ => 0,
     };
     let (encoder, preparer) = match preset.family {

@@ -87,6 +87,12 @@ impl TextTokenizer {
         self.max_len
     }
 
+    /// The same tokenizer truncating to `max_len` tokens (special tokens included), as
+    /// Hugging Face tokenizers truncate.
+    pub fn with_max_len(self, max_len: usize) -> Result<Self, BackboneError> {
+        Self::configure(self.inner, &self.source, max_len)
+    }
+
     /// Token ids of one text (special tokens included, no padding).
     pub fn ids(&self, text: &str) -> Result<Vec<u32>, BackboneError> {
         let encoding = self

@@ -121,6 +121,13 @@ pub struct ViT<B: Backend> {
     image_size: usize,
 }
 
+impl<B: Backend> ViT<B> {
+    /// The side of the square images it reads, in pixels (its `config.json`'s `image_size`).
+    pub fn image_size(&self) -> usize {
+        self.image_size
+    }
+}
+
 impl<B: Kernels> PromptableEncoder<B> for ViT<B> {
     /// Normalised pixels `[batch, channels, image_size, image_size]`.
     type Input = Tensor<B, 4>;

@@ -27,10 +27,29 @@ pub fn load_splits(spec: &ExperimentSpec) -> anyhow::Result<(Splits, Task, Vec<S
     };
     for split in [Some(&train), Some(&val), test.as_ref()].into_iter().flatten() {
         eprintln!("{}", split.summary());
+        if split.samples.is_empty() {
+            anyhow::bail!("the {} split of {} has no samples{}", split.split, spec.data.root.display(), split_size_hint(&spec.data, split.split));
+        }
     }
     let objective = train.task;
     let labels = train.labels.clone();
     Ok((Splits { train, val, test }, objective, labels))
+}
+
+/// What sets the size of `split` of the dataset `spec` names, for a message about a split that
+/// is empty or too small (empty where nothing but the files decide).
+pub fn split_size_hint(spec: &DataSpec, split: SplitName) -> String {
+    match (spec.dataset, split) {
+        (DatasetKind::Food101, SplitName::Train | SplitName::Val) => {
+            format!(": data.food101_val_size = {} training titles are held out for validation", spec.food101_val_size)
+        }
+        (DatasetKind::Mustard, SplitName::Train | SplitName::Val | SplitName::Test) if spec.mustard_split == MustardSplitKind::Mope => {
+            format!(": data.mustard_train_items = {} of sarcasm_data.json's items are training, the rest val and test", spec.mustard_train_items)
+        }
+        (_, SplitName::Train) if spec.max_train_samples > 0 => format!(": data.max_train_samples = {}", spec.max_train_samples),
+        (_, SplitName::Val | SplitName::Test) if spec.max_eval_samples > 0 => format!(": data.max_eval_samples = {}", spec.max_eval_samples),
+        _ => String::new(),
+    }
 }
 
 /// Loads `split` of the dataset `spec` names, cut to the spec's size limit (training samples:

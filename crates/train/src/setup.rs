@@ -53,9 +53,13 @@ impl<B: Kernels> Setup<B> {
         let weights = spec.weights_dir();
         let options = |depth| encoder_options::<B>(spec, depth, device);
         let main = load_encoder(&spec.model.main, &weights, options(spec.model.main_reads_depth), device)
-            .with_context(|| format!("main encoder `{}`", spec.model.main))?;
+            .map_err(anyhow::Error::from)
+            .and_then(|e| fit_to_limits(spec, e))
+            .with_context(|| format!("main encoder `{}` (model.main)", spec.model.main))?;
         let complementary = load_encoder(&spec.model.complementary, &weights, options(spec.model.complementary_reads_depth), device)
-            .with_context(|| format!("complementary encoder `{}`", spec.model.complementary))?;
+            .map_err(anyhow::Error::from)
+            .and_then(|e| fit_to_limits(spec, e))
+            .with_context(|| format!("complementary encoder `{}` (model.complementary)", spec.model.complementary))?;
         Self::from_encoders(spec, main, complementary, labels, objective, device)
     }
 
@@ -114,7 +118,12 @@ impl<B: Kernels> Setup<B> {
             .experts
             .iter()
             .enumerate()
-            .map(|(k, name)| load_encoder(name, &weights, options, device).with_context(|| format!("expert {k} `{name}` (model.experts)")))
+            .map(|(k, name)| {
+                load_encoder(name, &weights, options, device)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|e| fit_to_limits(spec, e))
+                    .with_context(|| format!("expert {k} `{name}` (model.experts)"))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Self::from_experts(spec, experts, labels, objective, device)
     }
@@ -157,6 +166,58 @@ impl<B: Kernels> Setup<B> {
             base_model: json!({ "experts": names }),
         })
     }
+}
+
+/// Fits what the experiment asks of `encoder`'s inputs to the limits its weights set, before any
+/// training: the text is truncated at `model.max_text_tokens` (default: the preset's length,
+/// capped at the encoder's positions);
+/// a clip of `model.audio_seconds` must give no more tokens than Whisper's positions; a ViT or
+/// Swin reads images of the size it was made for (`model.image_size` cannot change it). Each
+/// refusal names the limit, what exceeds it and the key that changes it.
+pub fn fit_to_limits<B: Backend>(spec: &ExperimentSpec, mut encoder: LoadedEncoder<B>) -> Result<LoadedEncoder<B>> {
+    use backbones::{AnyEncoder, InputPreparer};
+    let m = &spec.model;
+    encoder.preparer = match (&encoder.encoder, encoder.preparer) {
+        (AnyEncoder::Text(text), InputPreparer::Text(tokenizer)) => {
+            let limit = text.max_position();
+            if m.max_text_tokens > limit {
+                anyhow::bail!(
+                    "model.max_text_tokens = {} is more than the {limit} positions of the text encoder (its config.json's max_position_embeddings)",
+                    m.max_text_tokens
+                );
+            }
+            let tokens = if m.max_text_tokens > 0 { m.max_text_tokens } else { tokenizer.max_len().min(limit) };
+            InputPreparer::Text(tokenizer.with_max_len(tokens)?)
+        }
+        (AnyEncoder::Whisper(whisper), InputPreparer::Audio { seconds, mel }) => {
+            const RATE: usize = backbones::audio::log_mel::SAMPLE_RATE;
+            let frames = mel.frames((seconds * RATE as f64).round() as usize);
+            let (tokens, limit) = (backbones::WhisperEncoder::<B>::tokens_for(frames), whisper.max_positions());
+            if tokens > limit {
+                let most = (2 * limit) as f64 / mel.frames(RATE) as f64;
+                anyhow::bail!(
+                    "model.audio_seconds = {seconds} gives {frames} spectrogram frames, {tokens} encoder tokens: more than the {limit} positions of the audio encoder; set model.audio_seconds to at most {most}"
+                );
+            }
+            InputPreparer::Audio { seconds, mel }
+        }
+        (AnyEncoder::ViT(vit), InputPreparer::Image(_, pre)) if pre.size != vit.image_size() => {
+            anyhow::bail!(image_size_refusal(m.image_size, pre.size, vit.image_size(), "ViT"))
+        }
+        (AnyEncoder::Swin(swin), InputPreparer::Image(_, pre)) if pre.size != swin.image_size() => {
+            anyhow::bail!(image_size_refusal(m.image_size, pre.size, swin.image_size(), "Swin"))
+        }
+        (_, preparer) => preparer,
+    };
+    Ok(encoder)
+}
+
+/// Why a ViT or Swin cannot read `asked`-pixel images.
+fn image_size_refusal(key: usize, asked: usize, made_for: usize, family: &str) -> String {
+    format!(
+        "the {family} reads {made_for}×{made_for} images (its config.json's image_size; its position embeddings are made for it), \
+         model.image_size = {key} asks for {asked}×{asked}: leave model.image_size at 0 for ViT and Swin encoders"
+    )
 }
 
 /// How the experiment's encoders read their inputs (`depth`: an image encoder reads the depth

@@ -227,9 +227,16 @@ pub struct ModelSpec {
     /// Audio clips are padded or trimmed to this many seconds.
     #[serde(default = "default_audio_seconds")]
     pub audio_seconds: f64,
-    /// Side of the square image crop of image encoders; 0: the preset's (224 for the shipped ones).
+    /// Side of the square image crop of image encoders; 0: the encoder's (a ViT's or Swin's
+    /// `config.json` `image_size`, which they require; 224 for the CNNs, which take any size).
     #[serde(default)]
     pub image_size: usize,
+    /// Longest text in tokens, special tokens included; longer texts are truncated as Hugging
+    /// Face tokenizers truncate. 0: the preset's length (128 for `all-minilm-l6-v2`, as
+    /// sentence-transformers trained it; 512 for BERT) capped at the text encoder's positions
+    /// (its `config.json`'s `max_position_embeddings`); more than those is refused before training.
+    #[serde(default)]
+    pub max_text_tokens: usize,
     /// Static deep prompt tokens per layer of the complementary encoder (official
     /// `--t_prompt_length`); 0 keeps it frozen and its features cached.
     #[serde(default)]

@@ -89,7 +89,13 @@ pub fn train<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: &S
     let val_samples = Arc::new(splits.val.samples.clone());
     let train_loader = loader_config(t.batch_size, options.workers, Some(t.seed), t.drop_last);
     let steps_per_epoch = data::batch_indices(train_samples.len(), &train_loader, 0).len();
-    anyhow::ensure!(steps_per_epoch > 0, "{} training samples make no batch of {} (drop_last)", train_samples.len(), t.batch_size);
+    anyhow::ensure!(
+        steps_per_epoch > 0,
+        "{} training samples make no full batch of train.batch_size = {} with train.drop_last = true (lower the batch size, set train.drop_last = false, or give the training split more samples{})",
+        train_samples.len(),
+        t.batch_size,
+        crate::dataset::split_size_hint(&spec.data, data::SplitName::Train)
+    );
     let total_steps = steps_per_epoch * t.epochs;
     let mut cache = FeatureCache::for_model(&model, feature_stores, objective.is_dense());
     if options.progress != ProgressMode::Quiet {

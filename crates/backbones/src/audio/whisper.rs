@@ -107,6 +107,16 @@ pub struct WhisperEncoder<B: Backend> {
 }
 
 impl<B: Backend> WhisperEncoder<B> {
+    /// Encoder positions, the most tokens it reads (1,500 for Whisper's 30 s).
+    pub fn max_positions(&self) -> usize {
+        self.positions.dims()[0]
+    }
+
+    /// Tokens made of `frames` spectrogram frames (the second convolution's stride is 2).
+    pub fn tokens_for(frames: usize) -> usize {
+        frames.div_ceil(2)
+    }
+
     /// Adds the sinusoidal position embeddings to vectors that stand in for the convolutions'
     /// output (e.g. projected image features).
     ///

@@ -163,6 +163,11 @@ pub struct Swin<B: Backend> {
 }
 
 impl<B: Backend> Swin<B> {
+    /// The side of the square images it reads, in pixels (its `config.json`'s `image_size`).
+    pub fn image_size(&self) -> usize {
+        self.image_size
+    }
+
     /// Layers (flat block indices) that start a stage: the official MoPE code does not re-prompt
     /// them, so the previous stage's prompt outputs flow through patch merging into them.
     pub fn stage_starts(&self) -> Vec<usize> {

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! mope train experiments/emoji/mope/experiment.toml [--set train.epochs=3] [--dry-run] [--resume | --overwrite]
-//! mope eval runs/emoji/mope [--split test]
+//! mope eval runs/emoji/mope [--split test]        # default: test, or val without a test split
 //! mope predict runs/emoji/mope --image cat.png --text "a cat"
 //! mope plot runs/emoji/mope
 //! mope reproduce [emoji food101/mope] [--quick | --seeds N] [--all] [--jobs N] [--list] [--smoke]   # from the repository root
@@ -63,9 +63,10 @@ enum Command {
     Eval {
         /// Run directory.
         run: PathBuf,
-        /// Split: train, val or test.
-        #[arg(long, default_value = "test")]
-        split: String,
+        /// Split: train, val or test (default: test, or val for a dataset without a test split,
+        /// such as NYUDv2 and SUN RGB-D).
+        #[arg(long)]
+        split: Option<String>,
     },
     /// Classify one sample with a run's best adapter; prints the label and the routing.
     Predict {
@@ -153,11 +154,12 @@ fn main() -> Result<()> {
             run_on(cli.device, TrainJob { spec, run_dir, resume, overwrite, dry_run, common })
         }
         Command::Eval { run, split } => {
-            let split = match split.as_str() {
-                "train" => SplitName::Train,
-                "val" => SplitName::Val,
-                "test" => SplitName::Test,
-                other => bail!("unknown split `{other}`; expected train, val or test"),
+            let split = match split.as_deref() {
+                None => None,
+                Some("train") => Some(SplitName::Train),
+                Some("val") => Some(SplitName::Val),
+                Some("test") => Some(SplitName::Test),
+                Some(other) => bail!("unknown split `{other}`; expected train, val or test"),
             };
             run_on(cli.device, EvalJob { run, split, common })
         }
@@ -256,7 +258,8 @@ fn open_run<B: TrainBackend>(run: &Path) -> Result<(ExperimentSpec, Setup<B::Inn
 
 struct EvalJob {
     run: PathBuf,
-    split: SplitName,
+    /// `None`: test, or val where the dataset has no test split.
+    split: Option<SplitName>,
     common: Common,
 }
 
@@ -265,7 +268,16 @@ impl BackendJob for EvalJob {
 
     fn run<B: TrainBackend>(self) -> Result<()> {
         let (spec, setup) = open_run::<B>(&self.run)?;
-        let split = load_split(&spec.data, self.split, spec.train.seed)?;
+        let split = match self.split {
+            Some(name) => load_split(&spec.data, name, spec.train.seed)?,
+            None => match load_split(&spec.data, SplitName::Test, spec.train.seed) {
+                Err(data::DataError::NoSuchSplit { dataset, .. }) => {
+                    eprintln!("{dataset} has no test split: evaluating on val, as training tested (--split names another)");
+                    load_split(&spec.data, SplitName::Val, spec.train.seed)?
+                }
+                loaded => loaded?,
+            },
+        };
         eprintln!("{}", split.summary());
         let mut cache = FeatureCache::for_model(&setup.model, setup.feature_stores.clone(), setup.objective.is_dense());
         let samples = Arc::new(split.samples);
@@ -274,7 +286,7 @@ impl BackendJob for EvalJob {
             &setup.prepare,
             setup.objective,
             &mut cache,
-            &self.split.to_string(),
+            &split.split.to_string(),
             &samples,
             spec.train.eval_batch_size,
             self.common.workers,
@@ -285,6 +297,10 @@ impl BackendJob for EvalJob {
         Ok(())
     }
 }
+
+/// The probability above which `predict` counts a label of a multi-label task as predicted (a
+/// logit above 0, as evaluation's F1 counts it).
+const MULTI_LABEL_THRESHOLD: f32 = 0.5;
 
 struct PredictJob {
     run: PathBuf,
@@ -317,10 +333,28 @@ impl BackendJob for PredictJob {
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
         let routing: Vec<(train::Site, Vec<f32>)> =
             out.routing.iter().map(|(site, w)| (*site, w.to_data().convert::<f32>().to_vec().expect("floats"))).collect();
+        // What the run predicts: the most probable class; for multi-label tasks every label
+        // whose probability is above 0.5, as evaluation counts them (logit > 0).
+        let multi_label = matches!(setup.objective, Task::MultiLabel { .. });
+        let predicted: Vec<&str> = if multi_label {
+            ranked.iter().filter(|(_, p)| *p > MULTI_LABEL_THRESHOLD).map(|(c, _)| setup.labels[*c].as_str()).collect()
+        } else {
+            vec![setup.labels[ranked[0].0].as_str()]
+        };
         if self.json {
             let top: Vec<_> = ranked.iter().take(5).map(|(c, p)| serde_json::json!({"label": setup.labels[*c], "probability": p})).collect();
             let routing: Vec<_> = routing.iter().map(|(s, w)| serde_json::json!({"expert": s.expert, "layer": s.layer, "weights": w})).collect();
-            println!("{}", serde_json::to_string_pretty(&serde_json::json!({"top": top, "routing": routing}))?);
+            let mut out = serde_json::json!({"predicted": predicted, "top": top, "routing": routing});
+            if multi_label {
+                out["threshold"] = serde_json::json!(MULTI_LABEL_THRESHOLD);
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        } else if multi_label {
+            let set = if predicted.is_empty() { "none".to_string() } else { predicted.join(", ") };
+            println!("labels above {MULTI_LABEL_THRESHOLD}: {set}");
+            for (c, p) in ranked.iter().take(5) {
+                println!("  {} ({:.1}%)", setup.labels[*c], 100.0 * p);
+            }
         } else {
             let (best, probability) = ranked[0];
             println!("{} ({:.1}%)", setup.labels[best], 100.0 * probability);
