@@ -36,6 +36,7 @@ pub mod device;
 pub mod durable;
 pub mod evaluation;
 pub mod feature_cache;
+pub mod keys;
 pub mod malloc;
 pub mod metrics;
 pub mod model;

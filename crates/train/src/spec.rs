@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::schedule::Schedule;
 
 /// A complete experiment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExperimentSpec {
     /// Name of the experiment (`<dataset>/<method>` for the shipped ones).
@@ -65,7 +65,7 @@ pub struct ExperimentSpec {
 }
 
 /// Which dataset, where, and how much of it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DataSpec {
     /// Loader: `jsonl` (MoPE's layout: emoji, digits, any `{train,val,test}.jsonl` + `labels.txt`),
@@ -112,7 +112,7 @@ fn default_cache() -> PathBuf {
 }
 
 /// Dataset loaders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum DatasetKind {
     /// `{train,val,test}.jsonl` + `labels.txt`.
@@ -134,7 +134,7 @@ pub enum DatasetKind {
 }
 
 /// MUStARD split.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum MustardSplitKind {
     /// The official MoPE code's split.
@@ -146,7 +146,7 @@ pub enum MustardSplitKind {
 
 /// The method: MoPE and its baselines over a main and a complementary encoder, or pMoE and its
 /// baselines over several experts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     /// Mixture of prompt experts.
@@ -202,20 +202,23 @@ impl Method {
 }
 
 /// Encoders and the method.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     /// `mope`, `sequential`, `prompt-tuning`, `late-fusion`, `fine-tuning` (over `main` and
     /// `complementary`); `pmoe`, `mean-of-experts`, `late-fusion`, or `prompt-tuning` of one
     /// expert (over `experts`).
     pub method: Method,
-    /// Main (prompted) encoder: a preset name or `<cnn>+<transformer>`.
+    /// Main (prompted) encoder of the two-encoder methods (which require it): a preset name,
+    /// `<preset>=<dir>` (a snapshot of that family in a folder of yours) or `<cnn>+<transformer>`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub main: String,
-    /// Complementary encoder, whose representation routes the experts.
+    /// Complementary encoder of the two-encoder methods (which require it), whose representation
+    /// routes the experts; names as for `main`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub complementary: String,
-    /// pMoE's frozen image experts (names as for `main`), all reading the same image.
+    /// pMoE's frozen image experts (which the pMoE methods require; names as for `main`), all
+    /// reading the same image.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub experts: Vec<String>,
     /// The main encoder reads depth instead of RGB (image encoders only).
@@ -244,6 +247,7 @@ pub struct ModelSpec {
     /// What the head reads: `main`, `both` (concatenated) or `complementary` (late fusion only);
     /// absent: the method's own (`main` for mope and sequential, `both` for the others).
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub head: Option<HeadInput>,
     /// Weights directory; empty: `$MOPE_WEIGHTS_DIR`, else `.assets/models`.
     #[serde(default)]
@@ -266,7 +270,7 @@ impl ModelSpec {
 }
 
 /// pMoE's expert prompts and dispatchers (see `pmoe::PmoeConfig`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PmoeSpec {
     /// Expert-specific prompt tokens per expert per prompted layer.
@@ -290,7 +294,7 @@ fn default_audio_seconds() -> f64 {
 }
 
 /// Prompts of the main encoder (the method switches parts off: see `mope_core::classifier`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PromptSpec {
     /// Static prompt tokens per layer.
@@ -336,7 +340,7 @@ impl Default for PromptSpec {
 }
 
 /// Optimisation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainSpec {
     /// Epochs: the most a run trains.
@@ -396,7 +400,7 @@ impl Default for TrainSpec {
 }
 
 /// A number the paper reports, so that results print as ours vs paper.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaperResult {
     /// Metric name, as our evaluation reports it (`accuracy`, `f1_macro`, …).
@@ -454,6 +458,53 @@ pub enum SpecError {
 }
 
 impl ExperimentSpec {
+    /// The resolved experiment as TOML with, after each value, where it came from: `# file`,
+    /// `# --set <assignment>` or `# default` (what `mope train --dry-run` prints). `path` and
+    /// `overrides` are those the experiment was loaded from.
+    pub fn to_toml_with_sources(&self, path: &Path, overrides: &[String]) -> Result<String, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io { path: path.into(), cause: source })?;
+        let mut table: toml::Table =
+            text.parse().map_err(|e: toml::de::Error| SpecError::Syntax { path: path.into(), message: e.to_string() })?;
+        resolve_aliases(&mut table, path)?;
+        let mut sources: Vec<(String, String)> = Vec::new();
+        fn leaves(table: &toml::Table, prefix: &str, out: &mut Vec<(String, String)>) {
+            for (key, value) in table {
+                let dotted = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                match value {
+                    toml::Value::Table(inner) => leaves(inner, &dotted, out),
+                    _ => out.push((dotted, "file".into())),
+                }
+            }
+        }
+        leaves(&table, "", &mut sources);
+        for assignment in overrides {
+            for key in apply_override(&mut table, assignment)? {
+                sources.push((key, format!("--set {assignment}")));
+            }
+        }
+        // The last word on a key, or on a table holding it (`train.schedule = { … }`).
+        let source = |key: &str| {
+            sources.iter().rev().find(|(k, _)| key == k || key.starts_with(&format!("{k}."))).map_or("default", |(_, s)| s.as_str())
+        };
+        let mut section = String::new();
+        let mut out = String::new();
+        for line in self.to_toml().lines() {
+            let trimmed = line.trim();
+            if trimmed.starts_with('[') && trimmed.ends_with(']') && !trimmed.contains('=') {
+                section = trimmed.trim_matches(|c| c == '[' || c == ']').to_string();
+                out.push_str(line);
+            } else if let Some((key, _)) = trimmed.split_once(" = ") {
+                let key = key.trim_matches('"');
+                let dotted = if section.is_empty() { key.to_string() } else { format!("{section}.{key}") };
+                out.push_str(&format!("{line}  # {}", source(&dotted)));
+            } else {
+                out.push_str(line);
+            }
+            out.push('\n');
+        }
+        Ok(out)
+    }
+
     /// Reads `path`, applies the aliases and the `key=value` overrides, and checks every key.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, SpecError> {
         let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io { path: path.into(), cause: source })?;
@@ -599,10 +650,9 @@ fn resolve_aliases(table: &mut toml::Table, path: &Path) -> Result<(), SpecError
     Ok(())
 }
 
-/// Applies `section.key=value`; the value is read as TOML (`4`, `1e-3`, `true`, `[1, 2]`,
-/// `"text"`), and as a plain string if it is not TOML.
-/// Applies one `key=value` to `table`; returns the keys it wrote (an official flag name, dotted
-/// or bare, writes the keys it stands for).
+/// Applies one `section.key=value` to `table`; the value is read as TOML (`4`, `1e-3`, `true`,
+/// `[1, 2]`, `"text"`), and as a plain string if it is not TOML. Returns the keys it wrote (an
+/// official flag name, dotted or bare, writes the keys it stands for).
 fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<Vec<String>, SpecError> {
     let set = || PathBuf::from(format!("--set {assignment}"));
     let (key, raw) = assignment.split_once('=').ok_or_else(|| SpecError::Key {
@@ -736,6 +786,23 @@ mod tests {
         // The same mistakes in the file name the file.
         assert!(error(&format!("{MINIMAL}\n[train]\nepochs = 0\n"), &[]).starts_with("exp.toml: `train.epochs`"));
         assert!(error(&format!("{MINIMAL}\n[train]\nlrr = 1\n"), &["train.lr=1e-3"]).starts_with("exp.toml: `train.lrr`"));
+    }
+
+    /// The dry run's resolved experiment says where each value came from.
+    #[test]
+    fn each_resolved_value_names_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exp.toml");
+        std::fs::write(&path, format!("{MINIMAL}\n[train]\nlr = 1e-3\nschedule = {{ kind = \"constant\" }}\n")).unwrap();
+        let overrides = vec!["moe_n_experts=2".to_string(), "train.lr=2e-3".to_string()];
+        let spec = ExperimentSpec::load(&path, &overrides).unwrap();
+        let text = spec.to_toml_with_sources(&path, &overrides).unwrap();
+        for line in ["num_experts = 2  # --set moe_n_experts=2", "lr = 0.002  # --set train.lr=2e-3", "epochs = 10  # default", "root = \"data/emoji\"  # file", "kind = \"constant\"  # file"] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
+        // Without its comments it is the resolved experiment.
+        let stripped: String = text.lines().map(|l| format!("{}\n", l.split("  # ").next().unwrap())).collect();
+        assert_eq!(ExperimentSpec::parse(&stripped, &path, &[]).unwrap(), ExperimentSpec { name: spec.name.clone(), ..spec });
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! mope eval runs/emoji/mope [--split test]        # default: test, or val without a test split
 //! mope predict runs/emoji/mope --image cat.png --text "a cat"
 //! mope plot runs/emoji/mope
+//! mope keys                                         # every experiment key (docs/experiment-keys.md)
 //! mope reproduce [emoji food101/mope] [--quick | --seeds N] [--all] [--jobs N] [--list] [--smoke]   # from the repository root
 //! ```
 
@@ -122,6 +123,9 @@ enum Command {
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
         jobs: Option<u16>,
     },
+    /// Print every experiment key: its section, type, default, official name and meaning
+    /// (Markdown; docs/experiment-keys.md is this).
+    Keys,
     /// Draw training curves, expert usage per layer and per-class routing (PNG and SVG).
     Plot {
         /// Run directory.
@@ -146,12 +150,13 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Train { experiment, overrides, run_dir, resume, overwrite, dry_run } => {
             let spec = ExperimentSpec::load(&experiment, &overrides)?;
+            let resolved = if dry_run { spec.to_toml_with_sources(&experiment, &overrides)? } else { String::new() };
             let run_dir = run_dir.unwrap_or_else(|| Path::new("runs").join(&spec.name));
             if !dry_run {
                 // Before the minutes of loading: train() checks again under the run's lock.
                 RunDir::refuse_unasked_overwrite(&run_dir, resume, overwrite)?;
             }
-            run_on(cli.device, TrainJob { spec, run_dir, resume, overwrite, dry_run, common })
+            run_on(cli.device, TrainJob { spec, resolved, run_dir, resume, overwrite, dry_run, common })
         }
         Command::Eval { run, split } => {
             let split = match split.as_deref() {
@@ -184,6 +189,10 @@ fn main() -> Result<()> {
             let options = train::ReproduceOptions { names, list, dry_run, smoke, force, device, seeds, all, jobs };
             train::run_experiments(&root, &std::env::current_exe()?, &options)
         }
+        Command::Keys => {
+            print!("{}", train::keys::reference());
+            Ok(())
+        }
         Command::Plot { run, out } => {
             let out = out.unwrap_or_else(|| run.join("plots"));
             for file in train::plot_run(&run, &out)? {
@@ -202,6 +211,8 @@ struct Common {
 
 struct TrainJob {
     spec: ExperimentSpec,
+    /// The resolved experiment with each value's source (dry runs only).
+    resolved: String,
     run_dir: PathBuf,
     resume: bool,
     overwrite: bool,
@@ -218,7 +229,7 @@ impl BackendJob for TrainJob {
         let setup = Setup::<B>::load(&self.spec, labels, objective, &device)?;
         let summary = setup.model.summary();
         if self.dry_run {
-            println!("# resolved experiment\n{}", self.spec.to_toml());
+            println!("# resolved experiment (after each value: from the file, a --set, or the default)\n{}", self.resolved);
             println!("{}\n{summary}", summary.table());
             return Ok(());
         }
