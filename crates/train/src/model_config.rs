@@ -58,6 +58,29 @@ impl ExperimentSpec {
         if self.model.weights_dir.as_os_str().is_empty() { default_weights_dir() } else { self.model.weights_dir.clone() }
     }
 
+    /// The same experiment with every location absolute, as a run directory records it so that
+    /// `eval`, `predict` and `plot` work from any folder: the dataset root, the cache, the
+    /// weights directory (the default one written out) and the folders of `<preset>=<dir>`
+    /// encoders, each against the current folder.
+    pub fn with_absolute_paths(mut self) -> std::io::Result<Self> {
+        let absolute = |path: &std::path::Path| std::path::absolute(path);
+        self.data.root = absolute(&self.data.root)?;
+        if !self.data.cache_dir.as_os_str().is_empty() {
+            self.data.cache_dir = absolute(&self.data.cache_dir)?;
+        }
+        self.model.weights_dir = absolute(&self.weights_dir())?;
+        let encoder = |name: &mut String| -> std::io::Result<()> {
+            if let Some((preset, dir)) = name.split_once('=') {
+                *name = format!("{preset}={}", absolute(std::path::Path::new(dir))?.display());
+            }
+            Ok(())
+        };
+        encoder(&mut self.model.main)?;
+        encoder(&mut self.model.complementary)?;
+        self.model.experts.iter_mut().try_for_each(encoder)?;
+        Ok(self)
+    }
+
     /// Where prepared images and complementary features are cached (`data.cache_dir`), if anywhere.
     pub fn cache_dir(&self) -> Option<PathBuf> {
         (!self.data.cache_dir.as_os_str().is_empty()).then(|| self.data.cache_dir.clone())

@@ -293,3 +293,48 @@ fn training_killed_at_random_instants_resumes_to_the_uninterrupted_outcome() {
     eprintln!("{kills} kills over {runs} runs, {cut_saves} of them left a save to mend; an uninterrupted run takes {span:.2} s");
     assert!(cut_saves > 0, "no kill cut a save");
 }
+
+/// A run directory is self-contained: trained from one folder with a relative dataset root and
+/// encoder folder, it is evaluated from another (its `config.toml` holds absolute locations); a
+/// moved dataset is named when missing and followed with `--data-root`.
+#[test]
+fn a_run_is_read_from_any_folder_and_follows_a_moved_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    write_shapes(&work.join("shapes"));
+    let vit = work.join("vit");
+    std::fs::create_dir_all(&vit).unwrap();
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(common::tiny_vit().join(file), vit.join(file)).unwrap();
+    }
+    std::fs::write(
+        work.join("exp.toml"),
+        "[data]\ndataset = \"image-folder\"\nroot = \"shapes\"\ncache_dir = \"\"\n[model]\nmethod = \"prompt-tuning\"\n\
+         experts = [\"vit-base-patch16-224=vit\"]\n[pmoe]\nprompt_len = 2\n[train]\nepochs = 1\nbatch_size = 4\ndrop_last = false\n",
+    )
+    .unwrap();
+    let in_folder = |folder: &Path, args: &[&str]| Command::new(env!("CARGO_BIN_EXE_mope")).current_dir(folder).args(args).output().unwrap();
+    let out = in_folder(&work, &["train", "exp.toml", "--run-dir", "run", "--quiet", "--workers", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let config = std::fs::read_to_string(work.join("run/config.toml")).unwrap();
+    let absolute = |p: &Path| std::path::absolute(p).unwrap().display().to_string();
+    assert!(config.contains(&format!("root = \"{}\"", absolute(&work.join("shapes")))), "{config}");
+    assert!(config.contains(&format!("vit-base-patch16-224={}", absolute(&vit))), "{config}");
+
+    let run = work.join("run").to_string_lossy().into_owned();
+    let elsewhere = dir.path();
+    let out = in_folder(elsewhere, &["eval", &run]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["metrics"], read_result(&work.join("run"))["report"]["metrics"]);
+    assert!(in_folder(elsewhere, &["plot", &run]).status.success());
+
+    std::fs::rename(work.join("shapes"), dir.path().join("moved-shapes")).unwrap();
+    let err = stderr(&in_folder(elsewhere, &["eval", &run]));
+    assert!(err.contains(&absolute(&work.join("shapes"))), "the old location is named: {err}");
+    let out = in_folder(elsewhere, &["eval", &run, "--data-root", "moved-shapes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let moved: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(moved["metrics"], report["metrics"]);
+}

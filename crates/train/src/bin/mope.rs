@@ -3,6 +3,7 @@
 //! ```text
 //! mope train experiments/emoji/mope/experiment.toml [--set train.epochs=3] [--dry-run] [--resume | --overwrite]
 //! mope eval runs/emoji/mope [--split test]        # default: test, or val without a test split
+//! mope eval runs/emoji/mope --data-root /new/place/emoji --weights /new/models   # a moved dataset
 //! mope predict runs/emoji/mope --image cat.png --text "a cat"
 //! mope plot runs/emoji/mope
 //! mope keys                                         # every experiment key (docs/experiment-keys.md)
@@ -38,6 +39,17 @@ struct Cli {
     quiet: bool,
 }
 
+/// Where a run's dataset and weights are now, if not where its `config.toml` says.
+#[derive(clap::Args, Clone, Default)]
+struct Moved {
+    /// The dataset's root now (replaces the run's `data.root`).
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+    /// The weights directory now (replaces the run's `model.weights_dir`).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Train an experiment; writes the run directory (config, metrics.jsonl, best/ and last/ adapters, result.json).
@@ -64,6 +76,8 @@ enum Command {
     Eval {
         /// Run directory.
         run: PathBuf,
+        #[command(flatten)]
+        moved: Moved,
         /// Split: train, val or test (default: test, or val for a dataset without a test split,
         /// such as NYUDv2 and SUN RGB-D).
         #[arg(long)]
@@ -73,6 +87,8 @@ enum Command {
     Predict {
         /// Run directory.
         run: PathBuf,
+        #[command(flatten)]
+        moved: Moved,
         /// Image file.
         #[arg(long)]
         image: Option<PathBuf>,
@@ -151,6 +167,8 @@ fn main() -> Result<()> {
         Command::Train { experiment, overrides, run_dir, resume, overwrite, dry_run } => {
             let spec = ExperimentSpec::load(&experiment, &overrides)?;
             let resolved = if dry_run { spec.to_toml_with_sources(&experiment, &overrides)? } else { String::new() };
+            // The run records where everything is, from wherever it is read later.
+            let spec = spec.with_absolute_paths()?;
             let run_dir = run_dir.unwrap_or_else(|| Path::new("runs").join(&spec.name));
             if !dry_run {
                 // Before the minutes of loading: train() checks again under the run's lock.
@@ -158,7 +176,7 @@ fn main() -> Result<()> {
             }
             run_on(cli.device, TrainJob { spec, resolved, run_dir, resume, overwrite, dry_run, common })
         }
-        Command::Eval { run, split } => {
+        Command::Eval { run, moved, split } => {
             let split = match split.as_deref() {
                 None => None,
                 Some("train") => Some(SplitName::Train),
@@ -166,11 +184,11 @@ fn main() -> Result<()> {
                 Some("test") => Some(SplitName::Test),
                 Some(other) => bail!("unknown split `{other}`; expected train, val or test"),
             };
-            run_on(cli.device, EvalJob { run, split, common })
+            run_on(cli.device, EvalJob { run, moved, split, common })
         }
-        Command::Predict { run, image, depth, audio, text, json } => {
+        Command::Predict { run, moved, image, depth, audio, text, json } => {
             let sample = Sample { id: "input".into(), image, depth, audio, text, target: Target::Class(0) };
-            run_on(cli.device, PredictJob { run, sample, json })
+            run_on(cli.device, PredictJob { run, moved, sample, json })
         }
         Command::Reproduce { names, root, list, dry_run, smoke, force, seeds, quick, all, jobs } => {
             if !root.join("experiments").is_dir() {
@@ -254,9 +272,16 @@ impl BackendJob for TrainJob {
     }
 }
 
-/// A trained run: its experiment, labels and the model with the best adapter.
-fn open_run<B: TrainBackend>(run: &Path) -> Result<(ExperimentSpec, Setup<B::InnerBackend>)> {
-    let spec = ExperimentSpec::load(&run.join("config.toml"), &[])?;
+/// A trained run: its experiment (with the dataset and weights where `moved` says they are now),
+/// labels and the model with the best adapter.
+fn open_run<B: TrainBackend>(run: &Path, moved: &Moved) -> Result<(ExperimentSpec, Setup<B::InnerBackend>)> {
+    let mut spec = ExperimentSpec::load(&run.join("config.toml"), &[])?;
+    if let Some(root) = &moved.data_root {
+        spec.data.root = std::path::absolute(root)?;
+    }
+    if let Some(weights) = &moved.weights {
+        spec.model.weights_dir = std::path::absolute(weights)?;
+    }
     let task = train::RunTask::read(run)?;
     let device = Default::default();
     let setup = Setup::<B::InnerBackend>::load(&spec, task.labels, task.objective, &device)?;
@@ -269,6 +294,7 @@ fn open_run<B: TrainBackend>(run: &Path) -> Result<(ExperimentSpec, Setup<B::Inn
 
 struct EvalJob {
     run: PathBuf,
+    moved: Moved,
     /// `None`: test, or val where the dataset has no test split.
     split: Option<SplitName>,
     common: Common,
@@ -278,7 +304,7 @@ impl BackendJob for EvalJob {
     type Output = ();
 
     fn run<B: TrainBackend>(self) -> Result<()> {
-        let (spec, setup) = open_run::<B>(&self.run)?;
+        let (spec, setup) = open_run::<B>(&self.run, &self.moved)?;
         let split = match self.split {
             Some(name) => load_split(&spec.data, name, spec.train.seed)?,
             None => match load_split(&spec.data, SplitName::Test, spec.train.seed) {
@@ -315,6 +341,7 @@ const MULTI_LABEL_THRESHOLD: f32 = 0.5;
 
 struct PredictJob {
     run: PathBuf,
+    moved: Moved,
     sample: Sample,
     json: bool,
 }
@@ -323,7 +350,7 @@ impl BackendJob for PredictJob {
     type Output = ();
 
     fn run<B: TrainBackend>(self) -> Result<()> {
-        let (_, setup) = open_run::<B>(&self.run)?;
+        let (_, setup) = open_run::<B>(&self.run, &self.moved)?;
         if matches!(setup.objective, Task::Segmentation { .. }) {
             bail!("predict classifies one sample; evaluate segmentation runs with `mope eval`");
         }
