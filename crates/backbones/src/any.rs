@@ -344,6 +344,27 @@ fn configured_image_size(dir: &Path) -> Result<usize, BackboneError> {
     Ok(crate::snapshot::read_config::<ImageSize>(&dir.join("config.json"))?.image_size)
 }
 
+/// What the encoder called `name` lacks in `weights_dir` (or its own folder, for
+/// `<preset>=<dir>`): a message naming each missing folder or file and where to get it, or `None`
+/// when its files are there. Reads no weights.
+///
+/// # Errors
+/// If `name` names no preset.
+pub fn missing_weights(name: &str, weights_dir: &Path) -> Result<Option<String>, BackboneError> {
+    let missing = |dir: Result<PathBuf, BackboneError>| dir.err().map(|e| e.to_string());
+    let found: Vec<String> = if let Some((cnn, transformer)) = name.split_once('+') {
+        let (cnn, _) = hybrid_cnn(name, cnn)?;
+        let transformer = hybrid_transformer(name, transformer)?;
+        [missing(cnn.dir(weights_dir)), missing(transformer.dir(weights_dir))].into_iter().flatten().collect()
+    } else {
+        match name.split_once('=') {
+            Some((preset, dir)) => missing(by_name(preset)?.dir_at(Path::new(dir))).into_iter().collect(),
+            None => missing(by_name(name)?.dir(weights_dir)).into_iter().collect(),
+        }
+    };
+    Ok((!found.is_empty()).then(|| found.join("; ")))
+}
+
 /// Loads the encoder called `name` (a preset, `<preset>=<dir>`, or `<cnn>+<transformer>`) from
 /// `weights_dir`.
 pub fn load_encoder<B: Backend>(

@@ -55,7 +55,7 @@ pub mod unpadded;
 pub mod vit;
 pub mod weights;
 
-pub use any::{AnyEncoder, BERT_CLS_ID, AnyInput, EncoderOptions, InputPreparer, LoadedEncoder, Modality, PreparedInput, load_encoder, modality_of};
+pub use any::{AnyEncoder, BERT_CLS_ID, AnyInput, EncoderOptions, InputPreparer, LoadedEncoder, Modality, PreparedInput, load_encoder, missing_weights, modality_of};
 pub use audio::log_mel::{LogMel, WINDOW_SAMPLES, pad_or_trim};
 pub use audio::whisper::{WhisperEncoder, WhisperEncoderConfig, load_whisper_encoder};
 pub use bert::{HfBertConfig, load_bert};

@@ -69,6 +69,13 @@ pub struct ReproduceOptions {
     /// Runs side by side (at least 1). Each gets an equal share of the cores: on a CPU, runs of
     /// these sizes keep two cores busier one thread each than one run with two threads (docs/performance.md).
     pub jobs: usize,
+    /// Where the datasets are, instead of `<root>/data`: an experiment's `data.root` of
+    /// `data/<name>` becomes `<data_dir>/<name>`.
+    pub data_dir: Option<PathBuf>,
+    /// Where the weights are (`model.weights_dir` of every experiment).
+    pub weights_dir: Option<PathBuf>,
+    /// `key=value` settings given to every experiment (`mope train --set`).
+    pub sets: Vec<String>,
 }
 
 /// Threads per run when `concurrent` runs share the cores (0 for one run: its own choice, every
@@ -86,8 +93,10 @@ fn threads_per_job(concurrent: usize) -> usize {
 struct Experiment {
     spec: ExperimentSpec,
     path: PathBuf,
-    /// `data.root`, resolved against the repository root.
+    /// `data.root`, resolved against the repository root or `--data-dir`.
     data_root: PathBuf,
+    /// `model.weights_dir` (or `--weights-dir`), resolved against the repository root.
+    weights_dir: PathBuf,
 }
 
 impl Experiment {
@@ -104,7 +113,9 @@ impl Experiment {
     }
 }
 
-fn discover(root: &Path) -> Result<Vec<Experiment>> {
+/// The experiments of `root/experiments`, with the settings every run gets (`sets`) and their
+/// data and weights where `options` says.
+fn discover(root: &Path, options: &ReproduceOptions) -> Result<Vec<Experiment>> {
     let mut found = Vec::new();
     let dir = root.join("experiments");
     let mut datasets: Vec<PathBuf> = std::fs::read_dir(&dir).with_context(|| format!("{}: cannot list", dir.display()))?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
@@ -113,8 +124,13 @@ fn discover(root: &Path) -> Result<Vec<Experiment>> {
         let mut methods: Vec<PathBuf> = std::fs::read_dir(&dataset)?.filter_map(|e| e.ok().map(|e| e.path().join("experiment.toml"))).filter(|p| p.is_file()).collect();
         methods.sort();
         for path in methods {
-            let spec = ExperimentSpec::load(&path, &[])?;
-            found.push(Experiment { data_root: root.join(&spec.data.root), spec, path });
+            let spec = ExperimentSpec::load(&path, &options.sets).with_context(|| format!("{} with the --set given to every experiment", path.display()))?;
+            let data_root = match (&options.data_dir, spec.data.root.strip_prefix("data")) {
+                (Some(data_dir), Ok(rest)) => data_dir.join(rest),
+                _ => root.join(&spec.data.root),
+            };
+            let weights_dir = root.join(options.weights_dir.clone().unwrap_or_else(|| spec.weights_dir()));
+            found.push(Experiment { data_root, weights_dir, spec, path });
         }
     }
     Ok(found)
@@ -160,7 +176,7 @@ fn read_result(path: &Path) -> Result<Option<RunResult>> {
 
 /// Runs the selected experiments from the repository `root` with the `mope` binary `mope`.
 pub fn run_experiments(root: &Path, mope: &Path, options: &ReproduceOptions) -> Result<()> {
-    let all = discover(root)?;
+    let all = discover(root, options)?;
     let chosen = select(&all, &options.names, options.all)?;
     let runs = if options.smoke { root.join("runs/smoke") } else { root.join("runs") };
     if options.list {
@@ -391,12 +407,24 @@ fn run_one(mope: &Path, root: &Path, e: &Experiment, seed: u64, run_dir: &Path, 
     if !e.data_root.exists() {
         bail!("data not found at {} (see datasets/README.md; `cargo xtask setup` builds the shipped ones)", e.data_root.display());
     }
+    if let Some(missing) = e.missing_weights().first() {
+        bail!("weights missing: {missing}");
+    }
     // An interrupted run goes on from its last epoch, unless the experiment changed since.
     let resume = reusable && newer(&run_dir.join("last"), &e.path);
     eprintln!("\n== {position} {} seed {seed}{}", e.name(), if resume { " (resuming from its last checkpoint)" } else { "" });
     let mut command = Command::new(mope);
     command.current_dir(root).arg("train").arg(&e.path).arg("--run-dir").arg(run_dir).arg("--plain");
     command.args(["--set", &format!("train.seed={seed}")]);
+    for set in &options.sets {
+        command.args(["--set", set]);
+    }
+    if options.data_dir.is_some() {
+        command.args(["--set", &format!("data.root={}", e.data_root.display())]);
+    }
+    if options.weights_dir.is_some() {
+        command.args(["--set", &format!("model.weights_dir={}", e.weights_dir.display())]);
+    }
     if let Some(device) = &options.device {
         command.args(["--device", device]);
     }
@@ -441,11 +469,34 @@ fn newer(path: &Path, than: &Path) -> bool {
     matches!((modified(path), modified(than)), (Some(a), Some(b)) if a > b)
 }
 
-/// Every experiment with its tags, whether its data is there, and its result.
+impl Experiment {
+    /// What each of its encoders lacks in its weights folder (one message per encoder).
+    fn missing_weights(&self) -> Vec<String> {
+        let m = &self.spec.model;
+        let names = [&m.main, &m.complementary].into_iter().chain(&m.experts).filter(|n| !n.is_empty());
+        let mut seen = Vec::new();
+        names
+            .filter(|name| !seen.contains(name) && {
+                seen.push(*name);
+                true
+            })
+            .filter_map(|name| match backbones::missing_weights(name, &self.weights_dir) {
+                Ok(None) => None,
+                Ok(Some(missing)) => Some(format!("`{name}`: {missing}")),
+                Err(error) => Some(format!("`{name}`: {error}")),
+            })
+            .collect()
+    }
+}
+
+/// Every experiment with its tags, whether its data and weights are there, and its result; then
+/// what is missing, with where it was looked for and the layout expected.
 fn list(all: &[Experiment], runs: &Path) {
     let name_width = all.iter().map(|e| e.name().len()).max().unwrap_or(0).max(10);
     let method_width = all.iter().map(|e| e.method().name().len()).max().unwrap_or(0).max(6);
-    println!("{:<name_width$} {:<method_width$} {:<10} {:<8} {:>10}", "experiment", "method", "tags", "data", "result");
+    println!("{:<name_width$} {:<method_width$} {:<10} {:<8} {:<8} {:>10}", "experiment", "method", "tags", "data", "weights", "result");
+    // Each missing folder once, with the experiments that need it.
+    let mut missing: std::collections::BTreeMap<String, Vec<&str>> = std::collections::BTreeMap::new();
     for e in all {
         let mut values = Vec::new();
         for seed in SEEDS {
@@ -459,8 +510,28 @@ fn list(all: &[Experiment], runs: &Path) {
             }
         }
         let result = if values.is_empty() { "-".to_string() } else { values.join(" ") };
-        let data = if e.data_root.exists() { "present" } else { "missing" };
-        println!("{:<name_width$} {:<method_width$} {:<10} {:<8} {:>10}", e.name(), e.method().name(), e.spec.tags.join(","), data, result);
+        let data = if e.data_root.exists() {
+            "present"
+        } else {
+            let dataset = serde_json::to_value(e.spec.data.dataset).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            missing.entry(format!("data: no {} (the `{dataset}` layout: datasets/README.md)", e.data_root.display())).or_default().push(e.name());
+            "missing"
+        };
+        let lacking = e.missing_weights();
+        let weights = if lacking.is_empty() { "present" } else { "missing" };
+        for m in lacking {
+            let names = missing.entry(format!("weights: {m}")).or_default();
+            if !names.contains(&e.name()) {
+                names.push(e.name());
+            }
+        }
+        println!("{:<name_width$} {:<method_width$} {:<10} {:<8} {:<8} {:>10}", e.name(), e.method().name(), e.spec.tags.join(","), data, weights, result);
+    }
+    if !missing.is_empty() {
+        println!("\nmissing (and the experiments that need it):");
+        for (what, names) in missing {
+            println!("- {what}\n  needed by {}", names.join(", "));
+        }
     }
 }
 

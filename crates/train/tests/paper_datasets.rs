@@ -202,3 +202,56 @@ fn encoder_limits_are_fitted_or_refused_before_training() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() { copy_tree(&path, &target) } else { std::fs::copy(&path, &target).map(|_| ()).unwrap() }
+    }
+}
+
+/// docs/reproduce.md's walk-through for a paper dataset, on a miniature: the official layout in
+/// a data folder of the user's, weights in a folder per preset name, `--list` naming what is
+/// missing and where it is looked for, then the dataset's experiments run and tabled, with
+/// `--set` given to every one (what `cargo xtask reproduce` hands these arguments to).
+#[test]
+fn reproduce_runs_a_paper_dataset_from_the_user_s_data_and_weights_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, data, models) = (dir.path().join("repo"), dir.path().join("datasets"), dir.path().join("models"));
+    copy_tree(&repository().join("experiments/food101"), &repo.join("experiments/food101"));
+    copy_tree(&repository().join("datasets/fixtures/food101"), &data.join("food101"));
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let (repo_arg, data_arg, models_arg) = (s(&repo), s(&data), s(&models));
+    let reproduce = |extra: &[&str]| mope(&[&["reproduce", "food101", "--root", &repo_arg, "--data-dir", &data_arg, "--weights-dir", &models_arg], extra].concat());
+
+    // Step 1: what is missing, and where it is looked for.
+    let out = reproduce(&["--list"]);
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(listing.contains("food101/mope") && listing.contains("present  missing"), "{listing}");
+    for preset in ["swin-base-patch4-window7-224-in22k", "bert-base-uncased"] {
+        assert!(listing.contains(&format!("weights: `{preset}`: {}", models.join(preset).join("config.json").display())), "{listing}");
+    }
+
+    // Step 2: the weights in place (here the tiny fixtures under the presets' names).
+    let fixtures = repository().join("crates/backbones/tests/fixtures");
+    copy_tree(&fixtures.join("tiny-swin"), &models.join("swin-base-patch4-window7-224-in22k"));
+    copy_tree(&fixtures.join("tiny-bert"), &models.join("bert-base-uncased"));
+    let listing = String::from_utf8_lossy(&reproduce(&["--list"]).stdout).into_owned();
+    assert!(!listing.contains("missing"), "{listing}");
+
+    // Step 3: the runs and the table.
+    let sets = ["data.food101_val_size=2", "data.cache_dir=\"\"", "train.epochs=1", "train.min_epochs=0", "train.batch_size=2", "train.drop_last=false"];
+    let mut args = vec!["--quick", "--jobs", "1", "--workers", "1"];
+    sets.iter().for_each(|set| args.extend(["--set", set]));
+    let out = reproduce(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = std::fs::read_to_string(repo.join("runs/reproduce.md")).unwrap();
+    for experiment in ["food101/fine-tuning", "food101/late-fusion", "food101/mope", "food101/prompt-tuning"] {
+        assert!(table.contains(&format!("| {experiment} |")), "{experiment} in\n{table}");
+    }
+    let config = std::fs::read_to_string(repo.join("runs/food101/mope/seed-42/config.toml")).unwrap();
+    assert!(config.contains(&format!("root = \"{}\"", data.join("food101").display())) && config.contains(&format!("weights_dir = \"{}\"", models.display())), "{config}");
+}

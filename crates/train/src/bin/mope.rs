@@ -8,6 +8,7 @@
 //! mope plot runs/emoji/mope
 //! mope keys                                         # every experiment key (docs/experiment-keys.md)
 //! mope reproduce [emoji food101/mope] [--quick | --seeds N] [--all] [--jobs N] [--list] [--smoke]   # from the repository root
+//! mope reproduce food101 --data-dir /datasets --weights-dir /models [--set train.epochs=5]
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -138,6 +139,17 @@ enum Command {
         /// these sizes keeps two cores busier one thread each), 1 on a GPU.
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
         jobs: Option<u16>,
+        /// Where the datasets are: an experiment's `data.root = "data/<name>"` becomes
+        /// `<DIR>/<name>` (default: `data/` in the repository).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Where the weights are, one folder per preset name (default: `$MOPE_WEIGHTS_DIR`, else
+        /// `.assets/models`).
+        #[arg(long, value_name = "DIR")]
+        weights_dir: Option<PathBuf>,
+        /// A `section.key=value` given to every experiment (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
     },
     /// Print every experiment key: its section, type, default, official name and meaning
     /// (Markdown; docs/experiment-keys.md is this).
@@ -190,7 +202,7 @@ fn main() -> Result<()> {
             let sample = Sample { id: "input".into(), image, depth, audio, text, target: Target::Class(0) };
             run_on(cli.device, PredictJob { run, moved, sample, json })
         }
-        Command::Reproduce { names, root, list, dry_run, smoke, force, seeds, quick, all, jobs } => {
+        Command::Reproduce { names, root, list, dry_run, smoke, force, seeds, quick, all, jobs, data_dir, weights_dir, sets } => {
             if !root.join("experiments").is_dir() {
                 bail!("{}: no experiments/ folder here; run from the repository root or pass --root", root.display());
             }
@@ -204,7 +216,8 @@ fn main() -> Result<()> {
             let seeds = if quick { 1 } else { seeds as usize };
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             let jobs = jobs.map_or(if device.is_none() { cores.min(2) } else { 1 }, usize::from);
-            let options = train::ReproduceOptions { names, list, dry_run, smoke, force, device, seeds, all, jobs };
+            let (data_dir, weights_dir) = (data_dir.map(std::path::absolute).transpose()?, weights_dir.map(std::path::absolute).transpose()?);
+            let options = train::ReproduceOptions { names, list, dry_run, smoke, force, device, seeds, all, jobs, data_dir, weights_dir, sets };
             train::run_experiments(&root, &std::env::current_exe()?, &options)
         }
         Command::Keys => {
