@@ -175,7 +175,7 @@ impl<B: Kernels> Setup<B> {
 /// Swin reads images of the size it was made for (`model.image_size` cannot change it). Each
 /// refusal names the limit, what exceeds it and the key that changes it.
 pub fn fit_to_limits<B: Backend>(spec: &ExperimentSpec, mut encoder: LoadedEncoder<B>) -> Result<LoadedEncoder<B>> {
-    use backbones::{AnyEncoder, InputPreparer};
+    use backbones::{AnyEncoder, InputPreparer, Swin, ViT};
     let m = &spec.model;
     encoder.preparer = match (&encoder.encoder, encoder.preparer) {
         (AnyEncoder::Text(text), InputPreparer::Text(tokenizer)) => {
@@ -206,6 +206,12 @@ pub fn fit_to_limits<B: Backend>(spec: &ExperimentSpec, mut encoder: LoadedEncod
         }
         (AnyEncoder::Swin(swin), InputPreparer::Image(_, pre)) if pre.size != swin.image_size() => {
             anyhow::bail!(image_size_refusal(m.image_size, pre.size, swin.image_size(), "Swin"))
+        }
+        (AnyEncoder::ViT(ViT { patch_embedding, .. }) | AnyEncoder::Swin(Swin { patch_embedding, .. }), _) if patch_embedding.weight.dims()[1] != 3 => {
+            anyhow::bail!(
+                "the image encoder reads {}-channel images (its config.json's num_channels); images are prepared with 3 (RGB, or depth tiled to three)",
+                patch_embedding.weight.dims()[1]
+            )
         }
         (_, preparer) => preparer,
     };

@@ -122,6 +122,14 @@ fn damages() -> Vec<(&'static str, String)> {
     row("weights: an I64 weight", dry_run(&wide), None);
     let nan = vit_with(dir, "nan", |t| t.iter_mut().find(|t| t.0 == WEIGHT).unwrap().3[..4].copy_from_slice(&f32::NAN.to_le_bytes()));
     row("weights: one NaN in a weight", dry_run(&nan), None);
+    let grey = vit_with(dir, "one-channel", |t| {
+        let patches = t.iter_mut().find(|t| t.0 == "embeddings.patch_embeddings.projection.weight").unwrap();
+        patches.2[1] = 1;
+        patches.3.truncate(patches.3.len() / 3);
+    });
+    let config = std::fs::read_to_string(grey.join("config.json")).unwrap().replace("\"num_channels\": 3", "\"num_channels\": 1");
+    std::fs::write(grey.join("config.json"), config).unwrap();
+    row("weights: a ViT made for 1-channel images", dry_run(&grey), None);
     let missing = dir.join("no-config");
     copy(&tiny_vit(), &missing);
     std::fs::remove_file(missing.join("config.json")).unwrap();
