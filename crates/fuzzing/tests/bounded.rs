@@ -105,12 +105,12 @@ const WORDS: [u32; 9] = [0, 1, 2, 64, 1 << 16, 1 << 24, 0x7FFF_FFFF, 0x8000_0000
 fn edit() -> impl Strategy<Value = Edit> {
     let at = any::<usize>();
     prop_oneof![
-        (at.clone(), 0u8..8).prop_map(|(at, bit)| Edit::Flip { at, bit }),
-        (at.clone(), prop::sample::select(&BYTES[..])).prop_map(|(at, byte)| Edit::Byte { at, byte }),
-        (at.clone(), prop::sample::select(&WORDS[..])).prop_map(|(at, word)| Edit::Word { at, word }),
-        (at.clone(), prop::collection::vec(prop::sample::select(&BYTES[..]), 1..6)).prop_map(|(at, bytes)| Edit::Insert { at, bytes }),
-        (at.clone(), 1usize..64).prop_map(|(at, len)| Edit::Remove { at, len }),
-        (at.clone(), 1usize..32, 1usize..40).prop_map(|(at, len, times)| Edit::Repeat { at, len, times }),
+        (at, 0u8..8).prop_map(|(at, bit)| Edit::Flip { at, bit }),
+        (at, prop::sample::select(&BYTES[..])).prop_map(|(at, byte)| Edit::Byte { at, byte }),
+        (at, prop::sample::select(&WORDS[..])).prop_map(|(at, word)| Edit::Word { at, word }),
+        (at, prop::collection::vec(prop::sample::select(&BYTES[..]), 1..6)).prop_map(|(at, bytes)| Edit::Insert { at, bytes }),
+        (at, 1usize..64).prop_map(|(at, len)| Edit::Remove { at, len }),
+        (at, 1usize..32, 1usize..40).prop_map(|(at, len, times)| Edit::Repeat { at, len, times }),
         at.prop_map(|at| Edit::Truncate { at }),
     ]
 }

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{mope, shapes_prompt_tuning, shapes_prompt_tuning_with, stderr, tiny_vit};
+use common::{copy_tree, mope, shapes_prompt_tuning, shapes_prompt_tuning_with, stderr, tiny_vit};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
@@ -15,21 +15,11 @@ const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/reliability.m
 const BEGIN: &str = "<!-- damage table: written by crates/train/tests/damage.rs -->";
 const END: &str = "<!-- end of damage table -->";
 
-/// A copy of `from` (a folder, recursively) at `to`.
-fn copy(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() { copy(&path, &target) } else { std::fs::copy(&path, &target).map(|_| ()).unwrap() }
-    }
-}
-
 /// The tiny ViT's snapshot copied to `dir/<name>`, with its weights rewritten by `change` (each
 /// tensor's name, dtype, shape and bytes).
 fn vit_with(dir: &Path, name: &str, change: impl Fn(&mut Vec<(String, Dtype, Vec<usize>, Vec<u8>)>)) -> PathBuf {
     let vit = dir.join(name);
-    copy(&tiny_vit(), &vit);
+    copy_tree(&tiny_vit(), &vit);
     let bytes = std::fs::read(vit.join("model.safetensors")).unwrap();
     let file = SafeTensors::deserialize(&bytes).unwrap();
     let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = file.tensors().into_iter().map(|(k, v)| (k, v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect();
@@ -43,7 +33,7 @@ fn vit_with(dir: &Path, name: &str, change: impl Fn(&mut Vec<(String, Dtype, Vec
 /// The tiny ViT's snapshot copied to `dir/<name>`, its weights file replaced by `bytes`.
 fn vit_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let vit = dir.join(name);
-    copy(&tiny_vit(), &vit);
+    copy_tree(&tiny_vit(), &vit);
     std::fs::write(vit.join("model.safetensors"), bytes).unwrap();
     vit
 }
@@ -131,7 +121,7 @@ fn damages() -> Vec<(&'static str, String)> {
     std::fs::write(grey.join("config.json"), config).unwrap();
     row("weights: a ViT made for 1-channel images", dry_run(&grey), None);
     let missing = dir.join("no-config");
-    copy(&tiny_vit(), &missing);
+    copy_tree(&tiny_vit(), &missing);
     std::fs::remove_file(missing.join("config.json")).unwrap();
     row("weights: a snapshot without its config.json", dry_run(&missing), None);
 
@@ -170,7 +160,7 @@ fn damages() -> Vec<(&'static str, String)> {
     // Checkpoints, read on `--resume`.
     let damaged = |name: &str, damage: &dyn Fn(&Path)| {
         let copy_of = dir.join(name);
-        copy(&run, &copy_of);
+        copy_tree(&run, &copy_of);
         std::fs::remove_file(copy_of.join("result.json")).unwrap();
         damage(&copy_of);
         copy_of

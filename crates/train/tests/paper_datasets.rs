@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{mope, read_result, stderr};
+use common::{copy_tree, mope, read_result, stderr};
 
 fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -139,14 +139,6 @@ fn a_split_left_too_small_names_the_key_that_sizes_it() {
     assert!(err.contains("2 training samples make no full batch of train.batch_size = 8") && err.contains("data.food101_val_size = 5000 training titles are held out"), "{err}");
 }
 
-fn copy(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
-    }
-}
-
 /// What a snapshot's `config.json` limits is fitted or refused before training, naming the
 /// limit and the key: text longer than the encoder's positions is truncated (the tiny BERT has
 /// 40), `model.max_text_tokens` above them, a clip longer than Whisper's positions and a ViT or
@@ -194,22 +186,13 @@ fn encoder_limits_are_fitted_or_refused_before_training() {
 
     // The same Swin as a preset under $MOPE_WEIGHTS_DIR: its 32-pixel images from config.json.
     let weights = dir.path().join("weights");
-    copy(&repository().join("crates/backbones/tests/fixtures/tiny-swin"), &weights.join("swin-base-patch4-window7-224-in22k"));
+    copy_tree(&repository().join("crates/backbones/tests/fixtures/tiny-swin"), &weights.join("swin-base-patch4-window7-224-in22k"));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mope"))
         .env("MOPE_WEIGHTS_DIR", &weights)
         .args(["train", &experiment("mmimdb"), "--dry-run", "--set", &root("mmimdb"), "--set", &bert])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() { copy_tree(&path, &target) } else { std::fs::copy(&path, &target).map(|_| ()).unwrap() }
-    }
 }
 
 /// docs/reproduce.md's walk-through for a paper dataset, on a miniature: the official layout in

@@ -80,3 +80,13 @@ pub fn adapter_tensors(run: &Path) -> Vec<u8> {
     adapter[header..].to_vec()
 }
 
+
+/// A copy of the folder `from` (recursively) at `to`.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() { copy_tree(&path, &target) } else { std::fs::copy(&path, &target).map(|_| ()).unwrap() }
+    }
+}
