@@ -362,7 +362,7 @@ pub fn missing_weights(name: &str, weights_dir: &Path) -> Result<Option<String>,
             None => missing(by_name(name)?.dir(weights_dir)).into_iter().collect(),
         }
     };
-    Ok((!found.is_empty()).then(|| found.join("; ")))
+    Ok((!found.is_empty()).then(|| found.join(" ")))
 }
 
 /// Loads the encoder called `name` (a preset, `<preset>=<dir>`, or `<cnn>+<transformer>`) from

@@ -17,9 +17,10 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 /// Memory a reader may hold beyond its input's share: its tables, a temporary folder's paths, an
 /// error message.
 const MEMORY_ALLOWANCE: usize = 8 << 20;
-/// Memory a reader may hold per input byte: the file read once, decoded to `f32`s (4 bytes per
-/// byte at most), resampled up to 16 kHz from 8 kHz, with the parsed structures beside it.
-const MEMORY_PER_INPUT_BYTE: usize = 64;
+/// Memory a reader may hold per input byte: the file read once and its parsed structures; for
+/// WAV, 8-bit samples at the lowest rate accepted (1 kHz) decoded to `f32`s and resampled to
+/// 16 kHz: 4 + 16 × 4 bytes per input byte.
+const MEMORY_PER_INPUT_BYTE: usize = 80;
 
 thread_local! {
     /// Bytes this thread holds now, and the most it held since [`peak_during`] began.

@@ -7,9 +7,9 @@
 //!
 //! On disk: `<dir>/<key>.json` (`{"width": w, "ids": [...]}`) and `<dir>/<key>.f32` (rows of
 //! little-endian `f32` in the order of `ids`), where the key hashes the encoder (with its role on
-//! the main side), its input options (image size, audio length, depth input) and the dataset
-//! root; not the weights' content (a changed weights file under the same name is not noticed). Both are written atomically; a file
-//! that does not match is ignored and rebuilt.
+//! the main side), the stamps of its weights files, its input options and the dataset root
+//! ([`store_path`]), and each id carries its sample's inputs' stamp. Both are written atomically;
+//! a file that does not match is ignored and rebuilt.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,12 +29,13 @@ use crate::spec::ExperimentSpec;
 /// changes what is kept), read from the weights in `weights`, reading depth images if
 /// `reads_depth`, for the experiment's data are kept under `cache_dir`: a key over the encoder,
 /// the stamps of its weights files (path, size, modification time: new weights in the same folder
-/// are a new store), its input options and the dataset root. Each row is keyed by its sample's
+/// are a new store), its input options (image size, clip length, text length, depth input) and
+/// the dataset root. Each row is keyed by its sample's
 /// inputs too ([`data::Sample::inputs_stamp`]).
 pub fn store_path(cache_dir: &Path, spec: &ExperimentSpec, encoder: &str, weights: &[PathBuf], reads_depth: bool) -> PathBuf {
     let m = &spec.model;
     let weights: Vec<String> = weights.iter().map(|dir| data::tree_stamp(dir)).collect();
-    let key = format!("{encoder}|{}|{}|{reads_depth}|{}|{}", m.image_size, m.audio_seconds, spec.data.root.display(), weights.join("\n"));
+    let key = format!("{encoder}|{}|{}|{}|{reads_depth}|{}|{}", m.image_size, m.audio_seconds, m.max_text_tokens, spec.data.root.display(), weights.join("\n"));
     cache_dir.join("features").join(data::cache_key(&key))
 }
 

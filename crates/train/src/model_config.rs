@@ -62,8 +62,17 @@ impl ExperimentSpec {
     /// `eval`, `predict` and `plot` work from any folder: the dataset root, the cache, the
     /// weights directory (the default one written out) and the folders of `<preset>=<dir>`
     /// encoders, each against the current folder.
-    pub fn with_absolute_paths(mut self) -> std::io::Result<Self> {
-        let absolute = |path: &std::path::Path| std::path::absolute(path);
+    ///
+    /// # Errors
+    /// If the current folder cannot be read.
+    pub fn with_absolute_paths(self) -> std::io::Result<Self> {
+        self.with_absolute_paths_from(&std::env::current_dir()?)
+    }
+
+    /// [`with_absolute_paths`](Self::with_absolute_paths) against the folder `base` instead of the
+    /// current one.
+    pub fn with_absolute_paths_from(mut self, base: &std::path::Path) -> std::io::Result<Self> {
+        let absolute = |path: &std::path::Path| std::path::absolute(base.join(path));
         self.data.root = absolute(&self.data.root)?;
         if !self.data.cache_dir.as_os_str().is_empty() {
             self.data.cache_dir = absolute(&self.data.cache_dir)?;

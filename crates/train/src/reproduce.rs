@@ -97,6 +97,8 @@ struct Experiment {
     data_root: PathBuf,
     /// `model.weights_dir` (or `--weights-dir`), resolved against the repository root.
     weights_dir: PathBuf,
+    /// The repository root, against which relative locations are read.
+    root: PathBuf,
 }
 
 impl Experiment {
@@ -113,8 +115,21 @@ impl Experiment {
     }
 }
 
-/// The experiments of `root/experiments`, with the settings every run gets (`sets`) and their
-/// data and weights where `options` says.
+/// The experiment in `path`, with the settings every run gets (`options.sets`) if `with_sets`,
+/// and its data and weights where `options` says.
+fn load_experiment(root: &Path, path: PathBuf, options: &ReproduceOptions, with_sets: bool) -> Result<Experiment> {
+    let sets: &[String] = if with_sets { &options.sets } else { &[] };
+    let spec = ExperimentSpec::load(&path, sets).with_context(|| format!("{} with the --set given to every experiment", path.display()))?;
+    let data_root = match (&options.data_dir, spec.data.root.strip_prefix("data")) {
+        (Some(data_dir), Ok(rest)) => data_dir.join(rest),
+        _ => root.join(&spec.data.root),
+    };
+    let weights_dir = root.join(options.weights_dir.clone().unwrap_or_else(|| spec.weights_dir()));
+    Ok(Experiment { data_root, weights_dir, root: root.to_path_buf(), spec, path })
+}
+
+/// The experiments of `root/experiments` as their files say (the `--set`s apply to the chosen
+/// ones only: one may not fit another experiment), their data and weights where `options` says.
 fn discover(root: &Path, options: &ReproduceOptions) -> Result<Vec<Experiment>> {
     let mut found = Vec::new();
     let dir = root.join("experiments");
@@ -124,13 +139,7 @@ fn discover(root: &Path, options: &ReproduceOptions) -> Result<Vec<Experiment>> 
         let mut methods: Vec<PathBuf> = std::fs::read_dir(&dataset)?.filter_map(|e| e.ok().map(|e| e.path().join("experiment.toml"))).filter(|p| p.is_file()).collect();
         methods.sort();
         for path in methods {
-            let spec = ExperimentSpec::load(&path, &options.sets).with_context(|| format!("{} with the --set given to every experiment", path.display()))?;
-            let data_root = match (&options.data_dir, spec.data.root.strip_prefix("data")) {
-                (Some(data_dir), Ok(rest)) => data_dir.join(rest),
-                _ => root.join(&spec.data.root),
-            };
-            let weights_dir = root.join(options.weights_dir.clone().unwrap_or_else(|| spec.weights_dir()));
-            found.push(Experiment { data_root, weights_dir, spec, path });
+            found.push(load_experiment(root, path, options, false)?);
         }
     }
     Ok(found)
@@ -177,7 +186,8 @@ fn read_result(path: &Path) -> Result<Option<RunResult>> {
 /// Runs the selected experiments from the repository `root` with the `mope` binary `mope`.
 pub fn run_experiments(root: &Path, mope: &Path, options: &ReproduceOptions) -> Result<()> {
     let all = discover(root, options)?;
-    let chosen = select(&all, &options.names, options.all)?;
+    let chosen: Vec<Experiment> = select(&all, &options.names, options.all)?.into_iter().map(|e| load_experiment(root, e.path.clone(), options, true)).collect::<Result<_>>()?;
+    let chosen: Vec<&Experiment> = chosen.iter().collect();
     let runs = if options.smoke { root.join("runs/smoke") } else { root.join("runs") };
     if options.list {
         list(&all, &runs);
@@ -390,7 +400,19 @@ struct Launch<'a> {
 fn run_one(mope: &Path, root: &Path, e: &Experiment, seed: u64, run_dir: &Path, launch: &Launch, options: &ReproduceOptions) -> Outcome {
     let position = launch.position;
     let result_path = run_dir.join("result.json");
-    let reusable = !options.force && !options.smoke && !options.dry_run;
+    let sets = run_sets(e, seed, options);
+    // A result or a checkpoint is of this run only if it was trained with the settings it would
+    // be trained with now (the same --set, data and weights, and seed).
+    let same_settings = || -> bool {
+        let now = ExperimentSpec::load(&e.path, &sets).and_then(|spec| spec.with_absolute_paths_from(root).map_err(|cause| crate::spec::SpecError::Io { path: root.to_path_buf(), cause }));
+        let then = ExperimentSpec::load(&run_dir.join("config.toml"), &[]);
+        matches!((now, then), (Ok(now), Ok(then)) if now == then)
+    };
+    let mut reusable = !options.force && !options.smoke && !options.dry_run;
+    if reusable && (result_path.exists() || run_dir.join("last").exists()) && !same_settings() {
+        eprintln!("== {position} {} seed {seed}: {} was trained with other settings (a --set, --data-dir or --weights-dir differs), running again", e.name(), run_dir.display());
+        reusable = false;
+    }
     if reusable && newer(&result_path, &e.path) {
         match read_result(&result_path) {
             Ok(Some(result)) if result.seed != seed || result.name != e.name() => {
@@ -415,15 +437,8 @@ fn run_one(mope: &Path, root: &Path, e: &Experiment, seed: u64, run_dir: &Path, 
     eprintln!("\n== {position} {} seed {seed}{}", e.name(), if resume { " (resuming from its last checkpoint)" } else { "" });
     let mut command = Command::new(mope);
     command.current_dir(root).arg("train").arg(&e.path).arg("--run-dir").arg(run_dir).arg("--plain");
-    command.args(["--set", &format!("train.seed={seed}")]);
-    for set in &options.sets {
+    for set in &sets {
         command.args(["--set", set]);
-    }
-    if options.data_dir.is_some() {
-        command.args(["--set", &format!("data.root={}", e.data_root.display())]);
-    }
-    if options.weights_dir.is_some() {
-        command.args(["--set", &format!("model.weights_dir={}", e.weights_dir.display())]);
     }
     if let Some(device) = &options.device {
         command.args(["--device", device]);
@@ -464,6 +479,20 @@ fn run_one(mope: &Path, root: &Path, e: &Experiment, seed: u64, run_dir: &Path, 
     }
 }
 
+/// The `--set`s of one run: the user's, the data and weights locations, then the run's seed
+/// (the seeds are what a reproduction varies).
+fn run_sets(e: &Experiment, seed: u64, options: &ReproduceOptions) -> Vec<String> {
+    let mut sets = options.sets.clone();
+    if options.data_dir.is_some() {
+        sets.push(format!("data.root={}", e.data_root.display()));
+    }
+    if options.weights_dir.is_some() {
+        sets.push(format!("model.weights_dir={}", e.weights_dir.display()));
+    }
+    sets.push(format!("train.seed={seed}"));
+    sets
+}
+
 /// Whether `path` exists and was modified after `than`.
 fn newer(path: &Path, than: &Path) -> bool {
     matches!((modified(path), modified(than)), (Some(a), Some(b)) if a > b)
@@ -480,7 +509,12 @@ impl Experiment {
                 seen.push(*name);
                 true
             })
-            .filter_map(|name| match backbones::missing_weights(name, &self.weights_dir) {
+            .map(|name| match name.split_once('=') {
+                // A folder of the user's, relative to the repository as `mope train` reads it.
+                Some((preset, dir)) if Path::new(dir).is_relative() => (name, format!("{preset}={}", self.root.join(dir).display())),
+                _ => (name, name.clone()),
+            })
+            .filter_map(|(name, resolved)| match backbones::missing_weights(&resolved, &self.weights_dir) {
                 Ok(None) => None,
                 Ok(Some(missing)) => Some(format!("`{name}`: {missing}")),
                 Err(error) => Some(format!("`{name}`: {error}")),

@@ -180,6 +180,9 @@ pub fn fit_to_limits<B: Backend>(spec: &ExperimentSpec, mut encoder: LoadedEncod
     encoder.preparer = match (&encoder.encoder, encoder.preparer) {
         (AnyEncoder::Text(text), InputPreparer::Text(tokenizer)) => {
             let limit = text.max_position();
+            if (1..3).contains(&m.max_text_tokens) {
+                anyhow::bail!("model.max_text_tokens = {} leaves no room for text beside [CLS] and [SEP]: at least 3", m.max_text_tokens);
+            }
             if m.max_text_tokens > limit {
                 anyhow::bail!(
                     "model.max_text_tokens = {} is more than the {limit} positions of the text encoder (its config.json's max_position_embeddings)",
@@ -193,6 +196,9 @@ pub fn fit_to_limits<B: Backend>(spec: &ExperimentSpec, mut encoder: LoadedEncod
             const RATE: usize = backbones::audio::log_mel::SAMPLE_RATE;
             let frames = mel.frames((seconds * RATE as f64).round() as usize);
             let (tokens, limit) = (backbones::WhisperEncoder::<B>::tokens_for(frames), whisper.max_positions());
+            if frames < 2 {
+                anyhow::bail!("model.audio_seconds = {seconds} gives {frames} spectrogram frames: at least 0.02 s");
+            }
             if tokens > limit {
                 let most = (2 * limit) as f64 / mel.frames(RATE) as f64;
                 anyhow::bail!(

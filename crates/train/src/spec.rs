@@ -488,9 +488,16 @@ impl ExperimentSpec {
         };
         let mut section = String::new();
         let mut out = String::new();
+        // Inside a multi-line string nothing is a key, and a comment would become text.
+        let mut in_string = false;
         for line in self.to_toml().lines() {
             let trimmed = line.trim();
-            if trimmed.starts_with('[') && trimmed.ends_with(']') && !trimmed.contains('=') {
+            let quotes = line.matches("\"\"\"").count() + line.matches("\'\'\'").count();
+            let was_in_string = in_string;
+            in_string ^= quotes % 2 == 1;
+            if was_in_string || in_string {
+                out.push_str(line);
+            } else if trimmed.starts_with('[') && trimmed.ends_with(']') && !trimmed.contains('=') {
                 section = trimmed.trim_matches(|c| c == '[' || c == ']').to_string();
                 out.push_str(line);
             } else if let Some((key, _)) = trimmed.split_once(" = ") {
@@ -528,8 +535,9 @@ impl ExperimentSpec {
             }
         }
         let source = |key: &str| -> PathBuf {
+            // The key itself, or one inside a table the `--set` wrote (`train.schedule={…}`).
             let within = |outer: &str, inner: &str| inner == outer || inner.starts_with(&format!("{outer}.")) || inner.starts_with(&format!("{outer}["));
-            match set_by.iter().rev().find(|(set, _)| within(set, key) || within(key, set)) {
+            match set_by.iter().rev().find(|(set, _)| within(set, key)) {
                 Some((_, assignment)) => PathBuf::from(format!("--set {assignment}")),
                 None => path.into(),
             }

@@ -74,6 +74,16 @@ pub fn train<B: TrainBackend>(spec: &ExperimentSpec, setup: Setup<B>, splits: &S
     let mut state = LoopState { epochs_done: 0, step: 0, best: None, seconds: 0.0 };
     if options.resume {
         run.recover(None)?;
+        // Nothing to continue from: starting again would remove a result or a best adapter.
+        let kept = ["result.json", "best"].into_iter().filter(|name| run.path().join(name).exists()).collect::<Vec<_>>();
+        if !checkpoint::exists(&run.last()) && !kept.is_empty() {
+            anyhow::bail!(
+                "{} holds {} but no checkpoint to continue from ({} is missing): --overwrite trains it again from the start, or choose another --run-dir",
+                run.path().display(),
+                kept.join(" and "),
+                run.last().display()
+            );
+        }
     }
     if options.resume && checkpoint::exists(&run.last()) {
         (model, optimizer, state) = checkpoint::load(&run.last(), model, optimizer)?;

@@ -195,6 +195,11 @@ fn a_run_directory_is_not_overwritten_unasked() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(adapter_tensors(&run) == first, "the same seed trains the same adapter again");
     assert!(stderr(&train(&["--resume", "--overwrite"])).contains("cannot be used with"));
+    // --resume with nothing to continue from does not start again over a result.
+    std::fs::remove_dir_all(run.join("last")).unwrap();
+    let err = stderr(&train(&["--resume"]));
+    assert!(err.contains("holds result.json and best but no checkpoint to continue from"), "{err}");
+    assert!(adapter_tensors(&run) == first && run.join("result.json").is_file(), "nothing was touched");
 }
 
 /// A small deterministic generator for the kill instants.

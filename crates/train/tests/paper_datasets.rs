@@ -204,6 +204,9 @@ fn reproduce_runs_a_paper_dataset_from_the_user_s_data_and_weights_folders() {
     let dir = tempfile::tempdir().unwrap();
     let (repo, data, models) = (dir.path().join("repo"), dir.path().join("datasets"), dir.path().join("models"));
     copy_tree(&repository().join("experiments/food101"), &repo.join("experiments/food101"));
+    // Another dataset's experiment, which a --set for Food-101's would not fit (pMoE's take no
+    // `model.complementary`): the --set goes to the chosen experiments only.
+    copy_tree(&repository().join("experiments/emoji-image/pmoe"), &repo.join("experiments/emoji-image/pmoe"));
     copy_tree(&repository().join("datasets/fixtures/food101"), &data.join("food101"));
     let s = |p: &Path| p.to_string_lossy().into_owned();
     let (repo_arg, data_arg, models_arg) = (s(&repo), s(&data), s(&models));
@@ -223,14 +226,22 @@ fn reproduce_runs_a_paper_dataset_from_the_user_s_data_and_weights_folders() {
     copy_tree(&fixtures.join("tiny-swin"), &models.join("swin-base-patch4-window7-224-in22k"));
     copy_tree(&fixtures.join("tiny-bert"), &models.join("bert-base-uncased"));
     let listing = String::from_utf8_lossy(&reproduce(&["--list"]).stdout).into_owned();
-    assert!(!listing.contains("missing"), "{listing}");
+    for line in listing.lines().filter(|l| l.starts_with("food101/")) {
+        assert!(line.contains("present  present"), "{listing}");
+    }
+    assert!(!listing.contains("needed by food101"), "{listing}");
 
     // Step 3: the runs and the table.
-    let sets = ["data.food101_val_size=2", "data.cache_dir=\"\"", "train.epochs=1", "train.min_epochs=0", "train.batch_size=2", "train.drop_last=false"];
+    let sets = ["data.food101_val_size=2", "data.cache_dir=\"\"", "train.epochs=1", "train.min_epochs=0", "train.batch_size=2", "train.drop_last=false", "model.complementary=bert-base-uncased"];
     let mut args = vec!["--quick", "--jobs", "1", "--workers", "1"];
     sets.iter().for_each(|set| args.extend(["--set", set]));
     let out = reproduce(&args);
     assert!(out.status.success(), "{}", stderr(&out));
+    // The same command again reuses the results; another setting trains again.
+    let err = stderr(&reproduce(&args));
+    assert!(err.contains("food101/mope seed 42: result newer than the experiment, reused"), "{err}");
+    let err = stderr(&reproduce(&[&args[..], &["--set", "train.batch_size=3", "food101/mope"]].concat()));
+    assert!(err.contains("was trained with other settings (a --set, --data-dir or --weights-dir differs), running again"), "{err}");
     let table = std::fs::read_to_string(repo.join("runs/reproduce.md")).unwrap();
     for experiment in ["food101/fine-tuning", "food101/late-fusion", "food101/mope", "food101/prompt-tuning"] {
         assert!(table.contains(&format!("| {experiment} |")), "{experiment} in\n{table}");

@@ -300,7 +300,13 @@ fn open_run<B: TrainBackend>(run: &Path, moved: &Moved) -> Result<(ExperimentSpe
     let setup = Setup::<B::InnerBackend>::load(&spec, task.labels, task.objective, &device)?;
     let best = train::durable::readable_dir(&run.join("best"));
     let (model, _) = setup.model.load_adapter(&best).with_context(|| {
-        format!("the best adapter in {} cannot be read: train the run again (`mope train {} --run-dir {} --overwrite`)", best.display(), run.join("config.toml").display(), run.display())
+        let (config, run) = (run.join("config.toml"), run.display());
+        format!(
+            "the best adapter in {} cannot be read: if a training into {run} is running, wait for it; if it was killed before its first epoch ended, \
+             continue it (`mope train {} --run-dir {run} --resume`); otherwise train it again (`--overwrite`)",
+            best.display(),
+            config.display()
+        )
     })?;
     Ok((spec, Setup { model, ..setup }))
 }
