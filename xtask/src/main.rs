@@ -33,7 +33,8 @@ commands:
                     the table and the claims: `mope reproduce ARGS`, where ARGS are experiment or
                     dataset names (none: the default, 3 seeds) and --quick (one seed), --all,
                     --seeds N, --jobs N (runs side by side; default 2 on the CPU), --list,
-                    --dry-run, --smoke, --force
+                    --dry-run, --smoke, --force; --data-dir DIR and --weights-dir DIR (a user's
+                    datasets and weights, docs/reproduce.md), --set KEY=VALUE (to every experiment)
   setup             check the machine, fetch the assets, build mope; no experiment
   check             name everything the machine lacks for the set-up, and stop
   fetch-assets      check the machine and fetch the assets into .assets/, no build
@@ -124,6 +125,11 @@ fn split_options(args: &[String]) -> Result<SetupOptions> {
         match arg.as_str() {
             "--profile" => options.profile = args.next().context("--profile needs a value: release or dev")?.parse()?,
             "--device" => options.device = Some(args.next().context("--device needs a value: cpu, wgpu or cuda")?.clone()),
+            // Folders named from the user's folder: `mope reproduce` runs in the repository.
+            flag @ ("--data-dir" | "--weights-dir") => {
+                let dir = args.next().with_context(|| format!("{flag} needs a folder"))?;
+                options.rest.extend([flag.to_string(), std::path::absolute(dir)?.display().to_string()]);
+            }
             other => options.rest.push(other.to_string()),
         }
     }

@@ -193,9 +193,11 @@ fn damages() -> Vec<(&'static str, String)> {
     });
     row("adapter: a tensor transposed (`eval`)", mope(&["eval", &s(&adapter)]), None);
     let config = damaged("truncated-config", &|r| {
+        // Cut at a fixed place, before the base model's paths (whose length differs by folder).
         let path = r.join("best/adapter_config.json");
         let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(&path, &text[..text.len() / 2]).unwrap();
+        let cut = text.find("\"base_model\"").unwrap() + 5;
+        std::fs::write(&path, &text[..cut]).unwrap();
     });
     row("adapter: adapter_config.json cut short (`eval`)", mope(&["eval", &s(&config)]), None);
     rows
