@@ -33,6 +33,27 @@ pub(crate) fn poisoned<const D: usize>(t: &Tensor<Flex, D>, at: &[(usize, f32)])
     Tensor::from_data(burn::tensor::TensorData::new(values, t.dims()), &t.device())
 }
 
+/// A tensor of normal values with standard deviation `std`, the same for the same `seed` on every
+/// run (SplitMix64 and Box-Muller): a test over them fails the same way every time, or never.
+pub(crate) fn seeded_normal<const D: usize>(shape: [usize; D], std: f32, seed: u64) -> Tensor<Flex, D> {
+    let mut state = seed;
+    let mut uniform = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let count = shape.iter().product();
+    let values: Vec<f32> = (0..count)
+        .map(|_| {
+            let (u, v) = (uniform().max(f64::MIN_POSITIVE), uniform());
+            ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32 * std
+        })
+        .collect();
+    Tensor::from_data(burn::tensor::TensorData::new(values, shape), &Default::default())
+}
+
 /// The non-finite values each operation's test puts into its inputs, one at a time.
 pub(crate) const NON_FINITE: [f32; 3] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY];
 
