@@ -133,6 +133,18 @@ impl<B: Backend> CnnTokenEncoder<B> {
     pub fn with_frozen_map_memo(self, budget: usize) -> Self {
         Self { memo: FrozenMapMemo::with_budget(budget), ..self }
     }
+
+    /// The tokens it makes of a `side × side` image (its CNN map's cells, after a `[CLS]` for a
+    /// BERT), and the most its transformer takes (its positions): the CNN runs once on a blank
+    /// image of that size to find its map's size.
+    pub fn tokens_and_limit(&self, side: usize) -> (usize, usize) {
+        let device = self.projection.weight.device();
+        let [_, _, h, w] = self.cnn.feature_map(Tensor::zeros([1, 3, side, side], &device), self.feature_index).dims();
+        match &self.transformer {
+            TokenTransformer::Bert(bert) => (1 + h * w, bert.max_position()),
+            TokenTransformer::Whisper(whisper) => (h * w, whisper.max_positions()),
+        }
+    }
 }
 
 impl<B: Kernels> PromptableEncoder<B> for CnnTokenEncoder<B> {
@@ -237,6 +249,15 @@ mod tests {
         assert_eq!(embedded.tokens.dims(), [2, 1 + 16, 16]);
         let out = forward_prompted(&encoder, embedded, &mut ());
         assert_eq!(out.pooled.dims(), [2, 16]);
+    }
+
+    /// The tokens an image size makes, against the transformer's positions: what setup checks
+    /// before training (80 positions: 64×64 makes 1 + 4×4, 560×560 makes 1 + 35×35).
+    #[test]
+    fn tokens_and_limit_count_the_map_s_cells() {
+        let encoder = small::<Flex>(&Default::default());
+        assert_eq!(encoder.tokens_and_limit(64), (17, 80));
+        assert_eq!(encoder.tokens_and_limit(560), (1 + 35 * 35, 80));
     }
 
     #[test]

@@ -172,7 +172,8 @@ impl<B: Kernels> Setup<B> {
 /// training: the text is truncated at `model.max_text_tokens` (default: the preset's length,
 /// capped at the encoder's positions);
 /// a clip of `model.audio_seconds` must give no more tokens than Whisper's positions; a ViT or
-/// Swin reads images of the size it was made for (`model.image_size` cannot change it). Each
+/// Swin reads images of the size it was made for (`model.image_size` cannot change it); a
+/// CNN-token hybrid's map of the image fits its transformer's positions. Each
 /// refusal names the limit, what exceeds it and the key that changes it.
 pub fn fit_to_limits<B: Backend>(spec: &ExperimentSpec, mut encoder: LoadedEncoder<B>) -> Result<LoadedEncoder<B>> {
     use backbones::{AnyEncoder, InputPreparer, Swin, ViT};
@@ -212,6 +213,17 @@ pub fn fit_to_limits<B: Backend>(spec: &ExperimentSpec, mut encoder: LoadedEncod
         }
         (AnyEncoder::Swin(swin), InputPreparer::Image(_, pre)) if pre.size != swin.image_size() => {
             anyhow::bail!(image_size_refusal(m.image_size, pre.size, swin.image_size(), "Swin"))
+        }
+        (AnyEncoder::Hybrid(hybrid), InputPreparer::Image(modality, pre)) => {
+            let (tokens, limit) = hybrid.tokens_and_limit(pre.size);
+            if tokens > limit {
+                anyhow::bail!(
+                    "{}×{} images make {tokens} tokens of the CNN's map, more than the {limit} positions of the transformer it feeds: lower model.image_size",
+                    pre.size,
+                    pre.size
+                );
+            }
+            InputPreparer::Image(modality, pre)
         }
         (AnyEncoder::ViT(ViT { patch_embedding, .. }) | AnyEncoder::Swin(Swin { patch_embedding, .. }), _) if patch_embedding.weight.dims()[1] != 3 => {
             anyhow::bail!(
