@@ -136,10 +136,10 @@ impl<B: Backend> CnnTokenEncoder<B> {
 
     /// The tokens it makes of a `side × side` image (its CNN map's cells, after a `[CLS]` for a
     /// BERT), and the most its transformer takes (its positions): the CNN runs once on a blank
-    /// image of that size to find its map's size.
-    pub fn tokens_and_limit(&self, side: usize) -> (usize, usize) {
-        let device = self.projection.weight.device();
-        let [_, _, h, w] = self.cnn.feature_map(Tensor::zeros([1, 3, side, side], &device), self.feature_index).dims();
+    /// image of that size on `device` to find its map's size. (The projection is not touched:
+    /// reading even its device would draw its lazily initialised weights before the seed is set.)
+    pub fn tokens_and_limit(&self, side: usize, device: &B::Device) -> (usize, usize) {
+        let [_, _, h, w] = self.cnn.feature_map(Tensor::zeros([1, 3, side, side], device), self.feature_index).dims();
         match &self.transformer {
             TokenTransformer::Bert(bert) => (1 + h * w, bert.max_position()),
             TokenTransformer::Whisper(whisper) => (h * w, whisper.max_positions()),
@@ -255,9 +255,13 @@ mod tests {
     /// before training (80 positions: 64×64 makes 1 + 4×4, 560×560 makes 1 + 35×35).
     #[test]
     fn tokens_and_limit_count_the_map_s_cells() {
-        let encoder = small::<Flex>(&Default::default());
-        assert_eq!(encoder.tokens_and_limit(64), (17, 80));
-        assert_eq!(encoder.tokens_and_limit(560), (1 + 35 * 35, 80));
+        let device = Default::default();
+        let encoder = small::<Flex>(&device);
+        assert_eq!(encoder.tokens_and_limit(64, &device), (17, 80));
+        assert_eq!(encoder.tokens_and_limit(560, &device), (1 + 35 * 35, 80));
+        // The trainable projection's weights are drawn lazily, after the run's seed is set: the
+        // check must not draw them (it once did, and pMoE's runs stopped repeating their seed).
+        assert!(!encoder.projection.weight.is_initialized() && !encoder.projection.bias.as_ref().unwrap().is_initialized());
     }
 
     #[test]

@@ -215,7 +215,7 @@ pub fn fit_to_limits<B: Backend>(spec: &ExperimentSpec, mut encoder: LoadedEncod
             anyhow::bail!(image_size_refusal(m.image_size, pre.size, swin.image_size(), "Swin"))
         }
         (AnyEncoder::Hybrid(hybrid), InputPreparer::Image(modality, pre)) => {
-            let (tokens, limit) = hybrid.tokens_and_limit(pre.size);
+            let (tokens, limit) = hybrid.tokens_and_limit(pre.size, &Default::default());
             if tokens > limit {
                 anyhow::bail!(
                     "{}×{} images make {tokens} tokens of the CNN's map, more than the {limit} positions of the transformer it feeds: lower model.image_size",
