@@ -18,9 +18,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-/// Writes `bytes` to `path` whole: a kill leaves the old file or the new one, never a part.
+/// Writes `bytes` to `path` whole: a kill leaves the old file or the new one, never a part. The
+/// temporary is this process's own (`.name.partial-<pid>`), so runs side by side writing one
+/// file (a shared feature store) do not write into each other's.
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = sibling(path, "partial");
+    let tmp = sibling(path, &format!("partial-{}", std::process::id()));
     let written = (|| {
         std::fs::write(&tmp, bytes)?;
         File::open(&tmp)?.sync_all()?;

@@ -288,17 +288,11 @@ impl Rows {
         if let Some(dir) = store.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
         }
-        atomic_write(&store.with_extension("f32"), &bytes)?;
-        atomic_write(&store.with_extension("json"), serde_json::to_string(&index)?.as_bytes())?;
+        crate::durable::write_file(&store.with_extension("f32"), &bytes)?;
+        crate::durable::write_file(&store.with_extension("json"), serde_json::to_string(&index)?.as_bytes())?;
         self.dirty = false;
         Ok(())
     }
-}
-
-fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("{}: cannot write", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))
 }
 
 fn read_store(store: &Path) -> Option<HashMap<String, Vec<f32>>> {

@@ -52,13 +52,9 @@ impl<B: Kernels> Setup<B> {
         }
         let weights = spec.weights_dir();
         let options = |depth| encoder_options::<B>(spec, depth, device);
-        let main = load_encoder(&spec.model.main, &weights, options(spec.model.main_reads_depth), device)
-            .map_err(anyhow::Error::from)
-            .and_then(|e| fit_to_limits(spec, e))
+        let main = load_fitted(spec, &spec.model.main, &weights, options(spec.model.main_reads_depth), device)
             .with_context(|| format!("main encoder `{}` (model.main)", spec.model.main))?;
-        let complementary = load_encoder(&spec.model.complementary, &weights, options(spec.model.complementary_reads_depth), device)
-            .map_err(anyhow::Error::from)
-            .and_then(|e| fit_to_limits(spec, e))
+        let complementary = load_fitted(spec, &spec.model.complementary, &weights, options(spec.model.complementary_reads_depth), device)
             .with_context(|| format!("complementary encoder `{}` (model.complementary)", spec.model.complementary))?;
         Self::from_encoders(spec, main, complementary, labels, objective, device)
     }
@@ -118,12 +114,7 @@ impl<B: Kernels> Setup<B> {
             .experts
             .iter()
             .enumerate()
-            .map(|(k, name)| {
-                load_encoder(name, &weights, options, device)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|e| fit_to_limits(spec, e))
-                    .with_context(|| format!("expert {k} `{name}` (model.experts)"))
-            })
+            .map(|(k, name)| load_fitted(spec, name, &weights, options, device).with_context(|| format!("expert {k} `{name}` (model.experts)")))
             .collect::<Result<Vec<_>, _>>()?;
         Self::from_experts(spec, experts, labels, objective, device)
     }
@@ -166,6 +157,11 @@ impl<B: Kernels> Setup<B> {
             base_model: json!({ "experts": names }),
         })
     }
+}
+
+/// The encoder `name` loaded from `weights` and fitted to the experiment's limits ([`fit_to_limits`]).
+fn load_fitted<B: Backend>(spec: &ExperimentSpec, name: &str, weights: &std::path::Path, options: EncoderOptions, device: &B::Device) -> Result<LoadedEncoder<B>> {
+    fit_to_limits(spec, load_encoder(name, weights, options, device)?)
 }
 
 /// Fits what the experiment asks of `encoder`'s inputs to the limits its weights set, before any
