@@ -94,7 +94,8 @@ pub enum AnyEncoder<B: Backend> {
     Hybrid(CnnTokenEncoder<B>),
     /// Whisper's audio encoder.
     Whisper(WhisperEncoder<B>),
-    /// A CNN's pooled features as a zero-layer encoder (complementary side only).
+    /// A CNN's pooled features as a zero-layer encoder: a complementary encoder, a late-fusion
+    /// main encoder or expert, never a prompted one.
     Cnn(Cnn<B>),
 }
 

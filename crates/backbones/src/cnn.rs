@@ -3,7 +3,7 @@
 //! ([`MobileNetV2Config`](crate::MobileNetV2Config), [`EfficientNetLiteConfig`](crate::EfficientNetLiteConfig))
 //! and loaded through their key maps. The CNN-token hybrid ([`crate::hybrid`]) reads its tokens
 //! from a [`Cnn`]'s maps; alone, a [`Cnn`] is a zero-layer encoder whose pooled features can
-//! route the experts (it has no layer to prompt).
+//! route the experts or feed a late-fusion head (it has no layer to prompt).
 
 use std::path::Path;
 
@@ -125,7 +125,8 @@ pub(crate) fn load_folded<B: Backend>(
 
 /// The CNN as a zero-layer encoder: its pooled ImageNet features are one token, and there is no
 /// layer to prompt. This lets a CNN be the *complementary* encoder whose representation routes
-/// the experts (its features are frozen and cached); it cannot be the prompted main encoder.
+/// the experts, or a frozen feature under late fusion (main encoder or pMoE-family expert; its
+/// features are frozen and cached); it cannot be a prompted encoder.
 impl<B: Backend> PromptableEncoder<B> for Cnn<B> {
     /// Normalised pixels `[batch, 3, height, width]`.
     type Input = Tensor<B, 4>;

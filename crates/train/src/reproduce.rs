@@ -234,13 +234,11 @@ pub fn run_experiments(root: &Path, mope: &Path, options: &ReproduceOptions) -> 
                     if left > 0 && !options.dry_run {
                         let rows = collect_rows(&jobs, &outcomes);
                         if !rows.is_empty() {
-                            // Runs not finished, at the mean wall time of the runs trained so far, `concurrent` at a time.
-                            let trained: Vec<f64> = outcomes.iter().flatten().filter_map(|o| o.as_ref().ok()?.as_ref()?.1).collect();
-                            let eta = if trained.is_empty() {
-                                String::new()
-                            } else {
-                                let mean = trained.iter().sum::<f64>() / trained.len() as f64;
-                                format!("; about {:.0} min left at the mean run so far, {:.0} min so far", mean * left as f64 / concurrent as f64 / 60.0, started.elapsed().as_secs_f64() / 60.0)
+                            // Each job: not done (None), done in so many seconds, or done without training.
+                            let finished: Vec<Option<Option<f64>>> = outcomes.iter().map(|o| Some(o.as_ref()?.as_ref().ok().and_then(|r| r.as_ref()?.1))).collect();
+                            let eta = match time_left(&expected, &finished, concurrent) {
+                                Some(seconds) => format!("; about {:.0} min left, {:.0} min so far", seconds / 60.0, started.elapsed().as_secs_f64() / 60.0),
+                                None => String::new(),
                             };
                             eprintln!("\n== the table so far ({done} of {} runs{eta}):\n{}", jobs.len(), table(&rows));
                         }
@@ -290,13 +288,16 @@ pub fn run_experiments(root: &Path, mope: &Path, options: &ReproduceOptions) -> 
 }
 
 /// How long a run of `e` is expected to take: the mean time of its runs under `runs` where an
-/// earlier reproduction left some (wall time, or the training time where that is longer: a
-/// resumed run's wall time is its last invocation's), else a guess from its method (several
+/// earlier reproduction left some newer than the experiment file (wall time, or the training
+/// time where that is longer: a resumed run's wall time is its last invocation's; a run older
+/// than its experiment was trained as something else), else a guess from its method (several
 /// prompted experts or a whole encoder training, then the prompted methods, then late fusion).
 fn expected_seconds(e: &Experiment, runs: &Path) -> f64 {
     let earlier: Vec<f64> = SEEDS
         .iter()
-        .filter_map(|seed| read_result(&runs.join(e.name()).join(format!("seed-{seed}")).join("result.json")).ok().flatten())
+        .map(|seed| runs.join(e.name()).join(format!("seed-{seed}")).join("result.json"))
+        .filter(|result| newer(result, &e.path))
+        .filter_map(|result| read_result(&result).ok().flatten())
         .map(|r| r.wall_seconds.max(r.train_seconds))
         .collect();
     if !earlier.is_empty() {
@@ -307,6 +308,21 @@ fn expected_seconds(e: &Experiment, runs: &Path) -> f64 {
         Method::Mope | Method::Sequential | Method::PromptTuning => 200.0,
         Method::LateFusion => 100.0,
     }
+}
+
+/// Seconds left of a reproduction whose job `i` was expected to take `expected[i]` seconds
+/// ([`expected_seconds`]) and is not done (`done[i]` `None`), done in so many seconds
+/// (`Some(Some(seconds))`) or done without training (`Some(None)`: reused, or failed). The
+/// unfinished jobs' expectations, corrected by how the trained ones compared with theirs (the
+/// ratio of the sums, so one odd run moves it little), `concurrent` at a time. `None` before any
+/// job has trained: reused jobs took no time and say nothing of the machine.
+fn time_left(expected: &[f64], done: &[Option<Option<f64>>], concurrent: usize) -> Option<f64> {
+    let (took, thought) = expected.iter().zip(done).filter_map(|(e, d)| Some((d.flatten()?, e))).fold((0.0, 0.0), |(a, b), (t, e)| (a + t, b + e));
+    if thought <= 0.0 {
+        return None;
+    }
+    let unfinished: f64 = expected.iter().zip(done).filter(|(_, d)| d.is_none()).map(|(e, _)| e).sum();
+    Some(unfinished * (took / thought) / concurrent.max(1) as f64)
 }
 
 /// The order in which to start runs expected to take `seconds`: longest first (ties in their
@@ -588,6 +604,18 @@ mod tests {
             runners[0].max(runners[1])
         };
         assert_eq!((makespan(&[0, 1, 2, 3, 4]), makespan(&longest_first(&seconds))), (420.0, 300.0));
+    }
+
+    /// The time left counts the unfinished runs at their expectations, scaled by how the
+    /// trained ones compared with theirs: a run expected at 100 s that took 150 s makes the
+    /// other runs' 200 + 400 s into 900 s, 450 s on two runners. A run done without training
+    /// (reused) is neither left nor evidence.
+    #[test]
+    fn time_left_scales_the_unfinished_runs_expectations_by_the_trained_ones() {
+        assert_eq!(time_left(&[100.0, 200.0, 400.0], &[Some(Some(150.0)), None, None], 2), Some(450.0));
+        assert_eq!(time_left(&[100.0, 300.0, 200.0, 400.0], &[Some(Some(150.0)), Some(None), None, None], 2), Some(450.0));
+        // Nothing trained yet: no estimate.
+        assert_eq!(time_left(&[100.0, 200.0], &[Some(None), None], 2), None);
     }
 
     #[test]

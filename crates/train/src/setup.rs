@@ -125,11 +125,19 @@ impl<B: Kernels> Setup<B> {
     /// normalisations are affine).
     pub fn from_experts(spec: &ExperimentSpec, experts: Vec<LoadedEncoder<B>>, labels: Vec<String>, objective: Task, device: &B::Device) -> Result<Self> {
         use mope_core::PromptableEncoder;
+        // Late fusion classifies from the experts' pooled features and prompts nothing: any image
+        // encoder serves (a CNN's own pooled feature too). The other methods prompt every expert,
+        // and segmentation reads every expert's grid of tokens.
+        let segments = matches!(objective, Task::Segmentation { .. });
+        let prompts_experts = spec.model.method != crate::spec::Method::LateFusion || segments;
         let mut preprocess = Vec::with_capacity(experts.len());
         for (k, e) in experts.iter().enumerate() {
             match &e.preparer {
-                backbones::InputPreparer::Image(modality, pre) if e.encoder.num_layers() > 0 => preprocess.push((*modality, *pre)),
-                _ => anyhow::bail!("expert {k} `{}` (model.experts): pMoE experts are image encoders with layers to prompt (ViT, Swin or a hybrid)", e.name),
+                backbones::InputPreparer::Image(modality, pre) if e.encoder.num_layers() > 0 || !prompts_experts => preprocess.push((*modality, *pre)),
+                backbones::InputPreparer::Image(..) => {
+                    anyhow::bail!("expert {k} `{}` (model.experts) has no layer to prompt: prompted or segmenting experts are ViT, Swin or a hybrid (method late-fusion classifies from any image encoder)", e.name)
+                }
+                _ => anyhow::bail!("expert {k} `{}` (model.experts): pMoE experts are image encoders", e.name),
             }
         }
         let (_, shared) = *preprocess.iter().max_by_key(|(_, p)| p.size).context("`model.experts` is empty")?;
@@ -138,7 +146,7 @@ impl<B: Kernels> Setup<B> {
         let names: Vec<String> = experts.iter().map(|e| e.name.clone()).collect();
         let weights: Vec<std::path::PathBuf> = experts.iter().flat_map(|e| e.weights.clone()).collect();
         let shallowest = experts.iter().map(|e| e.encoder.num_layers()).min().unwrap_or(0);
-        anyhow::ensure!(config.depth <= shallowest, "pmoe.depth = {} exceeds the shallowest expert's {shallowest} layers", config.depth);
+        anyhow::ensure!(!prompts_experts || config.depth <= shallowest, "pmoe.depth = {} exceeds the shallowest expert's {shallowest} layers", config.depth);
         B::seed(device, spec.train.seed);
         // Trainable encoder parts (the hybrids' projections) are drawn from the seed first.
         let encoders: Vec<AnyEncoder<B>> = experts.into_iter().map(|e| materialize(e.encoder)).collect();

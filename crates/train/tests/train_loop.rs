@@ -468,7 +468,24 @@ fn pmoe_experts_must_be_promptable_image_encoders() {
     let mut experts = vit_and_swin::<AB>();
     experts[1] = LoadedEncoder { encoder: AnyEncoder::Text(bert), preparer: InputPreparer::Text(tokenizer), name: "tiny-bert".into(), weights: vec![] };
     let error = Setup::<AB>::from_experts(&spec, experts, WORDS.map(String::from).to_vec(), Task::Classification { num_classes: 3 }, &device).unwrap_err().to_string();
-    assert_eq!(error, "expert 1 `tiny-bert` (model.experts): pMoE experts are image encoders with layers to prompt (ViT, Swin or a hybrid)");
+    assert_eq!(error, "expert 1 `tiny-bert` (model.experts): pMoE experts are image encoders");
+    // A CNN has no layer to prompt: refused as a prompted expert, read as a frozen feature by
+    // late fusion (whose pooled features are then constant: cached, the head alone trains).
+    let with_cnn = || {
+        let mut experts = vit_and_swin::<AB>();
+        let cnn = backbones::MobileNetV2Config::new().with_width_mult(0.25).with_num_classes(None).init(&device);
+        experts[1] = LoadedEncoder { encoder: AnyEncoder::Cnn(cnn), preparer: experts[1].preparer.clone(), name: "tiny-cnn".into(), weights: vec![] };
+        experts
+    };
+    let error = Setup::<AB>::from_experts(&spec, with_cnn(), WORDS.map(String::from).to_vec(), Task::Classification { num_classes: 3 }, &device).unwrap_err().to_string();
+    assert_eq!(error, "expert 1 `tiny-cnn` (model.experts) has no layer to prompt: prompted or segmenting experts are ViT, Swin or a hybrid (method late-fusion classifies from any image encoder)");
+    // pmoe.depth is about prompts: late fusion ignores it.
+    let late = pmoe_spec("jsonl", dir.path(), &["model.method=late-fusion", "pmoe.depth=2"]);
+    let setup = Setup::<AB>::from_experts(&late, with_cnn(), WORDS.map(String::from).to_vec(), Task::Classification { num_classes: 3 }, &device).unwrap();
+    assert_eq!(setup.model.main_use(), MainUse::Constant);
+    // Segmenting reads each expert's grid, which a CNN's pooled feature is not.
+    let error = Setup::<AB>::from_experts(&late, with_cnn(), WORDS.map(String::from).to_vec(), Task::Segmentation { num_classes: 3, ignore_index: 255 }, &device).unwrap_err().to_string();
+    assert!(error.starts_with("expert 1 `tiny-cnn` (model.experts) has no layer to prompt"), "{error}");
     let error = Setup::<AB>::from_experts(&pmoe_spec("jsonl", dir.path(), &["pmoe.depth=3"]), vit_and_swin(), Vec::new(), Task::Classification { num_classes: 3 }, &device)
         .unwrap_err()
         .to_string();
