@@ -125,15 +125,17 @@ impl<B: Kernels> Setup<B> {
     /// normalisations are affine).
     pub fn from_experts(spec: &ExperimentSpec, experts: Vec<LoadedEncoder<B>>, labels: Vec<String>, objective: Task, device: &B::Device) -> Result<Self> {
         use mope_core::PromptableEncoder;
-        // Late fusion classifies from the experts' pooled features and prompts nothing: any image
-        // encoder serves (a CNN's own pooled feature too). The other methods prompt every expert,
-        // and segmentation reads every expert's grid of tokens.
+        // Late fusion (`Combine::Concat`) classifies from the experts' pooled features and prompts
+        // nothing: any image encoder serves (a CNN's own pooled feature too). The other
+        // combinations prompt every expert's layers, and segmentation reads every expert's grid of
+        // tokens.
+        let config = spec.pmoe_config(objective.num_outputs());
         let segments = matches!(objective, Task::Segmentation { .. });
-        let prompts_experts = spec.model.method != crate::spec::Method::LateFusion || segments;
+        let needs_layers = config.combine != pmoe::Combine::Concat || segments;
         let mut preprocess = Vec::with_capacity(experts.len());
         for (k, e) in experts.iter().enumerate() {
             match &e.preparer {
-                backbones::InputPreparer::Image(modality, pre) if e.encoder.num_layers() > 0 || !prompts_experts => preprocess.push((*modality, *pre)),
+                backbones::InputPreparer::Image(modality, pre) if e.encoder.num_layers() > 0 || !needs_layers => preprocess.push((*modality, *pre)),
                 backbones::InputPreparer::Image(..) => {
                     anyhow::bail!("expert {k} `{}` (model.experts) has no layer to prompt: prompted or segmenting experts are ViT, Swin or a hybrid (method late-fusion classifies from any image encoder)", e.name)
                 }
@@ -142,11 +144,10 @@ impl<B: Kernels> Setup<B> {
         }
         let (_, shared) = *preprocess.iter().max_by_key(|(_, p)| p.size).context("`model.experts` is empty")?;
         let modality = preprocess[0].0;
-        let config = spec.pmoe_config(objective.num_outputs());
         let names: Vec<String> = experts.iter().map(|e| e.name.clone()).collect();
         let weights: Vec<std::path::PathBuf> = experts.iter().flat_map(|e| e.weights.clone()).collect();
         let shallowest = experts.iter().map(|e| e.encoder.num_layers()).min().unwrap_or(0);
-        anyhow::ensure!(!prompts_experts || config.depth <= shallowest, "pmoe.depth = {} exceeds the shallowest expert's {shallowest} layers", config.depth);
+        anyhow::ensure!(!needs_layers || config.depth <= shallowest, "pmoe.depth = {} exceeds the shallowest expert's {shallowest} layers", config.depth);
         B::seed(device, spec.train.seed);
         // Trainable encoder parts (the hybrids' projections) are drawn from the seed first.
         let encoders: Vec<AnyEncoder<B>> = experts.into_iter().map(|e| materialize(e.encoder)).collect();
