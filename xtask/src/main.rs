@@ -8,7 +8,8 @@
 //! - `check`: only the check of what the machine lacks.
 //! - `fetch-assets`: the check and the assets, no build.
 //! - `tidy`: checks the conventions of the tree (module docs, no ignored tests).
-//! - `results`: copies `runs/reproduce.md` into the README and docs/reproduce.md.
+//! - `results`: copies `runs/reproduce.md` into the README and docs/reproduce.md (`--extras`:
+//!   a reproduction of the experiments `--all` adds, into docs/reproduce.md).
 
 mod assets;
 mod build;
@@ -41,6 +42,9 @@ commands:
   tidy              check module docs and test hygiene
   results [FILE]    copy runs/reproduce.md (or FILE) into README.md and docs/reproduce.md, between
                     their `<!-- results: ... -->` and `<!-- end of results -->` markers
+  results --extras FILE
+                    copy FILE, the table of a reproduction of the experiments --all adds to the
+                    default, run alone, into docs/reproduce.md's `<!-- results: extras -->` block
 
 options of reproduce and setup (the rest of reproduce's arguments go to `mope reproduce`):
   --profile release|dev   the cargo profile mope is built in (default release: the workspace's
@@ -63,8 +67,10 @@ fn main() -> ExitCode {
         Some("reproduce") => reproduce(&root, &args[1..]),
         Some("results") => match &args[1..] {
             [] => results::publish(&root, None),
-            [file] => results::publish(&root, Some(Path::new(file))),
-            [_, extra, ..] => Err(anyhow::anyhow!("unexpected argument `{extra}` of results (one FILE at most)\n\n{USAGE}")),
+            [flag, file] if flag == "--extras" => results::publish_extras(&root, Path::new(file)),
+            [file] if file != "--extras" => results::publish(&root, Some(Path::new(file))),
+            [flag] => Err(anyhow::anyhow!("{flag} needs a FILE\n\n{USAGE}")),
+            [_, extra, ..] => Err(anyhow::anyhow!("unexpected argument `{extra}` of results (one FILE, or --extras FILE)\n\n{USAGE}")),
         },
         Some("--help" | "-h" | "help") => {
             println!("{USAGE}");

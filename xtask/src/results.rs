@@ -9,6 +9,9 @@
 //! <!-- results: all -->                (docs/reproduce.md: the whole file)
 //! ...
 //! <!-- end of results -->
+//! <!-- results: extras -->             (docs/reproduce.md: the whole file of a reproduction
+//! ...                                   of the experiments `--all` adds, run alone;
+//! <!-- end of results -->               `cargo xtask results --extras FILE`)
 //! ```
 //!
 //! What sits between a start marker and the end marker is replaced; the rest of the document is
@@ -28,6 +31,8 @@ enum Extract {
     TableAndClaims,
     /// The whole file.
     All,
+    /// The whole file of a reproduction of the experiments tagged `all` alone.
+    Extras,
 }
 
 impl Extract {
@@ -35,12 +40,13 @@ impl Extract {
         match self {
             Self::TableAndClaims => "<!-- results: table and claims -->",
             Self::All => "<!-- results: all -->",
+            Self::Extras => "<!-- results: extras -->",
         }
     }
 
     /// The part of `reproduce` (the text of `runs/reproduce.md`) this extract quotes.
     fn of(self, reproduce: &str) -> Result<String> {
-        if self == Self::All {
+        if self != Self::TableAndClaims {
             return Ok(reproduce.trim_end().to_string());
         }
         let blocks: Vec<&str> = reproduce.split("\n\n").map(str::trim).filter(|b| !b.is_empty()).collect();
@@ -63,9 +69,21 @@ fn splice(document: &str, name: &str, extract: Extract, quoted: &str) -> Result<
 /// docs/reproduce.md under `root`. Nothing is written unless both documents can take it.
 pub fn publish(root: &Path, source: Option<&Path>) -> Result<()> {
     let source = source.map_or_else(|| root.join("runs/reproduce.md"), Path::to_path_buf);
-    let reproduce = std::fs::read_to_string(&source).with_context(|| format!("{}: cannot read (run `cargo xtask reproduce` first)", source.display()))?;
+    publish_into(root, &source, &[("README.md", Extract::TableAndClaims), ("docs/reproduce.md", Extract::All)])
+}
+
+/// Copies `source`, the table of a reproduction of the experiments `--all` adds to the default,
+/// run alone, into docs/reproduce.md's extras block.
+pub fn publish_extras(root: &Path, source: &Path) -> Result<()> {
+    publish_into(root, source, &[("docs/reproduce.md", Extract::Extras)])
+}
+
+/// Copies what each `(document, extract)` quotes of `source` into that document under `root`;
+/// nothing is written unless every document can take it.
+fn publish_into(root: &Path, source: &Path, targets: &[(&str, Extract)]) -> Result<()> {
+    let reproduce = std::fs::read_to_string(source).with_context(|| format!("{}: cannot read (run `cargo xtask reproduce` first)", source.display()))?;
     let mut updated = Vec::new();
-    for (document, extract) in [("README.md", Extract::TableAndClaims), ("docs/reproduce.md", Extract::All)] {
+    for &(document, extract) in targets {
         let path = root.join(document);
         let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
         let quoted = extract.of(&reproduce).with_context(|| format!("{}", source.display()))?;
@@ -89,6 +107,27 @@ mod tests {
         let quoted = Extract::TableAndClaims.of(REPRODUCE).unwrap();
         assert_eq!(quoted, "| experiment | metric |\n|---|---|\n| a | 1 |\n\n```\na beats b: holds.\nVerdicts compare seeds pairwise.\n```");
         assert!(Extract::TableAndClaims.of("| experiment | seed 1 |\n").unwrap_err().to_string().contains("no table of experiments"));
+    }
+
+    #[test]
+    fn extras_go_whole_into_their_own_block_of_docs_reproduce_only() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("docs")).unwrap();
+        let readme = "<!-- results: table and claims -->\nold table\n<!-- end of results -->\n";
+        std::fs::write(root.path().join("README.md"), readme).unwrap();
+        let docs = "<!-- results: all -->\ndefault\n<!-- end of results -->\n<!-- results: extras -->\nold\n<!-- end of results -->\n";
+        std::fs::write(root.path().join("docs/reproduce.md"), docs).unwrap();
+        let extras = root.path().join("extras.md");
+        std::fs::write(&extras, "| experiment | metric |\n|---|---|\n| digits/mope | 99 |\n").unwrap();
+        publish_extras(root.path(), &extras).unwrap();
+        assert_eq!(std::fs::read_to_string(root.path().join("README.md")).unwrap(), readme);
+        let written = std::fs::read_to_string(root.path().join("docs/reproduce.md")).unwrap();
+        assert_eq!(
+            written,
+            "<!-- results: all -->\ndefault\n<!-- end of results -->\n<!-- results: extras -->\n\n| experiment | metric |\n|---|---|\n| digits/mope | 99 |\n\n<!-- end of results -->\n"
+        );
+        let missing = publish_extras(root.path(), &root.path().join("none.md")).unwrap_err();
+        assert!(format!("{missing:#}").contains("none.md: cannot read"), "{missing:#}");
     }
 
     #[test]
